@@ -1,0 +1,443 @@
+"""Common interface of every attention operator, plus input validation.
+
+Every method splits its work into the per-user part (`prepare`: independent of the
+candidates, e.g. an SVD) and the per-candidate part (`attend`). A state is reused across
+any number of candidate batches (cascade stages).
+
+Tensors are laid out ``[batch, heads, length, dim]``; ``key_mask`` is ``[batch, N]`` bool
+with True marking a real behaviour.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar, NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+DTYPE_NAMES = {
+    "fp16": torch.float16,
+    "float16": torch.float16,
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+    "fp32": torch.float32,
+    "float32": torch.float32,
+    "fp64": torch.float64,
+    "float64": torch.float64,
+}
+
+
+def dtype_from_name(name: str | torch.dtype) -> torch.dtype:
+    """'bf16' / 'bfloat16' / torch.bfloat16 -> torch.bfloat16 (ValueError for anything else)."""
+    if isinstance(name, torch.dtype):
+        if name not in SUPPORTED_DTYPES:
+            raise ValueError(f"unsupported dtype {name}; use one of fp16, bf16, fp32, fp64")
+        return name
+    try:
+        return DTYPE_NAMES[str(name).lower()]
+    except KeyError:
+        raise ValueError(
+            f"unknown dtype {name!r}; use one of {sorted(set(DTYPE_NAMES))}"
+        ) from None
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return {
+        torch.float16: "fp16",
+        torch.bfloat16: "bf16",
+        torch.float32: "fp32",
+        torch.float64: "fp64",
+    }.get(dtype, str(dtype))
+
+
+def element_size(dtype: torch.dtype) -> int:
+    return torch.empty((), dtype=dtype).element_size()
+
+
+@dataclass(frozen=True)
+class Shape:
+    """Problem size of one call: B users, H heads, N behaviours, M queries, head dims d, dv."""
+
+    batch: int
+    heads: int
+    n: int
+    m: int
+    d: int
+    dv: int | None = None
+    causal: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("batch", "heads", "n", "m", "d"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"Shape.{name} must be a positive int, got {value!r}")
+        if self.dv is not None and (not isinstance(self.dv, int) or self.dv < 1):
+            raise ValueError(f"Shape.dv must be a positive int, got {self.dv!r}")
+
+    @property
+    def value_dim(self) -> int:
+        return self.d if self.dv is None else self.dv
+
+    @property
+    def bh(self) -> int:
+        return self.batch * self.heads
+
+
+class Cost(NamedTuple):
+    """Analytic model of one call: floating-point operations and bytes moved (modelled)."""
+
+    flops: float
+    bytes: float
+
+    def __add__(self, other: object) -> Cost:  # type: ignore[override]
+        if not isinstance(other, Cost):
+            return NotImplemented
+        return Cost(self.flops + other.flops, self.bytes + other.bytes)
+
+
+@dataclass
+class BaseState:
+    """Fields every prepared state carries; methods subclass it with their own tensors."""
+
+    n: int
+    d: int
+    dv: int
+    dtype: torch.dtype
+    device: torch.device
+    key_mask: torch.Tensor | None  # [B, N] bool or None
+    empty_users: torch.Tensor | None  # [B] bool: users with no real behaviour, or None
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def _describe(t: torch.Tensor) -> str:
+    return f"shape {tuple(t.shape)}, dtype {t.dtype}, device {t.device}"
+
+
+def check_tensor(name: str, t: Any) -> torch.Tensor:
+    check_structure(name, t)
+    check_finite(name, t)
+    return t
+
+
+def check_structure(name: str, t: Any) -> torch.Tensor:
+    if not isinstance(t, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dim() != 4:
+        raise ValueError(
+            f"{name} must be 4-D [batch, heads, length, dim], got {t.dim()}-D ({_describe(t)})"
+        )
+    if t.dtype not in SUPPORTED_DTYPES:
+        raise ValueError(
+            f"{name} has dtype {t.dtype}; attention needs a floating dtype "
+            "(float16, bfloat16, float32 or float64)"
+        )
+    if 0 in t.shape:
+        raise ValueError(f"{name} is empty ({_describe(t)})")
+    return t
+
+
+def check_finite(name: str, t: torch.Tensor) -> torch.Tensor:
+    if not bool(torch.isfinite(t).all()):
+        bad = int((~torch.isfinite(t)).sum())
+        kind = "NaN" if bool(torch.isnan(t).any()) else "inf"
+        raise ValueError(f"{name} contains {kind} ({bad} non-finite values, {_describe(t)})")
+    return t
+
+
+def check_kv(k: Any, v: Any, key_mask: Any) -> torch.Tensor | None:
+    """Validate keys, values and mask; returns the mask as a bool tensor (or None)."""
+    check_structure("k", k)
+    check_structure("v", v)
+    if k.device != v.device:
+        raise ValueError(f"k and v are on different devices: k on {k.device}, v on {v.device}")
+    if k.dtype != v.dtype:
+        raise ValueError(f"k and v have different dtypes: k {k.dtype}, v {v.dtype}")
+    if k.shape[:3] != v.shape[:3]:
+        raise ValueError(
+            "k and v must agree on [batch, heads, N]: "
+            f"k {tuple(k.shape)}, v {tuple(v.shape)}"
+        )
+    check_finite("k", k)
+    check_finite("v", v)
+    if key_mask is None:
+        return None
+    if not isinstance(key_mask, torch.Tensor):
+        raise ValueError(f"key_mask must be a torch.Tensor or None, got {type(key_mask).__name__}")
+    if key_mask.dtype != torch.bool:
+        raise ValueError(
+            f"key_mask must be a bool tensor (True = real behaviour), got dtype {key_mask.dtype}"
+        )
+    expected = (k.shape[0], k.shape[2])
+    if tuple(key_mask.shape) != expected:
+        raise ValueError(
+            f"key_mask must have shape [batch, N] = {list(expected)}, got {list(key_mask.shape)}"
+        )
+    if key_mask.device != k.device:
+        raise ValueError(f"key_mask is on {key_mask.device} but k is on {k.device}")
+    return key_mask
+
+
+def check_query(q: Any, state: BaseState, causal: bool) -> torch.Tensor:
+    check_tensor("q", q)
+    if q.device != state.device:
+        raise ValueError(f"q is on {q.device} but the prepared state is on {state.device}")
+    if q.dtype != state.dtype:
+        raise ValueError(f"q has dtype {q.dtype} but k/v had {state.dtype}")
+    if q.shape[-1] != state.d:
+        raise ValueError(f"q has head dim {q.shape[-1]} but k has {state.d}")
+    if causal and q.shape[2] != state.n:
+        raise ValueError(
+            f"causal self-attention needs as many queries as behaviours (M == N); "
+            f"got M = {q.shape[2]}, N = {state.n}"
+        )
+    return q
+
+
+def empty_users_of(key_mask: torch.Tensor | None) -> torch.Tensor | None:
+    if key_mask is None:
+        return None
+    return ~key_mask.any(dim=1)
+
+
+def zero_padded(x: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
+    """Zero the rows of padded behaviours: x [B,H,N,D], key_mask [B,N]."""
+    if key_mask is None:
+        return x
+    return x * key_mask[:, None, :, None].to(x.dtype)
+
+
+def zero_empty_users(out: torch.Tensor, empty_users: torch.Tensor | None) -> torch.Tensor:
+    """Users whose behaviours are all padding get an all-zero output (never NaN)."""
+    if empty_users is None:
+        return out
+    return torch.where(empty_users[:, None, None, None], torch.zeros((), dtype=out.dtype, device=out.device), out)
+
+
+def sdpa_mask(key_mask: torch.Tensor | None, empty_users: torch.Tensor | None) -> torch.Tensor | None:
+    """Boolean SDPA mask [B,1,1,N]; empty users attend everywhere (their output is zeroed later)."""
+    if key_mask is None:
+        return None
+    mask = key_mask
+    if empty_users is not None:
+        mask = mask | empty_users[:, None]
+    return mask[:, None, None, :]
+
+
+def masked_sdpa(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    key_mask: torch.Tensor | None,
+    empty_users: torch.Tensor | None,
+    causal: bool,
+    scale: float | None = None,
+) -> torch.Tensor:
+    """Fused attention (torch SDPA) with a padding mask and optional causal mask.
+
+    Rows with no visible key (an all-padding user, or a causal row whose visible keys are
+    all padding) get zeros instead of SDPA's NaN.
+    """
+    mask = sdpa_mask(key_mask, empty_users)
+    if not causal:
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+        return zero_empty_users(out, empty_users)
+    if mask is None:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)
+    n = k.shape[2]
+    mask = mask & causal_mask(q.shape[2], n, q.device)[None, None]
+    dead = ~mask.any(dim=-1, keepdim=True)  # [B,1,M,1]
+    mask = mask | (dead & (torch.arange(n, device=q.device) == 0))
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+    out = torch.where(dead, torch.zeros((), dtype=out.dtype, device=out.device), out)
+    return zero_empty_users(out, empty_users)
+
+
+def query_chunks(m: int, n: int, bh: int, budget_bytes: int = 256 * 2**20) -> int:
+    """Rows of queries per chunk so that a [B*H, chunk, N] fp32 block stays under budget."""
+    per_row = max(1, bh * n * 4 * 3)  # a few fp32 temporaries per element
+    return max(1, min(m, budget_bytes // per_row))
+
+
+def causal_mask(m: int, n: int, device: torch.device, offset: int = 0) -> torch.Tensor:
+    """[m, n] bool, True where query (row offset+i) may see key j (j <= i)."""
+    rows = torch.arange(offset, offset + m, device=device)[:, None]
+    cols = torch.arange(n, device=device)[None, :]
+    return cols <= rows
+
+
+# ----------------------------------------------------------------------------- operator
+
+
+class AttentionOperator:
+    """Base class: validation, forward = attend(prepare(...)), parameter handling.
+
+    Subclasses set ``name``, ``PARAMS`` (name -> default), ``supports_causal`` and
+    ``weights_are_distribution``, and implement ``_prepare``, ``_attend``,
+    ``_implied_weights``, ``cost_prepare`` and ``cost_attend``.
+    """
+
+    name: ClassVar[str] = "base"
+    PARAMS: ClassVar[dict[str, Any]] = {}
+    supports_causal: ClassVar[bool] = False
+    weights_are_distribution: ClassVar[bool] = True
+    description: ClassVar[str] = ""
+
+    def __init__(self, **params: Any) -> None:
+        unknown = sorted(set(params) - set(self.PARAMS))
+        if unknown:
+            allowed = ", ".join(f"{k}={v!r}" for k, v in self.PARAMS.items()) or "none"
+            raise ValueError(
+                f"unknown parameter(s) {unknown} for method {self.name!r}; allowed: {allowed}"
+            )
+        self.params: dict[str, Any] = {**self.PARAMS, **params}
+        self._validate_params()
+
+    # -- to override ----------------------------------------------------------------
+    def _validate_params(self) -> None:
+        pass
+
+    def _prepare(self, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None) -> BaseState:
+        raise NotImplementedError
+
+    def _attend(self, state: BaseState, q: torch.Tensor, causal: bool) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _implied_weights_chunk(
+        self, state: BaseState, q: torch.Tensor, row_offset: int, causal: bool
+    ) -> torch.Tensor:
+        raise NotImplementedError
+
+    def cost_prepare(self, shape: Shape, dtype: torch.dtype = torch.float32) -> Cost:
+        raise NotImplementedError
+
+    def cost_attend(self, shape: Shape, dtype: torch.dtype = torch.float32) -> Cost:
+        raise NotImplementedError
+
+    def memory_model(self, shape: Shape, dtype: torch.dtype = torch.float32) -> float:
+        """Modelled peak extra bytes of forward beyond the inputs (analytic, not measured)."""
+        es = element_size(dtype)
+        return float(shape.bh * shape.m * shape.value_dim * es)
+
+    def _check_extra(self, shape: Shape, dtype: torch.dtype, device: torch.device) -> list[str]:
+        return []
+
+    # -- public API -------------------------------------------------------------------
+    @property
+    def label(self) -> str:
+        shown = {k: v for k, v in self.params.items() if k in self.label_params()}
+        if not shown:
+            return self.name
+        inner = ",".join(f"{k}={v}" for k, v in shown.items())
+        return f"{self.name}[{inner}]"
+
+    def label_params(self) -> tuple[str, ...]:
+        return ()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.params.items())})"
+
+    def check(
+        self, shape: Shape, dtype: torch.dtype | str = torch.float32, device: torch.device | str = "cpu"
+    ) -> list[str]:
+        """Human-readable reasons this operator cannot run the case (empty list = it can)."""
+        reasons: list[str] = []
+        try:
+            dt = dtype_from_name(dtype)
+        except ValueError as exc:
+            return [str(exc)]
+        dev = torch.device(device)
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            reasons.append("CUDA requested but torch.cuda.is_available() is False")
+        if shape.causal and not self.supports_causal:
+            reasons.append(f"{self.name} has no causal (self-attention) mask")
+        if shape.causal and shape.m != shape.n:
+            reasons.append(f"causal self-attention needs M == N (got M={shape.m}, N={shape.n})")
+        reasons.extend(self._check_extra(shape, dt, dev))
+        return reasons
+
+    def cost(self, shape: Shape, dtype: torch.dtype | str = torch.float32) -> Cost:
+        dt = dtype_from_name(dtype)
+        return self.cost_prepare(shape, dt) + self.cost_attend(shape, dt)
+
+    def prepare(self, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None = None) -> BaseState:
+        key_mask = check_kv(k, v, key_mask)
+        shape = Shape(k.shape[0], k.shape[1], k.shape[2], 1, k.shape[3], v.shape[3])
+        self._raise_if_unsupported(shape, k.dtype, k.device)
+        return self._prepare(k, v, key_mask)
+
+    def attend(self, state: BaseState, q: torch.Tensor, causal: bool = False) -> torch.Tensor:
+        if not isinstance(state, BaseState):
+            raise ValueError(f"state must come from {self.name}.prepare(), got {type(state).__name__}")
+        check_query(q, state, causal)
+        if causal and not self.supports_causal:
+            raise ValueError(f"{self.name} does not support causal self-attention")
+        return self._attend(state, q, causal)
+
+    def forward(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        key_mask: torch.Tensor | None = None,
+        causal: bool = False,
+    ) -> torch.Tensor:
+        check_tensor("q", q)
+        if q.device != k.device:
+            raise ValueError(f"q is on {q.device} but k is on {k.device}")
+        if q.shape[:2] != k.shape[:2]:
+            raise ValueError(
+                f"q and k must agree on [batch, heads]: q {tuple(q.shape)}, k {tuple(k.shape)}"
+            )
+        return self.attend(self.prepare(k, v, key_mask), q, causal=causal)
+
+    __call__ = forward
+
+    def prepare_unchecked(self, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None = None) -> BaseState:
+        """prepare() without input validation (for timing loops after one checked call)."""
+        return self._prepare(k, v, key_mask)
+
+    def attend_unchecked(self, state: BaseState, q: torch.Tensor, causal: bool = False) -> torch.Tensor:
+        """attend() without input validation (for timing loops after one checked call)."""
+        return self._attend(state, q, causal)
+
+    @torch.no_grad()
+    def implied_weights(self, state: BaseState, q: torch.Tensor, causal: bool = False) -> torch.Tensor:
+        """[B,H,M,N] float32 weights this method puts on each behaviour (evaluation only)."""
+        check_query(q, state, causal)
+        b, h, m, _ = q.shape
+        chunk = query_chunks(m, state.n, b * h)
+        out = torch.empty((b, h, m, state.n), dtype=torch.float32, device=q.device)
+        for start in range(0, m, chunk):
+            stop = min(m, start + chunk)
+            w = self._implied_weights_chunk(state, q[:, :, start:stop], start, causal)
+            if state.key_mask is not None:
+                w = w * state.key_mask[:, None, None, :].to(w.dtype)
+            out[:, :, start:stop] = w
+        if state.empty_users is not None:
+            out[state.empty_users] = 0.0
+        return out
+
+    def _raise_if_unsupported(self, shape: Shape, dtype: torch.dtype, device: torch.device) -> None:
+        reasons = [r for r in self._check_extra(shape, dtype, device)]
+        if reasons:
+            raise ValueError(f"{self.label} cannot run this input: " + "; ".join(reasons))
+
+    def _base_state_kwargs(self, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None) -> dict[str, Any]:
+        return dict(
+            n=k.shape[2],
+            d=k.shape[3],
+            dv=v.shape[3],
+            dtype=k.dtype,
+            device=k.device,
+            key_mask=key_mask,
+            empty_users=empty_users_of(key_mask),
+        )
+
+
+def inv_sqrt(d: int) -> float:
+    return 1.0 / math.sqrt(d)

@@ -1,0 +1,93 @@
+"""Truncated SVD of the per-user matrix [K | V], three solvers, always in fp32 (or fp64).
+
+X = [K | V]  (N x D, D = d + dv), X ~ U diag(S) W^T with U: N x r. Padded behaviours are
+zero rows, which leave the singular values and W unchanged and give zero rows of U.
+
+Solvers:
+- ``svd``:     exact thin SVD (``torch.linalg.svd``), O(N D^2).
+- ``lowrank``: randomized SVD (``torch.svd_lowrank``) with oversampling and power
+               iterations, O(N D (r + p)).
+- ``gram``:    eigen-decomposition of the D x D Gram matrix X^T X (formed in fp64 because
+               it squares the condition number), O(N D^2) in one GEMM + a tiny eigh;
+               fastest when N >> D. Components whose singular value is below 8 eps s_1 are
+               dropped (U column and S set to 0): U = X W / S cannot resolve them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+SOLVERS = ("svd", "lowrank", "gram")
+
+
+@dataclass
+class Factors:
+    u: torch.Tensor  # [B, H, N, r]  left singular vectors (orthonormal columns, 0 where dropped)
+    s: torch.Tensor  # [B, H, r]     singular values, descending
+    wt: torch.Tensor  # [B, H, r, D]  right singular vectors as rows (W^T)
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def fix_signs(u: torch.Tensor, wt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Deterministic signs: each U column gets a non-negative sum (its token points along
+    the mean behaviour). U diag(S) W^T is unchanged."""
+    sign = torch.sign(u.sum(dim=-2))  # [B, H, r]
+    sign = torch.where(sign == 0, torch.ones_like(sign), sign)
+    return u * sign[..., None, :], wt * sign[..., :, None]
+
+
+def truncated_svd(
+    x: torch.Tensor,
+    rank: int,
+    solver: str = "svd",
+    oversample: int = 8,
+    power_iters: int = 2,
+    seed: int = 0,
+) -> Factors:
+    """Top-``rank`` SVD of ``x`` [B, H, N, D] computed in fp32 (fp64 for fp64 input)."""
+    if solver not in SOLVERS:
+        raise ValueError(f"unknown solver {solver!r}; use one of {', '.join(SOLVERS)}")
+    cd = _compute_dtype(x.dtype)
+    x = x.to(cd)
+    n, dd = x.shape[-2], x.shape[-1]
+    r = min(rank, n, dd)
+    if solver == "svd":
+        u, s, wt = torch.linalg.svd(x, full_matrices=False)
+        u, s, wt = u[..., :r], s[..., :r], wt[..., :r, :]
+    elif solver == "lowrank":
+        q = min(r + oversample, n, dd)
+        lead = x.shape[:-2]
+        flat = x.reshape(-1, n, dd)
+        # svd_lowrank draws its test matrix from the global RNG: seed it locally so results
+        # are reproducible and the caller's RNG stream is untouched.
+        devices = [flat.device] if flat.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            u, s, w = torch.svd_lowrank(flat, q=q, niter=power_iters)
+        u = u[..., :r].reshape(*lead, n, r)
+        s = s[..., :r].reshape(*lead, r)
+        wt = w[..., :r].transpose(-1, -2).reshape(*lead, r, dd)
+    else:  # gram
+        # The Gram matrix squares the condition number, so it is formed and decomposed in
+        # fp64 (a D x D problem: one GEMM over N plus a tiny eigh); U = X W / S runs in fp32.
+        gd = torch.float32 if x.device.type == "mps" else torch.float64
+        xg = x.to(gd)
+        gram = torch.matmul(xg.transpose(-1, -2), xg)  # [B,H,D,D]
+        evals, evecs = torch.linalg.eigh(gram)  # ascending
+        evals = evals.flip(-1)[..., :r].clamp_min(0)
+        s = evals.sqrt().to(cd)
+        w = evecs.flip(-1)[..., :r].to(cd)  # [B,H,D,r]
+        # drop components below what U = X W / S can resolve in the compute dtype
+        tol = torch.finfo(cd).eps * 8 * s[..., :1]
+        keep = s > tol
+        s = torch.where(keep, s, torch.zeros_like(s))
+        inv = torch.where(keep, 1.0 / s.clamp_min(torch.finfo(cd).tiny), torch.zeros_like(s))
+        u = torch.matmul(x, w) * inv[..., None, :]
+        wt = w.transpose(-1, -2)
+    u, wt = fix_signs(u, wt)
+    return Factors(u=u, s=s, wt=wt)

@@ -1,0 +1,72 @@
+"""LinRec (SIGIR 2023): L2-normalised linear attention, following the authors' public formula.
+
+    Q^ = rownorm(elu(Q)),  K^ = rownorm(elu(K))   (L2 over the feature axis, eps-guarded)
+    O  = Q^ (K^^T V) / sqrt(d)
+
+No softmax and no denominator. Keys of padded behaviours are zeroed (the public code
+ignores the mask; this suite does not). Implied weights Q^ K^^T / sqrt(d) are signed and
+unnormalised. Normalisation runs in fp32; the per-user state K^^T V / sqrt(d) (d x dv) is
+accumulated in fp32 and stored in the working dtype. Cost O((N + M) d dv).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .base import AttentionOperator, BaseState, Cost, element_size, inv_sqrt, zero_empty_users, zero_padded
+from .registry import register
+
+
+def elu_l2(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """rownorm(elu(x)) in fp32: ELU, then L2-normalise each row over the feature axis."""
+    return F.normalize(F.elu(x.float()), p=2.0, dim=-1, eps=eps)
+
+
+@dataclass
+class LinRecState(BaseState):
+    kv: torch.Tensor = None  # type: ignore[assignment]  [B,H,d,dv] = K^^T V / sqrt(d)
+    k: torch.Tensor = None  # type: ignore[assignment]   reference to the keys (evaluation only)
+
+
+@register
+class LinRecAttention(AttentionOperator):
+    name = "linrec"
+    PARAMS = {"eps": 1e-12}
+    supports_causal = False
+    weights_are_distribution = False
+    description = "L2-normalised linear attention (ELU, row L2 norm, Q(K^T V)/sqrt(d))"
+
+    def _validate_params(self):
+        eps = self.params["eps"]
+        if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not eps > 0:
+            raise ValueError(f"{self.name}: eps must be a positive number, got {eps!r}")
+
+    def _prepare(self, k, v, key_mask):
+        kn = zero_padded(elu_l2(k, self.params["eps"]), key_mask)
+        kv = torch.matmul(kn.transpose(-1, -2), v.float()) * inv_sqrt(k.shape[-1])
+        return LinRecState(**self._base_state_kwargs(k, v, key_mask), kv=kv.to(k.dtype), k=k)
+
+    def _attend(self, state: LinRecState, q, causal):
+        qn = elu_l2(q, self.params["eps"]).to(q.dtype)
+        return zero_empty_users(torch.matmul(qn, state.kv), state.empty_users)
+
+    def _implied_weights_chunk(self, state: LinRecState, q, row_offset, causal):
+        eps = self.params["eps"]
+        return torch.matmul(elu_l2(q, eps), elu_l2(state.k, eps).transpose(-1, -2)) * inv_sqrt(state.d)
+
+    def cost_prepare(self, shape, dtype=torch.float32):
+        n, d, dv, es = shape.n, shape.d, shape.value_dim, element_size(dtype)
+        flops = 6 * n * d + 2 * n * d * dv
+        return Cost(float(shape.bh * flops), float(shape.bh * (es * n * (d + dv) + es * d * dv)))
+
+    def cost_attend(self, shape, dtype=torch.float32):
+        m, d, dv, es = shape.m, shape.d, shape.value_dim, element_size(dtype)
+        flops = 6 * m * d + 2 * m * d * dv
+        return Cost(float(shape.bh * flops), float(shape.bh * es * (m * d + d * dv + m * dv)))
+
+    def memory_model(self, shape, dtype=torch.float32):
+        es = element_size(dtype)
+        return float(shape.bh * (4 * shape.n * shape.d + 4 * shape.m * shape.d + es * shape.m * shape.value_dim))

@@ -1,0 +1,243 @@
+"""LREA (arXiv 2503.02542): low-rank compression of the sequence axis, LeakyReLU attention.
+
+Compression W_comp (N x r) and decompression W_decomp (r x N). Per user, the pre-stored
+state is C = K^T W_comp (d x r) and the absorbed values Bv = W_decomp V (r x dv). With
+a = q C / sqrt(d) (1 x r), phi = LeakyReLU(slope):
+
+- training form:  O = phi(a W_decomp) V        (attention over the reconstructed keys
+                                                 K~ = (C W_decomp)^T, O(M r N))
+- absorbed form:  O = phi(a) (W_decomp V)      (serving, O(r d) per candidate)
+
+The two agree exactly when phi(a W_decomp) = phi(a) W_decomp, e.g. when W_decomp >= 0 and
+every entry of a has the same sign (the non-negativity the paper's penalty aims at);
+``absorption_error`` reports ||phi(AB) - phi(A) B|| / ||phi(AB)||. Weights are signed and
+unnormalised; LREA targets DIN-style attention, so ``uncompressed_error`` reports the error
+against LeakyReLU attention over the uncompressed keys.
+
+W_comp / W_decomp are learned in the paper. Training-free default: the top-r principal
+directions P (N x r) of the position axis, pooled over all users and heads of the batch
+given to ``prepare`` (W_comp = P, W_decomp = P^T), unless ``fit`` or ``set_projection`` set
+them first. ``fit`` can add a non-negativity penalty on W_decomp and run a few Adam steps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .base import AttentionOperator, BaseState, Cost, element_size, inv_sqrt, zero_empty_users, zero_padded
+from .registry import register
+from .svd_exact import validate_rank_param
+
+FORMS = ("absorbed", "training")
+
+
+def principal_positions(k: torch.Tensor, key_mask: torch.Tensor | None, rank: int, seed: int = 0) -> torch.Tensor:
+    """Top-``rank`` principal directions of the position axis, pooled over users, heads and
+    features: left singular vectors of [K_(b,h)]_(b,h) as an N x (B H d) matrix. fp32."""
+    kz = zero_padded(k.float(), key_mask)
+    b, h, n, d = kz.shape
+    y = kz.permute(2, 0, 1, 3).reshape(n, b * h * d)
+    if min(n, b * h * d) <= 4 * rank or n <= 512:
+        u, _, _ = torch.linalg.svd(y, full_matrices=False)
+    else:
+        devices = [y.device] if y.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            u, _, _ = torch.svd_lowrank(y, q=min(rank + 8, n, b * h * d), niter=3)
+    return u[:, :rank].contiguous()
+
+
+@dataclass
+class LreaState(BaseState):
+    c: torch.Tensor = None  # type: ignore[assignment]      [B,H,d,r] working dtype, C / sqrt(d)
+    bv: torch.Tensor = None  # type: ignore[assignment]     [B,H,r,dv] working dtype, W_decomp V
+    w_decomp: torch.Tensor = None  # type: ignore[assignment]  [r,N] fp32 (padded positions zeroed per user at use)
+    v: torch.Tensor = None  # type: ignore[assignment]      reference to values (training form)
+    k: torch.Tensor = None  # type: ignore[assignment]      reference to keys (evaluation only)
+
+
+@register
+class LreaAttention(AttentionOperator):
+    name = "lrea"
+    PARAMS = {"rank": 16, "slope": 0.01, "form": "absorbed", "seed": 0}
+    supports_causal = False
+    weights_are_distribution = False
+    description = "low-rank compression of the sequence axis with LeakyReLU attention (absorbed serving form)"
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        self.w_comp: torch.Tensor | None = None
+        self.w_decomp: torch.Tensor | None = None
+
+    def label_params(self):
+        return ("rank", "form")
+
+    def _validate_params(self):
+        validate_rank_param(self.params["rank"], self.name)
+        if self.params["form"] not in FORMS:
+            raise ValueError(f"{self.name}: unknown form {self.params['form']!r}; use one of {', '.join(FORMS)}")
+        slope = self.params["slope"]
+        if not isinstance(slope, (int, float)) or isinstance(slope, bool) or not 0 <= slope < 1:
+            raise ValueError(f"{self.name}: slope must be a number in [0, 1), got {slope!r}")
+
+    def _check_extra(self, shape, dtype, device):
+        reasons = []
+        if self.params["rank"] > shape.n:
+            reasons.append(
+                f"{self.name}: rank {self.params['rank']} is larger than the data allows: N = {shape.n}"
+            )
+        if self.w_comp is not None and self.w_comp.shape[0] != shape.n:
+            reasons.append(
+                f"{self.name}: projection was fitted for N = {self.w_comp.shape[0]}, input has N = {shape.n}"
+            )
+        return reasons
+
+    # -- projection ---------------------------------------------------------------------
+    def set_projection(self, w_comp: torch.Tensor, w_decomp: torch.Tensor) -> None:
+        """Use given W_comp (N x r) and W_decomp (r x N) instead of the training-free default."""
+        r = self.params["rank"]
+        if w_comp.dim() != 2 or w_decomp.dim() != 2 or w_comp.shape[1] != r or w_decomp.shape != (r, w_comp.shape[0]):
+            raise ValueError(
+                f"{self.name}: W_comp must be N x {r} and W_decomp {r} x N; got "
+                f"{tuple(w_comp.shape)} and {tuple(w_decomp.shape)}"
+            )
+        if not (torch.isfinite(w_comp).all() and torch.isfinite(w_decomp).all()):
+            raise ValueError(f"{self.name}: W_comp / W_decomp contain NaN or inf")
+        self.w_comp, self.w_decomp = w_comp.float(), w_decomp.float()
+
+    def fit(
+        self,
+        k: torch.Tensor,
+        key_mask: torch.Tensor | None = None,
+        nonneg_penalty: float = 0.0,
+        steps: int = 0,
+        lr: float = 1e-2,
+    ) -> dict[str, float]:
+        """Fit W_comp/W_decomp on sample sequences k [B,H,N,d]: principal positions, then
+        optionally ``steps`` Adam steps on ||K - W_decomp^T W_comp^T K||^2 / ||K||^2
+        + nonneg_penalty * ||min(W_decomp, 0)||^2. Returns the final loss terms."""
+        from .base import check_kv
+
+        mask = check_kv(k, k, key_mask)
+        p = principal_positions(k, mask, self.params["rank"], self.params["seed"])
+        w_comp, w_decomp = p.clone(), p.T.clone()
+        kz = zero_padded(k.float(), mask)
+        y = kz.permute(2, 0, 1, 3).reshape(k.shape[2], -1)  # N x (BHd)
+        if steps > 0:
+            w_comp.requires_grad_(True)
+            w_decomp.requires_grad_(True)
+            opt = torch.optim.Adam([w_comp, w_decomp], lr=lr)
+            for _ in range(steps):
+                opt.zero_grad()
+                rec = w_decomp.T @ (w_comp.T @ y)
+                loss = ((y - rec) ** 2).sum() / (y**2).sum() + nonneg_penalty * (w_decomp.clamp_max(0) ** 2).sum()
+                loss.backward()
+                opt.step()
+            w_comp, w_decomp = w_comp.detach(), w_decomp.detach()
+        with torch.no_grad():
+            rec = w_decomp.T @ (w_comp.T @ y)
+            recon = float(((y - rec) ** 2).sum() / (y**2).sum().clamp_min(1e-30))
+            negative = float((w_decomp.clamp_max(0) ** 2).sum())
+        self.w_comp, self.w_decomp = w_comp, w_decomp
+        return {"reconstruction_error": recon, "negative_mass": negative}
+
+    def _projection(self, k, key_mask):
+        if self.w_comp is not None:
+            return self.w_comp.to(k.device), self.w_decomp.to(k.device)
+        p = principal_positions(k, key_mask, self.params["rank"], self.params["seed"])
+        return p, p.T
+
+    # -- operator -------------------------------------------------------------------------
+    def _prepare(self, k, v, key_mask):
+        w_comp, w_decomp = self._projection(k, key_mask)
+        kz = zero_padded(k.float(), key_mask)
+        c = torch.matmul(kz.transpose(-1, -2), w_comp) * inv_sqrt(k.shape[-1])  # [B,H,d,r]
+        vz = zero_padded(v.float(), key_mask)
+        bv = torch.matmul(w_decomp, vz)  # [B,H,r,dv]
+        return LreaState(
+            **self._base_state_kwargs(k, v, key_mask),
+            c=c.to(k.dtype),
+            bv=bv.to(k.dtype),
+            w_decomp=w_decomp,
+            v=v,
+            k=k,
+        )
+
+    def _phi(self, x):
+        return F.leaky_relu(x, negative_slope=self.params["slope"])
+
+    def _decomp(self, state: LreaState, dtype) -> torch.Tensor:
+        """W_decomp with padded positions zeroed per user: [B,1,r,N]."""
+        w = state.w_decomp.to(dtype)[None, None]
+        if state.key_mask is not None:
+            w = w * state.key_mask[:, None, None, :].to(dtype)
+        return w
+
+    def _attend(self, state: LreaState, q, causal):
+        a = torch.matmul(q, state.c)  # [B,H,M,r]
+        if self.params["form"] == "absorbed":
+            out = torch.matmul(self._phi(a), state.bv)
+        else:
+            s = torch.matmul(a, self._decomp(state, q.dtype))
+            out = torch.matmul(self._phi(s), zero_padded(state.v, state.key_mask))
+        return zero_empty_users(out, state.empty_users)
+
+    def _implied_weights_chunk(self, state: LreaState, q, row_offset, causal):
+        a = torch.matmul(q.float(), state.c.float())
+        w = self._decomp(state, torch.float32)
+        if self.params["form"] == "absorbed":
+            return torch.matmul(self._phi(a), w)
+        return self._phi(torch.matmul(a, w))
+
+    @torch.no_grad()
+    def absorption_error(self, state: LreaState, q: torch.Tensor) -> float:
+        """||phi(a W) - phi(a) W||_F / ||phi(a W)||_F over all users, heads and queries."""
+        a = torch.matmul(q.float(), state.c.float())
+        w = self._decomp(state, torch.float32)
+        exact = self._phi(torch.matmul(a, w))
+        absorbed = torch.matmul(self._phi(a), w)
+        return float((exact - absorbed).norm() / exact.norm().clamp_min(1e-30))
+
+    @torch.no_grad()
+    def uncompressed_error(self, state: LreaState, q: torch.Tensor) -> float:
+        """Relative output error against LeakyReLU attention over the uncompressed keys."""
+        ref = leaky_attention(q, state.k, state.v, state.key_mask, self.params["slope"])
+        out = self._attend(state, q, False).float()
+        return float((out - ref).norm() / ref.norm().clamp_min(1e-30))
+
+    def cost_prepare(self, shape, dtype=torch.float32):
+        n, d, dv, r, es = shape.n, shape.d, shape.value_dim, self.params["rank"], element_size(dtype)
+        flops = shape.bh * (2 * n * d * r + 2 * n * r * dv)
+        if self.w_comp is None:  # training-free projection fitted per batch
+            q = min(r + 8, n, shape.bh * d)
+            flops += 2 * n * shape.bh * d * q * 8
+        return Cost(float(flops), float(shape.bh * es * (n * (d + dv) + r * (d + dv))))
+
+    def cost_attend(self, shape, dtype=torch.float32):
+        m, n, d, dv, r, es = shape.m, shape.n, shape.d, shape.value_dim, self.params["rank"], element_size(dtype)
+        if self.params["form"] == "absorbed":
+            flops = 2 * m * d * r + m * r + 2 * m * r * dv
+            nbytes = es * (m * d + d * r + r * dv + m * dv)
+        else:
+            flops = 2 * m * d * r + 2 * m * r * n + m * n + 2 * m * n * dv
+            nbytes = es * (m * d + d * r + r * n + n * dv + m * dv)
+        return Cost(float(shape.bh * flops), float(shape.bh * nbytes))
+
+    def memory_model(self, shape, dtype=torch.float32):
+        r, es = self.params["rank"], element_size(dtype)
+        extra = es * shape.m * (r + shape.value_dim)
+        if self.params["form"] == "training":
+            extra += es * shape.m * shape.n
+        return float(shape.bh * (4 * shape.n * (shape.d + shape.value_dim) + extra))
+
+
+def leaky_attention(q, k, v, key_mask, slope: float) -> torch.Tensor:
+    """Plain reference: LeakyReLU(q k^T / sqrt(d)) v over all real behaviours, fp32."""
+    s = torch.matmul(q.float(), k.float().transpose(-1, -2)) * inv_sqrt(k.shape[-1])
+    w = F.leaky_relu(s, negative_slope=slope)
+    if key_mask is not None:
+        w = w * key_mask[:, None, None, :].float()
+    return torch.matmul(w, v.float())

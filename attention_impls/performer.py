@@ -1,0 +1,165 @@
+"""Performer / FAVOR+ (arXiv 2009.14794): positive random features for the softmax kernel.
+
+    x' = x d^-1/4,   phi(x) = m^-1/2 (exp(w_i . x' - ||x'||^2 / 2 - c) + eps)
+    O  = D^-1 phi(Q) (phi(K)^T V),   D = phi(Q) (phi(K)^T 1)
+
+Stabilisers: c = the row max over features for each query (cancels in D^-1), and one max
+over all real keys and features per (user, head) for the keys (cancels between numerator
+and denominator). eps is the floor of each feature; the denominator is guarded.
+Features: ``orthogonal`` (blocks of orthogonal rows with chi-distributed norms) or iid
+Gaussian, drawn from a CPU generator seeded with ``seed`` so the draw is the same on every
+device. ``redraw``: ``fixed`` (one draw per head dim, reused) or ``per_prepare`` (a new
+draw for every prepared state, seed advancing deterministically). Feature maps run in fp32;
+the per-user state is divided by the user's number of real behaviours so it stays in range
+in fp16/bf16. Cost O((N + M) m d).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .base import AttentionOperator, BaseState, Cost, element_size, zero_empty_users
+from .registry import register
+
+REDRAW = ("fixed", "per_prepare")
+
+
+def draw_features(m: int, d: int, orthogonal: bool, seed: int) -> torch.Tensor:
+    """[m, d] random projection in fp32 on the CPU (move it to the device afterwards)."""
+    gen = torch.Generator(device="cpu").manual_seed(int(seed))
+    if not orthogonal:
+        return torch.randn(m, d, generator=gen)
+    blocks = []
+    for _ in range(-(-m // d)):
+        g = torch.randn(d, d, generator=gen)
+        qmat, _ = torch.linalg.qr(g)
+        blocks.append(qmat.T)
+    w = torch.cat(blocks, dim=0)[:m]
+    norms = torch.randn(m, d, generator=gen).norm(dim=1)
+    return w * norms[:, None]
+
+
+def feature_logits(x: torch.Tensor, omega: torch.Tensor) -> torch.Tensor:
+    """w_i . x' - ||x'||^2 / 2 with x' = x d^-1/4, in fp32: [..., L, m]."""
+    d = x.shape[-1]
+    xs = x.float() * d**-0.25
+    return torch.matmul(xs, omega.T) - 0.5 * (xs * xs).sum(dim=-1, keepdim=True)
+
+
+def query_features(q: torch.Tensor, omega: torch.Tensor, eps: float) -> torch.Tensor:
+    z = feature_logits(q, omega)
+    z = z - z.amax(dim=-1, keepdim=True)
+    return (torch.exp(z) + eps) * omega.shape[0] ** -0.5
+
+
+def key_stabiliser(z: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
+    """One max over all real keys and features per (user, head): [B,H,1,1]."""
+    if key_mask is not None:
+        z = z.masked_fill(~key_mask[:, None, :, None], float("-inf"))
+    c = z.amax(dim=(-1, -2), keepdim=True)
+    return torch.where(torch.isfinite(c), c, torch.zeros_like(c))
+
+
+def key_features(k: torch.Tensor, omega: torch.Tensor, eps: float, key_mask, c=None):
+    z = feature_logits(k, omega)
+    if c is None:
+        c = key_stabiliser(z, key_mask)
+    phi = (torch.exp(z - c) + eps) * omega.shape[0] ** -0.5
+    if key_mask is not None:
+        phi = phi * key_mask[:, None, :, None].float()
+    return phi, c
+
+
+@dataclass
+class PerformerState(BaseState):
+    omega: torch.Tensor = None  # type: ignore[assignment]  [m, d] fp32
+    kv: torch.Tensor = None  # type: ignore[assignment]     [B,H,m,dv] working dtype, / n_real
+    ksum: torch.Tensor = None  # type: ignore[assignment]   [B,H,m] fp32, / n_real
+    key_max: torch.Tensor = None  # type: ignore[assignment]  [B,H,1,1] key stabiliser
+    k: torch.Tensor = None  # type: ignore[assignment]      reference to keys (evaluation only)
+
+
+@register
+class PerformerAttention(AttentionOperator):
+    name = "performer"
+    PARAMS = {"features": 256, "orthogonal": True, "seed": 0, "redraw": "fixed", "eps": 1e-6}
+    supports_causal = False
+    weights_are_distribution = True
+    description = "FAVOR+ positive orthogonal random features for the softmax kernel"
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        self._draws = 0
+        self._cache: dict[tuple[int, str], torch.Tensor] = {}
+
+    def label_params(self):
+        return ("features",)
+
+    def _validate_params(self):
+        m = self.params["features"]
+        if isinstance(m, bool) or not isinstance(m, int) or m < 1:
+            raise ValueError(f"{self.name}: features must be an int >= 1, got {m!r}")
+        if self.params["redraw"] not in REDRAW:
+            raise ValueError(f"{self.name}: unknown redraw {self.params['redraw']!r}; use one of {', '.join(REDRAW)}")
+        if not isinstance(self.params["orthogonal"], bool):
+            raise ValueError(f"{self.name}: orthogonal must be True or False")
+        eps = self.params["eps"]
+        if not isinstance(eps, (int, float)) or eps < 0:
+            raise ValueError(f"{self.name}: eps must be >= 0, got {eps!r}")
+
+    def features_for(self, d: int, device: torch.device | str = "cpu") -> torch.Tensor:
+        """The projection the next prepare() will use (fixed policy: always the same)."""
+        p = self.params
+        if p["redraw"] == "per_prepare":
+            return draw_features(p["features"], d, p["orthogonal"], p["seed"] + self._draws).to(device)
+        key = (d, str(device))
+        if key not in self._cache:
+            self._cache[key] = draw_features(p["features"], d, p["orthogonal"], p["seed"]).to(device)
+        return self._cache[key]
+
+    def _prepare(self, k, v, key_mask):
+        omega = self.features_for(k.shape[-1], k.device)
+        if self.params["redraw"] == "per_prepare":
+            self._draws += 1
+        phi_k, c = key_features(k, omega, self.params["eps"], key_mask)
+        if key_mask is None:
+            n_real = torch.full((k.shape[0],), float(k.shape[2]), device=k.device)
+        else:
+            n_real = key_mask.sum(dim=1).float().clamp_min(1.0)
+        inv_n = (1.0 / n_real)[:, None, None, None]
+        kv = torch.matmul(phi_k.transpose(-1, -2), v.float()) * inv_n
+        ksum = phi_k.sum(dim=-2) * inv_n[..., 0]
+        return PerformerState(
+            **self._base_state_kwargs(k, v, key_mask), omega=omega, kv=kv.to(k.dtype), ksum=ksum, key_max=c, k=k
+        )
+
+    def _attend(self, state: PerformerState, q, causal):
+        phi_q = query_features(q, state.omega, self.params["eps"])
+        num = torch.matmul(phi_q.to(q.dtype), state.kv)
+        den = torch.matmul(phi_q, state.ksum[..., None])  # fp32 [B,H,M,1]
+        den = den.clamp_min(torch.finfo(torch.float32).tiny)
+        out = (num.float() / den).to(q.dtype)
+        return zero_empty_users(out, state.empty_users)
+
+    def _implied_weights_chunk(self, state: PerformerState, q, row_offset, causal):
+        eps = self.params["eps"]
+        phi_q = query_features(q, state.omega, eps)
+        phi_k, _ = key_features(state.k, state.omega, eps, state.key_mask, state.key_max)
+        w = torch.matmul(phi_q, phi_k.transpose(-1, -2))
+        return w / w.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
+
+    def cost_prepare(self, shape, dtype=torch.float32):
+        n, d, dv, m, es = shape.n, shape.d, shape.value_dim, self.params["features"], element_size(dtype)
+        flops = 2 * n * d * m + 4 * n * m + 2 * n * m * dv + n * m
+        return Cost(float(shape.bh * flops), float(shape.bh * (es * n * (d + dv) + es * m * dv + 4 * m)))
+
+    def cost_attend(self, shape, dtype=torch.float32):
+        mm, d, dv, m, es = shape.m, shape.d, shape.value_dim, self.params["features"], element_size(dtype)
+        flops = 2 * mm * d * m + 4 * mm * m + 2 * mm * m * dv + 2 * mm * m + mm * dv
+        return Cost(float(shape.bh * flops), float(shape.bh * es * (mm * d + m * dv + mm * dv)))
+
+    def memory_model(self, shape, dtype=torch.float32):
+        m = self.params["features"]
+        return float(shape.bh * 4 * (2 * shape.n * m + 2 * shape.m * m + shape.m * shape.value_dim))

@@ -1,0 +1,44 @@
+"""Shared fixtures: the devices to test on (CPU always, CUDA when present)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(params=DEVICES)
+def device(request) -> torch.device:
+    return torch.device(request.param)
+
+
+def make_qkv(b=2, h=2, n=48, m=7, d=16, dv=None, device="cpu", dtype=torch.float32, seed=0, scale=1.0):
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    dv = d if dv is None else dv
+    q = torch.randn(b, h, m, d, generator=g) * scale
+    k = torch.randn(b, h, n, d, generator=g)
+    v = torch.randn(b, h, n, dv, generator=g)
+    return q.to(device, dtype), k.to(device, dtype), v.to(device, dtype)
+
+
+def low_rank_kv(b=2, h=2, n=48, d=16, dv=None, rank=4, device="cpu", seed=0, noise=0.0):
+    """[K|V] of exact rank ``rank`` (plus optional Gaussian noise)."""
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    dv = d if dv is None else dv
+    left = torch.randn(b, h, n, rank, generator=g)
+    right = torch.randn(b, h, rank, d + dv, generator=g)
+    x = left @ right / rank**0.5
+    if noise:
+        x = x + noise * torch.randn(x.shape, generator=g)
+    return x[..., :d].to(device).contiguous(), x[..., d:].to(device).contiguous()
+
+
+def padding_mask(b, n, lengths, device="cpu"):
+    mask = torch.zeros(b, n, dtype=torch.bool)
+    for i, length in enumerate(lengths):
+        mask[i, :length] = True
+    return mask.to(device)

@@ -1,0 +1,269 @@
+"""Fast paths held to their plain references."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import low_rank_kv, make_qkv, padding_mask
+
+import attention_impls as ai
+from attention_impls.dense import softmax_weights
+
+
+def rel(a, b):
+    return float((a.double() - b.double()).norm() / b.double().norm())
+
+
+def explicit_softmax_attention(q, k, v, mask=None, causal=False):
+    s = (q.double() @ k.double().transpose(-1, -2)) / math.sqrt(q.shape[-1])
+    if mask is not None:
+        s = s.masked_fill(~mask[:, None, None, :], float("-inf"))
+    if causal:
+        n = k.shape[2]
+        s = s.masked_fill(~torch.ones(n, n, dtype=torch.bool, device=q.device).tril(), float("-inf"))
+    return torch.softmax(s, -1) @ v.double()
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_dense_fast_path_equals_explicit_softmax(device, masked):
+    q, k, v = make_qkv(device=device, n=40)
+    mask = padding_mask(2, 40, [40, 23], device) if masked else None
+    out = ai.get("dense").forward(q, k, v, mask)
+    assert rel(out, explicit_softmax_attention(q, k, v, mask)) < 1e-5
+
+
+def test_dense_causal_equals_explicit(device):
+    q, k, v = make_qkv(device=device, n=20, m=20)
+    out = ai.get("dense").forward(q, k, v, causal=True)
+    assert rel(out, explicit_softmax_attention(q, k, v, causal=True)) < 1e-5
+    mask = padding_mask(2, 20, [20, 12], device)
+    out = ai.get("dense").forward(q, k, v, mask, causal=True)
+    ref = explicit_softmax_attention(q, k, v, mask, causal=True)
+    assert rel(out, ref) < 1e-5
+
+
+def test_dense_implied_weights_are_softmax(device):
+    q, k, v = make_qkv(device=device)
+    op = ai.get("dense")
+    w = op.implied_weights(op.prepare(k, v), q)
+    assert w.dtype == torch.float32
+    torch.testing.assert_close(w.sum(-1), torch.ones_like(w.sum(-1)))
+    torch.testing.assert_close((w.double() @ v.double()).float(), op.forward(q, k, v), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("solver", ["svd", "lowrank", "gram"])
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("true_rank,r", [(4, 4), (4, 8), (32, 32)])
+def test_svd_exact_equals_dense_when_rank_fits(device, solver, masked, true_rank, r):
+    d = 16
+    k, v = low_rank_kv(n=64, d=d, rank=true_rank, device=device, seed=true_rank)
+    q = torch.randn(2, 2, 9, d, generator=torch.Generator().manual_seed(1)).to(device)
+    mask = padding_mask(2, 64, [64, 37], device) if masked else None
+    ref = ai.get("dense").forward(q, k, v, mask)
+    out = ai.get("svd_exact", rank=r, solver=solver).forward(q, k, v, mask)
+    assert rel(out, ref) < 1e-5, solver
+
+
+def test_svd_exact_causal_full_rank_equals_dense(device):
+    q, k, v = make_qkv(n=24, m=24, d=8, device=device)
+    ref = ai.get("dense").forward(q, k, v, causal=True)
+    out = ai.get("svd_exact", rank=16).forward(q, k, v, causal=True)
+    assert rel(out, ref) < 1e-5
+
+
+@pytest.mark.parametrize("r", [2, 4, 8])
+def test_svd_exact_kl_bound_on_approximately_low_rank(device, r):
+    """KL(P || P_r) <= 2 s_{r+1} max||q|| / sqrt(d) per row."""
+    d = 16
+    k, v = low_rank_kv(n=96, d=d, rank=6, device=device, noise=0.05, seed=3)
+    q = torch.randn(2, 2, 11, d, generator=torch.Generator().manual_seed(5)).to(device) * 2.0
+    op = ai.get("svd_exact", rank=r)
+    state = op.prepare(k, v)
+    p = ai.get("dense").implied_weights(ai.get("dense").prepare(k, v), q).double()
+    pr = op.implied_weights(state, q).double()
+    kl = (p * (p.clamp_min(1e-300).log() - pr.clamp_min(1e-300).log())).sum(-1)  # [B,H,M]
+    s_all = torch.linalg.svdvals(torch.cat([k, v], -1).double())  # [B,H,D]
+    s_next = s_all[..., r]  # s_{r+1}
+    qmax = q.double().norm(dim=-1).amax(-1)  # [B,H]
+    bound = 2 * s_next * qmax / math.sqrt(d)
+    assert (kl.amax(-1) <= bound + 1e-9).all(), (kl.amax(-1), bound)
+    assert (kl >= -1e-9).all()
+
+
+def test_svd_exact_attend_is_fused_with_head_dim_r(monkeypatch):
+    """attend must run SDPA with head dimension r, not an M x N matmul + softmax."""
+    calls = []
+    real = F.scaled_dot_product_attention
+
+    def spy(q, k, v, *args, **kwargs):
+        calls.append((tuple(q.shape), tuple(k.shape)))
+        return real(q, k, v, *args, **kwargs)
+
+    q, k, v = make_qkv(n=50, d=16)
+    op = ai.get("svd_exact", rank=4)
+    state = op.prepare(k, v)
+    monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    op.attend(state, q)
+    assert calls and calls[0][0][-1] == 4 and calls[0][1] == (2, 2, 50, 4)
+
+
+def test_svd_tokens_reconstructs_rank_r_input(device):
+    k, v = low_rank_kv(n=40, d=8, rank=5, device=device)
+    op = ai.get("svd_tokens", rank=5)
+    state = op.prepare(k, v)
+    x = torch.cat([k, v], -1)
+    assert rel(state.reconstruct(), x) < 1e-5
+    # attend equals softmax over the r tokens, written out
+    q = torch.randn(2, 2, 6, 8).to(device)
+    p = torch.softmax((q @ state.zk.transpose(-1, -2)) / math.sqrt(8), -1)
+    torch.testing.assert_close(op.attend(state, q), p @ state.zv, atol=1e-5, rtol=1e-5)
+    # implied weights reproduce the output through the reconstructed values
+    w = op.implied_weights(state, q)
+    torch.testing.assert_close(w @ state.reconstruct()[..., 8:], op.attend(state, q), atol=1e-4, rtol=1e-4)
+
+
+def test_svd_tokens_rms_scaling(device):
+    k, v = low_rank_kv(n=64, d=8, rank=3, device=device)
+    st_s = ai.get("svd_tokens", rank=3).prepare(k, v)
+    st_r = ai.get("svd_tokens", rank=3, token_scaling="rms").prepare(k, v)
+    torch.testing.assert_close(st_r.zk, st_s.zk / 8.0, atol=1e-5, rtol=1e-5)
+    assert rel(st_r.reconstruct(), torch.cat([k, v], -1)) < 1e-5
+
+
+def public_linrec(q, k, v, eps=1e-12):
+    """LinRec as published: ELU, L2-normalise rows over features, Q (K^T V) / sqrt(d)."""
+    qn = F.elu(q.double())
+    qn = qn / qn.norm(dim=-1, keepdim=True).clamp_min(eps)
+    kn = F.elu(k.double())
+    kn = kn / kn.norm(dim=-1, keepdim=True).clamp_min(eps)
+    return qn @ (kn.transpose(-1, -2) @ v.double()) / math.sqrt(q.shape[-1])
+
+
+def test_linrec_equals_public_formula(device):
+    q, k, v = make_qkv(device=device)
+    out = ai.get("linrec").forward(q, k, v)
+    assert rel(out, public_linrec(q, k, v)) < 1e-5
+
+
+def test_linrec_mask_zeroes_padded_keys(device):
+    q, k, v = make_qkv(device=device, n=30)
+    mask = padding_mask(2, 30, [30, 17], device)
+    out = ai.get("linrec").forward(q, k, v, mask)
+    ref1 = public_linrec(q[1:], k[1:, :, :17], v[1:, :, :17])
+    assert rel(out[1:], ref1) < 1e-5
+
+
+def favor_plus_written_out(q, k, v, omega, eps):
+    d, m = q.shape[-1], omega.shape[0]
+    qs, ks = q.double() * d**-0.25, k.double() * d**-0.25
+    om = omega.double()
+    zq = qs @ om.T - 0.5 * (qs**2).sum(-1, keepdim=True)
+    zk = ks @ om.T - 0.5 * (ks**2).sum(-1, keepdim=True)
+    phi_q = (torch.exp(zq - zq.amax(-1, keepdim=True)) + eps) / math.sqrt(m)
+    phi_k = (torch.exp(zk - zk.amax(dim=(-1, -2), keepdim=True)) + eps) / math.sqrt(m)
+    num = phi_q @ (phi_k.transpose(-1, -2) @ v.double())
+    den = phi_q @ phi_k.sum(-2)[..., None]
+    return num / den
+
+
+@pytest.mark.parametrize("orthogonal", [True, False])
+def test_performer_equals_written_out_favor(device, orthogonal):
+    q, k, v = make_qkv(device=device, d=16)
+    op = ai.get("performer", features=64, orthogonal=orthogonal, seed=3)
+    omega = op.features_for(16, device)
+    out = op.forward(q, k, v)
+    assert rel(out, favor_plus_written_out(q, k, v, omega, op.params["eps"])) < 1e-5
+
+
+def test_performer_converges_to_softmax_as_features_grow():
+    q, k, v = make_qkv(n=64, m=16, d=16, scale=0.7, seed=11)
+    dense = ai.get("dense")
+    p = dense.implied_weights(dense.prepare(k, v), q).double()
+    kls = []
+    for m in (16, 128, 1024, 8192):
+        per_seed = []
+        for seed in range(3):
+            op = ai.get("performer", features=m, seed=seed)
+            w = op.implied_weights(op.prepare(k, v), q).double()
+            per_seed.append(float((p * (p.log() - w.log())).sum(-1).mean()))
+        kls.append(sum(per_seed) / len(per_seed))
+    assert all(a > b for a, b in zip(kls, kls[1:])), kls
+    assert kls[-1] < 0.01 * kls[0] * 10  # at least ~10x smaller at m = 8192 than at m = 16
+
+
+def test_performer_weights_are_distribution(device):
+    q, k, v = make_qkv(device=device, n=30)
+    mask = padding_mask(2, 30, [30, 9], device)
+    op = ai.get("performer", features=32)
+    w = op.implied_weights(op.prepare(k, v, mask), q)
+    assert (w >= 0).all()
+    torch.testing.assert_close(w.sum(-1), torch.ones_like(w.sum(-1)))
+    assert float(w[1, ..., 9:].abs().max()) == 0.0
+
+
+def test_performer_redraw_policies():
+    q, k, v = make_qkv()
+    fixed = ai.get("performer", features=16)
+    assert torch.equal(fixed.features_for(16), fixed.features_for(16))
+    redraw = ai.get("performer", features=16, redraw="per_prepare")
+    s1, s2 = redraw.prepare(k, v), redraw.prepare(k, v)
+    assert not torch.equal(s1.omega, s2.omega)
+    # the same seed reproduces the same draws
+    again = ai.get("performer", features=16, redraw="per_prepare")
+    assert torch.equal(again.prepare(k, v).omega, s1.omega)
+
+
+def test_lrea_absorbed_equals_training_form_under_nonnegativity(device):
+    """With W_decomp >= 0 and q C >= 0 the LeakyReLU commutes with W_decomp."""
+    g = torch.Generator().manual_seed(0)
+    n, d, r = 32, 8, 4
+    k = torch.rand(2, 2, n, d, generator=g).to(device)  # non-negative keys
+    v = torch.randn(2, 2, n, d, generator=g).to(device)
+    q = torch.rand(2, 2, 5, d, generator=g).to(device)  # non-negative queries
+    w_comp = torch.rand(n, r, generator=g)
+    w_decomp = torch.rand(r, n, generator=g)
+    absorbed = ai.get("lrea", rank=r, form="absorbed")
+    training = ai.get("lrea", rank=r, form="training")
+    for op in (absorbed, training):
+        op.set_projection(w_comp, w_decomp)
+    st = absorbed.prepare(k, v)
+    assert rel(absorbed.attend(st, q), training.forward(q, k, v)) < 1e-5
+    assert absorbed.absorption_error(st, q) < 1e-6
+    # with signed keys and queries the non-negativity fails: the error is reported, not hidden
+    ks = torch.randn(2, 2, n, d, generator=g).to(device)
+    qs = torch.randn(2, 2, 5, d, generator=g).to(device)
+    st_signed = absorbed.prepare(ks, v)
+    assert absorbed.absorption_error(st_signed, qs) > 1e-3
+    assert rel(absorbed.attend(st_signed, qs), training.forward(qs, ks, v)) > 1e-3
+
+
+def test_lrea_training_form_written_out(device):
+    q, k, v = make_qkv(device=device, n=20, d=8)
+    op = ai.get("lrea", rank=20, form="training", slope=0.1)
+    out = op.forward(q, k, v)
+    # full-rank orthonormal projection: K~ = K, so training form = LeakyReLU attention
+    from attention_impls.lrea import leaky_attention
+
+    assert rel(out, leaky_attention(q, k, v, None, 0.1)) < 1e-4
+    st = op.prepare(k, v)
+    assert op.uncompressed_error(st, q) < 1e-4
+
+
+def test_lrea_fit_with_nonneg_penalty_reduces_negative_mass():
+    k, _ = low_rank_kv(n=24, d=8, rank=3)
+    op = ai.get("lrea", rank=4)
+    base = op.fit(k, steps=0)
+    fitted = op.fit(k, nonneg_penalty=10.0, steps=150, lr=0.02)
+    assert fitted["negative_mass"] < base["negative_mass"]
+    assert op.w_comp.shape == (24, 4)
+
+
+def test_softmax_weights_helper_masks(device):
+    q, k, _ = make_qkv(device=device, n=10)
+    mask = padding_mask(2, 10, [10, 0], device)
+    w = softmax_weights(q, k, mask, 0.25)
+    assert not torch.isnan(w).any() and float(w[1].abs().max()) == 0.0
