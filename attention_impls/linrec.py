@@ -16,7 +16,15 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .base import AttentionOperator, BaseState, Cost, element_size, inv_sqrt, zero_empty_users, zero_padded
+from .base import (
+    AttentionOperator,
+    BaseState,
+    Cost,
+    element_size,
+    inv_sqrt,
+    zero_empty_users,
+    zero_padded,
+)
 from .registry import register
 
 

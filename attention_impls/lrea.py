@@ -27,7 +27,15 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .base import AttentionOperator, BaseState, Cost, element_size, inv_sqrt, zero_empty_users, zero_padded
+from .base import (
+    AttentionOperator,
+    BaseState,
+    Cost,
+    element_size,
+    inv_sqrt,
+    zero_empty_users,
+    zero_padded,
+)
 from .registry import register
 from .svd_exact import validate_rank_param
 

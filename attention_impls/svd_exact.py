@@ -85,7 +85,7 @@ def svd_prepare_cost(shape: Shape, rank: int, solver: str, oversample: int, powe
 @register
 class SvdExactAttention(AttentionOperator):
     name = "svd_exact"
-    PARAMS = {"rank": 16, "solver": "svd", "oversample": 8, "power_iters": 2, "seed": 0}
+    PARAMS = {"rank": 16, "solver": "gram", "oversample": 8, "power_iters": 2, "seed": 0}
     supports_causal = True
     weights_are_distribution = True
     description = "softmax over all N behaviours with scores in the rank-r subspace of [K|V]"

@@ -26,7 +26,7 @@ def test_registry_lists_all_six():
 def test_unknown_method_and_parameter_errors_list_what_exists():
     with pytest.raises(ValueError, match="available: dense, linrec"):
         ai.get("flash")
-    with pytest.raises(ValueError, match=r"allowed: rank=16, solver='svd'"):
+    with pytest.raises(ValueError, match=r"allowed: rank=16, solver='gram'"):
         ai.get("svd_exact", rnk=3)
     with pytest.raises(ValueError, match="unknown solver"):
         ai.get("svd_exact", solver="qr")

@@ -191,8 +191,8 @@ def test_performer_converges_to_softmax_as_features_grow():
             w = op.implied_weights(op.prepare(k, v), q).double()
             per_seed.append(float((p * (p.log() - w.log())).sum(-1).mean()))
         kls.append(sum(per_seed) / len(per_seed))
-    assert all(a > b for a, b in zip(kls, kls[1:])), kls
-    assert kls[-1] < 0.01 * kls[0] * 10  # at least ~10x smaller at m = 8192 than at m = 16
+    assert all(a > b for a, b in zip(kls, kls[1:], strict=False)), kls
+    assert kls[-1] < 0.1 * kls[0]  # at least 10x smaller at m = 8192 than at m = 16
 
 
 def test_performer_weights_are_distribution(device):
