@@ -76,6 +76,9 @@ def svd_prepare_cost(shape: Shape, rank: int, solver: str, oversample: int, powe
     elif solver == "lowrank":
         q = min(rank + oversample, n, dd)
         flops = 2 * n * dd * q * (2 + 2 * power_iters) + 4 * n * q * q + 22 * q**3
+    elif solver == "gram_lowrank":
+        q = min(rank + oversample, dd)
+        flops = 2 * n * dd * dd + 2 * dd * dd * q * (2 + power_iters) + 20 * q**3 + 2 * n * dd * rank
     else:
         flops = 2 * n * dd * dd + 9 * dd**3 + 2 * n * dd * rank
     nbytes = es * n * dd + 4 * n * dd + es * n * rank  # read inputs, fp32 copy, write U

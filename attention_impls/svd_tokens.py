@@ -43,7 +43,7 @@ class SvdTokensState(BaseState):
 @register
 class SvdTokensAttention(AttentionOperator):
     name = "svd_tokens"
-    PARAMS = {"rank": 16, "token_scaling": "singular", "solver": "svd", "oversample": 8, "power_iters": 2, "seed": 0}
+    PARAMS = {"rank": 16, "token_scaling": "singular", "solver": "gram", "oversample": 8, "power_iters": 2, "seed": 0}
     supports_causal = False
     weights_are_distribution = False
     description = "softmax over r principal tokens of [K|V] (O(N d r) per user)"

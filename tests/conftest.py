@@ -26,12 +26,15 @@ def make_qkv(b=2, h=2, n=48, m=7, d=16, dv=None, device="cpu", dtype=torch.float
 
 
 def low_rank_kv(b=2, h=2, n=48, d=16, dv=None, rank=4, device="cpu", seed=0, noise=0.0):
-    """[K|V] of exact rank ``rank`` (plus optional Gaussian noise)."""
+    """[K|V] of exact rank ``rank`` with singular values spread over [1, 5] * sqrt(n / rank)
+    (well conditioned, so fp32 rounding stays far below the test tolerances), plus optional
+    Gaussian noise."""
     g = torch.Generator(device="cpu").manual_seed(seed)
     dv = d if dv is None else dv
-    left = torch.randn(b, h, n, rank, generator=g)
-    right = torch.randn(b, h, rank, d + dv, generator=g)
-    x = left @ right / rank**0.5
+    left, _ = torch.linalg.qr(torch.randn(b, h, n, rank, generator=g))
+    right, _ = torch.linalg.qr(torch.randn(b, h, d + dv, rank, generator=g))
+    s = torch.linspace(5.0, 1.0, rank) * (n / rank) ** 0.5
+    x = (left * s) @ right.transpose(-1, -2)
     if noise:
         x = x + noise * torch.randn(x.shape, generator=g)
     return x[..., :d].to(device).contiguous(), x[..., d:].to(device).contiguous()

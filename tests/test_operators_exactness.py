@@ -54,7 +54,7 @@ def test_dense_implied_weights_are_softmax(device):
     torch.testing.assert_close((w.double() @ v.double()).float(), op.forward(q, k, v), atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("solver", ["svd", "lowrank", "gram"])
+@pytest.mark.parametrize("solver", ["svd", "lowrank", "gram", "gram_lowrank"])
 @pytest.mark.parametrize("masked", [False, True])
 @pytest.mark.parametrize("true_rank,r", [(4, 4), (4, 8), (32, 32)])
 def test_svd_exact_equals_dense_when_rank_fits(device, solver, masked, true_rank, r):
