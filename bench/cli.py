@@ -1,0 +1,137 @@
+"""Command line: ``python -m bench run|import-json|presets|crossover``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from .config import expand, load_config, resolve_methods
+from .errors import ConfigError, ResultsFileError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="run a sweep (resumes when DIR already holds rows)")
+    r.add_argument("--preset", default=None, help="smoke | quick | paper | full (default smoke)")
+    r.add_argument("--config", default=None, help="a TOML sweep file (see docs/bench.md)")
+    r.add_argument("--out", required=True, help="run directory (results.csv, rows.jsonl, ...)")
+    r.add_argument("--methods", nargs="+", default=None, help="only these methods")
+    r.add_argument("--device", default=None, help="cpu | cuda | cuda:1 (default: the preset's, "
+                   "else cuda when present)")
+    r.add_argument("--time-budget", type=float, default=None, metavar="MINUTES",
+                   help="stop cleanly after this many minutes (the rest resumes on a re-run)")
+    r.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    r.add_argument("--no-cascade", action="store_true", help="skip the cascade view")
+    r.add_argument("--no-progress", action="store_true")
+    r.add_argument("--dry-run", action="store_true", help="list the cases and exit")
+    j = sub.add_parser("import-json", help="pytest-benchmark JSON -> tidy table")
+    j.add_argument("file")
+    j.add_argument("--out", required=True)
+    sub.add_parser("presets", help="list the presets")
+    c = sub.add_parser("crossover", help="crossover N per method and M from a results table")
+    c.add_argument("table", help="results.csv or its run directory")
+    return p
+
+
+def _device(cfg_device: str | None, arg: str | None) -> str:
+    if arg:
+        return arg
+    if cfg_device == "cuda" and not torch.cuda.is_available():
+        print("note: the preset targets CUDA but none is available; running on CPU", file=sys.stderr)
+        return "cpu"
+    return cfg_device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def cmd_run(a: argparse.Namespace) -> int:
+    from .cascade import run_cascade
+    from .runner import run_sweep
+    from .summary import crossover, summary_table
+
+    cfg = load_config(a.preset, a.config)
+    threads = a.threads or cfg.threads
+    if threads:
+        torch.set_num_threads(threads)
+    methods, missing = resolve_methods(cfg, a.methods)
+    if a.methods:
+        import attention_impls as ai
+
+        bad = [m for m in a.methods if m not in ai.available()]
+        if bad:
+            raise ConfigError(f"unknown method(s) {bad}; available: {', '.join(ai.available())}")
+    if missing:
+        print(f"warning: methods not registered yet, skipped: {', '.join(missing)}", file=sys.stderr)
+    device = _device(cfg.device, a.device)
+    cases = expand(cfg, methods, device)
+    if a.dry_run:
+        for c in cases:
+            print(c.case_id, c.test_id)
+        print(f"{len(cases)} cases")
+        return 0
+    t0 = time.monotonic()
+    rows, info = run_sweep(cfg, cases, a.out, preset=a.preset or cfg.name,
+                           time_budget_min=a.time_budget, progress=not a.no_progress)
+    if not a.no_cascade and cfg.cascade is not None and info["stopped"] is None:
+        run_cascade(cfg, methods, device, a.out, progress=not a.no_progress)
+    elapsed = time.monotonic() - t0
+    df = pd.DataFrame(rows)
+    ids = {c.case_id for c in cases}
+    mine = df[df["case_id"].isin(ids)] if len(df) else df
+    with pd.option_context("display.max_rows", 400, "display.width", 160,
+                           "display.float_format", "{:.4g}".format):
+        if len(mine):
+            print(summary_table(mine).to_string(index=False))
+            cx = crossover(mine)
+            if len(cx):
+                print("\ncrossover N (method faster than dense from this N on; forward, and attend "
+                      "with the prepared state reused):")
+                print(cx[["label", "setting", "family", "m", "d", "dtype", "crossover_n",
+                          "crossover_n_attend", "speedup_at_max_n", "kl_mean_median"]].to_string(index=False))
+    counts = mine["status"].value_counts().to_dict() if len(mine) else {}
+    print(f"\n{info['measured']} measured, {info['already_done']} resumed, {info['not_run']} not run; "
+          f"status {counts}; {elapsed:.1f} s; table: {Path(a.out) / 'results.csv'}")
+    if info["stopped"]:
+        print(f"stopped: {info['stopped']}")
+        return 130 if "interrupted" in info["stopped"] else 0
+    return 0
+
+
+def cmd_import(a: argparse.Namespace) -> int:
+    from .pbjson import import_json
+
+    path = import_json(a.file, a.out)
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_presets(_: argparse.Namespace) -> int:
+    from .presets import PRESETS
+
+    for name, raw in PRESETS.items():
+        print(f"{name:6s} {raw.get('description', '')}")
+    return 0
+
+
+def cmd_crossover(a: argparse.Namespace) -> int:
+    from .store import read_table
+    from .summary import crossover
+
+    with pd.option_context("display.width", 160, "display.max_rows", 400):
+        print(crossover(read_table(a.table)).to_string(index=False))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = _parser().parse_args(argv)
+    handlers = {"run": cmd_run, "import-json": cmd_import, "presets": cmd_presets,
+                "crossover": cmd_crossover}
+    try:
+        return handlers[a.cmd](a)
+    except (ConfigError, ResultsFileError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,239 @@
+"""Run a sweep: cases -> measured rows, appended as they finish; resumable; time-bounded."""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+import attention_impls as ai
+from attention_impls import Shape, dtype_from_name
+
+from . import store
+from .config import Case, SweepConfig
+from .env import device_index, environment, nvml_snapshot, timestamp
+from .fidelity import case_fidelity
+from .inputs import Inputs, UnsupportedInput, build_inputs
+from .memory import cpu_peak_bytes, cuda_peak_bytes
+from .roofline import device_peaks, roofline_fraction
+from .timing import PhaseTimer, summarise_times
+
+# Test hooks: BENCH_INJECT_OOM="svd_exact,dense" (method names, labels or case ids) raises an
+# out-of-memory error inside the measurement; BENCH_TEST_DELAY_S sleeps in every case.
+FAULT_HOOK: Callable[[Case], None] | None = None
+# rows whose inputs were missing (no profile / data file yet) are measured again on resume
+INPUT_UNAVAILABLE = "input unavailable: "
+
+
+def finished(row: dict[str, Any]) -> bool:
+    return not (row.get("status") == "unsupported"
+                and str(row.get("reason") or "").startswith(INPUT_UNAVAILABLE))
+
+
+def is_oom(exc: BaseException) -> bool:
+    if isinstance(exc, (MemoryError, torch.cuda.OutOfMemoryError)):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def _inject(case: Case, label: str) -> None:
+    if FAULT_HOOK is not None:
+        FAULT_HOOK(case)
+    wanted = {s.strip() for s in os.environ.get("BENCH_INJECT_OOM", "").split(",") if s.strip()}
+    if wanted & {case.method, label, case.case_id}:
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected by BENCH_INJECT_OOM)")
+    delay = float(os.environ.get("BENCH_TEST_DELAY_S", "0") or 0)
+    if delay > 0:
+        time.sleep(delay)
+
+
+def free_memory(device: str) -> None:
+    gc.collect()
+    if device.startswith("cuda") and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def base_row(case: Case, preset: str) -> dict[str, Any]:
+    p = case.params_dict
+    return {
+        "case_id": case.case_id, "preset": preset, "method": case.method, "label": case.method,
+        "params": json.dumps(p, sort_keys=True), "rank": p.get("rank"), "features": p.get("features"),
+        "solver": p.get("solver"), "setting": case.setting, "causal": case.causal,
+        "family": case.family, "family_params": json.dumps(case.family_dict, sort_keys=True),
+        "synthetic": case.family != "real", "dataset": case.family_dict.get("dataset"),
+        "batch": case.batch, "heads": case.heads, "n": case.n, "m": case.m, "d": case.d,
+        "dv": case.dv, "dtype": case.dtype, "seed": case.seed, "query_scale": case.query_scale,
+        "padding": case.padding, "status": None, "reason": None,
+    }
+
+
+def _nvml_cols(case: Case, when: str) -> dict[str, Any]:
+    snap = nvml_snapshot(device_index(case.device)) if case.device.startswith("cuda") else nvml_snapshot(None)
+    return {f"nvml_{k}_{when}": v for k, v in snap.items()}
+
+
+def fit_model_weights(op: Any, k: torch.Tensor, mask: torch.Tensor | None) -> dict[str, Any]:
+    """Fit what a method treats as model weights before timing its per-user work.
+
+    LREA's W_comp / W_decomp are learned offline in the paper, not per user: fit the
+    training-free default once on the case's keys, so that ``prepare`` is timed as the
+    per-user serving work only (C = K^T W_comp, W_decomp V)."""
+    if hasattr(op, "fit") and getattr(op, "w_comp", None) is None:
+        fit = op.fit(k, mask)
+        return {"lrea_fit_reconstruction_err": fit["reconstruction_error"]}
+    return {}
+
+
+def measure(case: Case, op: Any, inp: Inputs, cfg: SweepConfig, timer: PhaseTimer | None,
+            env: dict[str, Any]) -> dict[str, Any]:
+    """Time, memory, fidelity and work columns of one supported case (may raise OOM)."""
+    cols: dict[str, Any] = {}
+    q, k, v, mask, causal = inp.q, inp.k, inp.v, inp.key_mask, case.causal
+    dt = dtype_from_name(case.dtype)
+    shape = Shape(case.batch, case.heads, case.n, case.m, case.d, case.dv, causal)
+    cols.update(fit_model_weights(op, k, mask))
+    with torch.inference_mode():
+        state = op.prepare(k, v, mask)  # one validated call; timed loops skip validation
+        out = op.attend(state, q, causal=causal)
+
+        def fwd() -> torch.Tensor:
+            return op.attend_unchecked(op.prepare_unchecked(k, v, mask), q, causal)
+
+        if timer is not None:
+            cols["timer"] = timer.name
+            cols.update(summarise_times(timer.measure(lambda: op.prepare_unchecked(k, v, mask)), "prepare"))
+            cols.update(summarise_times(timer.measure(lambda st=state: op.attend_unchecked(st, q, causal)), "attend"))
+            cols.update(summarise_times(timer.measure(fwd), "forward"))
+        cols["mem_model_bytes"] = float(op.memory_model(shape, dt))
+        if cfg.memory.enabled:
+            if case.device.startswith("cuda"):
+                alloc, nv = cuda_peak_bytes(fwd, torch.device(case.device))
+                cols.update(peak_mem_alloc_bytes=alloc, peak_mem_nvml_bytes=nv,
+                            mem_method="cuda_allocator_peak_above_inputs;nvml_used_delta")
+            else:
+                peak, err, how = cpu_peak_bytes(case)
+                cols.update(peak_mem_cpu_bytes=peak, mem_method=how)
+                if err:
+                    cols["mem_note"] = err
+    if cfg.fidelity.enabled:
+        cols.update(case_fidelity(case, op, state, q, k, v, mask, out, cfg.fidelity))
+        if hasattr(op, "absorption_error"):  # LREA's own error measures (DESIGN.md section 2)
+            qs = q[:, :, : min(q.shape[2], 64)]
+            cols["lrea_absorption_err"] = op.absorption_error(state, qs)
+            cols["lrea_uncompressed_err"] = op.uncompressed_error(state, qs)
+    del state, out
+    cp, ca = op.cost_prepare(shape, dt), op.cost_attend(shape, dt)
+    cols.update(flops=cp.flops + ca.flops, bytes=cp.bytes + ca.bytes, flops_prepare=cp.flops,
+                flops_attend=ca.flops)
+    pf, pb, src = device_peaks(case.device, env.get("device_name") or "", case.dtype)
+    cols.update(peak_flops=pf, peak_bytes_per_s=pb, peak_source=src)
+    fwd_ms = cols.get("forward_ms_median")
+    cols.update(roofline_fraction(cols["flops"], cols["bytes"], None if fwd_ms is None else fwd_ms / 1e3, pf, pb))
+    return cols
+
+
+def run_case(case: Case, inp: Inputs | BaseException, cfg: SweepConfig, timer: PhaseTimer | None,
+             env: dict[str, Any], preset: str) -> dict[str, Any]:
+    """One row; never raises for OOM, unsupported or operator errors."""
+    row = base_row(case, preset)
+    row.update(env)
+    row.update(_nvml_cols(case, "before"))
+    oom_reason: str | None = None
+    try:
+        op = ai.get(case.method, **case.params_dict)
+        row["label"] = op.label
+        shape = Shape(case.batch, case.heads, case.n, case.m, case.d, case.dv, case.causal)
+        reasons = op.check(shape, case.dtype, case.device)
+        if isinstance(inp, BaseException):
+            if is_oom(inp):
+                oom_reason = f"building inputs: {inp}"
+            else:
+                row.update(status="unsupported", reason=f"{INPUT_UNAVAILABLE}{inp}")
+        elif reasons:
+            row.update(status="unsupported", reason="; ".join(reasons))
+        else:
+            row.update({k: v for k, v in inp.info.items() if k != "dataset" or v is not None})
+            _inject(case, op.label)
+            row.update(measure(case, op, inp, cfg, timer, env))
+            row["status"] = "ok"
+    except BaseException as exc:  # noqa: BLE001 - rows, not crashes (except Ctrl-C)
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise
+        if is_oom(exc):
+            oom_reason = f"{type(exc).__name__}: {exc}"[:500]
+        else:
+            row.update(status="error", reason=f"{type(exc).__name__}: {exc}"[:500])
+    if oom_reason is not None:  # outside the except block: the traceback no longer pins tensors
+        row.update(status="oom", reason=oom_reason)
+        free_memory(case.device)
+    row.update(_nvml_cols(case, "after"))
+    row["timestamp"] = timestamp()
+    return row
+
+
+def _build(case: Case) -> Inputs | BaseException:
+    try:
+        return build_inputs(case)
+    except (UnsupportedInput, MemoryError, RuntimeError) as exc:
+        return exc if (isinstance(exc, UnsupportedInput) or is_oom(exc)) else UnsupportedInput(
+            f"input generation failed: {type(exc).__name__}: {exc}")
+
+
+def run_sweep(cfg: SweepConfig, cases: list[Case], out_dir: str | Path, *, preset: str | None = None,
+              time_budget_min: float | None = None, progress: bool = True,
+              log: Callable[[str], None] = print) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Measure the cases not yet in ``out_dir``; returns (all rows, run info)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    log_path = out / store.LOG_NAME
+    done = {r.get("case_id") for r in store.read_rows(log_path) if finished(r)}
+    pending = [c for c in cases if c.case_id not in done]
+    info: dict[str, Any] = {"total": len(cases), "already_done": len(cases) - len(pending),
+                            "measured": 0, "not_run": 0, "stopped": None}
+    if not pending:
+        rows = store.dedupe(store.read_rows(log_path))
+        store.write_table(store.to_frame(rows), out)
+        return rows, info
+    device = pending[0].device
+    env = environment(device)
+    timer = PhaseTimer(device, cfg.timing)
+    start = time.monotonic()
+    last_table = 0.0
+    cache_key, cache_val = None, None
+    bar = tqdm(pending, desc=f"bench {preset or cfg.name}", unit="case", disable=not progress,
+               dynamic_ncols=True)
+    try:
+        for i, case in enumerate(bar):
+            if time_budget_min is not None and time.monotonic() - start > time_budget_min * 60:
+                info["stopped"] = f"time budget of {time_budget_min:g} min reached"
+                info["not_run"] = len(pending) - i
+                break
+            bar.set_postfix_str(f"{case.method} N={case.n} M={case.m}", refresh=False)
+            if case.input_key() != cache_key:
+                cache_key, cache_val = None, None
+                free_memory(device)
+                cache_key, cache_val = case.input_key(), _build(case)
+            row = run_case(case, cache_val, cfg, timer, env, preset or cfg.name)
+            store.append_row(log_path, row)
+            info["measured"] += 1
+            if time.monotonic() - last_table > 5.0:
+                store.write_table(store.to_frame(store.dedupe(store.read_rows(log_path))), out)
+                last_table = time.monotonic()
+    except KeyboardInterrupt:
+        info["stopped"] = "interrupted (Ctrl-C); re-run with the same --out to resume"
+        info["not_run"] = len(pending) - info["measured"]
+        warnings.warn(info["stopped"], stacklevel=1)
+    finally:
+        bar.close()
+        cache_val = None
+        rows = store.dedupe(store.read_rows(log_path))
+        store.write_table(store.to_frame(rows), out)
+    return rows, info

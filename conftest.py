@@ -1,0 +1,26 @@
+"""Root pytest configuration: the ``--preset`` option of the benchmark tests.
+
+``pytest --benchmark-only`` runs the smoke grid as pytest-benchmark tests;
+``pytest --benchmark-only --preset quick`` a larger grid. In a plain ``pytest`` run the
+benchmark tests still run, each function once (``--benchmark-disable`` semantics), so the
+test suite stays fast; pass ``--benchmark-enable`` to time them there too.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+_TIMING_FLAGS = ("benchmark_only", "benchmark_enable", "benchmark_json", "benchmark_autosave",
+                 "benchmark_save", "benchmark_compare", "benchmark_histogram")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--preset", action="store", default="smoke",
+                     help="bench preset whose grid tests/test_benchmarks.py runs (smoke, quick, paper, full)")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    opts = config.option
+    if hasattr(opts, "benchmark_disable") and not any(getattr(opts, f, None) for f in _TIMING_FLAGS):
+        opts.benchmark_disable = True
