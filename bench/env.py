@@ -32,22 +32,21 @@ def cpu_model() -> str:
 
 @lru_cache(maxsize=1)
 def git_commit() -> str | None:
-    """HEAD of the source tree (+ "-dirty"); where the tree is a copy without .git (e.g. sent
-    to a GPU machine), the value of BENCH_GIT_COMMIT, else None."""
+    """HEAD of the source tree (+ "-dirty"); where git cannot tell (a copy sent to a GPU
+    machine without git or .git), the value of BENCH_GIT_COMMIT, else None."""
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    if not os.path.exists(os.path.join(here, ".git")):
-        return os.environ.get("BENCH_GIT_COMMIT") or None
+    fallback = os.environ.get("BENCH_GIT_COMMIT") or None
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
                              text=True, timeout=5)
         sha = out.stdout.strip()
         if out.returncode != 0 or not sha:
-            return None
+            return fallback
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
                                capture_output=True, text=True, timeout=5).stdout.strip()
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
-        return None
+        return fallback
 
 
 # ----------------------------------------------------------------------------- NVML
