@@ -46,7 +46,9 @@ class Inputs:
 
 
 def decay_profile(model: str, n_values: int, params: dict[str, float], noise_floor: float) -> np.ndarray:
-    """Normalised singular values s_1 >= s_2 ... (s_1 ~ 1) of a fitted decay model."""
+    """Normalised singular values s_1 = 1 >= s_2 ... of a decay model with a noise floor
+    relative to s_1: s_i = (1 - floor) f(i) + floor, f(1) = 1 (the definition the analysis
+    package fits and exports in profile.json)."""
     i = np.arange(1, n_values + 1, dtype=np.float64)
     if model == "powerlaw":
         s = i ** (-float(params["alpha"]))
@@ -54,7 +56,10 @@ def decay_profile(model: str, n_values: int, params: dict[str, float], noise_flo
         s = np.exp(-float(params["beta"]) * (i - 1))
     else:
         raise UnsupportedInput(f"unknown decay model {model!r}; expected powerlaw or exponential")
-    return s + float(noise_floor)
+    floor = float(noise_floor)
+    if not 0.0 <= floor < 1.0:
+        raise UnsupportedInput(f"noise_floor must be in [0, 1) relative to s_1, got {floor}")
+    return (1.0 - floor) * s + floor
 
 
 def read_profile(path: str | Path) -> tuple[np.ndarray | None, dict[str, Any]]:

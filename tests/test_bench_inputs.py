@@ -77,3 +77,16 @@ def test_real_family_without_data_is_unsupported(tmp_path):
              v=np.ones((2, 100, 8), "f4"))
     inp = build_inputs(case(family="real", family_params=(("path", str(f)),), batch=2))
     assert inp.k.shape == (2, 2, 96, 8) and not inp.info["synthetic"]
+
+
+def test_decay_profile_floor_is_relative_to_s1():
+    """Same definition as analysis' profile.json: s_i / s_1 = (1 - floor) f(i) + floor."""
+    import numpy as np
+
+    from bench.inputs import decay_profile
+
+    s = decay_profile("powerlaw", 1000, {"alpha": 2.0}, 0.01)
+    assert s[0] == 1.0
+    assert np.isclose(s[-1], 0.99 * 1000.0**-2 + 0.01)
+    e = decay_profile("exponential", 50, {"beta": 0.5}, 0.0)
+    assert np.isclose(e[3], np.exp(-1.5))

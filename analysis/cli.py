@@ -1,0 +1,478 @@
+"""Command line: ``python -m analysis spectrum|kl|decide``.
+
+Examples::
+
+    python -m analysis spectrum --data ../shared/data/ml-1m --out results/spectra/ml-1m
+    python -m analysis spectrum --embedding ppmi,sasrec,random --kl --out out/ml100k   # packaged data
+    python -m analysis decide --spectra results/spectra/ml-1m --bench results/cpu --out results/spectra/ml-1m
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from . import embeddings as E
+from .fit import fit_profile, write_profile
+from .loaders import FORMATS, Interactions, load
+from .packaged import DEFAULT_DATA, resolve
+from .spectra import user_table
+from .summaries import headline, scree, summarise
+
+CSV_LIMIT_MB = 5.0
+
+
+def _routes(value: str) -> list[str]:
+    routes = [r.strip() for r in value.split(",") if r.strip()]
+    bad = [r for r in routes if r not in E.ROUTES]
+    if bad:
+        raise argparse.ArgumentTypeError(f"unknown route(s) {bad}; choose from {E.ROUTES}")
+    return routes
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--data",
+        default=None,
+        help=f"file or folder of a log, or packaged:NAME (default {DEFAULT_DATA})",
+    )
+    p.add_argument("--format", choices=FORMATS, default=None, help="override format autodetection")
+    p.add_argument(
+        "--name", default=None, help="dataset name in the outputs (default: from the path)"
+    )
+    p.add_argument(
+        "--skip-malformed",
+        action="store_true",
+        help="skip and count malformed rows instead of failing",
+    )
+    p.add_argument("--user-col", default=None)
+    p.add_argument("--item-col", default=None)
+    p.add_argument("--time-col", default=None)
+    p.add_argument(
+        "--embedding",
+        type=_routes,
+        default=["ppmi", "random"],
+        help="comma list of ppmi,sasrec,random",
+    )
+    p.add_argument("--dim", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--window", type=int, default=5, help="PPMI co-occurrence window")
+    p.add_argument(
+        "--cache", default=str(E.DEFAULT_CACHE), help="embedding cache folder ('none' disables)"
+    )
+    p.add_argument("--sasrec-epochs", type=int, default=None)
+    p.add_argument("--sasrec-seconds", type=float, default=None, help="training time bound")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (1 is robust on a busy machine)",
+    )
+
+
+def load_data(args: argparse.Namespace) -> Interactions:
+    path, fmt, name = resolve(args.data)
+    data = load(
+        path,
+        args.format or fmt,
+        args.skip_malformed,
+        args.name or name,
+        args.user_col,
+        args.item_col,
+        args.time_col,
+    )
+    return data
+
+
+def print_data(data: Interactions) -> None:
+    d = data.describe()
+    print(f"data: {d['dataset']} ({d['format']}) from {d['source']}")
+    print(
+        f"  users {d['users']:,}  items {d['items']:,}  interactions {d['interactions']:,}  "
+        f"median N {d['len_p50']:g}  max N {d['len_max']:,}  users with N>=1000: {d['users_ge_1000']}"
+    )
+    print(f"  order: {d['order_note']}")
+    if d["skipped_rows"]:
+        print(f"  skipped rows: {d['skipped_rows']:,}")
+        for reason, n in d["skipped_reasons"].items():
+            print(f"    {n:,} x {reason}")
+    else:
+        print("  skipped rows: 0")
+    if d["held_out"]:
+        print(f"  {d['held_out_note']}")
+
+
+def _embeddings(data: Interactions, args: argparse.Namespace) -> dict[str, E.RouteEmbeddings]:
+    cache = None if str(args.cache).lower() == "none" else Path(args.cache)
+    out = {}
+    for route in args.embedding:
+        t0 = time.perf_counter()
+        emb = E.build(
+            data,
+            route,
+            args.dim,
+            args.seed,
+            cache,
+            args.window,
+            args.sasrec_epochs,
+            args.sasrec_seconds,
+            progress=not args.quiet,
+        )
+        msg = f"embeddings {route}: {emb.item.shape} in {time.perf_counter() - t0:.1f} s ({emb.meta.get('cache', 'no cache')})"
+        print(msg)
+        if route == "sasrec":
+            m = emb.meta["metrics"]
+            print(
+                f"  sasrec HR@10 {m['hr@10']:.4f}  NDCG@10 {m['ndcg@10']:.4f} over {m['eval_users']:,} users "
+                f"(popularity: HR@10 {m['pop_hr@10']:.4f}, NDCG@10 {m['pop_ndcg@10']:.4f}); "
+                f"{emb.meta['epochs_run']} epochs, {emb.meta['train_seconds']} s; {emb.meta['eval_protocol']}"
+            )
+        out[route] = emb
+    return out
+
+
+def _matrices(emb: E.RouteEmbeddings) -> list[tuple[str, np.ndarray | None]]:
+    if emb.w_k is None:
+        return [("x", None)]
+    return [("x", None), ("k", emb.w_k), ("kv", np.concatenate([emb.w_k, emb.w_v], axis=1))]
+
+
+USERS_MIN_N_WHEN_LARGE = 16
+
+
+def _write_users(users: pd.DataFrame, out: Path) -> str:
+    """users.csv; when that would exceed CSV_LIMIT_MB (logs of many short users), only users
+    with N >= USERS_MIN_N_WHEN_LARGE are written (the summaries always cover every user)."""
+    users = users.copy()
+    for c in ("effective_rank", "stable_rank", "s1"):
+        users[c] = users[c].astype(float).round(4)
+    text = users.to_csv(index=False)
+    note = "users.csv (all users)"
+    if len(text) / 2**20 > CSV_LIMIT_MB:
+        full_mb = len(text) / 2**20
+        users = users[users["n"] >= USERS_MIN_N_WHEN_LARGE]
+        text = users.to_csv(index=False)
+        note = (
+            f"users.csv (users with N >= {USERS_MIN_N_WHEN_LARGE} only: all users would be "
+            f"{full_mb:.1f} MB; summary.csv covers every user)"
+        )
+    (out / "users.parquet").unlink(missing_ok=True)
+    if len(text) / 2**20 > CSV_LIMIT_MB:
+        users.to_parquet(out / "users.parquet", index=False)
+        (out / "users.csv").unlink(missing_ok=True)
+        return note.replace("users.csv", "users.parquet")
+    (out / "users.csv").write_text(text)
+    return note
+
+
+def cmd_spectrum(args: argparse.Namespace) -> int:
+    t_all = time.perf_counter()
+    data = load_data(args)
+    print_data(data)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    embs = _embeddings(data, args)
+    lengths = data.lengths()
+    tables, screes, timings, profiles = [], [], {}, {}
+    for route, emb in embs.items():
+        for matrix, proj in _matrices(emb):
+            t0 = time.perf_counter()
+            table, spectra = user_table(
+                data.sequences, emb.item, data.name, route, matrix, data.users, proj
+            )
+            dt = time.perf_counter() - t0
+            timings[f"{route}/{matrix}"] = round(dt, 3)
+            print(
+                f"spectra {route}/{matrix}: {data.n_users:,} users x (uncentred + centred), "
+                f"dim {table['dim'].iloc[0]}, in {dt:.2f} s"
+            )
+            tables.append(table)
+            for centred, s in spectra.items():
+                screes.append(scree(s, lengths, route, matrix, centred))
+            if route != "random" or len(embs) == 1:
+                try:
+                    profiles[f"{route}-{matrix}"] = fit_profile(
+                        spectra[False], lengths, data.name, route, matrix
+                    )
+                except ValueError as exc:
+                    print(f"  no profile for {route}/{matrix}: {exc}")
+    users = pd.concat(tables, ignore_index=True)
+    summary = summarise(users)
+    users_file = _write_users(users, out)
+    summary.to_csv(out / "summary.csv", index=False)
+    pd.concat(screes, ignore_index=True).to_csv(out / "scree.csv", index=False, float_format="%.6g")
+    if profiles:
+        (out / "profiles").mkdir(exist_ok=True)
+        for key, prof in profiles.items():
+            write_profile(prof, out / "profiles" / f"{key}.json")
+        primary = next((k for k in ("sasrec-k", "ppmi-x") if k in profiles), next(iter(profiles)))
+        write_profile(profiles[primary], out / "profile.json")
+        print(
+            f"profile.json <- {primary}: {profiles[primary]['model']} {profiles[primary]['params']}, "
+            f"floor {profiles[primary]['noise_floor']:.3g}, s1/sqrt(N) {profiles[primary]['s1_per_sqrt_n']:.3g}"
+        )
+    kl_note = None
+    if args.kl:
+        kl_note = _run_kl(data, embs, args, out)
+    meta: dict[str, Any] = {
+        "data": data.describe(),
+        "routes": {r: {k: v for k, v in e.meta.items() if k != "cache"} for r, e in embs.items()},
+        "spectra_seconds": timings,
+        "users_file": users_file,
+        "total_seconds": round(time.perf_counter() - t_all, 1),
+        "machine": _machine(),
+        "date": time.strftime("%Y-%m-%d", time.gmtime()),
+    }
+    if kl_note:
+        meta["kl"] = kl_note
+    (out / "dataset.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
+    print("\nmedian rank measures at N >= 1000 (uncentred / centred):")
+    top = headline(summary)
+    print(top.to_string(index=False) if not top.empty else "  (no user with N >= 1000)")
+    print(f"per-user table: {users_file}")
+    print(
+        f"\nwrote {out}/{{{users_file.split()[0]},summary.csv,scree.csv,profile.json,dataset.json}} "
+        f"in {meta['total_seconds']} s"
+    )
+    return 0
+
+
+def _run_kl(
+    data: Interactions, embs: dict[str, E.RouteEmbeddings], args: argparse.Namespace, out: Path
+) -> dict[str, Any]:
+    from .closing_loop import kl_by_rank, rank_needed, rank_needed_summary
+
+    frames = []
+    t0 = time.perf_counter()
+    for emb in embs.values():
+        frames.append(
+            kl_by_rank(data, emb, max_users=args.kl_users, seed=args.seed, progress=not args.quiet)
+        )
+    kl = pd.concat(frames, ignore_index=True)
+    kl.to_csv(out / "kl_by_rank.csv", index=False, float_format="%.6g")
+    need = rank_needed(kl)
+    need.to_csv(out / "rank_needed.csv", index=False)
+    summ = rank_needed_summary(need)
+    summ.to_csv(out / "rank_needed_summary.csv", index=False)
+    dt = time.perf_counter() - t0
+    print(
+        f"\nclosing the loop: KL of svd_exact by rank on {need['user'].nunique()} users per route in {dt:.1f} s"
+    )
+    print(summ.to_string(index=False))
+    return {"users": int(need["user"].nunique()), "seconds": round(dt, 1)}
+
+
+def cmd_kl(args: argparse.Namespace) -> int:
+    args.kl = True
+    data = load_data(args)
+    print_data(data)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    _run_kl(data, _embeddings(data, args), args, out)
+    return 0
+
+
+def cmd_decide(args: argparse.Namespace) -> int:
+    from .decide import decide, read_bench, write_decisions
+
+    src = Path(args.spectra)
+    kl_path = src / "kl_by_rank.csv" if src.is_dir() else src
+    if not kl_path.exists():
+        print(
+            f"error: {kl_path} not found; run `python -m analysis spectrum --kl ...` first",
+            file=sys.stderr,
+        )
+        return 2
+    kl = pd.read_csv(kl_path, dtype={"user": str})
+    if args.route:
+        kl = kl[kl["route"].isin(args.route)]
+    bench = read_bench(args.bench) if args.bench else None
+    budgets = tuple(float(b) for b in args.budgets.split(","))
+    m_values = [int(m) for m in args.m.split(",")] if args.m else None
+    table = decide(kl, bench, budgets, args.quantile, m_values)
+    meta = {
+        "kl_source": str(kl_path),
+        "bench_source": str(args.bench) if args.bench else None,
+        "note": None if bench is not None else "no bench table given: time columns are empty",
+        "datasets": sorted(kl["dataset"].unique().tolist()),
+        "budgets": list(budgets),
+        "quantile": args.quantile,
+        "date": time.strftime("%Y-%m-%d", time.gmtime()),
+    }
+    csv, js = write_decisions(table, args.out, meta)
+    show = [
+        "route",
+        "n_bin",
+        "m",
+        "kl_budget",
+        "method",
+        "rank",
+        "expected_kl",
+        "expected_ms",
+        "speedup_vs_dense",
+    ]
+    print(table[show].to_string(index=False))
+    if bench is None:
+        print("note: no --bench table given, so the time columns are empty")
+    print(f"wrote {csv} and {js}")
+    return 0
+
+
+def cmd_findings(args: argparse.Namespace) -> int:
+    from .findings import collect, to_markdown
+
+    df = collect(args.spectra)
+    if df.empty:
+        print(f"error: no summary.csv under {args.spectra}", file=sys.stderr)
+        return 2
+    print(to_markdown(df))
+    return 0
+
+
+SHARED_DATASETS = (
+    "ml-1m",
+    "ml-1m-ratings",
+    "ml-latest-small",
+    "amazon-book",
+    "lastfm-sample",
+    "wikipedia",
+    "ml-100k",
+)
+
+
+def cmd_all(args: argparse.Namespace) -> int:
+    """spectrum --kl and decide for every dataset folder under --data-root."""
+    root = Path(args.data_root)
+    names = (
+        args.datasets.split(",")
+        if args.datasets
+        else [d for d in SHARED_DATASETS if (root / d).exists()]
+    )
+    if not names:
+        print(f"error: no dataset folder under {root}", file=sys.stderr)
+        return 2
+    for name in names:
+        print(f"\n===== {name} =====")
+        out = Path(args.out) / name
+        argv = [
+            "spectrum",
+            "--data",
+            str(root / name),
+            "--out",
+            str(out),
+            "--embedding",
+            ",".join(args.embedding),
+            "--dim",
+            str(args.dim),
+            "--cache",
+            args.cache,
+            "--kl",
+            "--kl-users",
+            str(args.kl_users),
+        ]
+        if args.sasrec_seconds is not None:
+            argv += ["--sasrec-seconds", str(args.sasrec_seconds)]
+        if args.quiet:
+            argv.append("--quiet")
+        if args.threads:
+            argv += ["--threads", str(args.threads)]
+        rc = main(argv)
+        if rc:
+            return rc
+        dargv = ["decide", "--spectra", str(out), "--out", str(out)]
+        if args.bench:
+            dargv += ["--bench", args.bench]
+        rc = main(dargv)
+        if rc:
+            return rc
+    return 0
+
+
+def _machine() -> str:
+    import os
+    import platform
+
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m analysis", description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sp = sub.add_parser("spectrum", help="per-user rank spectra, summaries, scree, decay profile")
+    _add_data_args(sp)
+    sp.add_argument("--out", required=True)
+    sp.add_argument(
+        "--kl", action="store_true", help="also measure KL of svd_exact by rank (closing the loop)"
+    )
+    sp.add_argument("--kl-users", type=int, default=300)
+    sp.set_defaults(func=cmd_spectrum)
+    kp = sub.add_parser("kl", help="closing the loop only: kl_by_rank.csv")
+    _add_data_args(kp)
+    kp.add_argument("--out", required=True)
+    kp.add_argument("--kl-users", type=int, default=300)
+    kp.set_defaults(func=cmd_kl)
+    dp = sub.add_parser("decide", help="decision table from kl_by_rank.csv (+ a bench table)")
+    dp.add_argument(
+        "--spectra", required=True, help="folder with kl_by_rank.csv, or the CSV itself"
+    )
+    dp.add_argument(
+        "--bench", default=None, help="bench results.csv or a folder of them (e.g. results/cpu)"
+    )
+    dp.add_argument("--out", required=True)
+    dp.add_argument("--budgets", default="1e-2,1e-3")
+    dp.add_argument("--quantile", type=float, default=0.9)
+    dp.add_argument(
+        "--m", default=None, help="comma list of M (default: every M in the bench table)"
+    )
+    dp.add_argument("--route", type=_routes, default=None, help="restrict to these routes")
+    dp.set_defaults(func=cmd_decide)
+    fp = sub.add_parser("findings", help="markdown table of headline numbers over result folders")
+    fp.add_argument("--spectra", default="results/spectra")
+    fp.set_defaults(func=cmd_findings)
+    al = sub.add_parser("all", help="spectrum --kl + decide for every dataset under --data-root")
+    al.add_argument("--data-root", default="../shared/data")
+    al.add_argument(
+        "--datasets", default=None, help="comma list of folder names (default: all seven present)"
+    )
+    al.add_argument("--out", default="results/spectra")
+    al.add_argument("--embedding", type=_routes, default=["ppmi", "sasrec", "random"])
+    al.add_argument("--dim", type=int, default=64)
+    al.add_argument("--cache", default=str(E.DEFAULT_CACHE))
+    al.add_argument("--kl-users", type=int, default=300)
+    al.add_argument("--sasrec-seconds", type=float, default=None)
+    al.add_argument("--bench", default=None)
+    al.add_argument("--quiet", action="store_true")
+    al.add_argument("--threads", type=int, default=None)
+    al.set_defaults(func=cmd_all)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(args.threads)
+    try:
+        return int(args.func(args))
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,193 @@
+"""Quantities computed from the bench table: slices, crossover N, Pareto fronts.
+
+Pure pandas; no figure code here so the numbers can be tested on their own.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+
+METHOD_ORDER = ["dense", "svd_exact", "svd_tokens", "linrec", "lrea", "performer"]
+# Case parameters that must match before two timings are compared.
+CASE_KEYS = ["device", "dtype", "setting", "causal", "batch", "heads", "m", "d", "padding", "query_scale"]
+SECONDARY = ("batch", "heads", "causal", "padding", "query_scale")
+
+
+def method_sort_key(name: str) -> tuple[int, str]:
+    return (METHOD_ORDER.index(name) if name in METHOD_ORDER else len(METHOD_ORDER), name)
+
+
+def sorted_methods(names) -> list[str]:
+    return sorted({str(x) for x in names}, key=method_sort_key)
+
+
+def inputs_note(df: pd.DataFrame) -> str:
+    """'synthetic inputs (family a, b)' / 'real data (dataset x)' / both, for titles."""
+    parts = []
+    syn = df[df["synthetic"]] if "synthetic" in df.columns else df
+    real = df[~df["synthetic"]] if "synthetic" in df.columns else df.iloc[0:0]
+    if len(syn):
+        fams = ", ".join(sorted(syn["family"].dropna().astype(str).unique()))
+        parts.append(f"synthetic inputs (family {fams})")
+    if len(real):
+        ds = ", ".join(sorted(real["dataset"].dropna().astype(str).unique())) or "?"
+        parts.append(f"real data (dataset {ds})")
+    return "; ".join(parts) if parts else "no inputs"
+
+
+def mode_value(s: pd.Series):
+    s = s.dropna()
+    return s.mode().iloc[0] if len(s) else np.nan
+
+
+def fix_secondary(df: pd.DataFrame, cols=SECONDARY) -> tuple[pd.DataFrame, list[str]]:
+    """Keep the most common value of secondary case params; say what was dropped."""
+    notes = []
+    for col in cols:
+        if col not in df.columns or df[col].nunique(dropna=True) <= 1:
+            continue
+        v = mode_value(df[col])
+        notes.append(f"{col}={v:g}" if isinstance(v, (int, float, np.number)) else f"{col}={v}")
+        df = df[df[col] == v]
+    return df, notes
+
+
+def representative_labels(ok: pd.DataFrame, target_rank: float = 16, target_features: float = 256) -> dict[str, str]:
+    """One label per method for 'one line per method' plots.
+
+    The label with the most measured rows wins; ties go to rank nearest 16, then
+    features nearest 256, then the faster median.
+    """
+    out: dict[str, str] = {}
+    for method, g in ok.groupby("method"):
+        stats = g.groupby("label").agg(
+            count=("forward_ms_median", lambda s: s.notna().sum()),
+            rank=("rank", "first"),
+            features=("features", "first"),
+            t=("forward_ms_median", "median"),
+        )
+        stats["rdist"] = (np.log2(stats["rank"].fillna(target_rank)) - np.log2(target_rank)).abs()
+        stats["fdist"] = (np.log2(stats["features"].fillna(target_features)) - np.log2(target_features)).abs()
+        stats = stats.sort_values(["count", "rdist", "fdist", "t"], ascending=[False, True, True, True])
+        out[str(method)] = str(stats.index[0])
+    return out
+
+
+def aggregate_time(ok: pd.DataFrame, value: str, keys: list[str]) -> pd.DataFrame:
+    """Median of `value` over rows that differ only in input family / seed."""
+    d = ok[ok[value].notna()]
+    if d.empty:
+        return d
+    return d.groupby(keys, dropna=False, observed=True)[value].median().reset_index()
+
+
+def _crossover(ns: np.ndarray, mine: np.ndarray, ref: np.ndarray) -> str:
+    faster = mine < ref
+    if not faster.any():
+        return "none in range"
+    # the smallest N from which the method stays faster up to the largest N measured
+    idx = len(faster)
+    for i in range(len(faster) - 1, -1, -1):
+        if faster[i]:
+            idx = i
+        else:
+            break
+    if idx == len(faster):
+        first = int(ns[np.argmax(faster)])
+        return f"{first} (not at largest N)"
+    if idx == 0:
+        return f"<= {int(ns[0])}"
+    return str(int(ns[idx]))
+
+
+def crossover_table(ok: pd.DataFrame, min_ns: int = 2) -> pd.DataFrame:
+    """For each label x case (device, dtype, M, d, ...): the N where it overtakes dense.
+
+    Forward and attend times are compared separately, each against dense's median at
+    exactly the same case parameters (median over input families).
+    """
+    keys = [k for k in CASE_KEYS if k in ok.columns]
+    ok = ok.copy()
+    ok.loc[ok["setting"] == "self", "m"] = -1.0  # self-attention: M = N, one case per N
+    rows = []
+    dense = ok[ok["method"] == "dense"]
+    if dense.empty:
+        return pd.DataFrame()
+    dense_label = representative_labels(dense).get("dense")
+    dense = dense[dense["label"] == dense_label]
+    for kind in ("forward", "attend"):
+        col = f"{kind}_ms_median"
+        ref = aggregate_time(dense, col, keys + ["n"])
+        mine = aggregate_time(ok[ok["method"] != "dense"], col, keys + ["method", "label", "n"])
+        if ref.empty or mine.empty:
+            continue
+        merged = mine.merge(ref, on=keys + ["n"], suffixes=("", "_dense"))
+        for gk, g in merged.groupby(keys + ["method", "label"], dropna=False):
+            g = g.sort_values("n")
+            if g["n"].nunique() < min_ns:
+                continue
+            rec = dict(zip(keys + ["method", "label"], gk, strict=False))
+            rec["kind"] = kind
+            rec["crossover_n"] = _crossover(g["n"].to_numpy(), g[col].to_numpy(), g[col + "_dense"].to_numpy())
+            rec["n_range"] = f"{int(g['n'].min())}-{int(g['n'].max())}"
+            rec["speedup_at_max_n"] = float(g[col + "_dense"].iloc[-1] / g[col].iloc[-1]) if g[col].iloc[-1] > 0 else np.nan
+            rows.append(rec)
+    if not rows:
+        return pd.DataFrame()
+    t = pd.DataFrame(rows)
+    idx = keys + ["method", "label", "n_range"]
+    t[idx] = t[idx].astype(object).where(t[idx].notna(), "-")
+    wide = t.set_index(idx + ["kind"])[["crossover_n", "speedup_at_max_n"]].unstack("kind")
+    wide.columns = [f"{a}_{b}" for a, b in wide.columns]
+    wide = wide.reset_index()
+    wide["_o"] = wide["method"].map(lambda m: method_sort_key(m))
+    wide = wide.sort_values(["device", "dtype", "_o", "label", "m", "d"]).drop(columns="_o")
+    return wide
+
+
+def pareto_front(points: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
+    """Non-dominated points (smaller x and smaller y are better), sorted by x."""
+    p = points.dropna(subset=[x, y]).sort_values([x, y])
+    front = []
+    best = np.inf
+    for _, row in p.iterrows():
+        if row[y] < best:
+            front.append(row)
+            best = row[y]
+    return pd.DataFrame(front)
+
+
+def status_rows(bench: pd.DataFrame) -> pd.DataFrame:
+    """Rows that did not produce numbers (oom / unsupported / error / unknown)."""
+    bad = bench[bench["status"] != "ok"]
+    cols = [c for c in ["device", "status", "method", "label", "family", "n", "m", "d", "dtype", "reason"] if c in bad.columns]
+    return bad[cols].sort_values(["device", "status", "method"]).reset_index(drop=True)
+
+
+def family_rank(params) -> float:
+    """Read the true rank r* from an exact_rank family's JSON parameters."""
+    if params is None or (isinstance(params, float) and np.isnan(params)) or params is pd.NA:
+        return np.nan
+    try:
+        obj = json.loads(str(params))
+    except (ValueError, TypeError):
+        return np.nan
+    if not isinstance(obj, dict):
+        return np.nan
+    for key in ("rank", "r_star", "true_rank", "r", "rstar"):
+        if key in obj:
+            try:
+                return float(obj[key])
+            except (TypeError, ValueError):
+                return np.nan
+    return np.nan
+
+
+def measured_mem(df: pd.DataFrame) -> pd.Series:
+    """Measured peak memory: allocator peak on GPU, process measure on CPU."""
+    out = df["peak_mem_alloc_bytes"].copy()
+    out = out.where(out.notna(), df["peak_mem_cpu_bytes"])
+    return out

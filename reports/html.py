@@ -1,0 +1,73 @@
+"""Write the self-contained HTML report (inline CSS, figures as base64 PNG)."""
+
+from __future__ import annotations
+
+import base64
+import html as html_mod
+from pathlib import Path
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from .figures.common import png_bytes, tidy_log_axes
+from .sections import Section, Table, anchor_titles, resolve_anchor
+from .tables import display_frame
+
+TEMPLATES = Path(__file__).parent / "templates"
+
+
+def _verdict_class(v: str) -> str:
+    if v.startswith("confirmed"):
+        return "v-confirmed"
+    if v.startswith("refuted"):
+        return "v-refuted"
+    return "v-not"
+
+
+def table_html(t: Table, titles: dict[str, str]) -> str:
+    d = display_frame(t.df)
+    d = d.apply(lambda col: col.map(html_mod.escape))
+    if "see" in d.columns:
+        links = []
+        for alts in t.df["see"]:
+            k = resolve_anchor(str(alts), titles)
+            links.append(f'<a href="#{k}">{html_mod.escape(titles[k])}</a>' if k else "(not drawn: no data)")
+        d["see"] = links
+    if "verdict" in d.columns:
+        d["verdict"] = [f'<span class="{_verdict_class(v)}">{v}</span>' for v in d["verdict"]]
+    sty = d.style.hide(axis="index").set_table_attributes('class="data"')
+    return sty.to_html()
+
+
+def render(sections: list[Section], title: str, subtitle: str, dpi: int = 96) -> str:
+    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html", "j2"]))
+    from markupsafe import Markup
+
+    titles = anchor_titles(sections)
+    views = []
+    for s in sections:
+        figs = []
+        for f in s.figures:
+            if f.png is None:
+                tidy_log_axes(f.fig)
+                f.png = png_bytes(f.fig, dpi=dpi)
+            figs.append({"key": f.key, "title": f.title, "caption": f.caption,
+                         "b64": base64.b64encode(f.png).decode("ascii")})
+        tabs = [{"key": t.key, "title": t.title, "caption": t.caption, "html": Markup(table_html(t, titles)),
+                 "long": len(t.df) > 18}
+                for t in s.tables]
+        views.append({"num": s.num, "key": s.key, "title": s.title, "badge": s.badge, "intro": s.intro,
+                      "missing": s.missing, "figures": figs, "tables": tabs})
+    glance = []
+    for s in sections:
+        for t in s.tables:
+            if t.key == "tbl-claims":
+                glance = [{"verdict": r["verdict"], "claim": r["claim"], "cls": _verdict_class(r["verdict"])}
+                          for _, r in t.df.iterrows()]
+    return env.get_template("report.html.j2").render(title=title, subtitle=subtitle, sections=views, glance=glance)
+
+
+def write(sections: list[Section], out: Path, title: str, subtitle: str) -> Path:
+    path = out / "index.html"
+    path.write_text(render(sections, title, subtitle), encoding="utf-8")
+    return path
+

@@ -1,0 +1,398 @@
+"""Assemble the eight report sections (text, figures, tables) from a ResultSet."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import pandas as pd
+
+from . import claims as claims_mod
+from .derive import crossover_table, inputs_note, method_sort_key, status_rows
+from .figures import cascade as fig_cascade
+from .figures import fidelity, memory, roofline, spectra, timing
+from .figures.common import Fig
+from .load import ResultSet
+
+HOW_BENCH = ("python -m bench run --preset quick --out results/cpu "
+             "(on a GPU: --preset paper --out results/<gpu>); then pass that directory to --results")
+HOW_SPECTRA = ("python -m analysis spectrum --data DATA --kl --out results/spectra/<dataset>, then "
+               "python -m analysis decide --spectra results/spectra/<dataset> --bench results/cpu "
+               "--out results/spectra/<dataset>; then pass results/spectra to --results")
+DECISION_COLS = ["regime", "route", "n_bin", "n_median", "users", "m", "kl_budget", "method", "rank", "r", "expected_kl",
+                 "expected_ms", "speedup_vs_dense", "share_users_meeting_at_rank", "note"]
+SPECTRA_PER_FIG = 4  # datasets per scree / rank figure (keeps PDF pages readable)
+VARYING = ["dtype", "setting", "batch", "heads", "causal", "padding", "query_scale"]
+
+
+@dataclass
+class Table:
+    key: str
+    title: str
+    df: pd.DataFrame
+    caption: str = ""
+
+
+@dataclass
+class Section:
+    num: int
+    key: str
+    title: str
+    badge: str = ""
+    intro: list[str] = field(default_factory=list)
+    figures: list[Fig] = field(default_factory=list)
+    tables: list[Table] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+
+
+def _join(vals) -> str:
+    vals = [str(v) for v in pd.Series(list(vals)).dropna().unique() if str(v) not in ("", "nan", "<NA>")]
+    return ", ".join(sorted(vals)) if vals else "-"
+
+
+def _groups(ok: pd.DataFrame) -> list[tuple[str, str, str]]:
+    """(device, dtype, setting) combinations with timings, most rows first per device."""
+    g = ok[ok["forward_ms_median"].notna()].groupby(["device", "dtype", "setting"]).size()
+    g = g.reset_index(name="rows").sort_values(["device", "rows"], ascending=[True, False])
+    return [(r.device, r.dtype, r.setting) for r in g.itertuples()]
+
+
+def _main_groups(ok: pd.DataFrame) -> list[tuple[str, str, str]]:
+    """The most measured (dtype, setting) per device."""
+    out, seen = [], set()
+    for dev, dt, st in _groups(ok):
+        if dev not in seen:
+            out.append((dev, dt, st))
+            seen.add(dev)
+    return out
+
+
+def _slug(*parts) -> str:
+    return "-".join(str(p).replace("_", "-").replace(".", "") for p in parts)
+
+
+# ---------------------------------------------------------------- 1
+def environment(rs: ResultSet) -> Section:
+    s = Section(1, "environment", "Environment and provenance")
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    s.intro.append(f"Report built {now} from {len(rs.sources)} result location(s). Every bench figure "
+                   "title says whether its inputs are synthetic (and which family) or real data.")
+    src = pd.DataFrame([{"path": str(x.path), "kind": x.kind, "files": ", ".join(x.files)} for x in rs.sources])
+    s.tables.append(Table("tbl-sources", "Inputs read", src))
+    b = rs.bench
+    if not b.empty:
+        rows = []
+        for dev, g in b.groupby("device"):
+            ts = g["timestamp"].dropna().astype(str)
+            rows.append({
+                "device": dev, "device name": _join(g["device_name"]), "CPU": _join(g["cpu_model"]),
+                "threads": _join(g["threads"].dropna().astype(int)), "torch": _join(g["torch_version"]),
+                "CUDA / driver": f"{_join(g['cuda_version'])} / {_join(g['driver'])}",
+                "git commit": _join(g["git_commit"].astype(str).str[:10]), "host": _join(g["hostname"]),
+                "when": f"{ts.min()} .. {ts.max()}" if len(ts) else "-",
+                "presets": _join(g["preset"]), "timer": _join(g["timer"]),
+                "rows (ok / all)": f"{int((g['status'] == 'ok').sum())} / {len(g)}",
+                "inputs": inputs_note(g),
+            })
+        env = pd.DataFrame(rows).set_index("device").T.reset_index().rename(columns={"index": "field"})
+        s.tables.append(Table("tbl-env", "Benchmark environment per device", env))
+    else:
+        s.missing.append(f"No benchmark table was given. To produce one: {HOW_BENCH}.")
+    if rs.spectra:
+        rows = []
+        for ds in rs.spectra.values():
+            u = ds.users
+            rows.append({
+                "dataset": ds.name, "inputs": "real data", "folder": str(ds.path),
+                "routes": _join(u["route"]) if u is not None and "route" in u.columns else "-",
+                "users": int(u["user"].nunique()) if u is not None and "user" in u.columns else "-",
+                "N range": f"{int(u['n'].min())}-{int(u['n'].max())}" if u is not None and "n" in u.columns else "-",
+                "tables": ", ".join(n for n in ("users", "summary", "scree", "kl_by_rank", "decisions", "profile")
+                                    if getattr(ds, n) is not None),
+            })
+        s.tables.append(Table("tbl-datasets", "Spectra datasets (real data)", pd.DataFrame(rows)))
+    else:
+        s.missing.append(f"No spectra directory was given. To produce one: {HOW_SPECTRA}.")
+    if rs.warnings:
+        s.intro.append("Warnings while reading: " + "; ".join(rs.warnings))
+    return s
+
+
+# ---------------------------------------------------------------- 2
+def timing_section(rs: ResultSet) -> Section:
+    s = Section(2, "time", "Time vs N")
+    if not rs.has_bench or rs.ok["forward_ms_median"].notna().sum() == 0:
+        s.missing.append(f"No timed benchmark rows. To produce them: {HOW_BENCH}.")
+        _status(s, rs)
+        return s
+    ok = rs.ok
+    s.badge = inputs_note(ok)
+    s.intro.append("Median time per call (log-log), one line per method, faceted by M (candidates) and "
+                   "d (head dimension); devices are never mixed in one line. The prepare/attend split "
+                   "separates per-user from per-candidate work.")
+    single = []
+    for dev, dt, st in _groups(ok):
+        f = timing.time_vs_n(ok, dev, dt, st, "fig-time-" + _slug(dev, dt, st))
+        if f:
+            s.figures.append(f)
+        else:
+            single.append(ok[(ok["device"] == dev) & (ok["dtype"] == dt) & (ok["setting"] == st)])
+    for dev, dt, st in _main_groups(ok):
+        for fn, k in ((timing.prepare_attend_split, "fig-split-"), (timing.speedup_vs_n, "fig-speedup-")):
+            f = fn(ok, dev, dt, st, k + _slug(dev, dt, st))
+            if f:
+                s.figures.append(f)
+    if single:
+        t = pd.concat(single)
+        cols = ["device", "dtype", "setting", "method", "label", "n", "m", "d", "prepare_ms_median",
+                "attend_ms_median", "forward_ms_median"]
+        t = t.groupby(cols[:8], dropna=False)[cols[8:]].median().reset_index()
+        t["_o"] = t["method"].map(method_sort_key)
+        s.tables.append(Table("tbl-single-n", "Cases measured at a single N (no line to draw)",
+                              t.sort_values(["device", "setting", "_o", "label"]).drop(columns="_o"),
+                              "Median times in ms (median over input families)."))
+    x = crossover_table(ok)
+    if not x.empty:
+        varying = [c for c in VARYING if c in x.columns and x[c].astype(str).nunique() > 1]
+        keep = [c for c in ["device"] + varying + ["m", "d", "method", "label", "n_range",
+                            "crossover_n_forward", "crossover_n_attend", "speedup_at_max_n_forward",
+                            "speedup_at_max_n_attend"] if c in x.columns]
+        x = x[keep].copy()
+        x["m"] = x["m"].map(lambda v: "N (self)" if isinstance(v, float) and v < 0 else v)
+        x = x.rename(columns={"crossover_n_forward": "crossover N (forward)",
+                                    "crossover_n_attend": "crossover N (attend)",
+                                    "speedup_at_max_n_forward": "speedup @max N (fwd)",
+                                    "speedup_at_max_n_attend": "speedup @max N (attend)",
+                                    "m": "M", "n_range": "N range"})
+        s.tables.append(Table("tbl-crossover", "Crossover N: where each method overtakes dense", x,
+                              "The smallest N from which the method's median time stays below dense's at the "
+                              "same device, dtype, M, d (and batch, heads); '<= N' means faster at every N "
+                              "measured; 'none in range' means never faster. Forward = prepare + attend."))
+    else:
+        s.missing.append("No dense rows to compare against, so no crossover N.")
+    _status(s, rs)
+    return s
+
+
+def _status(s: Section, rs: ResultSet) -> None:
+    st = status_rows(rs.bench)
+    if not st.empty:
+        s.tables.append(Table("tbl-status", "Rows without numbers (oom / unsupported / error)", st,
+                              "These cases ran and are recorded, but produced no measurement; they are not "
+                              "plotted."))
+
+
+# ---------------------------------------------------------------- 3
+def memory_section(rs: ResultSet) -> Section:
+    s = Section(3, "memory", "Peak memory vs N")
+    ok = rs.ok
+    for dev, dt, st in _main_groups(ok) if rs.has_bench else []:
+        f = memory.memory_vs_n(ok, dev, dt, st, "fig-mem-" + _slug(dev, dt, st))
+        if f:
+            s.figures.append(f)
+    if not s.figures:
+        s.missing.append(f"No peak-memory columns (peak_mem_alloc_bytes / peak_mem_cpu_bytes / "
+                         f"mem_model_bytes) in the benchmark rows. To produce them: {HOW_BENCH}.")
+    else:
+        s.badge = inputs_note(ok)
+        s.intro.append("Measured peak memory (solid) next to the analytic model (dashed, modelled).")
+    return s
+
+
+# ---------------------------------------------------------------- 4
+def fidelity_section(rs: ResultSet) -> Section:
+    s = Section(4, "fidelity", "Fidelity to softmax")
+    ok = rs.ok
+    devices = sorted(ok["device"].unique()) if rs.has_bench else []
+    # fidelity does not depend on the device; draw it from the first device that has it
+    for dev in devices:
+        figs = [fidelity.kl_vs_rank(ok, dev, "fig-kl-vs-rank"), fidelity.error_vs_n(ok, dev, "fig-error-vs-n")]
+        if any(figs):
+            s.figures += [f for f in figs if f]
+            break
+    for dev in devices:
+        f = fidelity.pareto(ok, dev, "fig-pareto-" + _slug(dev))
+        if f:
+            s.figures.append(f)
+    if not s.figures:
+        s.missing.append(f"No fidelity columns (kl_*, out_err_*) in the benchmark rows. To produce them: {HOW_BENCH}.")
+        return s
+    s.badge = inputs_note(ok)
+    s.intro.append("KL(P || Q) between dense softmax weights P and each method's implied weights Q, total "
+                   "variation and output error, per query row. Signed weights (svd_tokens, linrec, lrea) "
+                   "are clipped at zero and renormalised; their negative mass is reported.")
+    cols = ["kl_mean", "kl_p99", "tv_mean", "out_err_mean", "out_err_p99", "neg_mass_mean", "top10_recall_mean"]
+    d = ok[ok["kl_mean"].notna() | ok["out_err_mean"].notna()]
+    if not d.empty:
+        t = d.groupby(["method", "label", "family"])[cols].median().reset_index()
+        t = t.dropna(axis=1, how="all")
+        t = t.sort_values(["method", "label", "family"], key=lambda c: c.map(lambda v: method_sort_key(v)) if c.name == "method" else c)
+        s.tables.append(Table("tbl-fidelity", "Fidelity per configuration (median over N, M, d)", t))
+    ab = claims_mod.absorption_table(ok)
+    if not ab.empty:
+        s.tables.append(Table("tbl-absorption", "LREA absorption error (relative)", ab))
+    return s
+
+
+# ---------------------------------------------------------------- 5
+def roofline_section(rs: ResultSet) -> Section:
+    s = Section(5, "roofline", "Roofline")
+    f = roofline.roofline(rs.ok, "fig-roofline") if rs.has_bench else None
+    if f is None:
+        s.missing.append(f"No work columns (flops, bytes or flops_per_s, arithmetic_intensity) in the "
+                         f"benchmark rows. To produce them: {HOW_BENCH}.")
+        return s
+    s.badge = inputs_note(rs.ok)
+    s.figures.append(f)
+    pts = roofline.roofline_points(rs.ok)
+    if pts["roofline_fraction"].notna().any():
+        t = pts.groupby(["device", "method"])["roofline_fraction"].agg(["median", "max"]).reset_index()
+        t = t.rename(columns={"median": "roofline fraction (median)", "max": "roofline fraction (max)"})
+        s.tables.append(Table("tbl-roofline", "Fraction of the roofline reached", t))
+    return s
+
+
+# ---------------------------------------------------------------- 6
+def cascade_section(rs: ResultSet) -> Section:
+    s = Section(6, "cascade", "Cascade: prepare amortised over candidate stages")
+    cas = rs.cascade
+    if cas is None or cas.empty:
+        s.missing.append(f"No cascade.csv next to the results table. To produce it: {HOW_BENCH} "
+                         "(the cascade runs as part of the quick and GPU presets).")
+        return s
+    for dev in sorted(cas["device"].unique()):
+        f = fig_cascade.cascade(cas, dev, "fig-cascade-" + _slug(dev))
+        if f:
+            s.figures.append(f)
+    per = cas.groupby(["device", "label", "n"], dropna=False).agg(
+        stages=("stage", "nunique"), prepare_ms=("prepare_ms_median", "first"),
+        attend_ms_all_stages=("attend_ms_median", "sum")).reset_index()
+    per["total_ms_per_request"] = per["prepare_ms"].fillna(0) + per["attend_ms_all_stages"]
+    dense = per[per["label"].str.startswith("dense")][["device", "n", "total_ms_per_request"]]
+    if not dense.empty:
+        per = per.merge(dense.rename(columns={"total_ms_per_request": "dense_ms"}), on=["device", "n"], how="left")
+        per["speedup vs dense"] = per["dense_ms"] / per["total_ms_per_request"]
+        per = per.drop(columns="dense_ms")
+    s.tables.append(Table("tbl-cascade", "Per-request cost over all stages", per))
+    s.intro.append("A request scores candidates in stages of decreasing M; methods with a per-user prepare "
+                   "step pay it once and reuse it for every stage.")
+    if "family" in cas.columns and cas["family"].notna().any():
+        fams = ", ".join(sorted(cas["family"].dropna().astype(str).unique()))
+        s.badge = f"synthetic inputs (family {fams})" if fams != "real" else "real data"
+    return s
+
+
+# ---------------------------------------------------------------- 7
+def spectra_section(rs: ResultSet) -> Section:
+    s = Section(7, "spectra", "Rank spectra of real behaviour embeddings")
+    if not rs.spectra:
+        s.missing.append(f"No spectra tables. To produce them: {HOW_SPECTRA}.")
+        return s
+    s.badge = "real data"
+    s.intro.append("Singular-value spectra of each user's behaviour matrix, per dataset and embedding route, "
+                   "against random embeddings of the same shape (the null model).")
+    names = list(rs.spectra)
+    chunks = [{k: rs.spectra[k] for k in names[i:i + SPECTRA_PER_FIG]} for i in range(0, len(names), SPECTRA_PER_FIG)]
+    for fn, key in ((spectra.scree, "fig-spectra"), (spectra.ranks_vs_n, "fig-ranks-vs-n")):
+        for i, chunk in enumerate(chunks):
+            f = fn(chunk, key if i == 0 else f"{key}-{i + 1}")
+            if f:
+                if len(chunks) > 1:
+                    f.title += f" ({i + 1}/{len(chunks)})"
+                    f.fig.suptitle(f.title, fontsize=11)
+                s.figures.append(f)
+    f = spectra.kl_by_rank(rs.spectra, "fig-kl-real")
+    if f:
+        s.figures.append(f)
+    rows = []
+    for ds in rs.spectra.values():
+        u = ds.users
+        if u is None or "route" not in u.columns:
+            continue
+        u, cen = spectra.uncentred(u)
+        u = u.assign(series=spectra.series_name(u))
+        cols = [c for c in ("r90", "r95", "r99", "effective_rank", "stable_rank") if c in u.columns]
+        g = u.groupby("series")[cols].median()
+        g.insert(0, "users", u.groupby("series").size())
+        if "n" in u.columns:
+            g.insert(1, "median N", u.groupby("series")["n"].median())
+        g = g.reset_index().rename(columns={"series": "route"})
+        g.insert(0, "dataset", ds.name + cen)
+        rows.append(g)
+    if rows:
+        s.tables.append(Table("tbl-ranks", "Median ranks per dataset and route (all users)", pd.concat(rows),
+                              "Medians over users of every history length; ranks of short histories are "
+                              "capped by N (see the figure for the N dependence)."))
+    profs = [{"dataset": ds.name, "profile.json": _short_json(ds.profile)} for ds in rs.spectra.values() if ds.profile]
+    if profs:
+        s.tables.append(Table("tbl-profile", "Fitted decay profiles (used by the spectrum_matched family)",
+                              pd.DataFrame(profs)))
+    if not s.figures:
+        s.missing.append("The spectra folders hold no scree.csv, users.csv or kl_by_rank.csv to plot.")
+    return s
+
+
+def _short_json(obj, limit: int = 300) -> str:
+    import json
+
+    def clean(o):
+        if isinstance(o, float):
+            return float(f"{o:.4g}")
+        if isinstance(o, dict):
+            return {k: clean(v) for k, v in o.items()}
+        if isinstance(o, list):
+            return [clean(v) for v in o[:8]]
+        return o
+
+    txt = json.dumps(clean(obj))
+    return txt if len(txt) <= limit else txt[: limit - 3] + "..."
+
+
+# ---------------------------------------------------------------- 8
+def decisions_section(rs: ResultSet) -> Section:
+    s = Section(8, "decisions", "Decisions and claims")
+    found = False
+    for ds in rs.spectra.values():
+        if ds.decisions is not None and not ds.decisions.empty:
+            dec = ds.decisions
+            cols = [c for c in DECISION_COLS if c in dec.columns]
+            if dec.shape[1] > 10 and len(cols) >= 3:
+                dec = dec[cols]
+            s.tables.append(Table("tbl-decisions-" + _slug(ds.name), f"Decision table - {ds.name} (real data)",
+                                  dec, "Regime (embedding route, N bin, M, KL budget) -> method, rank r, expected "
+                                  "KL and expected time, as written by the analysis (decisions.csv / "
+                                  "decisions.json; full columns there)."))
+            found = True
+    if not found:
+        s.missing.append(f"No decisions.csv / decisions.json. To produce them: {HOW_SPECTRA}.")
+    cl = claims_mod.evaluate(rs)
+    s.tables.append(Table("tbl-claims", "What the seeds claim / what we measured", claims_mod.claims_frame(cl),
+                          "Each verdict follows the stated rule from the tables above; 'not testable here' "
+                          "says what to run."))
+    s.intro.append("The decision table turns the measurements into a recommendation; the claims list checks "
+                   "the papers' statements against what this suite measured.")
+    return s
+
+
+def build_sections(rs: ResultSet) -> list[Section]:
+    return [environment(rs), timing_section(rs), memory_section(rs), fidelity_section(rs),
+            roofline_section(rs), cascade_section(rs), spectra_section(rs), decisions_section(rs)]
+
+
+def anchor_titles(sections: list[Section]) -> dict[str, str]:
+    """Anchor id -> short title ('Figure 2.1', table titles) for cross-references."""
+    titles = {f.key: f"Figure {s.num}.{i + 1}" for s in sections for i, f in enumerate(s.figures)}
+    titles.update({t.key: t.title for s in sections for t in s.tables})
+    return titles
+
+
+def resolve_anchor(alts: str, titles: dict[str, str]) -> str | None:
+    """First existing anchor among 'a|b|c' (an entry ending in '-' matches as a prefix)."""
+    for a in alts.split("|"):
+        if a in titles:
+            return a
+        if a.endswith("-"):
+            hit = next((k for k in titles if k.startswith(a)), None)
+            if hit:
+                return hit
+    return None
