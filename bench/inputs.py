@@ -115,12 +115,18 @@ def spectrum_for(case: Case, dims: int) -> tuple[np.ndarray, dict[str, Any]]:
         if "profile" not in fp:
             raise UnsupportedInput("spectrum_matched needs family parameter `profile` (a file)")
         values, desc = read_profile(fp["profile"])
+        used: dict[str, Any] = {"dataset": fp.get("dataset", desc.get("dataset"))}
         if values is None:
             floor = float(fp.get("noise_floor", desc["noise_floor"]))
             values = decay_profile(desc["model"], dims, desc["params"], floor)
-        elif values.size < dims:  # pad with the smallest value given (a noise floor)
-            values = np.concatenate([values, np.full(dims - values.size, values[-1])])
-        return values[:dims], {"dataset": fp.get("dataset", desc.get("dataset"))}
+            # the fit actually used, so a row stays interpretable after profile.json is re-fitted
+            used["spectrum_profile"] = json.dumps(
+                {"model": desc["model"], "params": desc["params"], "noise_floor": floor}, sort_keys=True)
+        else:
+            if values.size < dims:  # pad with the smallest value given (a noise floor)
+                values = np.concatenate([values, np.full(dims - values.size, values[-1])])
+            used["spectrum_profile"] = json.dumps({"singular_values_file": str(fp["profile"])})
+        return values[:dims], used
     raise UnsupportedInput(f"family {case.family!r} has no spectrum")
 
 
@@ -206,7 +212,9 @@ def build_inputs(case: Case) -> Inputs:
         k, v = x[..., : case.d], x[..., case.d:]
         mask = padding_mask(case, device)
         if case.family == "spectrum_matched":
-            info["dataset"] = spectrum_for(case, 2)[1].get("dataset")
+            used = spectrum_for(case, 2)[1]
+            info["dataset"] = used.get("dataset")
+            info["spectrum_profile"] = used.get("spectrum_profile")
     if case.setting == "self":
         q = k * case.query_scale
     else:

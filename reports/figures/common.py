@@ -72,7 +72,11 @@ def legend_below(fig: Figure, axes, ncol: int | None = None) -> None:
             if lab not in seen and not lab.startswith("_"):
                 seen[lab] = h
     if seen:
-        n = ncol or min(len(seen), 5)
+        # columns that fit the figure width (about 11 characters per inch at this font size,
+        # plus the marker), so long labels wrap onto more rows instead of running off the edge
+        longest = max(len(lab) for lab in seen) + 6
+        fit = max(1, int(fig.get_figwidth() * 11 // longest))
+        n = min(ncol or 5, len(seen), fit)
         fig.legend(list(seen.values()), list(seen.keys()), loc="outside lower center",
                    ncol=n, frameon=False, fontsize=8.5)
 

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The main job, end to end on one machine: the quick benchmark sweep, the rank-spectrum
+# analysis of a real behaviour log (closing the loop with svd_exact's KL by rank), the
+# decision table joined with the sweep, and the HTML + PDF report.
+#
+#   bash main_job.sh [OUT_DIR]            (default OUT_DIR: out)
+#
+# Environment knobs:
+#   DATA=PATH|packaged:ml-100k   real log to analyse (default: MovieLens-100k shipped in the
+#                                recbole wheel; e.g. DATA=../shared/data/ml-1m)
+#   PRESET=quick|smoke|paper     benchmark preset (default quick; paper needs a CUDA GPU)
+#   THREADS=N                    torch CPU threads (default: torch's choice; 1 on a busy machine)
+set -euo pipefail
+cd "$(dirname "$0")"
+OUT="${1:-out}"
+DATA="${DATA:-packaged:ml-100k}"
+PRESET="${PRESET:-quick}"
+THREAD_ARGS=()
+[ -n "${THREADS:-}" ] && THREAD_ARGS=(--threads "$THREADS")
+NAME="$(basename "${DATA#packaged:}")"
+
+echo "== 1/4 benchmark sweep ($PRESET) -> $OUT/bench"
+python -m bench run --preset "$PRESET" --out "$OUT/bench" "${THREAD_ARGS[@]}"
+
+echo "== 2/4 rank spectra of real behaviour embeddings ($DATA) -> $OUT/spectra/$NAME"
+python -m analysis spectrum --data "$DATA" --name "$NAME" --out "$OUT/spectra/$NAME" --kl \
+  --cache "$OUT/cache" "${THREAD_ARGS[@]}"
+
+echo "== 3/4 decision table -> $OUT/spectra/$NAME/decisions.{json,csv}"
+python -m analysis decide --spectra "$OUT/spectra/$NAME" --bench "$OUT/bench" --out "$OUT/spectra/$NAME"
+
+echo "== 4/4 report -> $OUT/report"
+python -m reports build --results "$OUT/bench" --results "$OUT/spectra" --out "$OUT/report"
+
+echo
+echo "Report: $OUT/report/index.html (and $OUT/report/report.pdf)"
