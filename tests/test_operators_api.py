@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import make_qkv, padding_mask
 
 import attention_impls as ai
 from attention_impls import Shape
+from conftest import make_qkv, padding_mask
 
 ALL = {
     "dense": {},

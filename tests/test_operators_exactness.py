@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import low_rank_kv, make_qkv, padding_mask
 
 import attention_impls as ai
 from attention_impls.dense import softmax_weights
+from conftest import low_rank_kv, make_qkv, padding_mask
 
 
 def rel(a, b):
