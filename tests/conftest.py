@@ -11,6 +11,16 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
+@pytest.fixture
+def one_thread():
+    """Small tensors run faster on one thread, and do not fight a busy machine
+    (applied with ``pytestmark = pytest.mark.usefixtures("one_thread")``)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(params=DEVICES)
 def device(request) -> torch.device:
     return torch.device(request.param)

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from analysis.cli import main
 from analysis.packaged import packaged_path
@@ -16,13 +15,7 @@ from analysis.packaged import packaged_path
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small tensors run faster on one thread, and do not fight a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _write_log(path: Path, n_users: int = 40, n_items: int = 60, seed: int = 0) -> None:

@@ -8,21 +8,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from analysis.closing_loop import kl_by_rank, rank_needed, rank_needed_summary, sample_users
 from analysis.decide import decide, read_bench, write_decisions
 from analysis.embeddings import RouteEmbeddings
 from analysis.loaders import load
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small tensors run faster on one thread, and do not fight a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _kl_rows(route: str, users: dict[str, tuple[int, list[float]]]) -> pd.DataFrame:

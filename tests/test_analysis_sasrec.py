@@ -6,20 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from analysis import embeddings as E
 from analysis.loaders import load
 from analysis.sasrec import SASRecConfig, evaluate, split_for_training, train_sasrec
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run faster on one thread (and do not fight a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _cyclic_log(

@@ -4,19 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from analysis import spectra
 from analysis.summaries import scree, summarise
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small tensors run faster on one thread, and do not fight a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_exact_rank_gives_r99_equal_rank() -> None:
