@@ -34,7 +34,10 @@ def table_html(t: Table, titles: dict[str, str]) -> str:
         d["see"] = links
     if "verdict" in d.columns:
         d["verdict"] = [f'<span class="{_verdict_class(v)}">{v}</span>' for v in d["verdict"]]
-    sty = d.style.hide(axis="index").set_table_attributes('class="data"')
+    # a stable id per table (pandas picks a random one), so rebuilding a report from the same
+    # tables only changes its build time
+    uid = "".join(ch if ch.isalnum() else "_" for ch in t.key)
+    sty = d.style.set_uuid(uid).hide(axis="index").set_table_attributes('class="data"')
     return sty.to_html()
 
 

@@ -10,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
@@ -62,6 +63,25 @@ def grid(nrows: int, ncols: int, *, row_h: float = 2.7, width: float = FIG_WIDTH
         sharex=sharex, sharey=sharey, layout="constrained",
     )
     return fig, axes
+
+
+def at_modal_d(d: pd.DataFrame) -> tuple[pd.DataFrame, float]:
+    """The rows at the most common head dim d (one d per figure), and that d (NaN if none)."""
+    dmode = d["d"].mode().iloc[0] if d["d"].notna().any() else np.nan
+    return (d if np.isnan(dmode) else d[d["d"] == dmode]), dmode
+
+
+def panel_grid(n_panels: int, row_h: float, sharey: bool = False):
+    """A grid of ``n_panels`` panels, four to a row, with the unused ones hidden.
+
+    Returns (fig, axes, ncols, panels) where ``panels`` lists the visible axes in order."""
+    ncols = max(1, min(4, n_panels))
+    nrows = int(np.ceil(n_panels / ncols))
+    fig, axes = grid(nrows, ncols, row_h=row_h, sharey=sharey)
+    flat = list(axes.ravel())
+    for ax in flat[n_panels:]:
+        ax.set_visible(False)
+    return fig, axes, ncols, flat[:n_panels]
 
 
 def legend_below(fig: Figure, axes, ncol: int | None = None) -> None:

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
 from ..derive import inputs_note, measured_mem
-from .common import Fig, empty_note, grid, legend_below, log2_axis, method_color, method_order
+from .common import (
+    Fig,
+    at_modal_d,
+    empty_note,
+    legend_below,
+    log2_axis,
+    method_color,
+    method_order,
+    panel_grid,
+)
 from .timing import _caption_bits, _m_title, bench_slice
 
 
@@ -17,18 +25,11 @@ def memory_vs_n(ok: pd.DataFrame, device: str, dtype: str, setting: str, key: st
     d = d.assign(mem_measured=measured_mem(d))
     if d["mem_measured"].notna().sum() == 0 and d["mem_model_bytes"].notna().sum() == 0:
         return None
-    dmode = d["d"].mode().iloc[0] if d["d"].notna().any() else np.nan
-    if not np.isnan(dmode):
-        d = d[d["d"] == dmode]
+    d, dmode = at_modal_d(d)
     agg = d.groupby(["method", "label", "m", "n"], dropna=False)[["mem_measured", "mem_model_bytes"]].median().reset_index()
     ms = sorted(agg["m"].unique())
-    ncols = min(4, len(ms))
-    nrows = int(np.ceil(len(ms) / ncols))
-    fig, axes = grid(nrows, ncols, row_h=2.8)
-    for idx, ax in enumerate(axes.ravel()):
-        if idx >= len(ms):
-            ax.set_visible(False)
-            continue
+    fig, axes, ncols, panels = panel_grid(len(ms), row_h=2.8)
+    for idx, ax in enumerate(panels):
         sub = agg[agg["m"] == ms[idx]]
         for method in method_order(sub["method"]):
             s = sub[sub["method"] == method].sort_values("n")

@@ -6,7 +6,17 @@ import numpy as np
 import pandas as pd
 
 from ..derive import aggregate_time, fix_secondary, inputs_note, representative_labels
-from .common import Fig, empty_note, grid, legend_below, log2_axis, method_color, method_order
+from .common import (
+    Fig,
+    at_modal_d,
+    empty_note,
+    grid,
+    legend_below,
+    log2_axis,
+    method_color,
+    method_order,
+    panel_grid,
+)
 
 
 def bench_slice(ok: pd.DataFrame, device: str, dtype: str, setting: str):
@@ -71,21 +81,14 @@ def prepare_attend_split(ok: pd.DataFrame, device: str, dtype: str, setting: str
     d, reps, notes = bench_slice(ok, device, dtype, setting)
     if d.empty or (d["prepare_ms_median"].notna().sum() == 0 and d["attend_ms_median"].notna().sum() == 0):
         return None
-    dmode = d["d"].mode().iloc[0] if d["d"].notna().any() else np.nan
-    if not np.isnan(dmode):
-        d = d[d["d"] == dmode]
+    d, dmode = at_modal_d(d)
     prep = aggregate_time(d, "prepare_ms_median", ["method", "label", "n"])
     att = aggregate_time(d, "attend_ms_median", ["method", "label", "m", "n"])
     ms = sorted(att["m"].unique()) if not att.empty else []
-    panels = [("prepare", None)] + [("attend", m) for m in ms]
-    ncols = min(4, len(panels))
-    nrows = int(np.ceil(len(panels) / ncols))
-    fig, axes = grid(nrows, ncols, row_h=2.7, sharey=True)
-    for idx, ax in enumerate(axes.ravel()):
-        if idx >= len(panels):
-            ax.set_visible(False)
-            continue
-        kind, mm = panels[idx]
+    facets = [("prepare", None)] + [("attend", m) for m in ms]
+    fig, axes, ncols, panels = panel_grid(len(facets), row_h=2.7, sharey=True)
+    for idx, ax in enumerate(panels):
+        kind, mm = facets[idx]
         sub = prep if kind == "prepare" else att[att["m"] == mm]
         col = f"{kind}_ms_median"
         for method in method_order(sub["method"]):
@@ -115,9 +118,7 @@ def speedup_vs_n(ok: pd.DataFrame, device: str, dtype: str, setting: str, key: s
     d, reps, notes = bench_slice(ok, device, dtype, setting)
     if "dense" not in reps:
         return None
-    dmode = d["d"].mode().iloc[0] if d["d"].notna().any() else np.nan
-    if not np.isnan(dmode):
-        d = d[d["d"] == dmode]
+    d, dmode = at_modal_d(d)
     agg = aggregate_time(d, "forward_ms_median", ["method", "label", "m", "n"])
     ref = agg[agg["method"] == "dense"][["m", "n", "forward_ms_median"]].rename(
         columns={"forward_ms_median": "dense_ms"})
@@ -126,13 +127,8 @@ def speedup_vs_n(ok: pd.DataFrame, device: str, dtype: str, setting: str, key: s
         return None
     agg["speedup"] = agg["dense_ms"] / agg["forward_ms_median"]
     ms = sorted(agg["m"].unique())
-    ncols = min(4, len(ms))
-    nrows = int(np.ceil(len(ms) / ncols))
-    fig, axes = grid(nrows, ncols, row_h=2.7)
-    for idx, ax in enumerate(axes.ravel()):
-        if idx >= len(ms):
-            ax.set_visible(False)
-            continue
+    fig, axes, ncols, panels = panel_grid(len(ms), row_h=2.7)
+    for idx, ax in enumerate(panels):
         sub = agg[agg["m"] == ms[idx]]
         for method in method_order(sub["method"]):
             s = sub[sub["method"] == method].sort_values("n")
