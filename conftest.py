@@ -1,4 +1,5 @@
-"""Root pytest configuration: the ``--preset`` option of the benchmark tests.
+"""Root pytest configuration: the ``--preset`` option of the benchmark tests, and Triton's
+interpreter for the kernel tests on machines without CUDA.
 
 ``pytest --benchmark-only`` runs the smoke grid as pytest-benchmark tests;
 ``pytest --benchmark-only --preset quick`` a larger grid. In a plain ``pytest`` run the
@@ -8,7 +9,16 @@ test suite stays fast; pass ``--benchmark-enable`` to time them there too.
 
 from __future__ import annotations
 
+import os
+
 import pytest
+import torch
+
+# The Triton kernels (attention_impls/kernels) run on CPU only under Triton's interpreter,
+# and triton.jit reads this variable when a kernel module is first imported: set it before
+# any test imports them. On a CUDA machine the kernels compile as usual.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 _TIMING_FLAGS = ("benchmark_only", "benchmark_enable", "benchmark_json", "benchmark_autosave",
                  "benchmark_save", "benchmark_compare", "benchmark_histogram")

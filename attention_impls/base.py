@@ -338,6 +338,16 @@ class AttentionOperator:
     def label_params(self) -> tuple[str, ...]:
         return ()
 
+    def backend_used(self, device: torch.device | str) -> str:
+        """Which implementation ``attend`` runs on ``device``: ``torch`` or ``triton``.
+
+        Methods with a ``backend`` parameter resolve it (see ``attention_impls.kernels``)."""
+        if "backend" not in self.params:
+            return "torch"
+        from .kernels import resolve_backend
+
+        return resolve_backend(self.params["backend"], device, self.name)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.params.items())})"
 
