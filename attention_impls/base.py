@@ -87,15 +87,25 @@ class Shape:
 
 
 class Cost(NamedTuple):
-    """Analytic model of one call: floating-point operations and bytes moved (modelled)."""
+    """Analytic model of one call (modelled, not measured).
+
+    - ``flops``: floating-point operations, dominated by the matmuls (small elementwise terms
+      such as the softmax's max/sub/sum/div are included);
+    - ``bytes``: compulsory memory traffic: inputs read once, the per-user state written /
+      read once, outputs written once (not the intermediates of unfused implementations);
+    - ``exps``: exponentials / special-function evaluations (exp, the exp inside ELU), the
+      third roofline bound on a GPU (MUFU throughput). Defaults to 0, so ``Cost(flops, bytes)``
+      still works.
+    """
 
     flops: float
     bytes: float
+    exps: float = 0.0
 
     def __add__(self, other: object) -> Cost:  # type: ignore[override]
         if not isinstance(other, Cost):
             return NotImplemented
-        return Cost(self.flops + other.flops, self.bytes + other.bytes)
+        return Cost(self.flops + other.flops, self.bytes + other.bytes, self.exps + other.exps)
 
 
 @dataclass
@@ -330,6 +340,8 @@ class AttentionOperator:
     @property
     def label(self) -> str:
         shown = {k: v for k, v in self.params.items() if k in self.label_params()}
+        if "backend" in self.params and self.params["backend"] != self.PARAMS.get("backend"):
+            shown["backend"] = self.params["backend"]  # two backends of one method stay apart
         if not shown:
             return self.name
         inner = ",".join(f"{k}={v}" for k, v in shown.items())
@@ -338,7 +350,15 @@ class AttentionOperator:
     def label_params(self) -> tuple[str, ...]:
         return ()
 
-    def backend_used(self, device: torch.device | str) -> str:
+    def _backend(self, q: torch.Tensor) -> str:
+        """The resolved backend for ``q``'s device and dtype, cached (no work per call)."""
+        key = (q.device, q.dtype)
+        cache = self.__dict__.setdefault("_backend_cache", {})
+        if key not in cache:
+            cache[key] = self.backend_used(q.device, q.dtype)
+        return cache[key]
+
+    def backend_used(self, device: torch.device | str, dtype: torch.dtype | str | None = None) -> str:
         """Which implementation ``attend`` runs on ``device``: ``torch`` or ``triton``.
 
         Methods with a ``backend`` parameter resolve it (see ``attention_impls.kernels``)."""
@@ -346,7 +366,8 @@ class AttentionOperator:
             return "torch"
         from .kernels import resolve_backend
 
-        return resolve_backend(self.params["backend"], device, self.name)
+        dt = None if dtype is None else dtype_from_name(dtype)
+        return resolve_backend(self.params["backend"], device, self.name, dt)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.params.items())})"

@@ -7,6 +7,10 @@ No softmax and no denominator. Keys of padded behaviours are zeroed (the public 
 ignores the mask; this suite does not). Implied weights Q^ K^^T / sqrt(d) are signed and
 unnormalised. Normalisation runs in fp32; the per-user state K^^T V / sqrt(d) (d x dv) is
 accumulated in fp32 and stored in the working dtype. Cost O((N + M) d dv).
+
+``backend``: ``torch`` = the code below (the reference); ``triton`` = one fused kernel
+(``kernels/row_mlp.py``: normalisation and product in one launch); ``auto`` = triton on CUDA
+when Triton imports.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from .base import (
     zero_empty_users,
     zero_padded,
 )
+from .kernels import validate_backend
 from .registry import register
 
 
@@ -42,7 +47,7 @@ class LinRecState(BaseState):
 @register
 class LinRecAttention(AttentionOperator):
     name = "linrec"
-    PARAMS = {"eps": 1e-12}
+    PARAMS = {"eps": 1e-12, "backend": "auto"}
     supports_causal = False
     weights_are_distribution = False
     description = "L2-normalised linear attention (ELU, row L2 norm, Q(K^T V)/sqrt(d))"
@@ -51,6 +56,7 @@ class LinRecAttention(AttentionOperator):
         eps = self.params["eps"]
         if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not eps > 0:
             raise ValueError(f"{self.name}: eps must be a positive number, got {eps!r}")
+        validate_backend(self.params["backend"], self.name)
 
     def _prepare(self, k, v, key_mask):
         kn = zero_padded(elu_l2(k, self.params["eps"]), key_mask)
@@ -58,6 +64,10 @@ class LinRecAttention(AttentionOperator):
         return LinRecState(**self._base_state_kwargs(k, v, key_mask), kv=kv.to(k.dtype), k=k)
 
     def _attend(self, state: LinRecState, q, causal):
+        if self._backend(q) == "triton":
+            from .kernels.row_mlp import linrec_attend
+
+            return linrec_attend(q, state.kv, state.empty_users, self.params["eps"])
         qn = elu_l2(q, self.params["eps"]).to(q.dtype)
         return zero_empty_users(torch.matmul(qn, state.kv), state.empty_users)
 
@@ -68,12 +78,14 @@ class LinRecAttention(AttentionOperator):
     def cost_prepare(self, shape, dtype=torch.float32):
         n, d, dv, es = shape.n, shape.d, shape.value_dim, element_size(dtype)
         flops = 6 * n * d + 2 * n * d * dv
-        return Cost(float(shape.bh * flops), float(shape.bh * (es * n * (d + dv) + es * d * dv)))
+        exps = n * d  # ELU evaluates exp (expm1) on every key element
+        return Cost(float(shape.bh * flops), float(shape.bh * (es * n * (d + dv) + es * d * dv)), float(shape.bh * exps))
 
     def cost_attend(self, shape, dtype=torch.float32):
         m, d, dv, es = shape.m, shape.d, shape.value_dim, element_size(dtype)
         flops = 6 * m * d + 2 * m * d * dv
-        return Cost(float(shape.bh * flops), float(shape.bh * es * (m * d + d * dv + m * dv)))
+        exps = m * d  # ELU on every query element
+        return Cost(float(shape.bh * flops), float(shape.bh * es * (m * d + d * dv + m * dv)), float(shape.bh * exps))
 
     def memory_model(self, shape, dtype=torch.float32):
         es = element_size(dtype)

@@ -18,6 +18,11 @@ W_comp / W_decomp are learned in the paper. Training-free default: the top-r pri
 directions P (N x r) of the position axis, pooled over all users and heads of the batch
 given to ``prepare`` (W_comp = P, W_decomp = P^T), unless ``fit`` or ``set_projection`` set
 them first. ``fit`` can add a non-negativity penalty on W_decomp and run a few Adam steps.
+
+``backend`` (absorbed form): ``torch`` = the code below (the reference); ``triton`` = both
+products and the LeakyReLU in one fused kernel (``kernels/row_mlp.py``); ``auto`` = triton on
+CUDA when Triton imports. The training form always runs torch (``auto`` resolves to torch;
+``backend="triton"`` with ``form="training"`` is a ValueError).
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from .base import (
     zero_empty_users,
     zero_padded,
 )
+from .kernels import validate_backend
 from .registry import register
 from .svd_exact import validate_rank_param
 
@@ -70,7 +76,7 @@ class LreaState(BaseState):
 @register
 class LreaAttention(AttentionOperator):
     name = "lrea"
-    PARAMS = {"rank": 16, "slope": 0.01, "form": "absorbed", "seed": 0}
+    PARAMS = {"rank": 16, "slope": 0.01, "form": "absorbed", "seed": 0, "backend": "auto"}
     supports_causal = False
     weights_are_distribution = False
     description = "low-rank compression of the sequence axis with LeakyReLU attention (absorbed serving form)"
@@ -90,6 +96,18 @@ class LreaAttention(AttentionOperator):
         slope = self.params["slope"]
         if not isinstance(slope, (int, float)) or isinstance(slope, bool) or not 0 <= slope < 1:
             raise ValueError(f"{self.name}: slope must be a number in [0, 1), got {slope!r}")
+        validate_backend(self.params["backend"], self.name)
+        if self.params["backend"] == "triton" and self.params["form"] == "training":
+            raise ValueError(
+                f"{self.name}: backend='triton' serves the absorbed form only; form='training' "
+                "runs torch (use backend='torch' or 'auto')"
+            )
+
+    def backend_used(self, device, *args, **kwargs):
+        """The training form always runs torch; the absorbed form resolves ``backend``."""
+        if self.params["form"] == "training":
+            return "torch"
+        return super().backend_used(device, *args, **kwargs)
 
     def _check_extra(self, shape, dtype, device):
         reasons = []
@@ -185,6 +203,10 @@ class LreaAttention(AttentionOperator):
         return w
 
     def _attend(self, state: LreaState, q, causal):
+        if self._backend(q) == "triton":  # absorbed form (the training form resolves to torch)
+            from .kernels.row_mlp import lrea_attend
+
+            return lrea_attend(q, state.c, state.bv, state.empty_users, self.params["slope"])
         a = torch.matmul(q, state.c)  # [B,H,M,r]
         if self.params["form"] == "absorbed":
             out = torch.matmul(self._phi(a), state.bv)
@@ -222,7 +244,7 @@ class LreaAttention(AttentionOperator):
         if self.w_comp is None:  # training-free projection fitted per batch
             q = min(r + 8, n, shape.bh * d)
             flops += 2 * n * shape.bh * d * q * 8
-        return Cost(float(flops), float(shape.bh * es * (n * (d + dv) + r * (d + dv))))
+        return Cost(float(flops), float(shape.bh * es * (n * (d + dv) + r * (d + dv))), 0.0)  # no exp: LeakyReLU
 
     def cost_attend(self, shape, dtype=torch.float32):
         m, n, d, dv, r, es = shape.m, shape.n, shape.d, shape.value_dim, self.params["rank"], element_size(dtype)
@@ -232,7 +254,7 @@ class LreaAttention(AttentionOperator):
         else:
             flops = 2 * m * d * r + 2 * m * r * n + m * n + 2 * m * n * dv
             nbytes = es * (m * d + d * r + r * n + n * dv + m * dv)
-        return Cost(float(shape.bh * flops), float(shape.bh * nbytes))
+        return Cost(float(shape.bh * flops), float(shape.bh * nbytes), 0.0)
 
     def memory_model(self, shape, dtype=torch.float32):
         r, es = self.params["rank"], element_size(dtype)

@@ -12,6 +12,10 @@ device. ``redraw``: ``fixed`` (one draw per head dim, reused) or ``per_prepare``
 draw for every prepared state, seed advancing deterministically). Feature maps run in fp32;
 the per-user state is divided by the user's number of real behaviours so it stays in range
 in fp16/bf16. Cost O((N + M) m d).
+
+``backend``: ``torch`` = the code below (the reference); ``triton`` = feature map, both
+products and the division in one fused kernel (``kernels/row_mlp.py``); ``auto`` = triton
+on CUDA when Triton imports.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from .base import AttentionOperator, BaseState, Cost, element_size, zero_empty_users
+from .kernels import validate_backend
 from .registry import register
 
 REDRAW = ("fixed", "per_prepare")
@@ -84,7 +89,7 @@ class PerformerState(BaseState):
 @register
 class PerformerAttention(AttentionOperator):
     name = "performer"
-    PARAMS = {"features": 256, "orthogonal": True, "seed": 0, "redraw": "fixed", "eps": 1e-6}
+    PARAMS = {"features": 256, "orthogonal": True, "seed": 0, "redraw": "fixed", "eps": 1e-6, "backend": "auto"}
     supports_causal = False
     weights_are_distribution = True
     description = "FAVOR+ positive orthogonal random features for the softmax kernel"
@@ -108,6 +113,7 @@ class PerformerAttention(AttentionOperator):
         eps = self.params["eps"]
         if not isinstance(eps, (int, float)) or eps < 0:
             raise ValueError(f"{self.name}: eps must be >= 0, got {eps!r}")
+        validate_backend(self.params["backend"], self.name)
 
     def features_for(self, d: int, device: torch.device | str = "cpu") -> torch.Tensor:
         """The projection the next prepare() will use (fixed policy: always the same)."""
@@ -136,6 +142,10 @@ class PerformerAttention(AttentionOperator):
         )
 
     def _attend(self, state: PerformerState, q, causal):
+        if self._backend(q) == "triton":
+            from .kernels.row_mlp import performer_attend
+
+            return performer_attend(q, state.omega, state.kv, state.ksum, state.empty_users, self.params["eps"])
         phi_q = query_features(q, state.omega, self.params["eps"])
         num = torch.matmul(phi_q.to(q.dtype), state.kv)
         den = torch.matmul(phi_q, state.ksum[..., None])  # fp32 [B,H,M,1]
@@ -153,12 +163,14 @@ class PerformerAttention(AttentionOperator):
     def cost_prepare(self, shape, dtype=torch.float32):
         n, d, dv, m, es = shape.n, shape.d, shape.value_dim, self.params["features"], element_size(dtype)
         flops = 2 * n * d * m + 4 * n * m + 2 * n * m * dv + n * m
-        return Cost(float(shape.bh * flops), float(shape.bh * (es * n * (d + dv) + es * m * dv + 4 * m)))
+        nbytes = es * n * (d + dv) + es * m * dv + 4 * m
+        return Cost(float(shape.bh * flops), float(shape.bh * nbytes), float(shape.bh * n * m))  # exp of N x m logits
 
     def cost_attend(self, shape, dtype=torch.float32):
         mm, d, dv, m, es = shape.m, shape.d, shape.value_dim, self.params["features"], element_size(dtype)
         flops = 2 * mm * d * m + 4 * mm * m + 2 * mm * m * dv + 2 * mm * m + mm * dv
-        return Cost(float(shape.bh * flops), float(shape.bh * es * (mm * d + m * dv + mm * dv)))
+        nbytes = es * (mm * d + m * dv + mm * dv) + 4 * m  # q, state kv, out + the fp32 ksum (was missing)
+        return Cost(float(shape.bh * flops), float(shape.bh * nbytes), float(shape.bh * mm * m))  # exp of M x m logits
 
     def memory_model(self, shape, dtype=torch.float32):
         m = self.params["features"]

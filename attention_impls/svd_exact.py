@@ -10,6 +10,10 @@ KL(P || P_r) <= 2 s_{r+1} max ||q|| / sqrt(d).
 The SVD runs once per user in ``prepare`` (fp32) and is reused for every candidate batch.
 On CUDA the subspace dimension is zero-padded to a multiple of 8 so SDPA can pick its
 fused kernels; zero columns change nothing.
+
+``backend``: ``torch`` = Q A^T, SDPA with head dimension r, then (.) B (three launches);
+``triton`` = all of it in one fused kernel (``kernels/flash_small_head.py``), held to the
+torch path by the tests; ``auto`` = triton on CUDA when Triton imports.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from .base import (
 )
 from .decompose import SOLVERS, Factors, truncated_svd
 from .dense import softmax_weights
+from .kernels import validate_backend
 from .registry import register
 
 
@@ -88,7 +93,8 @@ def svd_prepare_cost(shape: Shape, rank: int, solver: str, oversample: int, powe
 @register
 class SvdExactAttention(AttentionOperator):
     name = "svd_exact"
-    PARAMS = {"rank": 16, "solver": "gram", "oversample": 8, "power_iters": 2, "seed": 0}
+    PARAMS = {"rank": 16, "solver": "gram", "oversample": 8, "power_iters": 2, "seed": 0,
+              "backend": "auto"}
     supports_causal = True
     weights_are_distribution = True
     description = "softmax over all N behaviours with scores in the rank-r subspace of [K|V]"
@@ -98,6 +104,7 @@ class SvdExactAttention(AttentionOperator):
 
     def _validate_params(self) -> None:
         validate_rank_param(self.params["rank"], self.name)
+        validate_backend(self.params["backend"], self.name)
         if self.params["solver"] not in SOLVERS:
             raise ValueError(
                 f"{self.name}: unknown solver {self.params['solver']!r}; use one of {', '.join(SOLVERS)}"
@@ -134,6 +141,11 @@ class SvdExactAttention(AttentionOperator):
         )
 
     def _attend(self, state: SvdExactState, q, causal):
+        if self._backend(q) == "triton":  # one fused kernel: Q A^T, softmax over U, then B
+            from .kernels.flash_small_head import flash_small_head
+
+            return flash_small_head(q, state.u, None, scale=inv_sqrt(state.d), key_mask=state.key_mask,
+                                    causal=causal, q_proj=state.a, out_proj=state.b)
         qa = torch.matmul(q, state.a.transpose(-1, -2))  # [B,H,M,rp]
         o = masked_sdpa(qa, state.u, state.u, state.key_mask, state.empty_users, causal, scale=inv_sqrt(state.d))
         return torch.matmul(o, state.b)
@@ -152,7 +164,8 @@ class SvdExactAttention(AttentionOperator):
         frac = 0.5 if shape.causal else 1.0
         flops = 2 * m * d * r + frac * (4 * m * n * r + 5 * m * n) + 2 * m * r * dv
         nbytes = es * (m * d + r * d + n * r + r * dv + m * dv)
-        return Cost(float(bh * flops), float(bh * nbytes))
+        exps = frac * m * n  # exact softmax over all N: the M x N exponentials remain
+        return Cost(float(bh * flops), float(bh * nbytes), float(bh * exps))
 
     def memory_model(self, shape, dtype=torch.float32):
         r, es = self.params["rank"], element_size(dtype)

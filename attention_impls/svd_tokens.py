@@ -11,6 +11,9 @@ Token scaling (``token_scaling``):
 - ``rms``: Z = diag(S) W^T / sqrt(N_real): tokens on the scale of one behaviour.
 Implied weights over behaviours: softmax-over-tokens times U^T (times the scaling):
 signed, rows not summing to one. Signs of U columns are fixed so each column sums >= 0.
+
+``backend``: ``torch`` = SDPA over the r tokens (the reference); ``triton`` = one fused
+kernel (``kernels/row_mlp.py``); ``auto`` = triton on CUDA when Triton imports.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import torch
 
 from .base import AttentionOperator, BaseState, Cost, element_size, inv_sqrt, zero_empty_users
 from .decompose import SOLVERS
+from .kernels import validate_backend
 from .registry import register
 from .svd_exact import check_rank, decompose_kv, svd_prepare_cost, validate_rank_param
 
@@ -43,7 +47,8 @@ class SvdTokensState(BaseState):
 @register
 class SvdTokensAttention(AttentionOperator):
     name = "svd_tokens"
-    PARAMS = {"rank": 16, "token_scaling": "singular", "solver": "gram", "oversample": 8, "power_iters": 2, "seed": 0}
+    PARAMS = {"rank": 16, "token_scaling": "singular", "solver": "gram", "oversample": 8, "power_iters": 2, "seed": 0,
+              "backend": "auto"}
     supports_causal = False
     weights_are_distribution = False
     description = "softmax over r principal tokens of [K|V] (O(N d r) per user)"
@@ -59,6 +64,7 @@ class SvdTokensAttention(AttentionOperator):
             )
         if self.params["solver"] not in SOLVERS:
             raise ValueError(f"{self.name}: unknown solver {self.params['solver']!r}; use one of {', '.join(SOLVERS)}")
+        validate_backend(self.params["backend"], self.name)
 
     def _check_extra(self, shape, dtype, device):
         return check_rank(self.params["rank"], shape.n, shape.d, shape.value_dim, self.name)
@@ -85,6 +91,10 @@ class SvdTokensAttention(AttentionOperator):
         )
 
     def _attend(self, state: SvdTokensState, q, causal):
+        if self._backend(q) == "triton":
+            from .kernels.row_mlp import svd_tokens_attend
+
+            return svd_tokens_attend(q, state.zk, state.zv, state.empty_users, inv_sqrt(state.d))
         out = torch.nn.functional.scaled_dot_product_attention(q, state.zk, state.zv, scale=inv_sqrt(state.d))
         return zero_empty_users(out, state.empty_users)
 
@@ -105,7 +115,7 @@ class SvdTokensAttention(AttentionOperator):
         m, d, dv = shape.m, shape.d, shape.value_dim
         flops = 2 * m * r * d + 5 * m * r + 2 * m * r * dv
         nbytes = es * (m * d + r * (d + dv) + m * dv)
-        return Cost(float(shape.bh * flops), float(shape.bh * nbytes))
+        return Cost(float(shape.bh * flops), float(shape.bh * nbytes), float(shape.bh * m * r))  # softmax over r tokens
 
     def memory_model(self, shape, dtype=torch.float32):
         r, es = self.params["rank"], element_size(dtype)

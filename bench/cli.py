@@ -1,4 +1,4 @@
-"""Command line: ``python -m bench run|import-json|presets|crossover``."""
+"""Command line: ``python -m bench run|import-json|presets|crossover|targets``."""
 
 from __future__ import annotations
 
@@ -36,6 +36,12 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("presets", help="list the presets")
     c = sub.add_parser("crossover", help="crossover N per method and M from a results table")
     c.add_argument("table", help="results.csv or its run directory")
+    t = sub.add_parser("targets", help="evaluate the GPU issue's targets on a results table "
+                       "(writes DIR/targets.csv)")
+    t.add_argument("table", metavar="DIR", help="run directory (results.csv or results.parquet), "
+                   "or the table file")
+    t.add_argument("--out", default=None, metavar="FILE.md", help="also write the markdown table here")
+    t.add_argument("--strict", action="store_true", help="exit 1 when a target fails")
     return p
 
 
@@ -92,6 +98,10 @@ def cmd_run(a: argparse.Namespace) -> int:
                       "with the prepared state reused):")
                 print(cx[["label", "setting", "family", "m", "d", "dtype", "crossover_n",
                           "crossover_n_attend", "speedup_at_max_n", "kl_mean_median"]].to_string(index=False))
+    if len(mine):
+        from .targets import noise_summary_lines
+
+        print("\n" + "\n".join(noise_summary_lines(mine)))
     counts = mine["status"].value_counts().to_dict() if len(mine) else {}
     print(f"\n{info['measured']} measured, {info['already_done']} resumed, {info['not_run']} not run; "
           f"status {counts}; {elapsed:.1f} s; table: {Path(a.out) / 'results.csv'}")
@@ -126,10 +136,19 @@ def cmd_crossover(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_targets(a: argparse.Namespace) -> int:
+    from .targets import FAIL, run_targets
+
+    t, md, csv_path = run_targets(a.table, a.out)
+    print(md, end="")
+    print(f"\nwrote {csv_path}" + (f" and {a.out}" if a.out else ""))
+    return 1 if a.strict and (t["status"] == FAIL).any() else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     a = _parser().parse_args(argv)
     handlers = {"run": cmd_run, "import-json": cmd_import, "presets": cmd_presets,
-                "crossover": cmd_crossover}
+                "crossover": cmd_crossover, "targets": cmd_targets}
     try:
         return handlers[a.cmd](a)
     except (ConfigError, ResultsFileError) as exc:

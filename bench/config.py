@@ -76,17 +76,26 @@ def _build(cls: type, where: str, raw: dict[str, Any] | None) -> Any:
 
 @dataclass(frozen=True)
 class Timing:
-    """How each phase (prepare, attend, forward) is timed."""
+    """How each phase (prepare, attend, forward) is timed (see bench/timing.py).
 
-    min_calls: int = 3
-    max_calls: int = 50
-    min_time_s: float = 0.1  # keep calling until this much time has been measured
+    A sample is ``inner`` back-to-back calls between one pair of timestamps; ``min_calls`` /
+    ``max_calls`` bound the number of samples."""
+
+    min_calls: int = 3  # samples, at least
+    max_calls: int = 50  # samples, at most
+    min_time_s: float = 0.1  # keep sampling until this much time has been measured
     warmup_min: int = 1
     warmup_max: int = 10
     warmup_time_s: float = 0.5  # stop warming up after this long, stable or not
     stable_window: int = 3
     stable_rtol: float = 0.1
-    flush_l2: bool = True  # CUDA only
+    flush_l2: bool = True  # CUDA only: flush L2 before each call when no input rotation
+    sample_min_ms: float | None = None  # a sample lasts at least this (None: CUDA 1.0, CPU 0.2)
+    inner_max: int = 1000  # calls per sample, at most
+    rotate: bool | None = None  # input rotation (None: on for CUDA, off for CPU)
+    rotate_max: int = 8  # input sets, at most
+    rotate_mem_fraction: float = 0.25  # extra input copies may use this much of free memory
+    cache_bytes: int | None = None  # cache the rotation overflows (None: CUDA L2 / CPU LLC)
 
 
 @dataclass(frozen=True)

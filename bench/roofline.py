@@ -1,7 +1,14 @@
-"""Device peaks (FLOP/s and bytes/s) and the roofline fraction of a measured call.
+"""Device peaks and the three-bound roofline of a measured call.
 
-GPU peaks come from a table of vendor figures (dense, no sparsity) keyed by the name the
-device reports; the CPU peak is measured with a matmul probe (and a copy probe for bytes/s).
+Three ceilings per device: matmul FLOP/s (per dtype), memory bytes/s, and exponentials per
+second (special-function throughput: MUFU on NVIDIA GPUs). The floor of a call is
+
+    floor = max(flops / peak_flops, bytes / peak_bytes_per_s, exps / peak_exp_per_s)
+
+and the term that attains the max is its bound ("matmul", "memory" or "exp"). GPU peaks
+come from a table of vendor figures (dense, no sparsity) keyed by the name the device
+reports; ``bench.ceilings`` measures all three with probes (on CUDA the runner prefers the
+measured values and keeps the table's in the row); the CPU peaks are always measured.
 """
 
 from __future__ import annotations
@@ -23,6 +30,28 @@ GPU_PEAKS: dict[str, tuple[dict[str, float], float]] = {
     "A100 PCIe 80GB": ({"fp32": 19.5 * TB, "bf16": 312 * TB, "fp16": 312 * TB, "fp64": 19.5 * TB}, 1.935 * TB),
     "A100 PCIe 40GB": ({"fp32": 19.5 * TB, "bf16": 312 * TB, "fp16": 312 * TB, "fp64": 19.5 * TB}, 1.555 * TB),
 }
+
+# Exponentials per second: SMs x 16 special-function results per clock per SM (MUFU.EX2;
+# CUDA C++ Programming Guide, "Arithmetic Instructions" throughput table, compute
+# capability 8.0 and 9.0) x clock. An exp in fp32 is one MUFU.EX2 (after a multiply by
+# log2 e); the same rate serves every dtype (fp16/bf16 exps are computed in fp32).
+GHZ = 1e9
+MUFU_PER_CLK_PER_SM = 16
+GPU_EXP_PER_S: dict[str, float] = {
+    # 132 SMs x 16 x 1.83 GHz = 3.86e12/s. 1.83 GHz is the clock behind the vendor's dense
+    # bf16 figure (132 SMs x 4096 FLOP/clk x 1.83 GHz = 989 TFLOP/s); at the 1.98 GHz max
+    # boost it would be 4.18e12/s.
+    "H100 SXM": 132 * MUFU_PER_CLK_PER_SM * 1.83 * GHZ,
+    "H200": 132 * MUFU_PER_CLK_PER_SM * 1.83 * GHZ,  # same GH100 chip and clocks: 3.86e12/s
+    "H100 NVL": 132 * MUFU_PER_CLK_PER_SM * 1.785 * GHZ,  # max boost 1.785 GHz: 3.77e12/s
+    "H100 PCIe": 114 * MUFU_PER_CLK_PER_SM * 1.755 * GHZ,  # 114 SMs, boost 1.755 GHz: 3.20e12/s
+    # 108 SMs x 16 x 1.41 GHz (boost; 108 x 2048 x 1.41 GHz = 312 TFLOP/s bf16): 2.44e12/s
+    "A100 SXM 80GB": 108 * MUFU_PER_CLK_PER_SM * 1.41 * GHZ,
+    "A100 SXM 40GB": 108 * MUFU_PER_CLK_PER_SM * 1.41 * GHZ,
+    "A100 PCIe 80GB": 108 * MUFU_PER_CLK_PER_SM * 1.41 * GHZ,
+    "A100 PCIe 40GB": 108 * MUFU_PER_CLK_PER_SM * 1.41 * GHZ,
+}
+BOUNDS = ("matmul", "memory", "exp")
 
 
 def gpu_model_key(name: str) -> str | None:
@@ -49,6 +78,12 @@ def gpu_peaks(name: str, dtype: str) -> tuple[float | None, float | None]:
         return None, None
     flops, bw = GPU_PEAKS[key]
     return flops.get(dtype), bw
+
+
+def gpu_exp_rate(name: str) -> float | None:
+    """Table exponentials per second of a device (None if the device is not in the table)."""
+    key = gpu_model_key(name)
+    return None if key is None else GPU_EXP_PER_S.get(key)
 
 
 @lru_cache(maxsize=8)
@@ -78,7 +113,8 @@ def cpu_peaks(dtype: str = "fp32", size: int = 1024, repeats: int = 5) -> tuple[
 
 
 def device_peaks(device: str, device_name: str, dtype: str) -> tuple[float | None, float | None, str]:
-    """(peak FLOP/s, peak bytes/s, source label)."""
+    """(peak FLOP/s, peak bytes/s, source label): GPU table or CPU probes (two bounds only;
+    ``bench.ceilings.ceilings`` gives all three ceilings, measured where it can)."""
     if device.startswith("cuda"):
         f, b = gpu_peaks(device_name, dtype)
         return f, b, "table"
@@ -100,3 +136,39 @@ def roofline_fraction(flops: float | None, nbytes: float | None, seconds: float 
         attainable = min(peak_flops, out["arithmetic_intensity"] * peak_bw)
         out["roofline_fraction"] = out["flops_per_s"] / attainable
     return out
+
+
+def roofline_floor(flops: float | None, nbytes: float | None, exps: float | None,
+                   peak_flops: float | None, peak_bw: float | None,
+                   peak_exp: float | None) -> tuple[float | None, str | None]:
+    """(floor in seconds, bound) with floor = max(flops / peak_flops, bytes / peak_bw,
+    exps / peak_exp) over the terms whose work and peak are both known; bound is the name
+    of the largest term ("matmul", "memory", "exp"; first in that order on a tie).
+
+    (None, None) when no term can be computed; (0.0, None) when the modelled work is zero
+    (dense's prepare)."""
+    terms = {}
+    for name, work, peak in zip(BOUNDS, (flops, nbytes, exps), (peak_flops, peak_bw, peak_exp), strict=True):
+        if work is not None and peak and peak > 0 and work == work and work >= 0:
+            terms[name] = float(work) / float(peak)
+    if not terms:
+        return None, None
+    bound = max(terms, key=lambda k: terms[k])  # max keeps the first of equal terms
+    if terms[bound] <= 0:
+        return 0.0, None
+    return terms[bound], bound
+
+
+def phase_roofline(phase: str, flops: float | None, nbytes: float | None, exps: float | None,
+                   ms: float | None, peak_flops: float | None, peak_bw: float | None,
+                   peak_exp: float | None) -> dict[str, float | str | None]:
+    """``roofline_floor_ms_<phase>``, ``roofline_bound_<phase>`` and
+    ``roofline_fraction_<phase>`` = floor / measured median (not clipped: above 1 means
+    the cost model undercounts the work, or a peak is too low)."""
+    floor, bound = roofline_floor(flops, nbytes, exps, peak_flops, peak_bw, peak_exp)
+    frac = None
+    if bound is not None and floor is not None and ms is not None and ms == ms and ms > 0:
+        frac = floor * 1e3 / ms
+    return {f"roofline_floor_ms_{phase}": None if floor is None else floor * 1e3,
+            f"roofline_bound_{phase}": bound,
+            f"roofline_fraction_{phase}": frac}

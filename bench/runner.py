@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import json
 import os
@@ -18,13 +19,14 @@ import attention_impls as ai
 from attention_impls import Shape, dtype_from_name
 
 from . import store
+from .ceilings import ceilings
 from .config import Case, SweepConfig
 from .env import device_index, environment, nvml_snapshot, timestamp
 from .fidelity import case_fidelity
 from .inputs import Inputs, UnsupportedInput, build_inputs
 from .memory import cpu_peak_bytes, cuda_peak_bytes
-from .roofline import device_peaks, roofline_fraction
-from .timing import PhaseTimer, summarise_times
+from .roofline import phase_roofline, roofline_fraction
+from .timing import PhaseTimer, summarise_phase
 
 # Test hooks: BENCH_INJECT_OOM="svd_exact,dense" (method names, labels or case ids) raises an
 # out-of-memory error inside the measurement; BENCH_TEST_DELAY_S sleeps in every case.
@@ -92,6 +94,65 @@ def fit_model_weights(op: Any, k: torch.Tensor, mask: torch.Tensor | None) -> di
     return {}
 
 
+def tensor_bytes(*objs: Any) -> int:
+    """Bytes of the distinct tensors in ``objs`` (tensors, None, or dataclass states)."""
+    seen: set[int] = set()
+    total = 0
+    for obj in objs:
+        items = ([getattr(obj, f.name) for f in dataclasses.fields(obj)]
+                 if dataclasses.is_dataclass(obj) and not isinstance(obj, type) else [obj])
+        for t in items:
+            if isinstance(t, torch.Tensor) and id(t) not in seen:
+                seen.add(id(t))
+                total += t.numel() * t.element_size()
+    return total
+
+
+def clone_state(state: Any) -> Any:
+    """An independent copy of a prepared state: every tensor field cloned (aliases kept)."""
+    if not (dataclasses.is_dataclass(state) and not isinstance(state, type)):
+        return state
+    memo: dict[int, torch.Tensor] = {}
+    new = {}
+    for f in dataclasses.fields(state):
+        t = getattr(state, f.name)
+        if isinstance(t, torch.Tensor):
+            if id(t) not in memo:
+                memo[id(t)] = t.clone()
+            new[f.name] = memo[id(t)]
+    return dataclasses.replace(state, **new) if new else state
+
+
+def time_phases(op: Any, inp: Inputs, state: Any, causal: bool, timer: PhaseTimer) -> dict[str, Any]:
+    """Time prepare, attend and forward with input rotation (bench/timing.py): independent
+    copies of (k, v, mask), q and the prepared state, enough that the calls of one cycle read
+    at least twice the cache, within a memory budget; consecutive calls cycle through them."""
+    k, v, mask, q = inp.k, inp.v, inp.key_mask, inp.q
+    plan = timer.rotation_plan({"kv": tensor_bytes(k, v, mask), "q": tensor_bytes(q),
+                                "state": tensor_bytes(state)})
+    kvs = [(k, v, mask)] + [(k.clone(), v.clone(), None if mask is None else mask.clone())
+                            for _ in range(plan.copies["kv"] - 1)]
+    qs = [q] + [q.clone() for _ in range(plan.copies["q"] - 1)]
+    states = [state] + [clone_state(state) for _ in range(plan.copies["state"] - 1)]
+    fns = {
+        "prepare": [lambda kk=kk, vv=vv, mm=mm: op.prepare_unchecked(kk, vv, mm)
+                    for kk, vv, mm in kvs[: plan.sets["prepare"]]],
+        "attend": [lambda st=st, qq=qq: op.attend_unchecked(st, qq, causal)
+                   for st, qq in zip(states[: plan.sets["attend"]], qs, strict=False)],
+        "forward": [lambda kk=kk, vv=vv, mm=mm, qq=qq: op.attend_unchecked(op.prepare_unchecked(kk, vv, mm), qq, causal)
+                    for (kk, vv, mm), qq in zip(kvs[: plan.sets["forward"]], qs, strict=False)],
+    }
+    cols: dict[str, Any] = {"timing_input_sets": max(plan.sets.values()),
+                            "timing_rotation_note": plan.note,
+                            "timing_sample_min_ms": timer.sample_min_ms}
+    for phase, phase_fns in fns.items():
+        pt = timer.run(phase_fns, working_set_bytes=plan.working_set[phase])
+        cols.update(summarise_phase(pt, phase))
+        cols[f"timing_working_set_bytes_{phase}"] = plan.working_set[phase]
+    del kvs, qs, states, fns
+    return cols
+
+
 def measure(case: Case, op: Any, inp: Inputs, cfg: SweepConfig, timer: PhaseTimer | None,
             env: dict[str, Any]) -> dict[str, Any]:
     """Time, memory, fidelity and work columns of one supported case (may raise OOM)."""
@@ -109,9 +170,7 @@ def measure(case: Case, op: Any, inp: Inputs, cfg: SweepConfig, timer: PhaseTime
 
         if timer is not None:
             cols["timer"] = timer.name
-            cols.update(summarise_times(timer.measure(lambda: op.prepare_unchecked(k, v, mask)), "prepare"))
-            cols.update(summarise_times(timer.measure(lambda st=state: op.attend_unchecked(st, q, causal)), "attend"))
-            cols.update(summarise_times(timer.measure(fwd), "forward"))
+            cols.update(time_phases(op, inp, state, causal, timer))
         cols["mem_model_bytes"] = float(op.memory_model(shape, dt))
         if cfg.memory.enabled:
             if case.device.startswith("cuda"):
@@ -130,13 +189,19 @@ def measure(case: Case, op: Any, inp: Inputs, cfg: SweepConfig, timer: PhaseTime
             cols["lrea_absorption_err"] = op.absorption_error(state, qs)
             cols["lrea_uncompressed_err"] = op.uncompressed_error(state, qs)
     del state, out
+    # work (modelled) and the three-bound roofline per phase (docs/bench.md, "Roofline")
     cp, ca = op.cost_prepare(shape, dt), op.cost_attend(shape, dt)
-    cols.update(flops=cp.flops + ca.flops, bytes=cp.bytes + ca.bytes, flops_prepare=cp.flops,
-                flops_attend=ca.flops)
-    pf, pb, src = device_peaks(case.device, env.get("device_name") or "", case.dtype)
-    cols.update(peak_flops=pf, peak_bytes_per_s=pb, peak_source=src)
+    cf = cp + ca
+    cols.update(flops=cf.flops, bytes=cf.bytes, exps=cf.exps, flops_prepare=cp.flops, flops_attend=ca.flops,
+                bytes_prepare=cp.bytes, bytes_attend=ca.bytes, exps_prepare=cp.exps, exps_attend=ca.exps)
+    ce = ceilings(case.device, env.get("device_name") or "", case.dtype)  # measured once per device+dtype
+    cols.update(ce.columns())
+    pf, pb, pe = ce.matmul_flops_per_s, ce.bytes_per_s, ce.exp_per_s
     fwd_ms = cols.get("forward_ms_median")
-    cols.update(roofline_fraction(cols["flops"], cols["bytes"], None if fwd_ms is None else fwd_ms / 1e3, pf, pb))
+    cols.update(roofline_fraction(cf.flops, cf.bytes, None if fwd_ms is None else fwd_ms / 1e3, pf, pb))
+    for phase, c in (("prepare", cp), ("attend", ca), ("forward", cf)):
+        cols.update(phase_roofline(phase, c.flops, c.bytes, c.exps, cols.get(f"{phase}_ms_median"), pf, pb, pe))
+    cols["roofline_fraction"] = cols["roofline_fraction_forward"]  # the forward fraction, three bounds
     return cols
 
 

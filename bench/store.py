@@ -34,15 +34,23 @@ COLUMNS = (
      "causal", "family", "family_params", "synthetic", "dataset", "batch", "heads", "n", "m", "d",
      "dv", "dtype", "seed", "query_scale", "padding", "status", "reason"]
     + [f"{p}_{s}" for p in ("prepare", "attend", "forward")
-       for s in ("ms_median", "ms_iqr", "ms_min", "calls")]
-    + ["timer", "peak_mem_alloc_bytes", "peak_mem_nvml_bytes", "peak_mem_cpu_bytes",
+       for s in ("ms_median", "ms_iqr", "ms_min", "calls", "ms_iqr_rel")]
+    + ["timer", "timing_input_sets", "timing_sample_min_ms", "timing_rotation_note"]
+    + [f"timing_{s}_{p}" for p in ("prepare", "attend", "forward")
+       for s in ("inner_calls", "samples", "input_sets", "cache", "working_set_bytes")]
+    + ["peak_mem_alloc_bytes", "peak_mem_nvml_bytes", "peak_mem_cpu_bytes",
        "mem_model_bytes", "mem_method"]
     + [f"{m}_{s}" for m in ("kl", "tv", "js", "top10_recall", "out_err") for s in ("mean", "p50", "p99", "max")]
     + ["neg_mass_mean", "neg_mass_max", "kl_smoothed_rows", "kl_uniform_rows", "kl_rows",
        "padded_rows_excluded", "kl_smoothing_a", "fidelity_rows"]
     + ["q_norm_mean", "q_norm_max", "k_norm_mean", "k_norm_max", "logit_scale"]
-    + ["flops", "bytes", "flops_prepare", "flops_attend", "flops_per_s", "bytes_per_s",
-       "peak_flops", "peak_bytes_per_s", "peak_source", "roofline_fraction", "arithmetic_intensity"]
+    + ["flops", "bytes", "exps", "flops_prepare", "flops_attend", "bytes_prepare", "bytes_attend",
+       "exps_prepare", "exps_attend", "flops_per_s", "bytes_per_s",
+       "peak_flops", "peak_bytes_per_s", "peak_exp_per_s", "peak_source",
+       "peak_flops_table", "peak_bytes_per_s_table", "peak_exp_per_s_table",
+       "roofline_fraction", "arithmetic_intensity"]
+    + [f"roofline_{k}_{p}" for p in ("prepare", "attend", "forward")
+       for k in ("floor_ms", "bound", "fraction")]
     + ENV_COLUMNS
 )
 

@@ -191,3 +191,127 @@ def measured_mem(df: pd.DataFrame) -> pd.Series:
     out = df["peak_mem_alloc_bytes"].copy()
     out = out.where(out.notna(), df["peak_mem_cpu_bytes"])
     return out
+
+
+# ---------------------------------------------------------------- roofline (three bounds)
+ROOFLINE_PHASES = ("prepare", "attend", "forward")
+ROOFLINE_BOUNDS = ("matmul", "memory", "exp")
+EXP_NOT_RECORDED = "exp floor not recorded in this table"
+# work columns of each phase: (FLOPs, bytes, exponentials)
+PHASE_WORK = {
+    "prepare": ("flops_prepare", "bytes_prepare", "exps_prepare"),
+    "attend": ("flops_attend", "bytes_attend", "exps_attend"),
+    "forward": ("flops", "bytes", "exps"),
+}
+
+
+def _col(df: pd.DataFrame, name: str) -> pd.Series:
+    if name in df.columns:
+        return pd.to_numeric(df[name], errors="coerce")
+    return pd.Series(np.nan, index=df.index, dtype=float)
+
+
+def roofline_phases(ok: pd.DataFrame) -> pd.DataFrame:
+    """Rows with ``roofline_{floor_ms,bound,fraction}_<phase>`` for prepare, attend, forward.
+
+    Recorded values (the harness writes them: docs/bench.md, "Roofline") are kept. Where a
+    row lacks them (tables from an older harness), they are computed from the columns with
+    the same formula, floor = max(flops / peak_flops, bytes / peak_bytes_per_s,
+    exps / peak_exp_per_s): a phase needs its FLOPs and bytes and both peaks; the exp term is
+    used only where the table has exps and peak_exp_per_s, and is never guessed.
+    ``roofline_exp_<phase>`` says whether the exp term is in the floor ("recorded",
+    "derived", or EXP_NOT_RECORDED); ``roofline_fraction`` of such rows becomes the forward
+    fraction."""
+    d = ok.copy()
+    pf, pb, pe = _col(d, "peak_flops"), _col(d, "peak_bytes_per_s"), _col(d, "peak_exp_per_s")
+    for phase in ROOFLINE_PHASES:
+        fcol, bcol, ecol = PHASE_WORK[phase]
+        floor_c, bound_c, frac_c = (f"roofline_floor_ms_{phase}", f"roofline_bound_{phase}",
+                                    f"roofline_fraction_{phase}")
+        floor, frac = _col(d, floor_c), _col(d, frac_c)
+        bound = (d[bound_c].astype(object) if bound_c in d.columns
+                 else pd.Series(None, index=d.index, dtype=object))
+        bound = bound.where(bound.notna() & bound.astype(str).isin(ROOFLINE_BOUNDS), None)
+        recorded = floor.notna()
+        terms = pd.DataFrame({
+            "matmul": _col(d, fcol) / pf,
+            "memory": _col(d, bcol) / pb,
+            "exp": _col(d, ecol) / pe,
+        }, index=d.index)
+        can = ~recorded & terms["matmul"].notna() & terms["memory"].notna()
+        has_exp = terms["exp"].notna()
+        t = terms[list(ROOFLINE_BOUNDS)].where(terms.notna(), -np.inf)
+        best = t.max(axis=1)
+        arg = t.idxmax(axis=1)
+        der_floor = best * 1e3
+        floor = floor.where(~can, der_floor)
+        bound = bound.where(~can, arg.where(best > 0, None))
+        ms = _col(d, f"{phase}_ms_median")
+        der_frac = (der_floor / ms).where((ms > 0) & (best > 0))
+        frac = frac.where(~can, der_frac)
+        d[floor_c], d[bound_c], d[frac_c] = floor, bound, frac
+        exp_state = pd.Series("", index=d.index, dtype=object)
+        exp_state[recorded] = "recorded"
+        exp_state[can & has_exp] = "derived"
+        exp_state[can & ~has_exp] = EXP_NOT_RECORDED
+        d[f"roofline_exp_{phase}"] = exp_state
+    old = _col(d, "roofline_fraction")
+    d["roofline_fraction"] = old.where(d["roofline_exp_forward"] == "recorded", d["roofline_fraction_forward"])
+    d["roofline_fraction"] = d["roofline_fraction"].where(d["roofline_fraction"].notna(), old)
+    return d
+
+
+def largest_cases(ok: pd.DataFrame) -> pd.DataFrame:
+    """One row per device and method: the method's largest case (largest B x H x N x M among
+    its timed rows). Ties go to bf16, then the method's representative variant
+    (``representative_labels``: most measured, then rank 16 and 256 features, the suite's
+    defaults), then the larger d, then power-law keys, then the case id: the same order as
+    ``python -m bench targets`` uses (it also checks the defaults exactly, which the report
+    cannot: it never imports the operators)."""
+    need = ok[ok["forward_ms_median"].notna() | ok["attend_ms_median"].notna()]
+    if need.empty:
+        return need
+    out = []
+    for _dev, g in need.groupby("device"):
+        reps = representative_labels(g)
+        g = g.copy()
+        g["_size"] = g["n"] * g["m"].fillna(g["n"]) * g["batch"].fillna(1) * g["heads"].fillna(1)
+        g["_not_bf16"] = g["dtype"].astype(str) != "bf16"
+        g["_not_rep"] = g["label"].astype(str) != g["method"].map(reps).astype(str)
+        g["_not_pl"] = g["family"].astype(str) != "powerlaw"
+        g["_id"] = g["case_id"].astype(str)
+        g = g.sort_values(["_size", "_not_bf16", "_not_rep", "d", "_not_pl", "_id"],
+                          ascending=[False, True, True, False, True, True], na_position="last")
+        for method in sorted_methods(g["method"].unique()):
+            out.append(g[g["method"] == method].iloc[0].drop(labels=["_size", "_not_bf16", "_not_rep",
+                                                                     "_not_pl", "_id"]))
+    return pd.DataFrame(out).reset_index(drop=True) if out else need.iloc[0:0]
+
+
+def roofline_case_table(ok: pd.DataFrame) -> pd.DataFrame:
+    """Bound, fraction, floor and measured ms of attend and forward at each method's largest
+    case (``largest_cases``), for the report's roofline tables. Expects ``roofline_phases``
+    columns (it adds them if missing)."""
+    if "roofline_exp_forward" not in ok.columns:
+        ok = roofline_phases(ok)
+    big = largest_cases(ok)
+    if big.empty:
+        return pd.DataFrame()
+    rows = []
+    for rd in big.to_dict("records"):
+        rec = {"device": rd["device"], "method": rd["method"], "label": rd["label"], "dtype": rd["dtype"],
+               "n": rd["n"], "m": rd["m"], "d": rd["d"], "B x H": f"{int(rd['batch'])} x {int(rd['heads'])}"}
+        for phase in ("attend", "forward"):
+            bound = rd.get(f"roofline_bound_{phase}")
+            exp_state = rd.get(f"roofline_exp_{phase}") or ""
+            floor = rd.get(f"roofline_floor_ms_{phase}")
+            if exp_state == EXP_NOT_RECORDED and isinstance(bound, str):
+                bound = f"{bound} (no exp term)"
+            elif floor is None or floor != floor:
+                bound = "not recorded"
+            rec[f"{phase} bound"] = bound if isinstance(bound, str) else "-"
+            rec[f"{phase} fraction"] = rd.get(f"roofline_fraction_{phase}")
+            rec[f"{phase} floor ms"] = floor
+            rec[f"{phase} measured ms"] = rd.get(f"{phase}_ms_median")
+        rows.append(rec)
+    return pd.DataFrame(rows)

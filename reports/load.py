@@ -32,7 +32,8 @@ BENCH_STR_COLS = [
     "case_id", "preset", "method", "label", "params", "solver", "setting", "family",
     "family_params", "dataset", "dtype", "status", "reason", "timer", "mem_method",
     "device", "device_name", "driver", "cuda_version", "torch_version", "cpu_model",
-    "git_commit", "hostname", "timestamp",
+    "git_commit", "hostname", "timestamp", "peak_source",
+    "roofline_bound_prepare", "roofline_bound_attend", "roofline_bound_forward",
 ]
 BENCH_NUM_COLS = [
     "rank", "features", "batch", "heads", "n", "m", "d", "dv", "seed", "threads", "padding", "query_scale",
@@ -45,6 +46,11 @@ BENCH_NUM_COLS = [
     "out_err_max", "neg_mass_mean",
     "flops", "bytes", "flops_per_s", "bytes_per_s", "peak_flops", "peak_bytes_per_s",
     "roofline_fraction", "arithmetic_intensity",
+    # three-bound roofline (newer harness; older tables lack them: reports/derive.py)
+    "exps", "flops_prepare", "flops_attend", "bytes_prepare", "bytes_attend", "exps_prepare", "exps_attend",
+    "peak_exp_per_s", "peak_flops_table", "peak_bytes_per_s_table", "peak_exp_per_s_table",
+    "roofline_floor_ms_prepare", "roofline_floor_ms_attend", "roofline_floor_ms_forward",
+    "roofline_fraction_prepare", "roofline_fraction_attend", "roofline_fraction_forward",
 ]
 NUMERIC_PREFIXES = (
     "kl_", "tv_", "js_", "top10_", "out_err_", "absorption_err", "leaky_", "lrea_",

@@ -8,7 +8,15 @@ from datetime import datetime, timezone
 import pandas as pd
 
 from . import claims as claims_mod
-from .derive import crossover_table, inputs_note, method_sort_key, status_rows
+from .derive import (
+    EXP_NOT_RECORDED,
+    crossover_table,
+    inputs_note,
+    method_sort_key,
+    roofline_case_table,
+    roofline_phases,
+    status_rows,
+)
 from .figures import cascade as fig_cascade
 from .figures import fidelity, memory, roofline, spectra, timing
 from .figures.common import Fig
@@ -244,11 +252,28 @@ def roofline_section(rs: ResultSet) -> Section:
         return s
     s.badge = inputs_note(rs.ok)
     s.figures.append(f)
-    pts = roofline.roofline_points(rs.ok)
+    ph = roofline_phases(rs.ok)
+    s.intro.append("Roofline floor of a call = max(FLOPs / peak FLOP/s, bytes / peak bytes/s, exps / peak "
+                   "exp/s), from the modelled work (the operators' cost models) and the device's ceilings "
+                   "(measured by probes, or the vendor table: see peak_source); its bound is the term that "
+                   "attains the max (matmul, memory or exp). Fraction = floor / measured median time: 1 is at "
+                   "the floor; above 1 would mean the model undercounts the work.")
+    if (ph["roofline_exp_forward"] == EXP_NOT_RECORDED).any():
+        s.intro.append(f"Some rows come from an older harness: {EXP_NOT_RECORDED}, so their bound and floor "
+                       "use the matmul and memory terms only (derived from flops, bytes and the peaks), and "
+                       "their attend floor is not recorded (no per-phase bytes).")
+    cases = roofline_case_table(ph)
+    for dev in sorted(cases["device"].unique()) if not cases.empty else []:
+        t = cases[cases["device"] == dev].drop(columns="device")
+        s.tables.append(Table("tbl-roofline-" + _slug(dev), f"Roofline bound at each method's largest case - {dev}", t,
+                              "Largest N x M x B x H of each method's representative variant (the device's "
+                              "most measured dtype and setting). floor ms = the time at the roofline floor; "
+                              "fraction = floor / measured."))
+    pts = roofline.roofline_points(ph)
     if pts["roofline_fraction"].notna().any():
         t = pts.groupby(["device", "method"])["roofline_fraction"].agg(["median", "max"]).reset_index()
-        t = t.rename(columns={"median": "roofline fraction (median)", "max": "roofline fraction (max)"})
-        s.tables.append(Table("tbl-roofline", "Fraction of the roofline reached", t))
+        t = t.rename(columns={"median": "forward fraction (median)", "max": "forward fraction (max)"})
+        s.tables.append(Table("tbl-roofline", "Fraction of the forward roofline floor reached, all cases", t))
     return s
 
 

@@ -25,7 +25,8 @@ def test_summarise_times():
 
 def test_phase_timer_bounds_calls_on_cpu():
     calls = []
-    t = timing.PhaseTimer("cpu", Timing(min_calls=3, max_calls=7, min_time_s=10.0, warmup_max=4))
+    t = timing.PhaseTimer("cpu", Timing(min_calls=3, max_calls=7, min_time_s=10.0, warmup_max=4,
+                                        sample_min_ms=0.0))  # one call per sample
     times = t.measure(lambda: calls.append(1))
     assert len(times) == 7 and t.name == "perf_counter"
     assert 1 + 7 <= len(calls) <= 4 + 7

@@ -53,19 +53,26 @@ def triton_unavailable_reason(device: torch.device) -> str | None:
         if not _interp.kernels_interpreted():
             return ("Triton kernels run on CPU only under Triton's interpreter: set TRITON_INTERPRET=1 "
                     "before the kernels are first imported")
-        return None
+        return _interp.numpy_blocks_interpreter()
     return f"no Triton backend for device type {device.type!r}"
 
 
-def resolve_backend(backend: str, device: torch.device | str, name: str) -> str:
+KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+def resolve_backend(backend: str, device: torch.device | str, name: str,
+                    dtype: torch.dtype | None = None) -> str:
     """``auto`` / ``torch`` / ``triton`` -> the backend that will run (``torch`` or ``triton``).
 
     An explicit ``triton`` that cannot run is a ValueError naming why; ``auto`` falls back
-    to ``torch`` silently (the row's ``backend`` column records what ran)."""
+    to ``torch`` silently (the row's ``backend`` column records what ran). The kernels take
+    fp16, bf16 and fp32 (fp64 stays on torch)."""
     dev = torch.device(device)
     if backend == "torch":
         return "torch"
     reason = triton_unavailable_reason(dev)
+    if reason is None and dtype is not None and dtype not in KERNEL_DTYPES:
+        reason = f"the Triton kernels take fp16, bf16 or fp32, not {dtype}"
     if backend == "triton":
         if reason is not None:
             raise ValueError(f"{name}: backend='triton' cannot run on {dev}: {reason}")
