@@ -388,6 +388,13 @@ class AttentionOperator:
             reasons.append(f"{self.name} has no causal (self-attention) mask")
         if shape.causal and shape.m != shape.n:
             reasons.append(f"causal self-attention needs M == N (got M={shape.m}, N={shape.n})")
+        if "backend" in self.params and not reasons:
+            from .kernels import resolve_backend
+
+            try:
+                resolve_backend(self.params["backend"], dev, self.name, dt)
+            except ValueError as exc:
+                reasons.append(str(exc))
         reasons.extend(self._check_extra(shape, dt, dev))
         return reasons
 

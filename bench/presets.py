@@ -73,6 +73,14 @@ PAPER: dict[str, Any] = {
         # on purpose
         {"n": [10000], "m": [2048], "d": [64], "rank": [16], "features": [256], "batch": [4],
          "heads": [2], "dtype": ["bf16"], "family": [POWERLAW]},
+        # ... and the other backend of every method there: SDPA + matmuls for the methods
+        # whose default on CUDA is the suite's Triton kernel, the kernel for dense
+        {"n": [10000], "m": [2048], "d": [64], "rank": [16], "features": [256], "batch": [4],
+         "heads": [2], "dtype": ["bf16"], "family": [POWERLAW],
+         "method_params": {"dense": {"backend": ["triton"]},
+                           "svd_exact": {"solver": ["gram_lowrank"], "backend": ["torch"]},
+                           "svd_tokens": {"backend": ["torch"]}, "linrec": {"backend": ["torch"]},
+                           "lrea": {"backend": ["torch"]}, "performer": {"backend": ["torch"]}}},
         # main sweep: crossover N per M and d
         {"n": [1024, 2048, 4096, 8192, 16384, 32768, 65536], "m": [64, 256, 1024, 4096],
          "d": [64, 128], "rank": [16], "features": [256], "batch": [4], "heads": [2],

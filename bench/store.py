@@ -32,7 +32,7 @@ ENV_COLUMNS = [
 COLUMNS = (
     ["case_id", "preset", "method", "label", "params", "rank", "features", "solver", "setting",
      "causal", "family", "family_params", "synthetic", "dataset", "batch", "heads", "n", "m", "d",
-     "dv", "dtype", "seed", "query_scale", "padding", "status", "reason"]
+     "dv", "dtype", "seed", "query_scale", "padding", "backend", "status", "reason"]
     + [f"{p}_{s}" for p in ("prepare", "attend", "forward")
        for s in ("ms_median", "ms_iqr", "ms_min", "calls", "ms_iqr_rel")]
     + ["timer", "timing_input_sets", "timing_sample_min_ms", "timing_rotation_note"]

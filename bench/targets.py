@@ -154,6 +154,8 @@ def attend_ratio_targets(df: pd.DataFrame) -> list[dict[str, Any]]:
             f"B{TARGET_CASE['batch']} x H{TARGET_CASE['heads']}, {TARGET_CASE['family']}")
     has_col = "attend_ms_median" in case.columns
     dense = case[case["method"] == "dense"] if "method" in case.columns else case
+    if "backend" in dense.columns and (dense["backend"] == "torch").any():
+        dense = dense[dense["backend"] == "torch"]  # the baseline is SDPA, not the suite's kernel
     dense_ms = [x for x in (_num(v) for v in dense.get("attend_ms_median", [])) if x is not None]
     dense_med = float(np.median(dense_ms)) if dense_ms else None
     out = []
