@@ -55,3 +55,23 @@ def padding_mask(b, n, lengths, device="cpu"):
     for i, length in enumerate(lengths):
         mask[i, :length] = True
     return mask.to(device)
+
+
+def tiny_sweep(path: Path, *, name: str = "tiny", methods: list[str] | None = None,
+               n: tuple[int, ...] = (64, 128), m: int = 4, timing: dict | None = None,
+               memory: bool = False, fidelity: bool = True, grid_extra: str = "") -> Path:
+    """Write a TOML sweep of a few tiny CPU cases to ``path/<name>.toml`` and return it: the
+    shared starting point of the harness tests (``timing`` overrides or adds [timing] keys)."""
+    lines = [f'name = "{name}"', "threads = 1", 'device = "cpu"']
+    if methods is not None:
+        lines.append("methods = [" + ", ".join(f'"{x}"' for x in methods) + "]")
+    tim = {"min_calls": 2, "max_calls": 3, "min_time_s": 0.0, "warmup_max": 1, **(timing or {})}
+    lines += ["[timing]"] + [f"{k} = {str(v).lower() if isinstance(v, bool) else v}" for k, v in tim.items()]
+    lines += ["[memory]", f"enabled = {str(memory).lower()}"]
+    if not fidelity:
+        lines += ["[fidelity]", "enabled = false"]
+    lines += ["[[grid]]", f"n = [{', '.join(map(str, n))}]", f"m = [{m}]", "d = [8]", "rank = [2]",
+              grid_extra.strip()]
+    f = Path(path) / f"{name}.toml"
+    f.write_text("\n".join(x for x in lines if x) + "\n")
+    return f

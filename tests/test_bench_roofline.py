@@ -18,6 +18,7 @@ import attention_impls as ai
 from attention_impls import Cost, Shape
 from bench import ceilings, roofline, runner, store
 from bench.config import expand, load_config, resolve_methods
+from conftest import tiny_sweep
 from reports.derive import EXP_NOT_RECORDED, roofline_case_table, roofline_phases
 from reports.fixtures import bench_table, with_three_bounds, write_all
 from reports.load import load, normalise_bench
@@ -159,35 +160,11 @@ def test_triton_exp_probe_runs_tiny():
 
 # ----------------------------------------------------------------------------- smoke sweep
 
-TINY = """
-name = "tiny-roofline"
-threads = 1
-device = "cpu"
-[timing]
-min_calls = 2
-max_calls = 3
-min_time_s = 0.0
-warmup_max = 1
-[memory]
-enabled = false
-[fidelity]
-enabled = false
-[[grid]]
-n = [64, 128]
-m = [8]
-d = [8]
-rank = [2]
-features = [8]
-batch = [1]
-heads = [2]
-"""
-
-
 @pytest.fixture(scope="module")
 def sweep_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("roof")
-    (root / "tiny.toml").write_text(TINY)
-    cfg = load_config(path=root / "tiny.toml")
+    cfg = load_config(path=tiny_sweep(root, name="tiny-roofline", m=8, fidelity=False,
+                                      grid_extra="features = [8]\nbatch = [1]\nheads = [2]"))
     cases = expand(cfg, resolve_methods(cfg)[0], "cpu")
     runner.run_sweep(cfg, cases, root / "cpu", progress=False)
     return root / "cpu"

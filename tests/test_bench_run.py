@@ -18,33 +18,12 @@ from bench import runner, store
 from bench.cli import main
 from bench.config import expand, load_config, resolve_methods
 from bench.summary import crossover
+from conftest import tiny_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 
-TINY = """
-name = "tiny"
-threads = 1
-device = "cpu"
-methods = ["dense", "svd_exact", "linrec"]
-[timing]
-min_calls = 2
-max_calls = 3
-min_time_s = 0.0
-warmup_max = 1
-[memory]
-enabled = {memory}
-[[grid]]
-n = [32, 64, 128]
-m = [4]
-d = [8]
-rank = [2]
-"""
-
-
 def tiny(tmp_path: Path, memory: bool = False) -> Path:
-    f = tmp_path / "tiny.toml"
-    f.write_text(TINY.format(memory="true" if memory else "false"))
-    return f
+    return tiny_sweep(tmp_path, methods=["dense", "svd_exact", "linrec"], n=(32, 64, 128), memory=memory)
 
 
 def _cases(path: Path):
@@ -167,9 +146,8 @@ def test_crossover_reading():
 
 def test_missing_profile_is_unsupported_then_measured_once_it_exists(tmp_path):
     prof = tmp_path / "ds" / "profile.json"
-    cfg_path = tmp_path / "sm.toml"
-    cfg_path.write_text(TINY.format(memory="false").replace(
-        "rank = [2]", f'rank = [2]\nfamily = [{{kind = "spectrum_matched", profile = "{prof}"}}]'))
+    cfg_path = tiny_sweep(tmp_path, name="sm", methods=["dense", "svd_exact", "linrec"], n=(32, 64, 128),
+                          grid_extra=f'family = [{{kind = "spectrum_matched", profile = "{prof}"}}]')
     cfg, cases = _cases(cfg_path)
     rows, _ = runner.run_sweep(cfg, cases, tmp_path / "run", progress=False)
     assert {r["status"] for r in rows} == {"unsupported"}

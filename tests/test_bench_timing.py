@@ -15,6 +15,7 @@ import torch
 from bench import runner, store, timing
 from bench.cli import main
 from bench.config import Timing, expand, load_config, resolve_methods
+from conftest import tiny_sweep
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -187,7 +188,7 @@ def test_rotation_copies_are_independent(tmp_path):
     import attention_impls as ai
     from bench.inputs import build_inputs
 
-    cfg = load_config(path=_tiny(tmp_path, "rotate = true\ncache_bytes = 65536\n"))
+    cfg = load_config(path=_tiny(tmp_path, rotate=True, cache_bytes=65536))
     case = [c for c in expand(cfg, ["svd_exact"], "cpu") if c.n == 64][0]
     inp = build_inputs(case)
     op = ai.get(case.method, **case.params_dict)
@@ -204,38 +205,14 @@ def test_rotation_copies_are_independent(tmp_path):
 
 # ----------------------------------------------------------------------------- a tiny sweep
 
-TINY = """
-name = "tiny"
-threads = 1
-device = "cpu"
-methods = ["dense", "svd_exact", "linrec"]
-[timing]
-min_calls = 3
-max_calls = 4
-min_time_s = 0.0
-warmup_max = 2
-sample_min_ms = 0.3
-{timing}
-[memory]
-enabled = false
-[fidelity]
-enabled = false
-[[grid]]
-n = [64, 128]
-m = [4]
-d = [8]
-rank = [2]
-"""
-
-
-def _tiny(tmp_path: Path, timing_extra: str = "") -> Path:
-    f = tmp_path / "tiny.toml"
-    f.write_text(TINY.format(timing=timing_extra))
-    return f
+def _tiny(tmp_path: Path, **timing_extra) -> Path:
+    return tiny_sweep(tmp_path, methods=["dense", "svd_exact", "linrec"], fidelity=False,
+                      timing={"min_calls": 3, "max_calls": 4, "warmup_max": 2, "sample_min_ms": 0.3,
+                              **timing_extra})
 
 
 def test_sweep_writes_timing_columns(tmp_path):
-    cfg = load_config(path=_tiny(tmp_path, "rotate = true\ncache_bytes = 65536\n"))
+    cfg = load_config(path=_tiny(tmp_path, rotate=True, cache_bytes=65536))
     cases = expand(cfg, resolve_methods(cfg)[0], "cpu")
     runner.run_sweep(cfg, cases, tmp_path / "run", progress=False)
     df = store.read_table(tmp_path / "run")

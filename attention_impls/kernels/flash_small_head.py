@@ -31,15 +31,9 @@ import triton
 import triton.language as tl
 
 from ._interp import dot_in_fp32
+from ._tl import _cast, _mm, _user_head, block_size
 
 LOG2E = 1.4426950408889634
-
-
-@triton.jit
-def _dot(a, b, DOT_F32: tl.constexpr, PREC: tl.constexpr):
-    if DOT_F32:
-        return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision=PREC)
-    return tl.dot(a, b, input_precision=PREC)
 
 
 @triton.jit
@@ -62,8 +56,7 @@ def _flash_fwd(
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
     pid_s = tl.program_id(2)
-    b = (pid_bh // H).to(tl.int64)  # 64-bit offsets: B*H*N*D can pass 2**31 elements
-    h = (pid_bh % H).to(tl.int64)
+    b, h = _user_head(pid_bh, H)
     dtype = k_ptr.dtype.element_ty
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -79,7 +72,7 @@ def _flash_fwd(
                     mask=row_ok[:, None] & (offs_d[None, :] < D), other=0.0)
         at = tl.load(a_ptr + b * sab + h * sah + offs_r[None, :] * sar + offs_d[:, None] * sad,
                      mask=(offs_r[None, :] < R) & (offs_d[:, None] < D), other=0.0)
-        qk = _dot(q, at, DOT_F32, PREC).to(dtype)
+        qk = _cast(_mm(q, at, DOT_F32, PREC, tl.float32), dtype, DOT_F32)
     else:
         qk = tl.load(q_ptr + b * sqb + h * sqh + offs_m[:, None] * sqm + offs_r[None, :] * sqd,
                      mask=row_ok[:, None] & (offs_r[None, :] < R), other=0.0)
@@ -99,7 +92,7 @@ def _flash_fwd(
         col_ok = offs_n < n_hi
         kt = tl.load(k_base + offs_n[:, None] * skn + offs_r[None, :] * skr,
                      mask=col_ok[:, None] & (offs_r[None, :] < R), other=0.0)
-        s = _dot(qk, tl.trans(kt), DOT_F32, PREC)
+        s = _mm(qk, tl.trans(kt), DOT_F32, PREC, tl.float32)
         if NEED_MASK:
             valid = col_ok[None, :]
             if HAS_MASK:
@@ -122,7 +115,7 @@ def _flash_fwd(
         else:
             vt = tl.load(v_base + offs_n[:, None] * svn + offs_v[None, :] * svd,
                          mask=col_ok[:, None] & (offs_v[None, :] < DV), other=0.0)
-        acc = acc * alpha[:, None] + _dot(p.to(dtype), vt, DOT_F32, PREC)
+        acc = acc * alpha[:, None] + _mm(_cast(p, dtype, DOT_F32), vt, DOT_F32, PREC, tl.float32)
         m_i = m_new
 
     if SPLIT:
@@ -150,12 +143,12 @@ def _finish(acc, l_i, bo_ptr, out_ptr, b, h, offs_m, row_ok, offs_v, DV, DO,
         offs_o = tl.arange(0, BLOCK_O)
         bo = tl.load(bo_ptr + b * sbb + h * sbh + offs_v[:, None] * sbv + offs_o[None, :] * sbo,
                      mask=(offs_v[:, None] < DV) & (offs_o[None, :] < DO), other=0.0)
-        o = _dot(o.to(dtype), bo, DOT_F32, PREC)
+        o = _mm(_cast(o, dtype, DOT_F32), bo, DOT_F32, PREC, tl.float32)
         tl.store(out_ptr + b * sob + h * soh + offs_m[:, None] * som + offs_o[None, :] * sod,
-                 o.to(dtype), mask=row_ok[:, None] & (offs_o[None, :] < DO))
+                 _cast(o, dtype, DOT_F32), mask=row_ok[:, None] & (offs_o[None, :] < DO))
     else:
         tl.store(out_ptr + b * sob + h * soh + offs_m[:, None] * som + offs_v[None, :] * sod,
-                 o.to(dtype), mask=row_ok[:, None] & (offs_v[None, :] < DV))
+                 _cast(o, dtype, DOT_F32), mask=row_ok[:, None] & (offs_v[None, :] < DV))
 
 
 @triton.jit
@@ -169,8 +162,7 @@ def _flash_merge(
 ):
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
-    b = (pid_bh // H).to(tl.int64)
-    h = (pid_bh % H).to(tl.int64)
+    b, h = _user_head(pid_bh, H)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_v = tl.arange(0, BLOCK_V)
     row_ok = offs_m < M
@@ -208,10 +200,6 @@ class LaunchPlan:
     splits: int
 
 
-def _pow2(x: int, floor: int = 16) -> int:
-    return max(floor, 1 << max(0, (int(x) - 1).bit_length()))
-
-
 _SM_COUNT: dict[int, int] = {}
 
 
@@ -242,7 +230,7 @@ def plan_launch(m: int, n: int, bh: int, head_dim: int, *, causal: bool = False,
     wide = head_dim > 32
     fp32 = dtype == torch.float32
     bm = block_m or (64 if fp32 else 128)
-    bm = min(bm, max(16, _pow2(m)))
+    bm = min(bm, block_size(m))
     bn = block_n or 64
     warps = num_warps or (8 if (wide and not fp32) else 4)
     stages = num_stages or (2 if fp32 else 3)
@@ -328,7 +316,7 @@ def flash_small_head(
 
     bh = bsz * heads
     plan = plan or plan_launch(m, n, bh, max(r, dv), causal=causal, dtype=dt, sms=sm_count(dev))
-    blk_d, blk_r, blk_v, blk_o = _pow2(d), _pow2(r), _pow2(dv), _pow2(do)
+    blk_d, blk_r, blk_v, blk_o = block_size(d), block_size(r), block_size(dv), block_size(do)
     if out is None:
         out = torch.empty((bsz, heads, m, do), dtype=dt, device=dev)
     else:

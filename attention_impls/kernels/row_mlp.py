@@ -48,6 +48,7 @@ import triton
 import triton.language as tl
 
 from ._interp import dot_in_fp32, kernels_interpreted
+from ._tl import _cast, _mm, _user_head, block_size
 
 # Fixed when this module is imported, like triton.jit's interpreter decision.
 _DOT_FP32 = dot_in_fp32()
@@ -60,27 +61,6 @@ ACT_SOFTMAX = 2  # out = sum_j (e_j + eps) W2_j / max(sum_j (e_j + eps) ksum_j, 
 # f: what is applied to q first
 PRE_NONE = 0
 PRE_ELU_L2 = 1  # rownorm(elu(q)) in fp32, cast back to the working dtype
-
-
-@triton.jit
-def _mm(a, b, DOT_FP32: tl.constexpr, IN_PREC: tl.constexpr, ACC: tl.constexpr):
-    """a @ b accumulated in ``ACC``; operands upcast to ``ACC`` when DOT_FP32 (interpreter quirk)."""
-    if DOT_FP32:
-        return tl.dot(a.to(ACC), b.to(ACC), input_precision=IN_PREC)
-    else:
-        return tl.dot(a, b, input_precision=IN_PREC).to(ACC)
-
-
-@triton.jit
-def _cast(x, DT: tl.constexpr, EMULATE_RTNE: tl.constexpr):
-    """x.to(DT). The 3.6 interpreter truncates fp32 -> bf16 (compiled code rounds to nearest
-    even); under it (EMULATE_RTNE) round to nearest even by hand first, so the interpreted
-    kernel rounds as the compiled one does."""
-    if EMULATE_RTNE and DT == tl.bfloat16:
-        bits = x.to(tl.float32).to(tl.uint32, bitcast=True)
-        bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
-        x = bits.to(tl.float32, bitcast=True)
-    return x.to(DT)
 
 
 @triton.jit
@@ -101,8 +81,7 @@ def _row_mlp_kernel(
 ):
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
-    b = (pid_bh // H).to(tl.int64)
-    h = (pid_bh % H).to(tl.int64)
+    b, h = _user_head(pid_bh, H)
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
@@ -195,12 +174,6 @@ def _row_mlp_kernel(
              _cast(out, out_ptr.dtype.element_ty, DOT_FP32), mask=mask_m[:, None] & mask_v[None, :])
 
 
-def _block(n: int, cap: int | None = None) -> int:
-    """Power-of-two block >= 16 (tl.dot's minimum) covering n, optionally capped."""
-    b = max(16, triton.next_power_of_2(n))
-    return b if cap is None else min(b, cap)
-
-
 # Rows of queries per program. Compiled: 64 (wgmma tiles; 256 programs at M = 2048,
 # B*H = 8). Interpreted: 32, few programs keep the CPU tests fast.
 _BLOCK_M = 32 if _INTERPRETED else 64
@@ -255,7 +228,7 @@ def _launch(
         FIRST_FP32=first_fp32, DOT_FP32=_DOT_FP32,
         IN_PREC="tf32" if (first_fp32 and q.dtype in (torch.float16, torch.bfloat16)) else "ieee",
         ACC=acc,
-        BLOCK_M=bm, BLOCK_D=_block(d), BLOCK_R=block_r or _block(r, 64), BLOCK_DV=_block(dv),
+        BLOCK_M=bm, BLOCK_D=block_size(d), BLOCK_R=block_r or block_size(r, 64), BLOCK_DV=block_size(dv),
         num_warps=num_warps,
     )
     return out
@@ -292,7 +265,7 @@ def performer_attend(q, omega, kv, ksum, empty_users, eps: float, **kw) -> torch
     return _launch(q, omega, (0, 0, omega.stride(1), omega.stride(0)), kv, tuple(kv.stride()), m,
                    kv.shape[-1], act=ACT_SOFTMAX, ksum=ksum, empty_users=empty_users,
                    scale=d**-0.25, eps=eps, feat_scale=m**-0.5, first_fp32=True,
-                   **{"block_r": _block(m, 32), "num_warps": 8, **kw})
+                   **{"block_r": block_size(m, 32), "num_warps": 8, **kw})
 
 
 def aot_specs():
