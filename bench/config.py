@@ -96,6 +96,8 @@ class Timing:
     rotate_max: int = 8  # input sets, at most
     rotate_mem_fraction: float = 0.25  # extra input copies may use this much of free memory
     cache_bytes: int | None = None  # cache the rotation overflows (None: CUDA L2 / CPU LLC)
+    graph_attend: bool = True  # CUDA only: also time attend replayed from a CUDA graph
+    graph_calls_max: int = 64  # calls captured in that graph, at most
 
 
 @dataclass(frozen=True)

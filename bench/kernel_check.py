@@ -7,9 +7,11 @@ synthetic power-law [K|V] spectrum as in the paper preset) it
   1. measures the device ceilings (matmul, copy, exp; ``bench.ceilings``),
   2. checks every variant against the torch path (SDPA) on the same inputs, and
   3. times with ``triton.testing.do_bench`` (CUDA events, L2 cleared before each call,
-     median): SDPA dense attend, svd_exact attend on both backends for each rank, and every
-     launch plan of a grid (tiles, warps, pipeline depth, key splits) for the fused kernel
-     at rank 16,
+     median) and, where capturable, ``do_bench_cudagraph`` (replays of a CUDA graph: device
+     time without the host's launch cost): SDPA dense attend and the suite's dense kernel,
+     svd_tokens / linrec / lrea / performer attend on both backends, svd_exact attend on
+     both backends for each rank, and every launch plan of a grid (tiles, warps, pipeline
+     depth, key splits) for the fused kernel at rank 16,
 then writes ``kernel_check.csv`` (one row per timed variant: time, the exp floor, the
 fraction of it reached, the ratio to SDPA dense, the error against the torch path) and
 prints the table. Needs CUDA and Triton; elsewhere it stops with a message saying so.
@@ -72,7 +74,8 @@ def plan_grid(case: CheckCase, head_dim: int) -> list[dict[str, int]]:
 
 def row(variant: str, ms: float, case: CheckCase, exp_per_s: float | None, dense_ms: float | None,
         err: float | None, **extra: Any) -> dict[str, Any]:
-    """One result row: the exp floor of M x N exponentials and the fractions."""
+    """One result row: the exp floor of M x N exponentials (the floor of the exact-softmax
+    variants; the cheap attends have no such floor) and the fractions."""
     floor_ms = case.m * case.n * case.bh / exp_per_s * 1e3 if exp_per_s else None
     return {"variant": variant, "attend_ms_median": ms, "exp_floor_ms": floor_ms,
             "fraction_of_exp_floor": floor_ms / ms if (floor_ms and ms) else None,
@@ -105,26 +108,53 @@ def run_check(case: CheckCase, out_dir: Path, ranks: tuple[int, ...] = (4, 8, 16
     def bench(fn) -> float:
         return float(triton.testing.do_bench(fn, warmup=50, rep=300, return_mode="median"))
 
+    def bench_graph(fn) -> float | None:
+        """Median of CUDA-graph replays (device time without the host's launch cost)."""
+        try:
+            return float(triton.testing.do_bench_cudagraph(fn, rep=100, return_mode="median"))
+        except Exception:  # noqa: BLE001 - not capturable: no graph time
+            torch.cuda.synchronize()
+            return None
+
     rows: list[dict[str, Any]] = []
     with torch.inference_mode():
         dense = ai.get("dense")
         dstate = dense.prepare(k, v)
         dense_ms = bench(lambda: dense.attend_unchecked(dstate, q))
-        rows.append(row("dense sdpa", dense_ms, case, ceil.exp_per_s, dense_ms, 0.0, rank=None))
+        dense_graph_ms = bench_graph(lambda: dense.attend_unchecked(dstate, q))
+        rows.append(row("dense sdpa", dense_ms, case, ceil.exp_per_s, dense_ms, 0.0, rank=None,
+                        attend_graph_ms=dense_graph_ms))
         dtri = ai.get("dense", backend="triton")
         ref_dense = dense.attend(dstate, q)
         rows.append(row("dense triton", bench(lambda: dtri.attend_unchecked(dstate, q)), case,
-                        ceil.exp_per_s, dense_ms, _rel(dtri.attend(dstate, q), ref_dense), rank=None))
+                        ceil.exp_per_s, dense_ms, _rel(dtri.attend(dstate, q), ref_dense), rank=None,
+                        attend_graph_ms=bench_graph(lambda: dtri.attend_unchecked(dstate, q))))
+        # the cheap attends, both backends (their targets: <= 0.05 x SDPA dense)
+        for name, params in (("svd_tokens", {"rank": 16}), ("linrec", {}), ("lrea", {"rank": 16}),
+                             ("performer", {"features": 256})):
+            ref_op = ai.get(name, backend="torch", **params)
+            if hasattr(ref_op, "fit"):
+                ref_op.fit(k)
+            st = ref_op.prepare(k, v)
+            ref = ref_op.attend(st, q)
+            for backend in ("torch", "triton"):
+                op = ai.get(name, backend=backend, **params)
+                err = _rel(op.attend(st, q), ref)
+                rows.append(row(f"{name} {backend}", bench(lambda op=op, st=st: op.attend_unchecked(st, q)),
+                                case, ceil.exp_per_s, dense_ms, err, rank=params.get("rank"),
+                                attend_graph_ms=bench_graph(lambda op=op, st=st: op.attend_unchecked(st, q))))
         for r in ranks:
             tp = ai.get("svd_exact", rank=r, backend="torch")
             tr = ai.get("svd_exact", rank=r, backend="triton")
             state = tp.prepare(k, v)
             ref = tp.attend(state, q)
             rows.append(row(f"svd_exact r{r} torch", bench(lambda tp=tp, s=state: tp.attend_unchecked(s, q)),
-                            case, ceil.exp_per_s, dense_ms, 0.0, rank=r))
+                            case, ceil.exp_per_s, dense_ms, 0.0, rank=r,
+                            attend_graph_ms=bench_graph(lambda tp=tp, s=state: tp.attend_unchecked(s, q))))
             err = _rel(tr.attend(state, q), ref)
             rows.append(row(f"svd_exact r{r} triton", bench(lambda tr=tr, s=state: tr.attend_unchecked(s, q)),
                             case, ceil.exp_per_s, dense_ms, err, rank=r,
+                            attend_graph_ms=bench_graph(lambda tr=tr, s=state: tr.attend_unchecked(s, q)),
                             **vars(plan_launch(case.m, case.n, case.bh, r, sms=sm_count(q.device)))))
             if r != tune_rank:
                 continue
@@ -163,11 +193,13 @@ def main(argv: list[str] | None = None) -> int:
     case = CheckCase(**{k: getattr(a, k) for k in vars(CheckCase())})
     df = run_check(case, Path(a.out), max_plans=a.max_plans)
     best = df[df["variant"].str.endswith("plan")].nsmallest(5, "attend_ms_median")
-    cols = ["variant", "attend_ms_median", "ratio_to_sdpa_dense", "fraction_of_exp_floor", "rel_err_vs_torch"]
+    cols = ["variant", "attend_ms_median", "attend_graph_ms", "ratio_to_sdpa_dense", "fraction_of_exp_floor",
+            "rel_err_vs_torch"]
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(df[~df["variant"].str.endswith("plan")][cols].to_string(index=False))
         print("\nfastest launch plans:")
-        print(best[cols + ["block_m", "block_n", "num_warps", "num_stages", "splits"]].to_string(index=False))
+        print(best[[c for c in cols if c != "attend_graph_ms"] + ["block_m", "block_n", "num_warps",
+                                                                  "num_stages", "splits"]].to_string(index=False))
     return 0
 
 

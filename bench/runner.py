@@ -149,7 +149,24 @@ def time_phases(op: Any, inp: Inputs, state: Any, causal: bool, timer: PhaseTime
         pt = timer.run(phase_fns, working_set_bytes=plan.working_set[phase])
         cols.update(summarise_phase(pt, phase))
         cols[f"timing_working_set_bytes_{phase}"] = plan.working_set[phase]
+    if timer.cuda and timer.cfg.graph_attend:
+        cols.update(time_attend_graph(timer, fns["attend"], plan.working_set["attend"]))
     del kvs, qs, states, fns
+    return cols
+
+
+def time_attend_graph(timer: PhaseTimer, fns: list, working_set: int | None) -> dict[str, Any]:
+    """``attend_graph_*`` columns: attend replayed from a CUDA graph (device time without
+    the host's launch cost); a capture that fails leaves the reason in ``timing_graph_note``."""
+    try:
+        pt = timer.run_graph(fns, working_set_bytes=working_set)
+    except Exception as exc:  # noqa: BLE001 - e.g. an op that syncs: a note, not a crash
+        if is_oom(exc):
+            raise
+        torch.cuda.synchronize(timer.device)
+        return {"timing_graph_note": f"CUDA graph capture failed: {type(exc).__name__}: {exc}"[:300]}
+    cols = summarise_phase(pt, "attend_graph")
+    cols["timing_graph_calls_attend"] = pt.extra.get("graph_calls")
     return cols
 
 
@@ -199,7 +216,10 @@ def measure(case: Case, op: Any, inp: Inputs, cfg: SweepConfig, timer: PhaseTime
     pf, pb, pe = ce.matmul_flops_per_s, ce.bytes_per_s, ce.exp_per_s
     fwd_ms = cols.get("forward_ms_median")
     cols.update(roofline_fraction(cf.flops, cf.bytes, None if fwd_ms is None else fwd_ms / 1e3, pf, pb))
-    for phase, c in (("prepare", cp), ("attend", ca), ("forward", cf)):
+    phases = [("prepare", cp), ("attend", ca), ("forward", cf)]
+    if cols.get("attend_graph_ms_median") is not None:
+        phases.append(("attend_graph", ca))  # the same work, without the host's launch cost
+    for phase, c in phases:
         cols.update(phase_roofline(phase, c.flops, c.bytes, c.exps, cols.get(f"{phase}_ms_median"), pf, pb, pe))
     cols["roofline_fraction"] = cols["roofline_fraction_forward"]  # the forward fraction, three bounds
     return cols

@@ -33,9 +33,10 @@ COLUMNS = (
     ["case_id", "preset", "method", "label", "params", "rank", "features", "solver", "setting",
      "causal", "family", "family_params", "synthetic", "dataset", "batch", "heads", "n", "m", "d",
      "dv", "dtype", "seed", "query_scale", "padding", "backend", "status", "reason"]
-    + [f"{p}_{s}" for p in ("prepare", "attend", "forward")
+    + [f"{p}_{s}" for p in ("prepare", "attend", "forward", "attend_graph")
        for s in ("ms_median", "ms_iqr", "ms_min", "calls", "ms_iqr_rel")]
-    + ["timer", "timing_input_sets", "timing_sample_min_ms", "timing_rotation_note"]
+    + ["timer", "timing_input_sets", "timing_sample_min_ms", "timing_rotation_note",
+       "timing_graph_calls_attend", "timing_graph_note"]
     + [f"timing_{s}_{p}" for p in ("prepare", "attend", "forward")
        for s in ("inner_calls", "samples", "input_sets", "cache", "working_set_bytes")]
     + ["peak_mem_alloc_bytes", "peak_mem_nvml_bytes", "peak_mem_cpu_bytes",
@@ -49,7 +50,7 @@ COLUMNS = (
        "peak_flops", "peak_bytes_per_s", "peak_exp_per_s", "peak_source",
        "peak_flops_table", "peak_bytes_per_s_table", "peak_exp_per_s_table",
        "roofline_fraction", "arithmetic_intensity"]
-    + [f"roofline_{k}_{p}" for p in ("prepare", "attend", "forward")
+    + [f"roofline_{k}_{p}" for p in ("prepare", "attend", "forward", "attend_graph")
        for k in ("floor_ms", "bound", "fraction")]
     + ENV_COLUMNS
 )

@@ -30,6 +30,11 @@ from . import store
 from .errors import ResultsFileError
 
 PHASES = ("prepare", "attend", "forward")
+
+
+def _phases(df: pd.DataFrame) -> tuple[str, ...]:
+    """The timed phases a table has: the three, plus ``attend_graph`` on CUDA tables."""
+    return PHASES + (("attend_graph",) if "attend_graph_ms_median" in df.columns else ())
 NOISE_LIMIT = 0.03
 ROOFLINE_MIN = 0.5
 TARGET_CASE: dict[str, Any] = {"n": 10000, "m": 2048, "d": 64, "dtype": "bf16", "batch": 4,
@@ -147,16 +152,22 @@ def _match(df: pd.DataFrame, spec: dict[str, Any]) -> pd.DataFrame:
 # ----------------------------------------------------------------------------- 1. attend ratios
 
 
-def attend_ratio_targets(df: pd.DataFrame) -> list[dict[str, Any]]:
+def attend_ratio_targets(df: pd.DataFrame, phase: str = "attend") -> list[dict[str, Any]]:
+    """Ratios of ``<phase>_ms_median``: ``attend`` (eager calls, the host's launch cost
+    included) or ``attend_graph`` (replayed from a CUDA graph, device time only); both sides
+    of a ratio come from the same phase."""
     ok = _ok(df)
     case = _match(ok, TARGET_CASE)
     desc = (f"N={TARGET_CASE['n']}, M={TARGET_CASE['m']}, d={TARGET_CASE['d']}, {TARGET_CASE['dtype']}, "
             f"B{TARGET_CASE['batch']} x H{TARGET_CASE['heads']}, {TARGET_CASE['family']}")
-    has_col = "attend_ms_median" in case.columns
+    col_ms = f"{phase}_ms_median"
+    tag = "attend_ratio" if phase == "attend" else f"{phase}_ratio"
+    how = "" if phase == "attend" else " (CUDA graph replay)"
+    has_col = col_ms in case.columns
     dense = case[case["method"] == "dense"] if "method" in case.columns else case
     if "backend" in dense.columns and (dense["backend"] == "torch").any():
         dense = dense[dense["backend"] == "torch"]  # the baseline is SDPA, not the suite's kernel
-    dense_ms = [x for x in (_num(v) for v in dense.get("attend_ms_median", [])) if x is not None]
+    dense_ms = [x for x in (_num(v) for v in dense.get(col_ms, [])) if x is not None]
     dense_med = float(np.median(dense_ms)) if dense_ms else None
     out = []
     for method, goal in ATTEND_RATIO_GOALS.items():
@@ -165,25 +176,25 @@ def attend_ratio_targets(df: pd.DataFrame) -> list[dict[str, Any]]:
         for col, want in (("rank", TARGET_RANK), ("features", TARGET_FEATURES)):
             if col in sel.columns and pd.to_numeric(sel[col], errors="coerce").notna().any():
                 sel = _match(sel, {col: want})  # only methods with that parameter
-        what = f"attend {method} / dense at the target case"
+        what = f"attend{how} {method} / dense at the target case"
         ratios = []
         for _, r in sel.iterrows():
-            t = _num(r.get("attend_ms_median"))
+            t = _num(r.get(col_ms))
             if t is not None and dense_med:
                 ratios.append((t / dense_med, str(r.get("label") or method), r.get("solver")))
         if not has_col or dense_med is None or not ratios:
-            why = ("no attend_ms_median column" if not has_col else
+            why = (f"no {col_ms} column" if not has_col else
                    "no ok dense row at this case" if dense_med is None else
                    f"no ok {method} row at this case")
-            out.append(_row(f"attend_ratio.{method}", what, method, None, "<=", goal, NOT_MEASURED,
+            out.append(_row(f"{tag}.{method}", what, method, None, "<=", goal, NOT_MEASURED,
                             pd.concat([dense, sel]), desc, why))
             continue
         best = min(ratios)
-        detail = f"dense attend {dense_med:.4g} ms"
+        detail = f"dense {phase} {dense_med:.4g} ms"
         if len(ratios) > 1:
             detail += "; " + "; ".join(f"{lab}: {x:.3g}" for x, lab, _ in sorted(ratios, key=lambda t: t[1]))
             detail += f"; best: {best[1]}"
-        out.append(_row(f"attend_ratio.{method}", what, method, best[0], "<=", goal,
+        out.append(_row(f"{tag}.{method}", what, method, best[0], "<=", goal,
                         _check(best[0], "<=", goal, NOT_MEASURED), pd.concat([dense, sel]), desc, detail))
     return out
 
@@ -266,7 +277,7 @@ def noise_table(df: pd.DataFrame) -> pd.DataFrame:
               "family"):
         if c in ok.columns:
             out[c] = ok[c]
-    for p in PHASES:
+    for p in _phases(ok):
         rel = pd.to_numeric(ok[f"{p}_ms_iqr_rel"], errors="coerce") if f"{p}_ms_iqr_rel" in ok.columns \
             else pd.Series(np.nan, index=ok.index)
         if f"{p}_ms_iqr" in ok.columns and f"{p}_ms_median" in ok.columns:
@@ -274,7 +285,7 @@ def noise_table(df: pd.DataFrame) -> pd.DataFrame:
             derived = pd.to_numeric(ok[f"{p}_ms_iqr"], errors="coerce") / med.where(med > 0)
             rel = rel.fillna(derived)
         out[f"iqr_rel_{p}"] = rel
-    rel_cols = [f"iqr_rel_{p}" for p in PHASES]
+    rel_cols = [f"iqr_rel_{p}" for p in _phases(ok)]
     vals = out[rel_cols]
     out["noise_max"] = vals.max(axis=1, skipna=True)
     has = vals.notna().any(axis=1)
@@ -288,7 +299,7 @@ def noise_targets(df: pd.DataFrame, limit: float = NOISE_LIMIT, worst: int = 5) 
     nt = noise_table(df)
     ok = _ok(df)
     out = []
-    for p in PHASES:
+    for p in _phases(ok):
         col = nt[f"iqr_rel_{p}"].dropna()
         what = f"timing noise {p}: largest IQR/median over ok cases"
         if not len(col):
@@ -324,11 +335,11 @@ def noise_summary_lines(df: pd.DataFrame, limit: float = NOISE_LIMIT) -> list[st
         return ["timing noise: no ok timings"]
     ok = _ok(df)
     lines = [f"timing noise (IQR/median per case; target < {limit:.0%}):"]
-    for p in PHASES:
+    for p in _phases(ok):
         col = nt[f"iqr_rel_{p}"].dropna()
         if len(col):
             i = col.idxmax()
-            lines.append(f"  worst {p:8s} {col[i]:7.2%}  {_case_label(ok.loc[i])}")
+            lines.append(f"  worst {p:12s} {col[i]:7.2%}  {_case_label(ok.loc[i])}")
     allv = nt["noise_max"].dropna()
     lines.append(f"  {int((allv >= limit).sum())} of {len(allv)} ok cases at or over {limit:.0%}")
     return lines
@@ -339,7 +350,10 @@ def noise_summary_lines(df: pd.DataFrame, limit: float = NOISE_LIMIT) -> list[st
 
 def evaluate(df: pd.DataFrame) -> pd.DataFrame:
     """Every target row (tidy; the columns of ``targets.csv``)."""
-    rows = attend_ratio_targets(df) + roofline_targets(df) + noise_targets(df)
+    rows = attend_ratio_targets(df)
+    if "attend_graph_ms_median" in df.columns:  # CUDA tables: device time without launch cost
+        rows += attend_ratio_targets(df, "attend_graph")
+    rows += roofline_targets(df) + noise_targets(df)
     return pd.DataFrame(rows, columns=["target", "what", "method", "value", "goal", "op", "limit",
                                        "status", "device_name", "commit", "case", "detail"])
 

@@ -117,6 +117,13 @@ def plan_samples(per_call_ms: float, inner: int, cfg: Timing) -> int:
     return int(min(hi, max(lo, math.ceil(cfg.min_time_s / sample_s))))
 
 
+def calls_per_graph(input_sets: int, calls_max: int) -> int:
+    """Calls captured in one CUDA graph: a whole number of cycles through the input sets,
+    as many as fit under ``calls_max`` (at least one cycle)."""
+    sets = max(1, int(input_sets))
+    return sets * max(1, int(calls_max) // sets)
+
+
 def rotation_sets(working_set_bytes: float | None, cache_bytes: float | None, rotate_max: int) -> int:
     """Input copies needed so that the calls of one cycle touch >= 2x the cache:
     ``min(rotate_max, ceil(2 cache / working set))``, 1 when one call alone already does."""
@@ -396,6 +403,44 @@ class PhaseTimer:
         times = self._samples(fns, calls, inner, planned, flush)
         return PhaseTiming(times, inner=inner, input_sets=len(fns), cache=mode, warmup_calls=calls,
                            sample_min_ms=min_ms)
+
+    def run_graph(self, fn: Callable[[], Any] | Sequence[Callable[[], Any]],
+                  working_set_bytes: float | None = None) -> PhaseTiming:
+        """CUDA only: the same calls captured in one CUDA graph and timed by replaying it.
+
+        Eager samples include the host's launch cost (Python, the launcher), which for a
+        5 us kernel can be most of the time; a serving path that replays graphs pays only
+        the device time, which this measures. ``calls_per_graph(len(fns))`` calls, cycling
+        through the input sets, are captured once (after a warm-up on a side stream, as
+        torch.cuda.graphs asks); a sample is enough replays to last ``sample_min_ms``.
+        Raises whatever capture raises (e.g. an op that synchronises with the host)."""
+        if not self.cuda:
+            raise ValueError("CUDA graph timing needs a CUDA device")
+        fns = [fn] if callable(fn) else list(fn)
+        cfg, r = self.cfg, len(fns)
+        n_calls = calls_per_graph(r, cfg.graph_calls_max)
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):
+            for j in range(2 * r):
+                fns[j % r]()
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            for j in range(n_calls):
+                fns[j % r]()
+        try:
+            warm = self.warmup(graph.replay, flush=False)
+            per_replay = max(float(np.median(warm[-cfg.stable_window:])), 1e-6)
+            reps = choose_inner(per_replay, self.sample_min_ms, max(1, cfg.inner_max // n_calls))
+            planned = plan_samples(per_replay, reps, cfg)
+            times = [t / n_calls for t in self._samples([graph.replay], 0, reps, planned, False)]
+        finally:
+            graph.reset()  # give the graph's memory pool back
+        mode = cache_mode(True, False, r, working_set_bytes, self.cache_bytes)
+        return PhaseTiming(times, inner=reps * n_calls, input_sets=r, cache=mode,
+                           warmup_calls=len(warm) * n_calls, sample_min_ms=self.sample_min_ms,
+                           extra={"graph_calls": n_calls})
 
     def measure(self, fn: Callable[[], Any] | Sequence[Callable[[], Any]],
                 working_set_bytes: float | None = None) -> list[float]:

@@ -151,3 +151,17 @@ def test_cli_targets_end_to_end(tmp_path, capsys):
     assert "| attend svd_exact / dense at the target case | 0.4 |" in capsys.readouterr().out
     assert main(["targets", str(tmp_path / "nowhere")]) == 2
     assert "no such results table" in capsys.readouterr().err
+
+
+def test_graph_replay_ratios_appear_with_the_column():
+    df = table()
+    assert not targets.evaluate(df)["target"].str.startswith("attend_graph_ratio").any()
+    df["attend_graph_ms_median"] = df["attend_ms_median"] / 10
+    df.loc[df["method"] == "linrec", "attend_graph_ms_median"] = 0.004  # 0.004 / 0.1 = 0.04
+    df["attend_graph_ms_iqr_rel"] = 0.05
+    t = by_target(targets.evaluate(df))
+    assert t["attend_graph_ratio.linrec"]["value"] == pytest.approx(0.04)
+    assert t["attend_graph_ratio.linrec"]["status"] == "pass"
+    assert t["attend_ratio.linrec"]["status"] == "fail"  # the eager ratio is still its own row
+    assert "CUDA graph" in t["attend_graph_ratio.svd_exact"]["what"]
+    assert t["noise.attend_graph"]["status"] == "fail"  # 5 % is over the 3 % limit

@@ -259,3 +259,30 @@ def test_cuda_event_samples_with_rotation():
     assert pt.times_ms[0] * pt.inner >= 0.5 * t.sample_min_ms  # samples of about 1 ms
     pt = t.run(lambda: xs[0] @ xs[0], working_set_bytes=xs[0].numel() * 4)
     assert pt.inner == 1 and pt.cache == timing.CACHE_FLUSH
+
+
+def test_calls_per_graph_is_whole_cycles_under_the_cap():
+    assert timing.calls_per_graph(1, 64) == 64
+    assert timing.calls_per_graph(3, 64) == 63  # 21 cycles through 3 input sets
+    assert timing.calls_per_graph(8, 4) == 8  # at least one cycle
+    assert timing.calls_per_graph(0, 10) == 10
+
+
+def test_graph_timing_refuses_cpu():
+    t = timing.PhaseTimer("cpu", Timing())
+    with pytest.raises(ValueError, match="CUDA"):
+        t.run_graph(lambda: None)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graph replay needs a CUDA device")
+def test_cuda_graph_replay_timing_and_capture_failure_note():
+    from bench import runner
+
+    dev = torch.device("cuda")
+    t = timing.PhaseTimer(dev, Timing(min_calls=5, max_calls=10, min_time_s=0.0, graph_calls_max=16))
+    xs = [torch.randn(256, 256, device=dev) for _ in range(3)]
+    pt = t.run_graph([lambda x=x: x @ x for x in xs], working_set_bytes=xs[0].numel() * 4)
+    assert pt.extra["graph_calls"] == 15 and pt.samples >= 5 and min(pt.times_ms) > 0
+    cols = runner.time_attend_graph(t, [lambda: xs[0].sum().item()], None)  # .item() syncs
+    assert "capture failed" in cols["timing_graph_note"]
