@@ -10,7 +10,7 @@
 #   results/G/aot.txt                sm_90 compiler report of the Triton kernels
 #   results/G/kernels/kernel_check.csv   fused kernel vs SDPA at the target case, plan sweep
 #   results/G/paper/results.{csv,parquet} + results/G/paper.{csv,parquet}   the paper preset
-#   results/G/targets.{csv,md}       the targets evaluated on that table
+#   results/G/targets.md (+ results/G/paper/targets.csv)   the targets on that table
 #   reports/G/                       the report built from it
 # Environment: GPU_NAME overrides G; BENCH_GIT_COMMIT is taken from git when available.
 set -euo pipefail

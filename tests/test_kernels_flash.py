@@ -203,7 +203,9 @@ def test_dense_triton_backend_matches_sdpa():
 
 def test_backend_resolution_and_labels():
     assert ai.get("svd_exact").backend_used("cpu", torch.float32) == "torch"  # auto -> torch on CPU
-    assert ai.get("svd_exact", backend="triton").backend_used("cpu", torch.float32) == "triton"
+    assert ai.get("svd_exact", backend="triton").backend_used(DEVICE, torch.float32) == "triton"
+    if DEVICE == "cuda":
+        assert ai.get("svd_exact").backend_used("cuda", torch.bfloat16) == "triton"
     assert ai.get("dense").backend_used("cpu") == "torch"
     assert ai.get("svd_exact").label == "svd_exact[rank=16,solver=gram]"
     assert "backend=triton" in ai.get("svd_exact", backend="triton").label
