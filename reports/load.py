@@ -16,6 +16,7 @@ import pandas as pd
 
 BENCH_FILES = ("results.csv", "results.parquet")
 CASCADE_FILES = ("cascade.csv", "cascade.parquet")
+TARGETS_FILE = "targets.csv"  # written by `python -m bench targets DIR`
 SPECTRA_FILES = (
     "users.csv",
     "users.parquet",
@@ -95,6 +96,7 @@ class ResultSet:
     spectra: dict[str, DatasetSpectra]
     sources: list[Source]
     warnings: list[str] = field(default_factory=list)
+    targets: pd.DataFrame | None = None  # targets.csv rows of every bench dir (with source_dir)
 
     @property
     def has_bench(self) -> bool:
@@ -315,6 +317,7 @@ def load(paths: list[Path]) -> ResultSet:
     warnings: list[str] = []
     benches: list[pd.DataFrame] = []
     cascades: list[pd.DataFrame] = []
+    targets: list[pd.DataFrame] = []
     spectra: dict[str, DatasetSpectra] = {}
     sources: list[Source] = []
     for raw in paths:
@@ -337,6 +340,12 @@ def load(paths: list[Path]) -> ResultSet:
                         usable += 1
                     else:
                         warnings.append(f"{f} has no rows")
+                tpath = src.path / TARGETS_FILE
+                if tpath.is_file():
+                    tdf = _read_optional_csv(tpath, warnings)
+                    if tdf is not None and not tdf.empty:
+                        tdf["source_dir"] = str(src.path)
+                        targets.append(tdf)
                 c = _first_existing(src.path, CASCADE_FILES)
                 if c is not None:
                     try:
@@ -370,4 +379,5 @@ def load(paths: list[Path]) -> ResultSet:
         pd.DataFrame({"method": [], "n": []}), "none"
     )
     cascade = pd.concat(cascades, ignore_index=True) if cascades else pd.DataFrame()
-    return ResultSet(bench=bench, cascade=cascade, spectra=spectra, sources=sources, warnings=warnings)
+    return ResultSet(bench=bench, cascade=cascade, spectra=spectra, sources=sources, warnings=warnings,
+                     targets=pd.concat(targets, ignore_index=True) if targets else None)

@@ -269,6 +269,15 @@ def roofline_section(rs: ResultSet) -> Section:
                               "Largest N x M x B x H of each method's representative variant (the device's "
                               "most measured dtype and setting). floor ms = the time at the roofline floor; "
                               "fraction = floor / measured."))
+    if rs.targets is not None:
+        keep = [c for c in ("target", "what", "value", "goal", "status", "device_name", "commit", "detail")
+                if c in rs.targets.columns]
+        s.tables.append(Table("tbl-targets", "The GPU issue's targets (targets.csv)", rs.targets[keep],
+                              "From python -m bench targets DIR on the same results table: attend "
+                              "ratios at N = 10,000, M = 2,048, d = 64, bf16 (eager and, on CUDA, "
+                              "CUDA-graph replay), roofline fraction of each method's largest case, and "
+                              "timing noise (IQR/median). 'not measured' / 'not recorded' = the table "
+                              "lacks the case or the column."))
     pts = roofline.roofline_points(ph)
     if pts["roofline_fraction"].notna().any():
         t = pts.groupby(["device", "method"])["roofline_fraction"].agg(["median", "max"]).reset_index()

@@ -257,3 +257,23 @@ def test_derived_bound_uses_exps_when_the_table_has_them():
     assert r["roofline_bound_attend"] == "exp" and r["roofline_floor_ms_attend"] == pytest.approx(2.0)
     assert r["roofline_fraction_forward"] == pytest.approx(0.5) and r["roofline_exp_forward"] == "derived"
     assert r["roofline_fraction"] == pytest.approx(0.5)
+
+
+def test_report_shows_targets_csv_when_present(tmp_path):
+    """`bench targets DIR` writes DIR/targets.csv; a report built from DIR shows it (the
+    reports read the file, they never import the harness)."""
+    from bench import targets as bt
+    from reports.build import build
+
+    paths = write_all(tmp_path, devices=("cpu",), small=True, three_bounds=True)
+    df = store.read_table(paths["cpu"])
+    bt.evaluate(df).to_csv(paths["cpu"] / bt.TARGETS_CSV, index=False)
+    out = tmp_path / "report"
+    build([paths["cpu"], paths["spectra"]], out)
+    html = (out / "index.html").read_text(encoding="utf-8")
+    assert 'id="tbl-targets"' in html
+    assert "attend_ratio.svd_exact" in html and "noise.all" in html
+    out2 = tmp_path / "report2"
+    (paths["cpu"] / bt.TARGETS_CSV).unlink()
+    build([paths["cpu"], paths["spectra"]], out2)
+    assert "attend_ratio.svd_exact" not in (out2 / "index.html").read_text(encoding="utf-8")
