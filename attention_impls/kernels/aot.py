@@ -86,6 +86,7 @@ def flash_specs() -> list[KernelSpec]:
     return [
         fwd("svd_exact r16 bf16", 16, r16),
         fwd("svd_exact r16 bf16 padding mask", 16, r16, HAS_MASK=True, NEED_MASK=True),
+        fwd("svd_exact r16 bf16 unsplit", 16, r16, SPLIT=False),  # large M x B x H: no key splits
         fwd("svd_exact r64 bf16", 64, r64),
         fwd("dense d64 bf16", 64, r64, PROJ_Q=False, PROJ_O=False, SAME_KV=False),
         fwd("svd_exact r16 fp32 causal", 16, r16, dtype=torch.float32, CAUSAL=True, SPLIT=False,
