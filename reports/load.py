@@ -156,12 +156,10 @@ def normalise_bench(df: pd.DataFrame, default_device: str) -> pd.DataFrame:
             "results table lacks the required columns 'method' and 'n' "
             f"(has: {', '.join(map(str, df.columns[:20]))})"
         )
-    for col in BENCH_STR_COLS:
-        if col not in df.columns:
-            df[col] = pd.NA
-    for col in BENCH_NUM_COLS:
-        if col not in df.columns:
-            df[col] = np.nan
+    missing = {c: pd.Series(pd.NA, index=df.index, dtype=object) for c in BENCH_STR_COLS if c not in df.columns}
+    missing.update({c: pd.Series(np.nan, index=df.index) for c in BENCH_NUM_COLS if c not in df.columns})
+    if missing:  # one concat, not one insert per column (keeps the frame unfragmented)
+        df = pd.concat([df, pd.DataFrame(missing, index=df.index)], axis=1)
     df = _coerce_numeric(df, BENCH_NUM_COLS)
     for col in BENCH_STR_COLS:
         df[col] = df[col].astype("string")
@@ -189,7 +187,7 @@ def normalise_bench(df: pd.DataFrame, default_device: str) -> pd.DataFrame:
     for col in ("batch", "heads"):
         df[col] = df[col].fillna(1)
     df["m"] = df["m"].where(df["m"].notna(), df["n"].where(df["setting"] == "self"))
-    return df
+    return df.copy()  # one consolidated block per dtype after the column-by-column fixes
 
 
 def normalise_cascade(df: pd.DataFrame, default_device: str) -> pd.DataFrame:
@@ -334,8 +332,7 @@ def load(paths: list[Path]) -> ResultSet:
                     except Exception as exc:  # noqa: BLE001
                         raise ReportInputError(f"cannot read {f}: {exc}") from exc
                     if not df.empty:
-                        df = normalise_bench(df, device)
-                        df["source_dir"] = str(src.path)
+                        df = normalise_bench(df, device).assign(source_dir=str(src.path))
                         benches.append(df)
                         usable += 1
                     else:

@@ -137,7 +137,8 @@ def _finish(acc, l_i, bo_ptr, out_ptr, b, h, offs_m, row_ok, offs_v, DV, DO,
             BLOCK_O: tl.constexpr, PROJ_O: tl.constexpr, DOT_F32: tl.constexpr, PREC: tl.constexpr):
     """Normalise (rows with l = 0 -> 0), apply the output projection, store."""
     dtype = out_ptr.dtype.element_ty
-    inv_l = tl.where(l_i > 0.0, 1.0 / l_i, 0.0)
+    seen = l_i > 0.0
+    inv_l = tl.where(seen, 1.0 / tl.where(seen, l_i, 1.0), 0.0)
     o = acc * inv_l[:, None]
     if PROJ_O:
         offs_o = tl.arange(0, BLOCK_O)
