@@ -17,6 +17,8 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 import torch.nn.functional as F
 
+from .kernels import resolve_backend, validate_backend
+
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 DTYPE_NAMES = {
     "fp16": torch.float16,
@@ -305,6 +307,8 @@ class AttentionOperator:
                 f"unknown parameter(s) {unknown} for method {self.name!r}; allowed: {allowed}"
             )
         self.params: dict[str, Any] = {**self.PARAMS, **params}
+        if "backend" in self.PARAMS:  # every method with a Triton kernel takes auto|torch|triton
+            validate_backend(self.params["backend"], self.name)
         self._validate_params()
 
     # -- to override ----------------------------------------------------------------
@@ -364,8 +368,6 @@ class AttentionOperator:
         Methods with a ``backend`` parameter resolve it (see ``attention_impls.kernels``)."""
         if "backend" not in self.params:
             return "torch"
-        from .kernels import resolve_backend
-
         dt = None if dtype is None else dtype_from_name(dtype)
         return resolve_backend(self.params["backend"], device, self.name, dt)
 
@@ -388,11 +390,9 @@ class AttentionOperator:
             reasons.append(f"{self.name} has no causal (self-attention) mask")
         if shape.causal and shape.m != shape.n:
             reasons.append(f"causal self-attention needs M == N (got M={shape.m}, N={shape.n})")
-        if "backend" in self.params and not reasons:
-            from .kernels import resolve_backend
-
+        if not reasons:
             try:
-                resolve_backend(self.params["backend"], dev, self.name, dt)
+                self.backend_used(dev, dt)  # an explicit backend that cannot run says why
             except ValueError as exc:
                 reasons.append(str(exc))
         reasons.extend(self._check_extra(shape, dt, dev))

@@ -23,7 +23,6 @@ from .base import (
     inv_sqrt,
     masked_sdpa,
 )
-from .kernels import validate_backend
 from .registry import register
 
 
@@ -66,9 +65,6 @@ class DenseAttention(AttentionOperator):
 
     def _prepare(self, k, v, key_mask):
         return DenseState(**self._base_state_kwargs(k, v, key_mask), k=k, v=v)
-
-    def _validate_params(self) -> None:
-        validate_backend(self.params["backend"], self.name)
 
     def _attend(self, state: DenseState, q, causal):
         if self._backend(q) == "triton":

@@ -29,7 +29,6 @@ from .base import (
     zero_empty_users,
     zero_padded,
 )
-from .kernels import validate_backend
 from .registry import register
 
 
@@ -56,7 +55,6 @@ class LinRecAttention(AttentionOperator):
         eps = self.params["eps"]
         if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not eps > 0:
             raise ValueError(f"{self.name}: eps must be a positive number, got {eps!r}")
-        validate_backend(self.params["backend"], self.name)
 
     def _prepare(self, k, v, key_mask):
         kn = zero_padded(elu_l2(k, self.params["eps"]), key_mask)

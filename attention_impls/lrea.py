@@ -41,7 +41,6 @@ from .base import (
     zero_empty_users,
     zero_padded,
 )
-from .kernels import validate_backend
 from .registry import register
 from .svd_exact import validate_rank_param
 
@@ -96,7 +95,6 @@ class LreaAttention(AttentionOperator):
         slope = self.params["slope"]
         if not isinstance(slope, (int, float)) or isinstance(slope, bool) or not 0 <= slope < 1:
             raise ValueError(f"{self.name}: slope must be a number in [0, 1), got {slope!r}")
-        validate_backend(self.params["backend"], self.name)
         if self.params["backend"] == "triton" and self.params["form"] == "training":
             raise ValueError(
                 f"{self.name}: backend='triton' serves the absorbed form only; form='training' "

@@ -25,7 +25,6 @@ from dataclasses import dataclass
 import torch
 
 from .base import AttentionOperator, BaseState, Cost, element_size, zero_empty_users
-from .kernels import validate_backend
 from .registry import register
 
 REDRAW = ("fixed", "per_prepare")
@@ -113,7 +112,6 @@ class PerformerAttention(AttentionOperator):
         eps = self.params["eps"]
         if not isinstance(eps, (int, float)) or eps < 0:
             raise ValueError(f"{self.name}: eps must be >= 0, got {eps!r}")
-        validate_backend(self.params["backend"], self.name)
 
     def features_for(self, d: int, device: torch.device | str = "cpu") -> torch.Tensor:
         """The projection the next prepare() will use (fixed policy: always the same)."""

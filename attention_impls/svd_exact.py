@@ -35,7 +35,6 @@ from .base import (
 )
 from .decompose import SOLVERS, Factors, truncated_svd
 from .dense import softmax_weights
-from .kernels import validate_backend
 from .registry import register
 
 
@@ -104,7 +103,6 @@ class SvdExactAttention(AttentionOperator):
 
     def _validate_params(self) -> None:
         validate_rank_param(self.params["rank"], self.name)
-        validate_backend(self.params["backend"], self.name)
         if self.params["solver"] not in SOLVERS:
             raise ValueError(
                 f"{self.name}: unknown solver {self.params['solver']!r}; use one of {', '.join(SOLVERS)}"

@@ -24,7 +24,6 @@ import torch
 
 from .base import AttentionOperator, BaseState, Cost, element_size, inv_sqrt, zero_empty_users
 from .decompose import SOLVERS
-from .kernels import validate_backend
 from .registry import register
 from .svd_exact import check_rank, decompose_kv, svd_prepare_cost, validate_rank_param
 
@@ -64,7 +63,6 @@ class SvdTokensAttention(AttentionOperator):
             )
         if self.params["solver"] not in SOLVERS:
             raise ValueError(f"{self.name}: unknown solver {self.params['solver']!r}; use one of {', '.join(SOLVERS)}")
-        validate_backend(self.params["backend"], self.name)
 
     def _check_extra(self, shape, dtype, device):
         return check_rank(self.params["rank"], shape.n, shape.d, shape.value_dim, self.name)

@@ -41,15 +41,13 @@ def triton_unavailable_reason(device: torch.device) -> str | None:
     """Why the Triton backend cannot run on ``device`` (None when it can)."""
     if not triton_installed():
         return "Triton is not installed (pip install triton)"
-    if device.type == "cuda":
-        from . import _interp
+    from . import _interp  # asking does not import Triton
 
+    if device.type == "cuda":
         if _interp.kernels_interpreted():
             return "the Triton kernels were imported in interpreter mode (TRITON_INTERPRET=1); CUDA needs them compiled"
         return None
     if device.type == "cpu":
-        from . import _interp
-
         if not _interp.kernels_interpreted():
             return ("Triton kernels run on CPU only under Triton's interpreter: set TRITON_INTERPRET=1 "
                     "before the kernels are first imported")
