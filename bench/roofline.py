@@ -112,16 +112,6 @@ def cpu_peaks(dtype: str = "fp32", size: int = 1024, repeats: int = 5) -> tuple[
     return 2.0 * size**3 / best, 2.0 * src.numel() * 4 / bw_best
 
 
-def device_peaks(device: str, device_name: str, dtype: str) -> tuple[float | None, float | None, str]:
-    """(peak FLOP/s, peak bytes/s, source label): GPU table or CPU probes (two bounds only;
-    ``bench.ceilings.ceilings`` gives all three ceilings, measured where it can)."""
-    if device.startswith("cuda"):
-        f, b = gpu_peaks(device_name, dtype)
-        return f, b, "table"
-    f, b = cpu_peaks(dtype)
-    return f, b, "measured"
-
-
 def roofline_fraction(flops: float | None, nbytes: float | None, seconds: float | None,
                       peak_flops: float | None, peak_bw: float | None) -> dict[str, float | None]:
     """Achieved rates and the fraction of the attainable min(peak, AI x bandwidth)."""

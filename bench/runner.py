@@ -94,14 +94,19 @@ def fit_model_weights(op: Any, k: torch.Tensor, mask: torch.Tensor | None) -> di
     return {}
 
 
+def _fields(obj: Any) -> list[tuple[str, Any]]:
+    """(name, value) of a dataclass instance's fields (a prepared state); [] for anything else."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return [(f.name, getattr(obj, f.name)) for f in dataclasses.fields(obj)]
+    return []
+
+
 def tensor_bytes(*objs: Any) -> int:
     """Bytes of the distinct tensors in ``objs`` (tensors, None, or dataclass states)."""
     seen: set[int] = set()
     total = 0
     for obj in objs:
-        items = ([getattr(obj, f.name) for f in dataclasses.fields(obj)]
-                 if dataclasses.is_dataclass(obj) and not isinstance(obj, type) else [obj])
-        for t in items:
+        for t in [v for _, v in _fields(obj)] or [obj]:
             if isinstance(t, torch.Tensor) and id(t) not in seen:
                 seen.add(id(t))
                 total += t.numel() * t.element_size()
@@ -110,16 +115,13 @@ def tensor_bytes(*objs: Any) -> int:
 
 def clone_state(state: Any) -> Any:
     """An independent copy of a prepared state: every tensor field cloned (aliases kept)."""
-    if not (dataclasses.is_dataclass(state) and not isinstance(state, type)):
-        return state
     memo: dict[int, torch.Tensor] = {}
     new = {}
-    for f in dataclasses.fields(state):
-        t = getattr(state, f.name)
+    for name, t in _fields(state):
         if isinstance(t, torch.Tensor):
             if id(t) not in memo:
                 memo[id(t)] = t.clone()
-            new[f.name] = memo[id(t)]
+            new[name] = memo[id(t)]
     return dataclasses.replace(state, **new) if new else state
 
 

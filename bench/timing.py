@@ -173,11 +173,10 @@ def plan_rotation(comp_bytes: dict[str, int], cache_bytes: float | None, rotate_
             cap -= 1
         if cap < max(wanted.values()):
             full = _extra(_copies(wanted), comp_bytes)
-            note = (f"rotation capped at {cap} input set(s): {max(wanted.values())} would take "
-                    f"{full / 2**20:.0f} MiB more, over the budget of {budget_bytes / 2**20:.0f} MiB")
-            if cap <= 1:
-                note = (f"rotation skipped: {max(wanted.values())} input sets would take "
-                        f"{full / 2**20:.0f} MiB more, over the budget of {budget_bytes / 2**20:.0f} MiB")
+            what = (f"rotation skipped: {max(wanted.values())} input sets" if cap <= 1 else
+                    f"rotation capped at {cap} input set(s): {max(wanted.values())}")
+            note = (f"{what} would take {full / 2**20:.0f} MiB more, over the budget of "
+                    f"{budget_bytes / 2**20:.0f} MiB")
         wanted = {p: min(n, cap) for p, n in wanted.items()}
     copies = _copies(wanted)
     return RotationPlan(wanted, copies, ws, _extra(copies, comp_bytes), note)
