@@ -121,14 +121,19 @@ def run_check(case: CheckCase, out_dir: Path, ranks: tuple[int, ...] = (4, 8, 16
         dense = ai.get("dense")
         dstate = dense.prepare(k, v)
         dense_ms = bench(lambda: dense.attend_unchecked(dstate, q))
-        dense_graph_ms = bench_graph(lambda: dense.attend_unchecked(dstate, q))
+
+        def timed(variant: str, op: Any, st: Any, err: float | None, **extra: Any) -> dict[str, Any]:
+            """One row for ``op``'s attend on state ``st``: eager and graph-replayed times."""
+            def fn() -> torch.Tensor:
+                return op.attend_unchecked(st, q)
+            return row(variant, bench(fn), case, ceil.exp_per_s, dense_ms, err,
+                       attend_graph_ms=bench_graph(fn), **extra)
+
         rows.append(row("dense sdpa", dense_ms, case, ceil.exp_per_s, dense_ms, 0.0, rank=None,
-                        attend_graph_ms=dense_graph_ms))
+                        attend_graph_ms=bench_graph(lambda: dense.attend_unchecked(dstate, q))))
         dtri = ai.get("dense", backend="triton")
-        ref_dense = dense.attend(dstate, q)
-        rows.append(row("dense triton", bench(lambda: dtri.attend_unchecked(dstate, q)), case,
-                        ceil.exp_per_s, dense_ms, _rel(dtri.attend(dstate, q), ref_dense), rank=None,
-                        attend_graph_ms=bench_graph(lambda: dtri.attend_unchecked(dstate, q))))
+        rows.append(timed("dense triton", dtri, dstate, _rel(dtri.attend(dstate, q), dense.attend(dstate, q)),
+                          rank=None))
         # the cheap attends, both backends (their targets: <= 0.05 x SDPA dense)
         for name, params in (("svd_tokens", {"rank": 16}), ("linrec", {}), ("lrea", {"rank": 16}),
                              ("performer", {"features": 256})):
@@ -139,23 +144,15 @@ def run_check(case: CheckCase, out_dir: Path, ranks: tuple[int, ...] = (4, 8, 16
             ref = ref_op.attend(st, q)
             for backend in ("torch", "triton"):
                 op = ai.get(name, backend=backend, **params)
-                err = _rel(op.attend(st, q), ref)
-                rows.append(row(f"{name} {backend}", bench(lambda op=op, st=st: op.attend_unchecked(st, q)),
-                                case, ceil.exp_per_s, dense_ms, err, rank=params.get("rank"),
-                                attend_graph_ms=bench_graph(lambda op=op, st=st: op.attend_unchecked(st, q))))
+                rows.append(timed(f"{name} {backend}", op, st, _rel(op.attend(st, q), ref), rank=params.get("rank")))
         for r in ranks:
             tp = ai.get("svd_exact", rank=r, backend="torch")
             tr = ai.get("svd_exact", rank=r, backend="triton")
             state = tp.prepare(k, v)
             ref = tp.attend(state, q)
-            rows.append(row(f"svd_exact r{r} torch", bench(lambda tp=tp, s=state: tp.attend_unchecked(s, q)),
-                            case, ceil.exp_per_s, dense_ms, 0.0, rank=r,
-                            attend_graph_ms=bench_graph(lambda tp=tp, s=state: tp.attend_unchecked(s, q))))
-            err = _rel(tr.attend(state, q), ref)
-            rows.append(row(f"svd_exact r{r} triton", bench(lambda tr=tr, s=state: tr.attend_unchecked(s, q)),
-                            case, ceil.exp_per_s, dense_ms, err, rank=r,
-                            attend_graph_ms=bench_graph(lambda tr=tr, s=state: tr.attend_unchecked(s, q)),
-                            **vars(plan_launch(case.m, case.n, case.bh, r, sms=sm_count(q.device)))))
+            rows.append(timed(f"svd_exact r{r} torch", tp, state, 0.0, rank=r))
+            rows.append(timed(f"svd_exact r{r} triton", tr, state, _rel(tr.attend(state, q), ref), rank=r,
+                              **vars(plan_launch(case.m, case.n, case.bh, r, sms=sm_count(q.device)))))
             if r != tune_rank:
                 continue
             plans = plan_grid(case, r)[:max_plans] if max_plans else plan_grid(case, r)
