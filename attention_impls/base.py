@@ -11,13 +11,14 @@ with True marking a real behaviour.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, NamedTuple
 
 import torch
 import torch.nn.functional as F
 
 from .kernels import resolve_backend, validate_backend
+from .validate import check_memory, check_not_meta, check_output, check_state, state_params
 
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 DTYPE_NAMES = {
@@ -121,6 +122,12 @@ class BaseState:
     device: torch.device
     key_mask: torch.Tensor | None  # [B, N] bool or None
     empty_users: torch.Tensor | None  # [B] bool: users with no real behaviour, or None
+    # Who made the state and for which users (checked by attend: no state of another method,
+    # other parameters or another batch/heads is used silently).
+    method: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+    batch: int = 0
+    heads: int = 0
 
 
 # ----------------------------------------------------------------------------- validation
@@ -139,6 +146,7 @@ def check_tensor(name: str, t: Any) -> torch.Tensor:
 def check_structure(name: str, t: Any) -> torch.Tensor:
     if not isinstance(t, torch.Tensor):
         raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    check_not_meta(name, t)
     if t.dim() != 4:
         raise ValueError(
             f"{name} must be 4-D [batch, heads, length, dim], got {t.dim()}-D ({_describe(t)})"
@@ -406,15 +414,19 @@ class AttentionOperator:
         key_mask = check_kv(k, v, key_mask)
         shape = Shape(k.shape[0], k.shape[1], k.shape[2], 1, k.shape[3], v.shape[3])
         self._raise_if_unsupported(shape, k.dtype, k.device)
+        check_memory(f"{self.label}.prepare", self.memory_model(shape, k.dtype), k.device)
         return self._prepare(k, v, key_mask)
 
     def attend(self, state: BaseState, q: torch.Tensor, causal: bool = False) -> torch.Tensor:
         if not isinstance(state, BaseState):
             raise ValueError(f"state must come from {self.name}.prepare(), got {type(state).__name__}")
         check_query(q, state, causal)
+        check_state(self, state, q)
         if causal and not self.supports_causal:
             raise ValueError(f"{self.name} does not support causal self-attention")
-        return self._attend(state, q, causal)
+        shape = Shape(q.shape[0], q.shape[1], state.n, q.shape[2], state.d, state.dv, causal)
+        check_memory(f"{self.label}.attend", self.memory_model(shape, q.dtype), q.device)
+        return check_output(self.label, self._attend(state, q, causal), q)
 
     def forward(
         self,
@@ -447,8 +459,11 @@ class AttentionOperator:
     def implied_weights(self, state: BaseState, q: torch.Tensor, causal: bool = False) -> torch.Tensor:
         """[B,H,M,N] float32 weights this method puts on each behaviour (evaluation only)."""
         check_query(q, state, causal)
+        check_state(self, state, q)
         b, h, m, _ = q.shape
         chunk = query_chunks(m, state.n, b * h)
+        # the [B,H,M,N] fp32 result plus about three fp32 temporaries per chunk element
+        check_memory(f"{self.label}.implied_weights", 4 * b * h * state.n * (m + 3 * chunk), q.device)
         out = torch.empty((b, h, m, state.n), dtype=torch.float32, device=q.device)
         for start in range(0, m, chunk):
             stop = min(m, start + chunk)
@@ -474,6 +489,10 @@ class AttentionOperator:
             device=k.device,
             key_mask=key_mask,
             empty_users=empty_users_of(key_mask),
+            method=self.name,
+            params=state_params(self.params),
+            batch=k.shape[0],
+            heads=k.shape[1],
         )
 
 

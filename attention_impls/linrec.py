@@ -30,6 +30,9 @@ from .base import (
     zero_padded,
 )
 from .registry import register
+from .validate import check_float
+
+EPS_MAX = 1e-3
 
 
 def elu_l2(x: torch.Tensor, eps: float) -> torch.Tensor:
@@ -52,9 +55,9 @@ class LinRecAttention(AttentionOperator):
     description = "L2-normalised linear attention (ELU, row L2 norm, Q(K^T V)/sqrt(d))"
 
     def _validate_params(self):
-        eps = self.params["eps"]
-        if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not eps > 0:
-            raise ValueError(f"{self.name}: eps must be a positive number, got {eps!r}")
+        # eps only guards the division of an all-zero row; above EPS_MAX it would rescale
+        # real rows (ELU outputs of small inputs have norms ~ |x|)
+        check_float(self.name, "eps", self.params["eps"], 0.0, EPS_MAX, lo_open=True)
 
     def _prepare(self, k, v, key_mask):
         kn = zero_padded(elu_l2(k, self.params["eps"]), key_mask)

@@ -43,6 +43,7 @@ from .base import (
 )
 from .registry import register
 from .svd_exact import validate_rank_param
+from .validate import check_choice, check_float, check_seed
 
 FORMS = ("absorbed", "training")
 
@@ -68,6 +69,7 @@ class LreaState(BaseState):
     c: torch.Tensor = None  # type: ignore[assignment]      [B,H,d,r] working dtype, C / sqrt(d)
     bv: torch.Tensor = None  # type: ignore[assignment]     [B,H,r,dv] working dtype, W_decomp V
     w_decomp: torch.Tensor = None  # type: ignore[assignment]  [r,N] fp32 (padded positions zeroed per user at use)
+    gamma: torch.Tensor = None  # type: ignore[assignment]  [B,H,1,r] fp32: c holds C gamma, bv W_decomp V / gamma
     v: torch.Tensor = None  # type: ignore[assignment]      reference to values (training form)
     k: torch.Tensor = None  # type: ignore[assignment]      reference to keys (evaluation only)
 
@@ -90,11 +92,9 @@ class LreaAttention(AttentionOperator):
 
     def _validate_params(self):
         validate_rank_param(self.params["rank"], self.name)
-        if self.params["form"] not in FORMS:
-            raise ValueError(f"{self.name}: unknown form {self.params['form']!r}; use one of {', '.join(FORMS)}")
-        slope = self.params["slope"]
-        if not isinstance(slope, (int, float)) or isinstance(slope, bool) or not 0 <= slope < 1:
-            raise ValueError(f"{self.name}: slope must be a number in [0, 1), got {slope!r}")
+        check_choice(self.name, "form", self.params["form"], FORMS)
+        check_float(self.name, "slope", self.params["slope"], 0.0, 1.0, hi_open=True)
+        check_seed(self.name, self.params["seed"])
         if self.params["backend"] == "triton" and self.params["form"] == "training":
             raise ValueError(
                 f"{self.name}: backend='triton' serves the absorbed form only; form='training' "
@@ -181,10 +181,15 @@ class LreaAttention(AttentionOperator):
         c = torch.matmul(kz.transpose(-1, -2), w_comp) * inv_sqrt(k.shape[-1])  # [B,H,d,r]
         vz = zero_padded(v.float(), key_mask)
         bv = torch.matmul(w_decomp, vz)  # [B,H,r,dv]
+        gamma = torch.ones_like(c[..., :1, :])
+        if self.params["form"] == "absorbed":
+            gamma = balance_gamma(c, bv)
+            c, bv = c * gamma, bv / gamma.transpose(-1, -2)
         return LreaState(
             **self._base_state_kwargs(k, v, key_mask),
             c=c.to(k.dtype),
             bv=bv.to(k.dtype),
+            gamma=gamma,
             w_decomp=w_decomp,
             v=v,
             k=k,
@@ -214,7 +219,7 @@ class LreaAttention(AttentionOperator):
         return zero_empty_users(out, state.empty_users)
 
     def _implied_weights_chunk(self, state: LreaState, q, row_offset, causal):
-        a = torch.matmul(q.float(), state.c.float())
+        a = torch.matmul(q.float(), state.c.float()) / state.gamma
         w = self._decomp(state, torch.float32)
         if self.params["form"] == "absorbed":
             return torch.matmul(self._phi(a), w)
@@ -223,7 +228,7 @@ class LreaAttention(AttentionOperator):
     @torch.no_grad()
     def absorption_error(self, state: LreaState, q: torch.Tensor) -> float:
         """||phi(a W) - phi(a) W||_F / ||phi(a W)||_F over all users, heads and queries."""
-        a = torch.matmul(q.float(), state.c.float())
+        a = torch.matmul(q.float(), state.c.float()) / state.gamma
         w = self._decomp(state, torch.float32)
         exact = self._phi(torch.matmul(a, w))
         absorbed = torch.matmul(self._phi(a), w)
@@ -260,6 +265,19 @@ class LreaAttention(AttentionOperator):
         if self.params["form"] == "training":
             extra += es * shape.m * shape.n
         return float(shape.bh * (4 * shape.n * (shape.d + shape.value_dim) + extra))
+
+
+def balance_gamma(c: torch.Tensor, bv: torch.Tensor) -> torch.Tensor:
+    """Per (user, head, rank column) power of two g with max|C g| ~ max|W_decomp V / g|.
+
+    LeakyReLU is positively homogeneous, phi(a g) / g = phi(a) for g > 0, so the absorbed
+    output phi(q C g) (W_decomp V / g) is unchanged while neither factor carries the whole
+    scale (W_decomp V grows like sqrt(N) |V| and overflowed fp16 at |V| ~ 1e3). [B,H,1,r]"""
+    cmax = c.abs().amax(dim=-2, keepdim=True)  # [B,H,1,r]
+    bmax = bv.abs().amax(dim=-1).unsqueeze(-2)  # [B,H,1,r]
+    ok = (cmax > 0) & (bmax > 0)
+    ratio = torch.where(ok, bmax / torch.where(ok, cmax, torch.ones_like(cmax)), torch.ones_like(cmax))
+    return torch.exp2(torch.round(torch.log2(ratio) / 2))
 
 
 def leaky_attention(q, k, v, key_mask, slope: float) -> torch.Tensor:

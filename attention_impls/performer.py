@@ -26,8 +26,17 @@ import torch
 
 from .base import AttentionOperator, BaseState, Cost, element_size, zero_empty_users
 from .registry import register
+from .validate import check_choice, check_float, check_int, check_seed
 
 REDRAW = ("fixed", "per_prepare")
+# Upper bound on ``features`` (m). The estimator's variance falls like 1/m, so beyond a few
+# thousand features the random-feature error is below bf16 rounding, while the cost grows
+# like m: at m = 65536 one head's [N, m] fp32 feature map at N = 16384 is 4 GiB, and the
+# 10**7 of issue 12 ran for minutes. Above the bound, use dense attention instead.
+FEATURES_MAX = 65536
+# Upper bound on ``eps``: after the stabilisers every feature exp(.) lies in (0, 1], so a
+# floor above 1 would swamp the features it guards (the estimate tends to the plain mean).
+EPS_MAX = 1.0
 
 
 def draw_features(m: int, d: int, orthogonal: bool, seed: int) -> torch.Tensor:
@@ -102,16 +111,13 @@ class PerformerAttention(AttentionOperator):
         return ("features",)
 
     def _validate_params(self):
-        m = self.params["features"]
-        if isinstance(m, bool) or not isinstance(m, int) or m < 1:
-            raise ValueError(f"{self.name}: features must be an int >= 1, got {m!r}")
-        if self.params["redraw"] not in REDRAW:
-            raise ValueError(f"{self.name}: unknown redraw {self.params['redraw']!r}; use one of {', '.join(REDRAW)}")
+        check_int(self.name, "features", self.params["features"], 1, FEATURES_MAX)
+        check_choice(self.name, "redraw", self.params["redraw"], REDRAW)
         if not isinstance(self.params["orthogonal"], bool):
-            raise ValueError(f"{self.name}: orthogonal must be True or False")
-        eps = self.params["eps"]
-        if not isinstance(eps, (int, float)) or eps < 0:
-            raise ValueError(f"{self.name}: eps must be >= 0, got {eps!r}")
+            raise ValueError(f"{self.name}: orthogonal must be True or False, got {self.params['orthogonal']!r}")
+        check_float(self.name, "eps", self.params["eps"], 0.0, EPS_MAX)
+        # per_prepare advances the seed by one per state: keep seed + draws inside 64 bits
+        check_seed(self.name, self.params["seed"])
 
     def features_for(self, d: int, device: torch.device | str = "cpu") -> torch.Tensor:
         """The projection the next prepare() will use (fixed policy: always the same)."""
@@ -144,9 +150,12 @@ class PerformerAttention(AttentionOperator):
             from .kernels.row_mlp import performer_attend
 
             return performer_attend(q, state.omega, state.kv, state.ksum, state.empty_users, self.params["eps"])
-        phi_q = query_features(q, state.omega, self.params["eps"])
-        num = torch.matmul(phi_q.to(q.dtype), state.kv)
-        den = torch.matmul(phi_q, state.ksum[..., None])  # fp32 [B,H,M,1]
+        phi_q = query_features(q, state.omega, self.params["eps"]).to(q.dtype)
+        num = torch.matmul(phi_q, state.kv)
+        # the denominator uses the same rounded features as the numerator: in fp16 the eps
+        # floors are subnormal and round away, and a numerator without them over an fp32
+        # denominator with them was 0.2 off at large logits
+        den = torch.matmul(phi_q.float(), state.ksum[..., None])  # fp32 [B,H,M,1]
         den = den.clamp_min(torch.finfo(torch.float32).tiny)
         out = (num.float() / den).to(q.dtype)
         return zero_empty_users(out, state.empty_users)

@@ -11,6 +11,15 @@ The SVD runs once per user in ``prepare`` (fp32) and is reused for every candida
 On CUDA the subspace dimension is zero-padded to a multiple of 8 so SDPA can pick its
 fused kernels; zero columns change nothing.
 
+Scale and precision (issue 12). The factors are stored balanced: U's columns are scaled to
+max |U_ij| = 1 and A, B take the scale (so A, B are on the scale of the rows of [K | V], not
+of S ~ sqrt(N) |K|, which overflowed fp16), with one more power of two moved from A, B to U
+when a working-dtype A or B would come near the dtype's largest value. ``scores``: ``fp32``
+(default) keeps U, A, B and the r-wide softmax in fp32 for fp16/bf16 inputs (the output is
+cast back), because rounding Q A^T and U to bf16 puts an error of about 2^-8 |logit| on every
+score (0.1-0.2 output error at logits 50-100 against dense's 0.008); ``working`` runs them in
+the input dtype (faster on tensor cores, that error included). fp32/fp64 inputs are unaffected.
+
 ``backend``: ``torch`` = Q A^T, SDPA with head dimension r, then (.) B (three launches);
 ``triton`` = all of it in one fused kernel (``kernels/flash_small_head.py``), held to the
 torch path by the tests; ``auto`` = triton on CUDA when Triton imports.
@@ -36,6 +45,35 @@ from .base import (
 from .decompose import SOLVERS, Factors, truncated_svd
 from .dense import softmax_weights
 from .registry import register
+from .validate import check_choice, check_int, check_seed
+
+SCORES = ("fp32", "working")
+POWER_ITERS_MAX = 100  # each iteration is one more pass over [K | V]; accuracy saturates far below
+
+
+def score_dtype(scores: str, dtype: torch.dtype) -> torch.dtype:
+    """dtype of U, A, B and the r-wide softmax for inputs of ``dtype``."""
+    if scores == "fp32" and dtype in (torch.float16, torch.bfloat16):
+        return torch.float32
+    return dtype
+
+
+def balanced_factors(
+    f: Factors, d: int, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(U', A', B') with U' A' ~ K and U' B' ~ V, stored so ``dtype`` holds them.
+
+    U' = U diag(g) / c and [A' | B'] = c diag(S / g) W^T with g_j = max_i |U_ij|, so U' is
+    in [-1, 1] and A', B' are on the scale of the rows of [K | V] (|x_i . w_j| <= |x_i|).
+    c is a power of two (per user and head, no host sync) >= 1 that keeps A', B' below 1/64
+    of ``dtype``'s largest value; U' <= c stays far inside it."""
+    g = f.u.abs().amax(dim=-2).clamp_min(torch.finfo(f.u.dtype).tiny)  # [B,H,r]
+    u = f.u / g[..., None, :]
+    sw = (f.s * g)[..., :, None] * f.wt  # [B,H,r,D]
+    limit = torch.finfo(dtype).max / 64
+    big = sw.abs().amax(dim=(-1, -2), keepdim=True)  # [B,H,1,1]
+    c = torch.exp2(torch.ceil(torch.log2(big / limit))).clamp_min(1.0)
+    return u * c, sw[..., :d] / c, sw[..., d:] / c
 
 
 @dataclass
@@ -62,6 +100,16 @@ def validate_rank_param(rank: object, name: str) -> None:
         raise ValueError(f"{name}: rank must be an int >= 1, got {rank!r}")
     if rank < 1:
         raise ValueError(f"{name}: rank must be >= 1, got {rank}")
+
+
+def validate_factor_params(op: AttentionOperator) -> None:
+    """rank, solver, oversample, power_iters, seed: shared by svd_exact and svd_tokens."""
+    p = op.params
+    validate_rank_param(p["rank"], op.name)
+    check_choice(op.name, "solver", p["solver"], SOLVERS)
+    check_int(op.name, "oversample", p["oversample"], 0)
+    check_int(op.name, "power_iters", p["power_iters"], 0, POWER_ITERS_MAX)
+    check_seed(op.name, p["seed"])
 
 
 def decompose_kv(op: AttentionOperator, k: torch.Tensor, v: torch.Tensor, key_mask) -> Factors:
@@ -93,33 +141,26 @@ def svd_prepare_cost(shape: Shape, rank: int, solver: str, oversample: int, powe
 class SvdExactAttention(AttentionOperator):
     name = "svd_exact"
     PARAMS = {"rank": 16, "solver": "gram", "oversample": 8, "power_iters": 2, "seed": 0,
-              "backend": "auto"}
+              "backend": "auto", "scores": "fp32"}
     supports_causal = True
     weights_are_distribution = True
     description = "softmax over all N behaviours with scores in the rank-r subspace of [K|V]"
 
     def label_params(self):
-        return ("rank", "solver")
+        extra = ("scores",) if self.params["scores"] != self.PARAMS["scores"] else ()
+        return ("rank", "solver", *extra)
 
     def _validate_params(self) -> None:
-        validate_rank_param(self.params["rank"], self.name)
-        if self.params["solver"] not in SOLVERS:
-            raise ValueError(
-                f"{self.name}: unknown solver {self.params['solver']!r}; use one of {', '.join(SOLVERS)}"
-            )
-        for key in ("oversample", "power_iters"):
-            val = self.params[key]
-            if isinstance(val, bool) or not isinstance(val, int) or val < 0:
-                raise ValueError(f"{self.name}: {key} must be an int >= 0, got {val!r}")
+        validate_factor_params(self)
+        check_choice(self.name, "scores", self.params["scores"], SCORES)
 
     def _check_extra(self, shape, dtype, device):
         return check_rank(self.params["rank"], shape.n, shape.d, shape.value_dim, self.name)
 
     def _prepare(self, k, v, key_mask):
         f = decompose_kv(self, k, v, key_mask)
-        d = k.shape[-1]
-        sw = f.s[..., :, None] * f.wt  # [B,H,r,D] = diag(S) W^T
-        a, b, u = sw[..., :d], sw[..., d:], f.u
+        dt = score_dtype(self.params["scores"], k.dtype)
+        u, a, b = balanced_factors(f, k.shape[-1], dt)
         r = u.shape[-1]
         if k.device.type == "cuda":
             rp = int(math.ceil(r / 8) * 8)
@@ -128,7 +169,6 @@ class SvdExactAttention(AttentionOperator):
                 u = torch.nn.functional.pad(u, (0, pad))
                 a = torch.nn.functional.pad(a, (0, 0, 0, pad))
                 b = torch.nn.functional.pad(b, (0, 0, 0, pad))
-        dt = k.dtype
         return SvdExactState(
             **self._base_state_kwargs(k, v, key_mask),
             u=u.to(dt).contiguous(),
@@ -139,14 +179,16 @@ class SvdExactAttention(AttentionOperator):
         )
 
     def _attend(self, state: SvdExactState, q, causal):
+        qs = q.to(state.u.dtype)  # fp32 scores for fp16/bf16 input unless scores="working"
         if self._backend(q) == "triton":  # one fused kernel: Q A^T, softmax over U, then B
             from .kernels.flash_small_head import flash_small_head
 
-            return flash_small_head(q, state.u, None, scale=inv_sqrt(state.d), key_mask=state.key_mask,
-                                    causal=causal, q_proj=state.a, out_proj=state.b)
-        qa = torch.matmul(q, state.a.transpose(-1, -2))  # [B,H,M,rp]
+            out = flash_small_head(qs, state.u, None, scale=inv_sqrt(state.d), key_mask=state.key_mask,
+                                   causal=causal, q_proj=state.a, out_proj=state.b)
+            return out.to(q.dtype)
+        qa = torch.matmul(qs, state.a.transpose(-1, -2))  # [B,H,M,rp]
         o = masked_sdpa(qa, state.u, state.u, state.key_mask, state.empty_users, causal, scale=inv_sqrt(state.d))
-        return torch.matmul(o, state.b)
+        return torch.matmul(o, state.b).to(q.dtype)
 
     def _implied_weights_chunk(self, state: SvdExactState, q, row_offset, causal):
         qa = torch.matmul(q.float(), state.a.float().transpose(-1, -2))
@@ -158,16 +200,18 @@ class SvdExactAttention(AttentionOperator):
 
     def cost_attend(self, shape, dtype=torch.float32):
         r, es = self.params["rank"], element_size(dtype)
+        fs = element_size(score_dtype(self.params["scores"], dtype))  # U, A, B
         m, n, d, dv, bh = shape.m, shape.n, shape.d, shape.value_dim, shape.bh
         frac = 0.5 if shape.causal else 1.0
         flops = 2 * m * d * r + frac * (4 * m * n * r + 5 * m * n) + 2 * m * r * dv
-        nbytes = es * (m * d + r * d + n * r + r * dv + m * dv)
+        nbytes = es * (m * d + m * dv) + fs * (r * d + n * r + r * dv)
         exps = frac * m * n  # exact softmax over all N: the M x N exponentials remain
         return Cost(float(bh * flops), float(bh * nbytes), float(bh * exps))
 
     def memory_model(self, shape, dtype=torch.float32):
         r, es = self.params["rank"], element_size(dtype)
+        fs = element_size(score_dtype(self.params["scores"], dtype))
         dd = shape.d + shape.value_dim
-        prep = 4 * shape.n * dd * 2 + es * shape.n * r  # fp32 [K|V] + factors + U
-        att = es * shape.m * (r * 2 + shape.value_dim) + 8 * shape.m
+        prep = 4 * shape.n * dd * 2 + fs * shape.n * r  # fp32 [K|V] + factors + U
+        att = fs * shape.m * (shape.d + r * 2 + shape.value_dim) + es * shape.m * shape.value_dim + 8 * shape.m
         return float(shape.bh * (prep + att))

@@ -23,9 +23,8 @@ from dataclasses import dataclass
 import torch
 
 from .base import AttentionOperator, BaseState, Cost, element_size, inv_sqrt, zero_empty_users
-from .decompose import SOLVERS
 from .registry import register
-from .svd_exact import check_rank, decompose_kv, svd_prepare_cost, validate_rank_param
+from .svd_exact import check_rank, decompose_kv, svd_prepare_cost, validate_factor_params
 
 SCALINGS = ("singular", "rms")
 
@@ -56,13 +55,11 @@ class SvdTokensAttention(AttentionOperator):
         return ("rank", "token_scaling")
 
     def _validate_params(self):
-        validate_rank_param(self.params["rank"], self.name)
+        validate_factor_params(self)  # rank, solver, oversample, power_iters, seed
         if self.params["token_scaling"] not in SCALINGS:
             raise ValueError(
                 f"{self.name}: unknown token_scaling {self.params['token_scaling']!r}; use one of {', '.join(SCALINGS)}"
             )
-        if self.params["solver"] not in SOLVERS:
-            raise ValueError(f"{self.name}: unknown solver {self.params['solver']!r}; use one of {', '.join(SOLVERS)}")
 
     def _check_extra(self, shape, dtype, device):
         return check_rank(self.params["rank"], shape.n, shape.d, shape.value_dim, self.name)
