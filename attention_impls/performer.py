@@ -80,8 +80,8 @@ def key_features(k: torch.Tensor, omega: torch.Tensor, eps: float, key_mask, c=N
     if c is None:
         c = key_stabiliser(z, key_mask)
     phi = (torch.exp(z - c) + eps) * omega.shape[0] ** -0.5
-    if key_mask is not None:
-        phi = phi * key_mask[:, None, :, None].float()
+    if key_mask is not None:  # where, not a product: a padded key's exp(z - c) may be inf
+        phi = phi.masked_fill(~key_mask[:, None, :, None], 0.0)
     return phi, c
 
 

@@ -266,3 +266,17 @@ def test_item12_meta_tensors_are_a_clear_error(name):
     state = op.prepare(k, v)
     with pytest.raises(ValueError, match="q is on the meta device"):
         op.attend(state, torch.empty(1, 1, 3, 8, device="meta"))
+
+
+def test_performer_padded_key_with_huge_features_does_not_poison_the_user():
+    """Found by the fuzzer: a padded key whose exp(z - c) overflows gave inf * 0 = NaN in the
+    user's state (the stabiliser c is taken over real keys only)."""
+    g = torch.Generator().manual_seed(0)
+    k = torch.randn(1, 1, 6, 1, generator=g) * 100 + 300
+    k[0, 0, :3] = -5000.0  # real keys far below the padded ones
+    mask = torch.tensor([[True, True, True, False, False, False]])
+    v, q = torch.randn(1, 1, 6, 1, generator=g), torch.randn(1, 1, 4, 1, generator=g)
+    op = ai.get("performer", features=8, eps=0.0)
+    state = op.prepare(k, v, mask)
+    assert torch.isfinite(state.kv).all() and torch.isfinite(state.ksum).all()
+    torch.testing.assert_close(op.attend(state, q), ai.get("performer", features=8, eps=0.0).forward(q, k[:, :, :3], v[:, :, :3]))
