@@ -4,7 +4,8 @@ Property, for any generated case (shapes incl. N = 1 and M = 1, fp16 / bf16 / fp
 masks incl. all-padding users, input scales 10^-4.5 .. 10^4.5, causal where supported):
 
     the call raises ValueError, or its output is finite, has q's dtype, is exactly zero
-    for users with no real behaviour, and is within the stated bound of the reference.
+    for users with no real behaviour, and is within the stated bound of the reference;
+    its implied weights are finite (and rows sum to 1 or 0 for the softmax methods).
 
 Reference: dense attention in fp64 on the same (rounded) inputs for the exact methods (dense,
 and svd_exact when rank >= min(N, d + dv)); otherwise the method's own output on the same
@@ -16,7 +17,9 @@ value to the dtype can lose absolutely), scale an a-priori magnitude of the meth
   and u_f = u32 / u where the scores are computed from fp32 factors (dense, svd_exact with
   scores="fp32": score error u32 L) and 1 where the factors are rounded to the working dtype
   (score error u L). svd_exact factors K jointly with V, so its error is relative to
-  [K|V], not K: there max|k_j| becomes max(||[K|V]||_2, r max_j |[k_j|v_j]|).
+  [K|V], not K: there max|k_j| becomes max(||[K|V]||_2, r max_j |[k_j|v_j]|), and the
+  fp32 factorisation adds an absolute u32 ||[K|V]||_2 (V far smaller than K is resolved
+  only to that: components below 8 eps_fp32 s_1 are dropped).
   svd_tokens uses its tokens Zk, Zv in place of k, v.
 - linrec: max of (|Q^| + e) (|K^|^T |V| / sqrt(d) + e)  (the absolute-value product of its
   formula; e = s / u carries the underflow of an intermediate rounded to the dtype);
@@ -149,15 +152,15 @@ def _scale(case: Case, op: ai.AttentionOperator, q, k, v, mask) -> float:
     qd, kd, vd = q.double(), _real(k, mask), _real(v, mask)
     qn = float(qd.norm(dim=-1).max())
     if case.method in ("dense", "svd_exact", "performer"):
-        key_norm = float(kd.norm(dim=-1).max())
+        key_norm, s1 = float(kd.norm(dim=-1).max()), 0.0
         if case.method == "svd_exact":  # K is factored jointly with V: errors scale with [K|V]
             x = torch.cat([kd, vd], dim=-1)
-            key_norm = max(float(torch.linalg.matrix_norm(x, ord=2).max()),
-                           case.params["rank"] * float(x.norm(dim=-1).max()))
+            s1 = float(torch.linalg.matrix_norm(x, ord=2).max())
+            key_norm = max(s1, case.params["rank"] * float(x.norm(dim=-1).max()))
         logit = qn * key_norm / math.sqrt(case.d)
         fp32_factors = _exact(case) or case.method == "svd_exact"
         uf = U32 / u if fp32_factors and case.params.get("scores") != "working" else 1.0
-        return float(vd.abs().max()) * (1 + uf * logit)
+        return float(vd.abs().max()) * (1 + uf * logit) + (U32 / u) * s1
     ref_op = ai.get(case.method, **case.params)
     state = ref_op.prepare(k.float(), v.float(), mask)
     if case.method == "svd_tokens":
@@ -199,6 +202,11 @@ def check_case(case: Case, tally: Tally | None = None) -> str:
     if mask is not None:
         empty = ~mask.any(dim=1)
         assert float(out[empty].abs().max()) == 0.0 if bool(empty.any()) else True, "all-padding user not zero"
+    w = op.implied_weights(op.prepare(k, v, mask), q, causal=case.causal)
+    assert w.shape == (case.b, case.h, case.m, case.n) and bool(torch.isfinite(w).all()), "implied weights"
+    if op.weights_are_distribution:  # rows sum to 1, or 0 where nothing is visible
+        sums = w.double().sum(-1)
+        assert bool(((sums - 1).abs() < 1e-3).logical_or(sums.abs() < 1e-6).all()), "weights not a distribution"
     if _exact(case):
         ref = ai.get("dense").forward(q.double(), k.double(), v.double(), mask, causal=case.causal)
     else:
