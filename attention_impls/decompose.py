@@ -111,13 +111,33 @@ def _gram_dtype(x: torch.Tensor) -> torch.dtype:
 
 
 def _orthonormal_basis(y: torch.Tensor) -> torch.Tensor:
-    """Orthonormal basis of the columns of y [..., D, q] via eigh of y^T y (q x q).
-    Directions with negligible energy are zeroed instead of divided by ~0."""
+    """Orthonormal basis of the columns of y [..., D, q], q columns (zero where y has fewer
+    directions), from q x q eighs only.
+
+    One eigh of y^T y squares y's condition number, and y = G Omega already squares that of
+    [K | V]: a direction below about 1e-3 of the largest was dropped (issue 12: V 1500x
+    smaller than K was lost whole). So the part of y outside the first basis is
+    orthonormalised again on its own scale, made orthogonal to the first basis, the first
+    q non-zero columns of both are kept (largest energy first) and orthonormalised once more."""
+    q = y.shape[-1]
+    b = _eigh_basis(y)
+    rest = y - torch.matmul(b, torch.matmul(b.transpose(-1, -2), y))
+    b2 = _eigh_basis(rest)
+    b2 = _eigh_basis(b2 - torch.matmul(b, torch.matmul(b.transpose(-1, -2), b2)))
+    both = torch.cat([b, b2], dim=-1)
+    live = (both.norm(dim=-2) > 0.5).to(torch.int8)  # unit columns; zeros where dropped
+    order = torch.argsort(live, dim=-1, descending=True, stable=True)[..., :q]  # b's first
+    kept = torch.gather(both, -1, order.unsqueeze(-2).expand(*both.shape[:-1], q))
+    return _eigh_basis(kept)  # nearly orthonormal already: this pass is accurate
+
+
+def _eigh_basis(y: torch.Tensor) -> torch.Tensor:
+    """One pass: eigh of y^T y; directions with negligible energy are zeroed, not divided by ~0."""
     lam, e = torch.linalg.eigh(torch.matmul(y.transpose(-1, -2), y))
     lam_max = lam[..., -1:].clamp_min(torch.finfo(lam.dtype).tiny)
     keep = lam > lam_max * torch.finfo(lam.dtype).eps * 64
     inv = torch.where(keep, lam.clamp_min(torch.finfo(lam.dtype).tiny).rsqrt(), torch.zeros_like(lam))
-    return torch.matmul(y, e) * inv[..., None, :]
+    return (torch.matmul(y, e) * inv[..., None, :]).flip(-1)  # largest energy first
 
 
 def _gram_lowrank(x, r, oversample, power_iters, seed, cd):

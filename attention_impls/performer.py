@@ -156,7 +156,7 @@ class PerformerAttention(AttentionOperator):
         # floors are subnormal and round away, and a numerator without them over an fp32
         # denominator with them was 0.2 off at large logits
         den = torch.matmul(phi_q.float(), state.ksum[..., None])  # fp32 [B,H,M,1]
-        den = den.clamp_min(torch.finfo(torch.float32).tiny)
+        den = torch.where(den > 0, den, torch.ones_like(den))  # not clamp(tiny): a subnormal den is valid
         out = (num.float() / den).to(q.dtype)
         return zero_empty_users(out, state.empty_users)
 
@@ -165,7 +165,8 @@ class PerformerAttention(AttentionOperator):
         phi_q = query_features(q, state.omega, eps)
         phi_k, _ = key_features(state.k, state.omega, eps, state.key_mask, state.key_max)
         w = torch.matmul(phi_q, phi_k.transpose(-1, -2))
-        return w / w.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
+        total = w.sum(dim=-1, keepdim=True)
+        return w / torch.where(total > 0, total, torch.ones_like(total))
 
     def cost_prepare(self, shape, dtype=torch.float32):
         n, d, dv, m, es = shape.n, shape.d, shape.value_dim, self.params["features"], element_size(dtype)

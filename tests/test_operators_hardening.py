@@ -280,3 +280,43 @@ def test_performer_padded_key_with_huge_features_does_not_poison_the_user():
     state = op.prepare(k, v, mask)
     assert torch.isfinite(state.kv).all() and torch.isfinite(state.ksum).all()
     torch.testing.assert_close(op.attend(state, q), ai.get("performer", features=8, eps=0.0).forward(q, k[:, :, :3], v[:, :, :3]))
+
+
+@pytest.mark.parametrize("d, dv, rank", [(1, 1, 2), (6, 6, 12)])
+def test_gram_lowrank_resolves_values_far_smaller_than_keys(d, dv, rank):
+    """Found by the fuzzer: gram_lowrank orthonormalised G Omega through one eigh of its
+    Gram matrix (condition number to the 4th power) and dropped every direction below ~1e-3
+    of the largest: with V 1500x smaller than K, V was lost whole (output error 1.7)."""
+    from attention_impls.decompose import truncated_svd
+
+    k, v = _rand((1, 2, 64, d), 1, 1500.0), _rand((1, 2, 64, dv), 2)
+    x = torch.cat([k, v], -1)
+    exact = torch.linalg.svdvals(x.double())[..., :rank]
+    f = truncated_svd(x, rank, "gram_lowrank")
+    torch.testing.assert_close(f.s.double(), exact, rtol=1e-4, atol=1e-3)
+    if rank == d + dv:  # full rank: svd_exact equals dense
+        q = _rand((1, 2, 5, d), 3)
+        out = ai.get("svd_exact", rank=rank, solver="gram_lowrank").forward(q, k, v)
+        ref = F.scaled_dot_product_attention(q.double(), k.double(), v.double())
+        assert _rel(out, ref) < 1e-3
+
+
+def test_performer_subnormal_denominator_is_not_clamped():
+    """Found by the fuzzer: with eps = 0 and large norms every feature product is subnormal;
+    dividing by clamp(sum, tiny) shrank those rows (implied weights summing to 0.3, outputs
+    pulled towards 0) instead of normalising them. (Left: in fp16 the state phi(K)^T V itself
+    rounds such keys to 0, so those rows' outputs are 0; docs/operators.md says so.)"""
+    from op_props import Case
+
+    case = Case("performer", {"features": 28, "orthogonal": False, "redraw": "fixed", "eps": 0.0},
+                torch.float16, 2, 2, 20, 1, 15, 15, (238.16201479352588, 153.65387927586653, 1.0), 0.0, None,
+                False, 2381)
+    q, k, v, _ = case.tensors()
+    op = ai.get("performer", **case.params)
+    state = op.prepare(k, v)
+    w = op.implied_weights(state, q).double()
+    sums = w.sum(-1)
+    assert bool(((sums - 1).abs() < 1e-3).logical_or(sums == 0).all()), sums
+    assert bool((sums == 1).any() or ((sums - 1).abs() < 1e-3).any())
+    out = op.attend(state, q).double()  # a convex combination of v (or 0): never above max |v|
+    assert torch.isfinite(out).all() and float(out.abs().max()) <= 1.01 * float(v.double().abs().max())
