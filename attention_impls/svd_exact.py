@@ -17,7 +17,7 @@ of S ~ sqrt(N) |K|, which overflowed fp16), with one more power of two moved fro
 when a working-dtype A or B would come near the dtype's largest value. ``scores``: ``fp32``
 (default) keeps U, A, B and the r-wide softmax in fp32 for fp16/bf16 inputs (the output is
 cast back), because rounding Q A^T and U to bf16 puts an error of about 2^-8 |logit| on every
-score (0.1-0.2 output error at logits 50-100 against dense's 0.008); ``working`` runs them in
+score (issue 12: 0.085-0.113 output error at logits 50-100 against dense's 0.007); ``working`` runs them in
 the input dtype (faster on tensor cores, that error included). fp32/fp64 inputs are unaffected.
 
 ``backend``: ``torch`` = Q A^T, SDPA with head dimension r, then (.) B (three launches);
