@@ -11,7 +11,8 @@ import pandas as pd
 import torch
 
 from .config import expand, load_config, resolve_methods
-from .errors import ConfigError, ResultsFileError
+from .errors import ConfigError, OutputError, ResultsFileError
+from .validate import positive_int
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -26,7 +27,7 @@ def _parser() -> argparse.ArgumentParser:
                    "else cuda when present)")
     r.add_argument("--time-budget", type=float, default=None, metavar="MINUTES",
                    help="stop cleanly after this many minutes (the rest resumes on a re-run)")
-    r.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    r.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (>= 1)")
     r.add_argument("--no-cascade", action="store_true", help="skip the cascade view")
     r.add_argument("--no-progress", action="store_true")
     r.add_argument("--dry-run", action="store_true", help="list the cases and exit")
@@ -47,7 +48,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def _device(cfg_device: str | None, arg: str | None) -> str:
     if arg:
-        return arg
+        from .validate import check_device
+
+        return check_device("--device", arg)
     if cfg_device == "cuda" and not torch.cuda.is_available():
         print("note: the preset targets CUDA but none is available; running on CPU", file=sys.stderr)
         return "cpu"
@@ -59,38 +62,39 @@ def cmd_run(a: argparse.Namespace) -> int:
     from .runner import run_sweep
     from .summary import crossover, summary_table
 
+    from .preflight import check_cases, check_methods, no_ok_lines
+
     cfg = load_config(a.preset, a.config)
     threads = a.threads or cfg.threads
     if threads:
         torch.set_num_threads(threads)
-    methods, missing = resolve_methods(cfg, a.methods)
-    if a.methods:
-        import attention_impls as ai
-
-        bad = [m for m in a.methods if m not in ai.available()]
-        if bad:
-            raise ConfigError(f"unknown method(s) {bad}; available: {', '.join(ai.available())}")
-    if missing:
-        print(f"warning: methods not registered yet, skipped: {', '.join(missing)}", file=sys.stderr)
+    source = a.config or f"preset {a.preset or cfg.name}"
+    check_methods(cfg, a.methods, source)
+    methods, _ = resolve_methods(cfg, a.methods)
     device = _device(cfg.device, a.device)
     cases = expand(cfg, methods, device)
+    check_cases(cfg, cases, methods, source)
     if a.dry_run:
         for c in cases:
             print(c.case_id, c.test_id)
         print(f"{len(cases)} cases")
         return 0
+    from .lock import RunLock
+    from .outdir import writable_dir
+
     t0 = time.monotonic()
-    rows, info = run_sweep(cfg, cases, a.out, preset=a.preset or cfg.name,
-                           time_budget_min=a.time_budget, progress=not a.no_progress)
-    if not a.no_cascade and cfg.cascade is not None and info["stopped"] is None:
-        run_cascade(cfg, methods, device, a.out, progress=not a.no_progress)
+    with RunLock(writable_dir(a.out)):
+        rows, info = run_sweep(cfg, cases, a.out, preset=a.preset or cfg.name,
+                               time_budget_min=a.time_budget, progress=not a.no_progress)
+        if not a.no_cascade and cfg.cascade is not None and info["stopped"] is None:
+            run_cascade(cfg, methods, device, a.out, progress=not a.no_progress)
     elapsed = time.monotonic() - t0
     df = pd.DataFrame(rows)
     ids = {c.case_id for c in cases}
     mine = df[df["case_id"].isin(ids)] if len(df) else df
     with pd.option_context("display.max_rows", 400, "display.width", 160,
                            "display.float_format", "{:.4g}".format):
-        if len(mine):
+        if len(mine) and (mine["status"] == "ok").any():
             print(summary_table(mine).to_string(index=False))
             cx = crossover(mine)
             if len(cx):
@@ -98,10 +102,13 @@ def cmd_run(a: argparse.Namespace) -> int:
                       "with the prepared state reused):")
                 print(cx[["label", "setting", "family", "m", "d", "dtype", "crossover_n",
                           "crossover_n_attend", "speedup_at_max_n", "kl_mean_median"]].to_string(index=False))
-    if len(mine):
+    ok_rows = mine[mine["status"] == "ok"] if len(mine) else mine
+    if len(ok_rows):
         from .targets import noise_summary_lines
 
         print("\n" + "\n".join(noise_summary_lines(mine)))
+    elif len(mine):
+        print("\n" + "\n".join(no_ok_lines(mine)))
     counts = mine["status"].value_counts().to_dict() if len(mine) else {}
     print(f"\n{info['measured']} measured, {info['already_done']} resumed, {info['not_run']} not run; "
           f"status {counts}; {elapsed:.1f} s; table: {Path(a.out) / 'results.csv'}")
@@ -131,8 +138,13 @@ def cmd_crossover(a: argparse.Namespace) -> int:
     from .store import read_table
     from .summary import crossover
 
+    from .preflight import crossover_table
+
+    table = crossover_table(a.table, read_table)
     with pd.option_context("display.width", 160, "display.max_rows", 400):
-        print(crossover(read_table(a.table)).to_string(index=False))
+        cx = crossover(table)
+        print(cx.to_string(index=False) if len(cx) else
+              "no crossover: the table has no pair of ok rows (a method and dense at the same case)")
     return 0
 
 
@@ -151,6 +163,6 @@ def main(argv: list[str] | None = None) -> int:
                 "crossover": cmd_crossover, "targets": cmd_targets}
     try:
         return handlers[a.cmd](a)
-    except (ConfigError, ResultsFileError) as exc:
+    except (ConfigError, ResultsFileError, OutputError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

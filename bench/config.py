@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from . import validate as V
 
 try:  # Python >= 3.11
     import tomllib
@@ -244,10 +245,12 @@ def _family(where: str, raw: Any) -> dict:
     if not isinstance(raw, dict) or "kind" not in raw:
         raise ConfigError(f"{where}: a family is a table with a `kind`; kinds: {', '.join(FAMILY_KEYS)}")
     kind = raw["kind"]
-    if kind not in FAMILY_KEYS:
+    if not isinstance(kind, str) or kind not in FAMILY_KEYS:
         raise ConfigError(f"{where}: unknown family kind {kind!r}; allowed: {', '.join(FAMILY_KEYS)}")
     _check_keys(f"{where} (family {kind})", {k: v for k, v in raw.items() if k != "kind"},
                 FAMILY_KEYS[kind] + ("dataset",))
+    V.check_section(f"{where} (family {kind})", {k: v for k, v in raw.items() if k != "kind"},
+                    V.FAMILY_RULES)
     return dict(raw)
 
 
@@ -261,20 +264,24 @@ def parse_config(raw: dict[str, Any], *, source: str = "config") -> SweepConfig:
         raise ConfigError(f"{source}: needs at least one [[grid]] block")
     if isinstance(grids_raw, dict):
         grids_raw = [grids_raw]
+    if not isinstance(grids_raw, list):
+        raise ConfigError(f"{source}: `grid` must be one or more [[grid]] tables")
     grid_names = [f.name for f in fields(Grid)]
     grids = []
     for i, g in enumerate(grids_raw):
         where = f"{source} [[grid]] #{i + 1}"
+        V.check_table(where, g)
         _check_keys(where, g, grid_names)
         kw = {}
         for k, v in g.items():
             if k == "family":
                 kw[k] = tuple(_family(where, f) for f in _as_tuple(f"{where}.family", v))
-            elif k == "methods":
-                kw[k] = _as_tuple(f"{where}.methods", v)
             elif k == "method_params":
                 kw[k] = {name: {pk: _as_tuple(f"{where}.method_params.{name}.{pk}", pv)
-                                for pk, pv in items.items()} for name, items in v.items()}
+                                for pk, pv in items.items()}
+                         for name, items in V.check_method_params(f"{where}.method_params", v).items()}
+            elif k in V.GRID_RULES:
+                kw[k] = V.check_list(f"{where}.{k}", v, V.GRID_RULES[k])
             else:
                 kw[k] = _as_tuple(f"{where}.{k}", v)
         grid = Grid(**kw)
@@ -288,26 +295,43 @@ def parse_config(raw: dict[str, Any], *, source: str = "config") -> SweepConfig:
     mp_raw = raw.get("method_params") or {}
     if not isinstance(mp_raw, dict):
         raise ConfigError(f"{source}: [method_params] must be a table of tables")
+    V.check_method_params(f"{source} method_params", mp_raw)
     method_params = tuple(
         (name, tuple((k, _as_tuple(f"method_params.{name}.{k}", v)) for k, v in sorted(items.items())))
         for name, items in sorted(mp_raw.items())
     )
     cascade = None
     if raw.get("cascade") is not None:
-        cascade = _build(CascadeCfg, f"{source} [cascade]", raw["cascade"])
-        _family(f"{source} [cascade]", cascade.family)
+        cwhere = f"{source} [cascade]"
+        craw = dict(V.check_section(cwhere, raw["cascade"], V.CASCADE_RULES))
+        for k, rule in V.CASCADE_LIST_RULES.items():
+            if k in craw:
+                craw[k] = V.check_list(f"{cwhere}.{k}", craw[k], rule)
+        if "dtype" in craw:
+            V.check(f"{cwhere}.dtype", craw["dtype"], V.Rule("str", choices=DTYPES))
+        cascade = _build(CascadeCfg, cwhere, craw)
+        _family(cwhere, cascade.family)
     methods = raw.get("methods")
+    V.check_section(source, {k: raw[k] for k in V.TOP_RULES if k in raw}, V.TOP_RULES, sep=": ")
+    V.check_timing(f"{source} [timing]", raw.get("timing"))
+    V.check_section(f"{source} [fidelity]", raw.get("fidelity"), V.FIDELITY_RULES)
+    V.check_section(f"{source} [memory]", raw.get("memory"), V.MEMORY_RULES)
+    device = raw.get("device")
+    if device is not None:  # availability is checked where it is used (a CUDA preset may fall back)
+        if not isinstance(device, str) or not V.DEVICE_RE.match(device):
+            raise ConfigError(f"{source}: device = {device!r} is not allowed; "
+                              "expected 'cpu', 'cuda' or 'cuda:<index>'")
     return SweepConfig(
         name=str(raw.get("name", Path(source).stem)),
-        methods=None if methods in (None, "all") else _as_tuple(f"{source}.methods", methods),
+        methods=None if methods in (None, "all") else V.check_list(f"{source}.methods", methods, V.STR),
         grids=tuple(grids),
         method_params=method_params,
         timing=_build(Timing, f"{source} [timing]", raw.get("timing")),
         fidelity=_build(FidelityCfg, f"{source} [fidelity]", raw.get("fidelity")),
         memory=_build(MemoryCfg, f"{source} [memory]", raw.get("memory")),
         cascade=cascade,
-        device=raw.get("device"),
-        threads=None if raw.get("threads") is None else int(raw["threads"]),
+        device=device,
+        threads=raw.get("threads"),
     )
 
 
@@ -320,9 +344,14 @@ def load_config(preset: str | None = None, path: str | Path | None = None) -> Sw
         if not p.is_file():
             raise ConfigError(f"config file {p} does not exist")
         try:
-            raw = tomllib.loads(p.read_text())
+            raw = tomllib.loads(p.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{p}: not valid TOML: {exc}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{p}: not UTF-8 text ({exc.reason} at byte {exc.start}); "
+                              "TOML files are UTF-8") from None
+        except OSError as exc:
+            raise ConfigError(f"{p}: cannot be read ({exc.strerror})") from None
         raw.setdefault("name", p.stem)
         return parse_config(raw, source=str(p))
     name = preset or "smoke"

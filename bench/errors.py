@@ -7,3 +7,7 @@ class ConfigError(ValueError):
 
 class ResultsFileError(RuntimeError):
     """A results file that cannot be read back (names the file and line)."""
+
+
+class OutputError(ValueError):
+    """An output folder that cannot be used (a file, not writable) or is held by another run."""

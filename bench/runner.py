@@ -18,7 +18,7 @@ from tqdm import tqdm
 import attention_impls as ai
 from attention_impls import Shape, dtype_from_name
 
-from . import store
+from . import rowcheck, store
 from .ceilings import ceilings
 from .config import Case, SweepConfig
 from .env import device_index, environment, nvml_snapshot, timestamp
@@ -40,10 +40,22 @@ def finished(row: dict[str, Any]) -> bool:
                 and str(row.get("reason") or "").startswith(INPUT_UNAVAILABLE))
 
 
+OOM_MESSAGES = ("out of memory", "can't allocate memory", "cannot allocate memory",
+                "not enough memory")
+
+
 def is_oom(exc: BaseException) -> bool:
+    """Any MemoryError (incl. an operator's own, carrying ``estimate_bytes``), CUDA's OOM, and
+    torch's allocator messages (CPU: "DefaultCPUAllocator: can't allocate memory")."""
     if isinstance(exc, (MemoryError, torch.cuda.OutOfMemoryError)):
         return True
-    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+    return isinstance(exc, RuntimeError) and any(m in str(exc).lower() for m in OOM_MESSAGES)
+
+
+def _oom_reason(exc: BaseException) -> str:
+    est = getattr(exc, "estimate_bytes", None)
+    note = f" (estimated {est / 2**30:.3g} GiB)" if isinstance(est, (int, float)) else ""
+    return f"{type(exc).__name__}: {exc}"[:480] + note
 
 
 def _inject(case: Case, label: str) -> None:
@@ -243,7 +255,7 @@ def run_case(case: Case, inp: Inputs | BaseException, cfg: SweepConfig, timer: P
             row["backend"] = op.backend_used(case.device, case.dtype)
         if isinstance(inp, BaseException):
             if is_oom(inp):
-                oom_reason = f"building inputs: {inp}"
+                oom_reason = f"building inputs: {_oom_reason(inp)}"
             else:
                 row.update(status="unsupported", reason=f"{INPUT_UNAVAILABLE}{inp}")
         elif reasons:
@@ -257,7 +269,9 @@ def run_case(case: Case, inp: Inputs | BaseException, cfg: SweepConfig, timer: P
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
             raise
         if is_oom(exc):
-            oom_reason = f"{type(exc).__name__}: {exc}"[:500]
+            oom_reason = _oom_reason(exc)
+            if isinstance(getattr(exc, "estimate_bytes", None), (int, float)):
+                row.setdefault("mem_estimate_bytes", float(exc.estimate_bytes))
         else:
             row.update(status="error", reason=f"{type(exc).__name__}: {exc}"[:500])
     if oom_reason is not None:  # outside the except block: the traceback no longer pins tensors
@@ -283,12 +297,21 @@ def run_sweep(cfg: SweepConfig, cases: list[Case], out_dir: str | Path, *, prese
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     log_path = out / store.LOG_NAME
-    done = {r.get("case_id") for r in store.read_rows(log_path) if finished(r)}
+    known = frozenset(c.case_id for c in cases)
+
+    def logged() -> list[dict[str, Any]]:  # result rows only; foreign lines are counted once
+        return store.dedupe(rowcheck.split(store.read_rows(log_path), known)[0])
+
+    good, skipped = rowcheck.split(store.read_rows(log_path), known)
+    if skipped:
+        warnings.warn(rowcheck.describe(log_path, skipped), stacklevel=2)
+    info_skipped = sum(skipped.values())
+    done = {r.get("case_id") for r in good if finished(r)}
     pending = [c for c in cases if c.case_id not in done]
     info: dict[str, Any] = {"total": len(cases), "already_done": len(cases) - len(pending),
-                            "measured": 0, "not_run": 0, "stopped": None}
+                            "measured": 0, "not_run": 0, "stopped": None, "skipped_lines": info_skipped}
     if not pending:
-        rows = store.dedupe(store.read_rows(log_path))
+        rows = logged()
         store.write_table(store.to_frame(rows), out)
         return rows, info
     device = pending[0].device
@@ -314,7 +337,7 @@ def run_sweep(cfg: SweepConfig, cases: list[Case], out_dir: str | Path, *, prese
             store.append_row(log_path, row)
             info["measured"] += 1
             if time.monotonic() - last_table > 5.0:
-                store.write_table(store.to_frame(store.dedupe(store.read_rows(log_path))), out)
+                store.write_table(store.to_frame(logged()), out)
                 last_table = time.monotonic()
     except KeyboardInterrupt:
         info["stopped"] = "interrupted (Ctrl-C); re-run with the same --out to resume"
@@ -323,6 +346,6 @@ def run_sweep(cfg: SweepConfig, cases: list[Case], out_dir: str | Path, *, prese
     finally:
         bar.close()
         cache_val = None
-        rows = store.dedupe(store.read_rows(log_path))
+        rows = logged()
         store.write_table(store.to_frame(rows), out)
     return rows, info

@@ -14,6 +14,9 @@ GROUP = ["m", "d", "dtype", "batch", "heads", "family", "setting"]
 
 
 def _ok(df: pd.DataFrame) -> pd.DataFrame:
+    if "status" not in df.columns or "forward_ms_median" not in df.columns:  # no ok row ever
+        extra = [c for c in ("status", "forward_ms_median") if c not in df.columns]
+        return df.iloc[0:0].reindex(columns=list(df.columns) + extra)
     return df[(df["status"] == "ok") & df["forward_ms_median"].notna()]
 
 
