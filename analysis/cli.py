@@ -21,7 +21,7 @@ import pandas as pd
 
 from . import embeddings as E
 from .fit import fit_profile, write_profile
-from .loaders import FORMATS, Interactions, load
+from .loaders import FORMATS, Interactions, check_encoding, check_name, load
 from .packaged import DEFAULT_DATA, resolve
 from .spectra import user_table
 from .summaries import headline, scree, summarise
@@ -37,6 +37,18 @@ def _routes(value: str) -> list[str]:
     return routes
 
 
+def _checked(fn: Any) -> Any:
+    """An argparse type from a checker that raises ValueError (its message shown as is)."""
+
+    def parse(value: str) -> Any:
+        try:
+            return fn(value)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return parse
+
+
 def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--data",
@@ -45,7 +57,16 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--format", choices=FORMATS, default=None, help="override format autodetection")
     p.add_argument(
-        "--name", default=None, help="dataset name in the outputs (default: from the path)"
+        "--name",
+        default=None,
+        type=_checked(check_name),
+        help="dataset name in the outputs (default: from the path; no '/' or '..')",
+    )
+    p.add_argument(
+        "--encoding",
+        default=None,
+        type=_checked(check_encoding),
+        help="text encoding of the log (default utf-8; MovieLens .dat: latin-1)",
     )
     p.add_argument(
         "--skip-malformed",
@@ -88,6 +109,7 @@ def load_data(args: argparse.Namespace) -> Interactions:
         args.user_col,
         args.item_col,
         args.time_col,
+        args.encoding,
     )
     return data
 
@@ -174,11 +196,12 @@ def _write_users(users: pd.DataFrame, out: Path) -> str:
 
 
 def cmd_spectrum(args: argparse.Namespace) -> int:
+    from bench.outdir import writable_dir
+
     t_all = time.perf_counter()
+    out = writable_dir(args.out)  # before any work: a file or read-only --out fails here
     data = load_data(args)
     print_data(data)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     embs = _embeddings(data, args)
     lengths = data.lengths()
     tables, screes, timings, profiles = [], [], {}, {}
@@ -271,18 +294,22 @@ def _run_kl(
 
 
 def cmd_kl(args: argparse.Namespace) -> int:
+    from bench.outdir import writable_dir
+
     args.kl = True
+    out = writable_dir(args.out)
     data = load_data(args)
     print_data(data)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     _run_kl(data, _embeddings(data, args), args, out)
     return 0
 
 
 def cmd_decide(args: argparse.Namespace) -> int:
+    from bench.outdir import writable_dir
+
     from .decide import decide, read_bench, write_decisions
 
+    writable_dir(args.out)
     src = Path(args.spectra)
     kl_path = src / "kl_by_rank.csv" if src.is_dir() else src
     if not kl_path.exists():

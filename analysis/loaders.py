@@ -13,6 +13,11 @@ Formats (``--format``; autodetected from the path when omitted):
 - ``recbole``: RecBole atomic ``.inter`` file, tab-separated, typed header.
 - ``table``: generic CSV or parquet with user, item and optional timestamp columns.
 
+Text is decoded strictly (``encoding``, default UTF-8; ``--encoding`` at the command line): a
+byte that is not valid in it is an error naming the file, never a replaced character. A
+truncated or non-gzip ``.gz``, or a parquet file arrow cannot read, is a one-line ValueError
+naming the file.
+
 Rows that cannot be parsed raise :class:`MalformedInputError` naming file and line, unless
 ``skip_malformed=True``: then they are skipped and counted by reason in
 ``Interactions.skipped`` (never silently dropped). Empty files raise ``ValueError``.
@@ -20,10 +25,13 @@ Rows that cannot be parsed raise :class:`MalformedInputError` naming file and li
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import io
+import zlib
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -110,10 +118,51 @@ class Interactions:
 # ----------------------------------------------------------------------------- helpers
 
 
+def check_name(name: str) -> str:
+    """A dataset name is used in file names (the embedding cache, output tables): no path
+    separators, no ``..``, nothing empty, so ``--name ../../x`` cannot write outside a folder."""
+    bad = (not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name
+           or ".." in name or name != name.strip())
+    if bad:
+        raise ValueError(f"dataset name {name!r} is not allowed: use letters, digits, '-', '_' "
+                         "or '.', without '/', '\\' or '..'")
+    return name
+
+
+def check_encoding(encoding: str) -> str:
+    """``encoding`` if Python knows it, else ValueError (``--encoding`` is a user value)."""
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise ValueError(f"unknown encoding {encoding!r} (e.g. utf-8, latin-1, utf-16)") from None
+    return encoding
+
+
 def _open_text(path: Path, encoding: str = "utf-8") -> io.TextIOBase:
+    """Strict decoding: a byte that is not valid ``encoding`` is an error, never replaced
+    (``errors="replace"`` once made ``café`` and ``cafí`` the same item of a latin-1 file)."""
+    check_encoding(encoding)
     if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding=encoding, errors="replace")
-    return open(path, encoding=encoding, errors="replace")
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding=encoding, errors="strict")
+    return open(path, encoding=encoding, errors="strict")
+
+
+@contextmanager
+def _readable(path: Path, encoding: str, line: Callable[[], int] = lambda: 0) -> Iterator[None]:
+    """Turn decoding and gzip failures into one-line ValueErrors naming the file."""
+    try:
+        yield
+    except UnicodeDecodeError as exc:
+        at = f", near line {line()}" if line() else ""
+        raise ValueError(
+            f"{path}{at}: not valid {encoding} text ({exc.reason}); "
+            "pass --encoding (for example latin-1 or utf-16) if the file uses another encoding"
+        ) from None
+    except EOFError:
+        raise ValueError(f"{path}: the gzip file is truncated (cut short while compressing "
+                         "or copying?)") from None
+    except (gzip.BadGzipFile, zlib.error) as exc:
+        raise ValueError(f"{path}: not a valid gzip file ({exc})") from None
 
 
 def _lines(path: Path, encoding: str = "utf-8") -> Iterator[tuple[int, str]]:
@@ -121,7 +170,9 @@ def _lines(path: Path, encoding: str = "utf-8") -> Iterator[tuple[int, str]]:
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
     any_line = False
-    with _open_text(path, encoding) as fh:
+    i = 0
+    with _readable(path, encoding, lambda: i + 1), _open_text(path, encoding) as fh:
+        # text is decoded in blocks, so a bad byte is reported near (not exactly at) its line
         for i, raw in enumerate(fh, start=1):
             any_line = True
             yield i, raw.strip()
@@ -194,13 +245,14 @@ def load_seq(
     held_out_path: str | Path | None = None,
     skip_malformed: bool = False,
     name: str | None = None,
+    encoding: str = "utf-8",
 ) -> Interactions:
     """One line per user of item ids (user = line number); optional held-out file, one item per line."""
     path = Path(path)
     sk = _Skipper(path, skip_malformed)
     users: list[str] = []
     items: list[str] = []
-    for ln, line in _lines(path):
+    for ln, line in _lines(path, encoding):
         toks = line.split()
         if not toks:
             sk.note("empty line (user without items)")
@@ -223,17 +275,17 @@ def load_seq(
         sk.counts,
     )
     if held_out_path is not None:
-        _attach_held_out(data, Path(held_out_path), skip_malformed)
+        _attach_held_out(data, Path(held_out_path), skip_malformed, encoding)
     return data
 
 
-def _attach_held_out(data: Interactions, path: Path, skip_malformed: bool) -> None:
+def _attach_held_out(data: Interactions, path: Path, skip_malformed: bool, encoding: str = "utf-8") -> None:
     """Held-out item per user (line i <-> user i, matched by user id = line number)."""
     sk = _Skipper(path, skip_malformed)
     index = {raw: i for i, raw in enumerate(data.items)}
     extra: list[str] = []
     by_user: dict[str, str] = {}
-    for ln, line in _lines(path):
+    for ln, line in _lines(path, encoding):
         toks = line.split()
         if len(toks) != 1 or not _is_int_token(toks[0]):
             sk.bad(ln, "held-out line must hold exactly one integer item id", line)
@@ -262,7 +314,7 @@ def _attach_held_out(data: Interactions, path: Path, skip_malformed: bool) -> No
 
 
 def load_kgat(
-    paths: list[Path], skip_malformed: bool = False, name: str | None = None
+    paths: list[Path], skip_malformed: bool = False, name: str | None = None, encoding: str = "utf-8"
 ) -> Interactions:
     """``user item item ...`` per line; several files (train, test) are concatenated per user."""
     users: list[str] = []
@@ -270,7 +322,7 @@ def load_kgat(
     counts: Counter = Counter()
     for path in paths:
         sk = _Skipper(path, skip_malformed)
-        for ln, line in _lines(path):
+        for ln, line in _lines(path, encoding):
             toks = line.split()
             if not toks:
                 sk.note("empty line")
@@ -299,14 +351,14 @@ def load_kgat(
 
 
 def load_pairs(
-    path: str | Path, skip_malformed: bool = False, name: str | None = None
+    path: str | Path, skip_malformed: bool = False, name: str | None = None, encoding: str = "utf-8"
 ) -> Interactions:
     """``user item`` per line; file order is taken as time order."""
     path = Path(path)
     sk = _Skipper(path, skip_malformed)
     users: list[str] = []
     items: list[str] = []
-    for ln, line in _lines(path):
+    for ln, line in _lines(path, encoding):
         toks = line.replace(",", " ").split()
         if not toks:
             sk.note("empty line")
@@ -330,7 +382,7 @@ def load_pairs(
 
 
 def load_ml_dat(
-    path: str | Path, skip_malformed: bool = False, name: str | None = None
+    path: str | Path, skip_malformed: bool = False, name: str | None = None, encoding: str = "latin-1"
 ) -> Interactions:
     """MovieLens ``user::item::rating::timestamp`` (plain or .gz), sorted by timestamp per user."""
     path = Path(path)
@@ -338,7 +390,7 @@ def load_ml_dat(
     users: list[str] = []
     items: list[str] = []
     times: list[float] = []
-    for ln, line in _lines(path, encoding="latin-1"):
+    for ln, line in _lines(path, encoding):  # MovieLens .dat files are latin-1
         if not line:
             sk.note("empty line")
             continue
@@ -368,10 +420,11 @@ def load_ml_dat(
 
 
 def _delimited(
-    path: Path, sep: str, user_col: str, item_col: str, time_col: str | None, sk: _Skipper
+    path: Path, sep: str, user_col: str, item_col: str, time_col: str | None, sk: _Skipper,
+    encoding: str = "utf-8",
 ) -> tuple[list[str], list[str], np.ndarray | None]:
     """Parse a delimited file with a header line, reporting bad rows by line number."""
-    it = _lines(path)
+    it = _lines(path, encoding)
     try:
         _, header = next(it)
     except StopIteration:  # pragma: no cover - _lines raises first
@@ -415,12 +468,12 @@ def _delimited(
 
 
 def load_ml_csv(
-    path: str | Path, skip_malformed: bool = False, name: str | None = None
+    path: str | Path, skip_malformed: bool = False, name: str | None = None, encoding: str = "utf-8"
 ) -> Interactions:
     """MovieLens ``ratings.csv`` (``userId,movieId,rating,timestamp``)."""
     path = Path(path)
     sk = _Skipper(path, skip_malformed)
-    users, items, times = _delimited(path, ",", "userId", "movieId", "timestamp", sk)
+    users, items, times = _delimited(path, ",", "userId", "movieId", "timestamp", sk, encoding)
     return _build(
         name or path.parent.name,
         str(path),
@@ -435,12 +488,12 @@ def load_ml_csv(
 
 
 def load_recbole(
-    path: str | Path, skip_malformed: bool = False, name: str | None = None
+    path: str | Path, skip_malformed: bool = False, name: str | None = None, encoding: str = "utf-8"
 ) -> Interactions:
     """RecBole atomic ``.inter`` (tab-separated, header ``user_id:token item_id:token ...``)."""
     path = Path(path)
     sk = _Skipper(path, skip_malformed)
-    with _open_text(path) as fh:
+    with _readable(path, encoding, lambda: 1), _open_text(path, encoding) as fh:
         header = fh.readline().strip()
     if not header:
         raise ValueError(f"{path}: file is empty (no interactions)")
@@ -452,7 +505,7 @@ def load_recbole(
         raise MalformedInputError(
             path, 1, f"header needs user_id:token and item_id:token (got {cols})", header
         )
-    users, items, times = _delimited(path, "\t", ucol, icol, tcol, sk)
+    users, items, times = _delimited(path, "\t", ucol, icol, tcol, sk, encoding)
     note = (
         "time-ordered: sorted by timestamp (ties in file order)"
         if tcol
@@ -492,6 +545,7 @@ def load_table(
     time_col: str | None = None,
     skip_malformed: bool = False,
     name: str | None = None,
+    encoding: str = "utf-8",
 ) -> Interactions:
     """Generic CSV/TSV/parquet with user, item and optional timestamp columns."""
     path = Path(path)
@@ -501,11 +555,17 @@ def load_table(
         raise ValueError(f"{path}: file is empty (no interactions)")
     is_parquet = path.suffix == ".parquet"
     if is_parquet:
-        df = pd.read_parquet(path)
+        try:
+            df = pd.read_parquet(path)
+        except Exception as exc:  # noqa: BLE001 - arrow raises many types for a bad file
+            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise ValueError(f"{path}: not a readable parquet file ({type(exc).__name__}: {msg})") from None
     else:
         sep = "\t" if path.suffix in (".tsv", ".tab") else ","
         try:
-            df = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=True, on_bad_lines="error")
+            with _readable(path, check_encoding(encoding)):
+                df = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=True, on_bad_lines="error",
+                                 encoding=encoding, encoding_errors="strict")
         except pd.errors.EmptyDataError:
             raise ValueError(f"{path}: file is empty (no interactions)") from None
         except pd.errors.ParserError as exc:
@@ -568,7 +628,7 @@ def _parser_line(msg: str) -> int:
 # ----------------------------------------------------------------------------- autodetect
 
 
-def detect_format(path: str | Path) -> str:
+def detect_format(path: str | Path, encoding: str = "utf-8") -> str:
     """Guess the format of a file or folder (see module docstring)."""
     p = Path(path)
     if p.is_dir():
@@ -585,7 +645,7 @@ def detect_format(path: str | Path) -> str:
                 return fmt
         txt = sorted(p.glob("*.txt"))
         if len(txt) == 1:
-            return detect_format(txt[0])
+            return detect_format(txt[0], encoding)
         pq = sorted(p.glob("*.parquet")) + sorted(p.glob("*.csv"))
         if len(pq) == 1:
             return "table"
@@ -607,7 +667,7 @@ def detect_format(path: str | Path) -> str:
     if not p.exists():
         raise FileNotFoundError(f"{p}: no such file or folder")
     counts = []
-    with _open_text(p) as fh:
+    with _readable(p, encoding), _open_text(p, encoding) as fh:
         for _, line in zip(range(200), fh, strict=False):
             if line.strip():
                 counts.append(len(line.replace(",", " ").split()))
@@ -626,10 +686,16 @@ def load(
     user_col: str | None = None,
     item_col: str | None = None,
     time_col: str | None = None,
+    encoding: str | None = None,
 ) -> Interactions:
-    """Load a file or folder in any supported format (autodetected unless ``fmt`` is given)."""
+    """Load a file or folder in any supported format (autodetected unless ``fmt`` is given).
+
+    ``encoding``: of text files (default UTF-8; MovieLens ``.dat``: latin-1); decoding is strict."""
     p = Path(path)
-    fmt = fmt or detect_format(p)
+    enc = check_encoding(encoding or "utf-8")
+    if name is not None:
+        check_name(name)
+    fmt = fmt or detect_format(p, enc)
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; choose one of {FORMATS}")
     dname = name or (
@@ -639,14 +705,14 @@ def load(
         if p.is_dir():
             held = p / "test" / "output.txt"
             return load_seq(
-                p / "train" / "input.txt", held if held.exists() else None, skip_malformed, dname
+                p / "train" / "input.txt", held if held.exists() else None, skip_malformed, dname, enc
             )
-        return load_seq(p, None, skip_malformed, dname)
+        return load_seq(p, None, skip_malformed, dname, enc)
     if fmt == "kgat":
         files = [f for f in (p / "train.txt", p / "test.txt") if f.exists()] if p.is_dir() else [p]
         if not files:
             raise ValueError(f"{p}: no train.txt/test.txt for format kgat")
-        return load_kgat(files, skip_malformed, dname)
+        return load_kgat(files, skip_malformed, dname, enc)
 
     def one(pattern: str) -> Path:
         if not p.is_dir():
@@ -657,17 +723,17 @@ def load(
         return found[0]
 
     if fmt == "pairs":
-        return load_pairs(one("*.txt"), skip_malformed, dname)
+        return load_pairs(one("*.txt"), skip_malformed, dname, enc)
     if fmt == "ml-dat":
-        return load_ml_dat(one("ratings.dat*"), skip_malformed, dname)
+        return load_ml_dat(one("ratings.dat*"), skip_malformed, dname, encoding or "latin-1")
     if fmt == "ml-csv":
-        return load_ml_csv(one("ratings.csv"), skip_malformed, dname)
+        return load_ml_csv(one("ratings.csv"), skip_malformed, dname, enc)
     if fmt == "recbole":
-        return load_recbole(one("*.inter"), skip_malformed, dname)
+        return load_recbole(one("*.inter"), skip_malformed, dname, enc)
     target = p
     if p.is_dir():
         found = sorted(p.glob("*.parquet")) + sorted(p.glob("*.csv"))
         if not found:
             raise ValueError(f"{p}: no .parquet/.csv for format table")
         target = found[0]
-    return load_table(target, user_col, item_col, time_col, skip_malformed, dname)
+    return load_table(target, user_col, item_col, time_col, skip_malformed, dname, enc)

@@ -59,10 +59,9 @@ def _device(cfg_device: str | None, arg: str | None) -> str:
 
 def cmd_run(a: argparse.Namespace) -> int:
     from .cascade import run_cascade
+    from .preflight import check_cases, check_methods, no_ok_lines
     from .runner import run_sweep
     from .summary import crossover, summary_table
-
-    from .preflight import check_cases, check_methods, no_ok_lines
 
     cfg = load_config(a.preset, a.config)
     threads = a.threads or cfg.threads
@@ -135,10 +134,9 @@ def cmd_presets(_: argparse.Namespace) -> int:
 
 
 def cmd_crossover(a: argparse.Namespace) -> int:
+    from .preflight import crossover_table
     from .store import read_table
     from .summary import crossover
-
-    from .preflight import crossover_table
 
     table = crossover_table(a.table, read_table)
     with pd.option_context("display.width", 160, "display.max_rows", 400):

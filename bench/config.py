@@ -32,8 +32,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
 from . import validate as V
+from .errors import ConfigError
 
 try:  # Python >= 3.11
     import tomllib

@@ -167,4 +167,4 @@ def read_table(path: str | Path) -> pd.DataFrame:
     try:
         return pd.read_csv(p)
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise ResultsFileError(f"{p}: not a readable results table ({exc})") from None
+        raise ResultsFileError(f"{p}: not a readable results table ({str(exc).strip()})") from None
