@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -9,6 +10,7 @@ import matplotlib.pyplot as plt
 from . import html, pdf
 from .figures.common import png_bytes, setup_style
 from .load import ResultSet, load
+from .outdir import writable_dir
 from .sections import Section, build_sections
 
 # README figures: (file name, preferred figure keys in order)
@@ -48,8 +50,10 @@ def build(results: list[Path], out: Path, title: str = "Efficient attention for 
           make_pdf: bool = True) -> dict[str, Path | list[Path]]:
     """Build OUT/index.html (+ OUT/report.pdf, README PNGs). Raises ReportInputError on bad inputs."""
     setup_style()
+    writable_dir(out)  # before any work: a file, /dev/null or a read-only --out fails here
     rs = load(results)
-    out.mkdir(parents=True, exist_ok=True)
+    for w in rs.warnings:  # also in the report (the first section)
+        print(f"warning: {w}", file=sys.stderr)
     sections = build_sections(rs)
     subtitle = _subtitle(rs)
     try:

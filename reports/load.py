@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .sanity import bad_times, read_csv_whole_lines
+
 BENCH_FILES = ("results.csv", "results.parquet")
 CASCADE_FILES = ("cascade.csv", "cascade.parquet")
 TARGETS_FILE = "targets.csv"  # written by `python -m bench targets DIR`
@@ -108,10 +110,10 @@ class ResultSet:
         return self.bench[self.bench["status"] == "ok"]
 
 
-def _read_table(path: Path) -> pd.DataFrame:
+def _read_table(path: Path, warnings: list[str] | None = None) -> pd.DataFrame:
     if path.suffix == ".parquet":
         return pd.read_parquet(path)
-    return pd.read_csv(path, low_memory=False)
+    return read_csv_whole_lines(path, warnings if warnings is not None else [])
 
 
 def _first_existing(d: Path, names: tuple[str, ...]) -> Path | None:
@@ -328,11 +330,13 @@ def load(paths: list[Path]) -> ResultSet:
                 f = _first_existing(src.path, BENCH_FILES)
                 if f is not None:
                     try:
-                        df = _read_table(f)
+                        df = _read_table(f, warnings)
                     except Exception as exc:  # noqa: BLE001
-                        raise ReportInputError(f"cannot read {f}: {exc}") from exc
+                        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                        raise ReportInputError(f"cannot read {f}: {msg}") from None
                     if not df.empty:
                         df = normalise_bench(df, device).assign(source_dir=str(src.path))
+                        df = bad_times(df, f, warnings)
                         benches.append(df)
                         usable += 1
                     else:

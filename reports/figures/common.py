@@ -41,7 +41,9 @@ class Fig:
 
 def setup_style() -> None:
     sns.set_theme(style="whitegrid", context="paper", font_scale=1.05)
-    plt.rcParams.update({"figure.dpi": 100, "svg.fonttype": "none", "axes.titlesize": 10})
+    # data labels are text, not TeX: a label such as "perf$x^{$" must not reach mathtext
+    plt.rcParams.update({"figure.dpi": 100, "svg.fonttype": "none", "axes.titlesize": 10,
+                         "text.parse_math": False})
 
 
 def method_color(method: str) -> str:
