@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from bench.cli import main
-from bench.config import load_config, parse_config
+from bench.config import load_config, parse_config, tomllib
 from bench.errors import ConfigError
 from conftest import tiny_sweep
 
@@ -64,8 +64,6 @@ def test_bad_sections(tmp_path, doc, key):
     ('device = "tpu"', "device"), ('name = 3', "name"), ("grid = [1]", "grid"),
 ])
 def test_bad_top_level_values(top, key):
-    import tomllib
-
     raw = tomllib.loads(top + ("" if "grid" in top else "\n[[grid]]\nn = [64]\n"))
     with pytest.raises(ConfigError, match=key):
         parse_config(raw, source="t.toml")
