@@ -118,9 +118,10 @@ def cmd_run(a: argparse.Namespace) -> int:
 
 
 def cmd_import(a: argparse.Namespace) -> int:
+    from .outdir import writable_dir
     from .pbjson import import_json
 
-    path = import_json(a.file, a.out)
+    path = import_json(a.file, writable_dir(a.out))
     print(f"wrote {path}")
     return 0
 
