@@ -132,6 +132,13 @@ def print_data(data: Interactions) -> None:
         print(f"  {d['held_out_note']}")
 
 
+def _check_cache(args: argparse.Namespace) -> None:
+    from bench.outdir import writable_dir
+
+    if str(args.cache).lower() != "none":
+        writable_dir(args.cache, "--cache")
+
+
 def _embeddings(data: Interactions, args: argparse.Namespace) -> dict[str, E.RouteEmbeddings]:
     cache = None if str(args.cache).lower() == "none" else Path(args.cache)
     out = {}
@@ -200,6 +207,7 @@ def cmd_spectrum(args: argparse.Namespace) -> int:
 
     t_all = time.perf_counter()
     out = writable_dir(args.out)  # before any work: a file or read-only --out fails here
+    _check_cache(args)
     data = load_data(args)
     print_data(data)
     embs = _embeddings(data, args)
@@ -298,6 +306,7 @@ def cmd_kl(args: argparse.Namespace) -> int:
 
     args.kl = True
     out = writable_dir(args.out)
+    _check_cache(args)
     data = load_data(args)
     print_data(data)
     _run_kl(data, _embeddings(data, args), args, out)
@@ -500,6 +509,6 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     try:
         return int(args.func(args))
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, OSError) as exc:  # OSError: unreadable input (permissions, a folder)
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -59,13 +59,22 @@ class RunLock:
         self.held = False
 
     def _try_create(self) -> bool:
+        text = json.dumps(self.info) + "\n"
         tmp = self.path.with_name(f"{LOCK_NAME}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(self.info) + "\n", encoding="utf-8")
+        tmp.write_text(text, encoding="utf-8")
         try:
             os.link(tmp, self.path)
             return True
         except FileExistsError:
             return False
+        except OSError:  # a file system without hard links: exclusive create, then write
+            try:
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                return False
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(text)
+            return True
         finally:
             tmp.unlink(missing_ok=True)
 

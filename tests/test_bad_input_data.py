@@ -61,10 +61,12 @@ def test_dataset_names_cannot_escape_a_folder(tmp_path, capsys, name):
     assert not any(tmp_path.parent.glob("escaped*"))
 
 
-def test_analysis_out_is_checked_before_loading(tmp_path, capsys):
+@pytest.mark.parametrize("flag", ["--out", "--cache"])
+def test_analysis_output_folders_are_checked_before_loading(tmp_path, capsys, flag):
     (tmp_path / "f").write_text("x")
-    rc = analysis_main(["spectrum", "--data", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "f")])
-    assert rc == 2 and "--out" in capsys.readouterr().err
+    paths = {"--out": str(tmp_path / "o"), "--cache": str(tmp_path / "c"), flag: str(tmp_path / "f")}
+    rc = analysis_main(["spectrum", "--data", str(tmp_path / "missing.txt"), *[x for kv in paths.items() for x in kv]])
+    assert rc == 2 and f"{flag} " in capsys.readouterr().err
 
 
 def _bench_dir(tmp_path):

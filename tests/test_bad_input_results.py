@@ -141,6 +141,19 @@ def test_unusable_output_folder_fails_before_any_work(tmp_path, capsys, kind):
     assert err.startswith("error: --out") and "\n" not in err
 
 
+def test_read_only_folder_fails_before_the_first_case_even_as_root(tmp_path, capsys, monkeypatch):
+    import bench.outdir
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(bench.outdir.tempfile, "mkstemp", refuse)  # what a read-only folder does
+    cfg = tiny_sweep(tmp_path, methods=["dense"], n=(32,))
+    assert _run(cfg, tmp_path / "ro") == 2
+    assert "not writable (Permission denied)" in capsys.readouterr().err
+    assert not (tmp_path / "ro" / store.LOG_NAME).exists()  # was: first case measured, then OSError
+
+
 @pytest.mark.parametrize(("what", "words"), [
     ("missing", "no such file or folder"), ("empty_dir", "no results.csv"), ("other", "not a bench results table"),
 ])
