@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bench.validate import Rule, arg_type, nonneg_int, positive_float, positive_int
+
 from . import embeddings as E
 from .fit import fit_profile, write_profile
 from .loaders import FORMATS, Interactions, check_encoding, check_name, load
@@ -82,18 +84,18 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
         default=["ppmi", "random"],
         help="comma list of ppmi,sasrec,random",
     )
-    p.add_argument("--dim", type=int, default=64)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--window", type=int, default=5, help="PPMI co-occurrence window")
+    p.add_argument("--dim", type=positive_int, default=64)
+    p.add_argument("--seed", type=nonneg_int, default=0)
+    p.add_argument("--window", type=positive_int, default=5, help="PPMI co-occurrence window")
     p.add_argument(
         "--cache", default=str(E.DEFAULT_CACHE), help="embedding cache folder ('none' disables)"
     )
-    p.add_argument("--sasrec-epochs", type=int, default=None)
-    p.add_argument("--sasrec-seconds", type=float, default=None, help="training time bound")
+    p.add_argument("--sasrec-epochs", type=positive_int, default=None)
+    p.add_argument("--sasrec-seconds", type=positive_float, default=None, help="training time bound")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument(
         "--threads",
-        type=int,
+        type=positive_int,
         default=None,
         help="torch CPU threads (1 is robust on a busy machine)",
     )
@@ -458,12 +460,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--kl", action="store_true", help="also measure KL of svd_exact by rank (closing the loop)"
     )
-    sp.add_argument("--kl-users", type=int, default=300)
+    sp.add_argument("--kl-users", type=positive_int, default=300)
     sp.set_defaults(func=cmd_spectrum)
     kp = sub.add_parser("kl", help="closing the loop only: kl_by_rank.csv")
     _add_data_args(kp)
     kp.add_argument("--out", required=True)
-    kp.add_argument("--kl-users", type=int, default=300)
+    kp.add_argument("--kl-users", type=positive_int, default=300)
     kp.set_defaults(func=cmd_kl)
     dp = sub.add_parser("decide", help="decision table from kl_by_rank.csv (+ a bench table)")
     dp.add_argument(
@@ -474,7 +476,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dp.add_argument("--out", required=True)
     dp.add_argument("--budgets", default="1e-2,1e-3")
-    dp.add_argument("--quantile", type=float, default=0.9)
+    dp.add_argument("--quantile", type=arg_type(Rule("float", 0, 1)), default=0.9)
     dp.add_argument(
         "--m", default=None, help="comma list of M (default: every M in the bench table)"
     )
@@ -490,13 +492,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     al.add_argument("--out", default="results/spectra")
     al.add_argument("--embedding", type=_routes, default=["ppmi", "sasrec", "random"])
-    al.add_argument("--dim", type=int, default=64)
+    al.add_argument("--dim", type=positive_int, default=64)
     al.add_argument("--cache", default=str(E.DEFAULT_CACHE))
-    al.add_argument("--kl-users", type=int, default=300)
-    al.add_argument("--sasrec-seconds", type=float, default=None)
+    al.add_argument("--kl-users", type=positive_int, default=300)
+    al.add_argument("--sasrec-seconds", type=positive_float, default=None)
     al.add_argument("--bench", default=None)
     al.add_argument("--quiet", action="store_true")
-    al.add_argument("--threads", type=int, default=None)
+    al.add_argument("--threads", type=positive_int, default=None)
     al.set_defaults(func=cmd_all)
     return ap
 

@@ -12,7 +12,7 @@ import torch
 
 from .config import expand, load_config, resolve_methods
 from .errors import ConfigError, OutputError, ResultsFileError
-from .validate import positive_int
+from .validate import nonneg_float, positive_int
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -25,7 +25,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--methods", nargs="+", default=None, help="only these methods")
     r.add_argument("--device", default=None, help="cpu | cuda | cuda:1 (default: the preset's, "
                    "else cuda when present)")
-    r.add_argument("--time-budget", type=float, default=None, metavar="MINUTES",
+    r.add_argument("--time-budget", type=nonneg_float, default=None, metavar="MINUTES",
                    help="stop cleanly after this many minutes (the rest resumes on a re-run)")
     r.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (>= 1)")
     r.add_argument("--no-cascade", action="store_true", help="skip the cascade view")

@@ -309,8 +309,9 @@ def parse_config(raw: dict[str, Any], *, source: str = "config") -> SweepConfig:
                 craw[k] = V.check_list(f"{cwhere}.{k}", craw[k], rule)
         if "dtype" in craw:
             V.check(f"{cwhere}.dtype", craw["dtype"], V.Rule("str", choices=DTYPES))
+        if "family" in craw:  # a bare kind ("powerlaw") becomes its table here, not after the sweep
+            craw["family"] = _family(cwhere, craw["family"])
         cascade = _build(CascadeCfg, cwhere, craw)
-        _family(cwhere, cascade.family)
     methods = raw.get("methods")
     V.check_section(source, {k: raw[k] for k in V.TOP_RULES if k in raw}, V.TOP_RULES, sep=": ")
     V.check_timing(f"{source} [timing]", raw.get("timing"))

@@ -28,6 +28,7 @@ class Rule:
     lo: float | None = None
     hi: float | None = None
     hi_open: bool = False
+    lo_open: bool = False
     choices: tuple[str, ...] | None = None
 
     def describe(self) -> str:
@@ -36,6 +37,8 @@ class Rule:
         if self.choices:
             return "one of " + ", ".join(repr(c) for c in self.choices)
         what = {"int": "an integer", "float": "a finite number", "str": "a string"}[self.kind]
+        if self.lo is not None and self.lo_open and self.hi is None:
+            return f"{what} > {_fmt(self.lo)}"
         if self.lo is not None and self.hi == INT64_MAX:
             return f"{what} >= {_fmt(self.lo)} (and below 2**63)"
         if self.lo is not None and self.hi is not None:
@@ -56,7 +59,7 @@ POS_INT = Rule("int", 1, INT64_MAX)
 NONNEG_INT = Rule("int", 0, INT64_MAX)
 SEED = Rule("int", 0, INT64_MAX)
 NONNEG_FLOAT = Rule("float", 0)
-POS_FLOAT = Rule("float", 1e-300)
+POS_FLOAT = Rule("float", 0, lo_open=True)
 FRACTION = Rule("float", 0, 1)
 BOOL = Rule("bool")
 STR = Rule("str")
@@ -76,7 +79,7 @@ def check(where: str, value: Any, rule: Rule) -> Any:
     elif rule.kind == "str":
         ok = isinstance(value, str) and (rule.choices is None or value in rule.choices)
     if ok and rule.kind in ("int", "float"):
-        if rule.lo is not None and value < rule.lo:
+        if rule.lo is not None and (value <= rule.lo if rule.lo_open else value < rule.lo):
             ok = False
         if rule.hi is not None and (value >= rule.hi if rule.hi_open else value > rule.hi):
             ok = False
@@ -193,14 +196,25 @@ def check_device(where: str, value: Any) -> str:
     return value
 
 
-def positive_int(text: str) -> int:
-    """argparse ``type=`` for counts such as --threads: an integer >= 1."""
+def arg_type(rule: Rule) -> Any:
+    """An argparse ``type=`` that parses a flag's text and checks it against ``rule`` (so
+    ``--threads -3`` or ``--time-budget nan`` is a usage error, exit status 2)."""
     import argparse
 
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer (expected an integer >= 1)") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not allowed (expected an integer >= 1)")
-    return value
+    def parse(text: str) -> Any:
+        try:
+            value = int(text) if rule.kind == "int" else float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not allowed (expected {rule.describe()})") from None
+        try:
+            return check("value", value, rule)
+        except ConfigError:
+            raise argparse.ArgumentTypeError(f"{text} is not allowed (expected {rule.describe()})") from None
+
+    return parse
+
+
+positive_int = arg_type(Rule("int", 1, INT64_MAX))
+nonneg_int = arg_type(SEED)
+nonneg_float = arg_type(NONNEG_FLOAT)
+positive_float = arg_type(POS_FLOAT)

@@ -136,3 +136,26 @@ def test_unknown_solver_fails_before_the_sweep(tmp_path, capsys):
     assert _run(tmp_path, config=cfg) == 2
     assert "nope" in capsys.readouterr().err
     assert not (tmp_path / "run" / "rows.jsonl").exists()
+
+
+@pytest.mark.parametrize("value", ["nan", "-1", "x"])
+def test_time_budget_is_a_finite_non_negative_number(tmp_path, capsys, value):
+    with pytest.raises(SystemExit) as ex:
+        _run(tmp_path, "--time-budget", value)
+    assert ex.value.code == 2 and "--time-budget" in capsys.readouterr().err
+
+
+def test_cascade_family_given_by_kind_is_a_table():
+    cfg = parse_config({"grid": [{"n": [64]}], "cascade": {"family": "powerlaw"}})
+    assert cfg.cascade.family == {"kind": "powerlaw"}  # was a bare string, failing after the sweep
+
+
+@pytest.mark.parametrize("flags", [["--threads", "-3"], ["--dim", "0"], ["--window", "0"],
+                                   ["--kl-users", "0"], ["--seed", "-1"], ["--seed", str(2**70)],
+                                   ["--sasrec-seconds", "nan"]])
+def test_analysis_numeric_flags_are_checked(tmp_path, capsys, flags):
+    from analysis.cli import main as analysis_main
+
+    with pytest.raises(SystemExit) as ex:
+        analysis_main(["spectrum", "--data", str(tmp_path / "x.txt"), "--out", str(tmp_path / "o"), *flags])
+    assert ex.value.code == 2 and flags[0] in capsys.readouterr().err
