@@ -141,10 +141,16 @@ def check_encoding(encoding: str) -> str:
 def _open_text(path: Path, encoding: str = "utf-8") -> io.TextIOBase:
     """Strict decoding: a byte that is not valid ``encoding`` is an error, never replaced
     (``errors="replace"`` once made ``café`` and ``cafí`` the same item of a latin-1 file)."""
-    check_encoding(encoding)
+    encoding = _sig(check_encoding(encoding))
     if path.suffix == ".gz":
         return io.TextIOWrapper(gzip.open(path, "rb"), encoding=encoding, errors="strict")
     return open(path, encoding=encoding, errors="strict")
+
+
+def _sig(encoding: str) -> str:
+    """UTF-8 is read as ``utf-8-sig``: the same text, minus a byte-order mark at the start
+    (spreadsheet exports write one; it would otherwise stick to the first id or column name)."""
+    return "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding
 
 
 @contextmanager
@@ -565,7 +571,7 @@ def load_table(
         try:
             with _readable(path, check_encoding(encoding)):
                 df = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=True, on_bad_lines="error",
-                                 encoding=encoding, encoding_errors="strict")
+                                 encoding=_sig(encoding), encoding_errors="strict")
         except pd.errors.EmptyDataError:
             raise ValueError(f"{path}: file is empty (no interactions)") from None
         except pd.errors.ParserError as exc:

@@ -113,3 +113,12 @@ def test_report_out_is_checked_first(tmp_path, capsys, out):
     out = out.replace("FILE", str(tmp_path / "FILE"))
     assert reports_main(["build", "--results", str(tmp_path), "--out", out, "--no-pdf"]) == 2
     assert "not a folder" in capsys.readouterr().err
+
+
+def test_utf8_byte_order_mark_is_not_part_of_the_first_id_or_column(tmp_path):
+    f = tmp_path / "log.csv"
+    f.write_bytes(b"\xef\xbb\xbfuser,item\nu1,a\nu2,b\n")  # as spreadsheet exports write it
+    assert load(f).n_users == 2
+    g = tmp_path / "pairs.txt"
+    g.write_bytes(b"\xef\xbb\xbf1 2\n1 3\n")
+    assert load(g).users.tolist() == ["1"]
