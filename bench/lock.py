@@ -88,15 +88,16 @@ class RunLock:
                 self.log(f"note: {self.path} is unreadable (a crash while it was written?); "
                          "taking it over")
             elif info.get("host") == self.info["host"] and isinstance(info.get("pid"), int) \
-                    and not _alive(info["pid"]):
-                self.log(f"note: taking over a stale lock on {self.path.parent} "
-                         f"({_holder(info)}; that process is gone)")
+                    and (not _alive(info["pid"]) or info["pid"] == os.getpid()):
+                gone = "that process is gone" if info["pid"] != os.getpid() else "left by this process"
+                self.log(f"note: taking over a stale lock on {self.path.parent} ({_holder(info)}; {gone})")
             else:
                 same_host = info.get("host") == self.info["host"]
                 raise OutputError(
                     f"{self.path.parent} is in use by another bench run ({_holder(info)}); wait for "
-                    "it, or use another --out"
-                    + ("" if same_host else f". If that run is dead, delete {self.path}")
+                    "it, or use another --out. If "
+                    + ("that pid is not a bench run" if same_host else "that run is dead")
+                    + f", delete {self.path}"
                 )
             self.path.unlink(missing_ok=True)
         raise OutputError(f"{self.path}: could not take the lock (another run keeps taking it)")
