@@ -47,14 +47,16 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _device(cfg_device: str | None, arg: str | None) -> str:
-    if arg:
-        from .validate import check_device
+    from .validate import check_device
 
+    if arg:
         return check_device("--device", arg)
-    if cfg_device == "cuda" and not torch.cuda.is_available():
+    if cfg_device is not None and cfg_device.startswith("cuda") and not torch.cuda.is_available():
         print("note: the preset targets CUDA but none is available; running on CPU", file=sys.stderr)
         return "cpu"
-    return cfg_device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if cfg_device:
+        return check_device("device", cfg_device)  # e.g. cuda:3 on a one-GPU machine
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def cmd_run(a: argparse.Namespace) -> int:
