@@ -57,13 +57,15 @@ def test_cpu_out_of_memory_is_an_oom_row(tmp_path, monkeypatch, exc):
 
 
 def test_memory_error_with_an_estimate_records_it(tmp_path, monkeypatch):
-    class TooBig(MemoryError):  # the shape of attention_impls.errors.InsufficientMemoryError
-        estimate_bytes = 160e9
+    from attention_impls.errors import InsufficientMemoryError
+
+    def hook(case):
+        raise InsufficientMemoryError("dense.implied_weights", 160 * 10**9, 8 * 10**9, "cpu")
 
     cfg = load_config(path=tiny_sweep(tmp_path, methods=["dense"], n=(32,)))
-    monkeypatch.setattr(runner, "FAULT_HOOK", lambda case: (_ for _ in ()).throw(TooBig("needs 160 GB")))
+    monkeypatch.setattr(runner, "FAULT_HOOK", hook)
     rows, _ = runner.run_sweep(cfg, expand(cfg, ["dense"], "cpu"), tmp_path / "run", progress=False)
-    assert rows[0]["status"] == "oom" and "149 GiB" in rows[0]["reason"]
+    assert rows[0]["status"] == "oom" and "estimated 149 GiB" in rows[0]["reason"]
     assert rows[0]["mem_estimate_bytes"] == 160e9
 
 
