@@ -1,4 +1,4 @@
-"""Command line: ``python -m bench run|import-json|presets|crossover|targets``."""
+"""Command line: ``python -m bench run|merge|import-json|presets|crossover|targets``."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from .cluster import add_run_args
 from .config import expand, load_config, resolve_methods
 from .errors import ConfigError, OutputError, ResultsFileError
 from .validate import nonneg_float, positive_int
@@ -31,6 +32,10 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--no-cascade", action="store_true", help="skip the cascade view")
     r.add_argument("--no-progress", action="store_true")
     r.add_argument("--dry-run", action="store_true", help="list the cases and exit")
+    add_run_args(r)
+    g = sub.add_parser("merge", help="join shard run directories into one (one row per case id)")
+    g.add_argument("dirs", nargs="+", metavar="DIR")
+    g.add_argument("--out", required=True)
     j = sub.add_parser("import-json", help="pytest-benchmark JSON -> tidy table")
     j.add_argument("file")
     j.add_argument("--out", required=True)
@@ -72,9 +77,18 @@ def cmd_run(a: argparse.Namespace) -> int:
     source = a.config or f"preset {a.preset or cfg.name}"
     check_methods(cfg, a.methods, source)
     methods, _ = resolve_methods(cfg, a.methods)
-    device = _device(cfg.device, a.device)
+    if a.cluster:
+        from .cluster import cluster_device
+
+        device = cluster_device(cfg.device, a.device, a.address)
+    else:
+        device = _device(cfg.device, a.device)
     cases = expand(cfg, methods, device)
     check_cases(cfg, cases, methods, source)
+    if a.shard:
+        from .shard import parse_shard, shard_cases
+
+        cases = shard_cases(cases, parse_shard(a.shard))
     if a.dry_run:
         for c in cases:
             print(c.case_id, c.test_id)
@@ -84,9 +98,19 @@ def cmd_run(a: argparse.Namespace) -> int:
     from .outdir import writable_dir
 
     t0 = time.monotonic()
+    kw = {"preset": a.preset or cfg.name, "time_budget_min": a.time_budget,
+          "progress": not a.no_progress}
+    # the cascade view runs in this process: skipped on a cluster run, once (shard 0) when sharded
+    if a.cluster or (a.shard and not a.shard.startswith("0/")):
+        a.no_cascade = True
     with RunLock(writable_dir(a.out)):
-        rows, info = run_sweep(cfg, cases, a.out, preset=a.preset or cfg.name,
-                               time_budget_min=a.time_budget, progress=not a.no_progress)
+        if a.cluster:
+            from .cluster import run_sweep_ray
+
+            rows, info = run_sweep_ray(cfg, cases, a.out, address=a.address, workers=a.workers,
+                                       cpus_per_worker=a.cpus_per_worker, threads=a.threads, **kw)
+        else:
+            rows, info = run_sweep(cfg, cases, a.out, **kw)
         if not a.no_cascade and cfg.cascade is not None and info["stopped"] is None:
             run_cascade(cfg, methods, device, a.out, progress=not a.no_progress)
     elapsed = time.monotonic() - t0
@@ -113,9 +137,21 @@ def cmd_run(a: argparse.Namespace) -> int:
     counts = mine["status"].value_counts().to_dict() if len(mine) else {}
     print(f"\n{info['measured']} measured, {info['already_done']} resumed, {info['not_run']} not run; "
           f"status {counts}; {elapsed:.1f} s; table: {Path(a.out) / 'results.csv'}")
+    if info.get("worker_deaths"):
+        print(f"{info['worker_deaths']} worker(s) died; {len(info['lost'])} case(s) without a row "
+              "(re-run with the same --out to measure them)")
     if info["stopped"]:
         print(f"stopped: {info['stopped']}")
         return 130 if "interrupted" in info["stopped"] else 0
+    return 0
+
+
+def cmd_merge(a: argparse.Namespace) -> int:
+    from .shard import merge_runs
+
+    n = merge_runs(a.dirs, a.out)
+    print(f"merged {n['sources']} logs: {n['rows_read']} rows read, {n['rows_written']} written "
+          f"(one per case id) to {Path(a.out) / 'rows.jsonl'} and results.csv")
     return 0
 
 
@@ -160,7 +196,7 @@ def cmd_targets(a: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     a = _parser().parse_args(argv)
-    handlers = {"run": cmd_run, "import-json": cmd_import, "presets": cmd_presets,
+    handlers = {"run": cmd_run, "merge": cmd_merge, "import-json": cmd_import, "presets": cmd_presets,
                 "crossover": cmd_crossover, "targets": cmd_targets}
     try:
         return handlers[a.cmd](a)
