@@ -1,4 +1,4 @@
-"""Command line: ``python -m analysis spectrum|kl|decide``.
+"""Command line: ``python -m analysis spectrum|kl|decide|synthlog``.
 
 Examples::
 
@@ -22,11 +22,13 @@ import pandas as pd
 from bench.validate import Rule, arg_type, nonneg_int, positive_float, positive_int
 
 from . import embeddings as E
+from .cluster import add_spectrum_args
 from .fit import fit_profile, write_profile
 from .loaders import FORMATS, Interactions, check_encoding, check_name, load
 from .packaged import DEFAULT_DATA, resolve
 from .spectra import user_table
 from .summaries import headline, scree, summarise
+from .synthlog import add_synthlog_parser
 
 CSV_LIMIT_MB = 5.0
 
@@ -207,6 +209,10 @@ def _write_users(users: pd.DataFrame, out: Path) -> str:
 def cmd_spectrum(args: argparse.Namespace) -> int:
     from bench.outdir import writable_dir
 
+    if args.cluster:  # bucketed by user, one task per bucket (analysis/cluster.py)
+        from .cluster import cmd_spectrum_cluster
+
+        return cmd_spectrum_cluster(args)
     t_all = time.perf_counter()
     out = writable_dir(args.out)  # before any work: a file or read-only --out fails here
     _check_cache(args)
@@ -461,7 +467,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--kl", action="store_true", help="also measure KL of svd_exact by rank (closing the loop)"
     )
     sp.add_argument("--kl-users", type=positive_int, default=300)
+    add_spectrum_args(sp)
     sp.set_defaults(func=cmd_spectrum)
+    add_synthlog_parser(sub)
     kp = sub.add_parser("kl", help="closing the loop only: kl_by_rank.csv")
     _add_data_args(kp)
     kp.add_argument("--out", required=True)
