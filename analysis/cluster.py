@@ -22,10 +22,14 @@ effective and stable ranks as sums (exact means) plus 1/``FLOAT_BINS_PER_UNIT``-
 (quantiles to within that width). Per-bucket results are kept (``DIR/hist/``), so a re-run
 skips finished buckets.
 
-Sizing B: a task holds its bucket's rows (about ``BYTES_PER_ROW`` bytes each, measured in the
-scale benchmark) plus the gathered rows of the table (bucket items x dim x 4 bytes) plus the
-Gram batches (bounded, ~0.3 GB at d = 64). Choose B >= total rows x BYTES_PER_ROW / (memory per
-task / 2), and B >= 4 x the cluster's task slots so that stragglers even out.
+Sizing B: a bucket task's peak memory is about 0.8 GB fixed (the process with torch, and the
+Gram batches, capped at 2^24 elements) plus ``BYTES_PER_ROW`` (~200) bytes per bucket row
+(measured at d = 64 on the development VM: peak RSS 0.49 GB at 76k rows, 0.80 GB at 0.72M, 1.23
+GB at 2.8M). So choose B >= total rows x 200 / (memory per task - 0.8 GB), and B >= 4 x the
+cluster's task slots so that uneven buckets even out; e.g. 11.2 billion rows with 4 GB per task
+-> B >= 700, and 320 slots -> B = 1280. Pass ``--memory-per-task-gb`` so that Ray never places
+more tasks on a node than its memory holds. The phase-one buffer (``buffer_rows``, 4M rows by
+default, ~100 MB) bounds the bucketing tasks' memory independently of B.
 """
 
 from __future__ import annotations
