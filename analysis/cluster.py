@@ -491,6 +491,10 @@ def cmd_spectrum_cluster(args: Any) -> int:
     if not table.is_file():
         raise ValueError(f"embedding table {table} not found: pass --item-table FILE.npy "
                          "([items, dim] float array, row i = item id i)")
+    if args.cluster == "ray":
+        t = time.perf_counter()
+        connect(args.address)
+        print(f"ray: connected in {time.perf_counter() - t:.1f} s")
     t0 = time.perf_counter()
     if args.buckets_dir:
         buckets = existing_buckets(args.buckets_dir)

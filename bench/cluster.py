@@ -116,6 +116,7 @@ class _Slot:
     todo: deque = field(default_factory=deque)  # cases of the current group not yet sent
     running: tuple[Any, Case] | None = None  # (object ref, case)
     deaths: int = 0
+    retired: bool = False  # died too often: no more cases
 
 
 def _worker_count(ray: Any, device: str, cpus_per_worker: int, workers: int | None,
@@ -185,7 +186,7 @@ def run_sweep_ray(cfg: SweepConfig, cases: list[Case], out_dir: str | Path, *,
 
     def feed(slot: _Slot) -> None:
         """Send the slot's next case (taking a new group when its group is done)."""
-        if stopping:
+        if stopping or slot.retired:
             return
         if not slot.todo and groups:
             slot.todo = groups.popleft()
@@ -220,11 +221,18 @@ def run_sweep_ray(cfg: SweepConfig, cases: list[Case], out_dir: str | Path, *,
                                   "no row for that case, re-run with the same --out to measure it",
                                   stacklevel=1)
                     ray.kill(slot.actor, no_restart=True)
-                    if slot.deaths > MAX_DEATHS_PER_WORKER:
-                        raise RuntimeError(f"a worker slot died {slot.deaths} times; giving up "
-                                           "(the finished rows are kept; see the Ray logs)") from exc
-                    slot.actor = spawn()
                     bar.update(1)
+                    if slot.deaths > MAX_DEATHS_PER_WORKER:  # retire the slot, keep its cases
+                        slot.retired = True
+                        if slot.todo:
+                            groups.appendleft(slot.todo)
+                            slot.todo = deque()
+                        if all(s.retired for s in slots):
+                            stopping = True
+                            info["stopped"] = ("every worker died more than "
+                                               f"{MAX_DEATHS_PER_WORKER} times; see the Ray logs")
+                        continue
+                    slot.actor = spawn()
                     feed(slot)
                     continue
                 except RayTaskError as exc:  # run_case raised (a harness bug): still a row
@@ -237,6 +245,9 @@ def run_sweep_ray(cfg: SweepConfig, cases: list[Case], out_dir: str | Path, *,
                 bar.update(1)
                 if on_row is not None:
                     on_row(row, [s.actor for s in slots])
+                for s in slots:  # a retired slot's group may wait for an idle worker
+                    if s.running is None and s is not slot:
+                        feed(s)
                 feed(slot)
             if time.monotonic() - last_table > 5.0:
                 store.write_table(store.to_frame(store.dedupe(store.read_rows(log_path))), out)
@@ -247,7 +258,8 @@ def run_sweep_ray(cfg: SweepConfig, cases: list[Case], out_dir: str | Path, *,
     finally:
         bar.close()
         for s in slots:
-            ray.kill(s.actor, no_restart=True)
+            if not s.retired:
+                ray.kill(s.actor, no_restart=True)
         left = sum(len(s.todo) + (s.running is not None) for s in slots) + sum(map(len, groups))
         info["not_run"] = left + len(info["lost"])
         rows = store.dedupe(store.read_rows(log_path))
