@@ -147,9 +147,12 @@ def cmd_run(a: argparse.Namespace) -> int:
 
 
 def cmd_merge(a: argparse.Namespace) -> int:
+    from .lock import RunLock
+    from .outdir import writable_dir
     from .shard import merge_runs
 
-    n = merge_runs(a.dirs, a.out)
+    with RunLock(writable_dir(a.out)):
+        n = merge_runs(a.dirs, a.out)
     print(f"merged {n['sources']} logs: {n['rows_read']} rows read, {n['rows_written']} written "
           f"(one per case id) to {Path(a.out) / 'rows.jsonl'} and results.csv")
     return 0
