@@ -156,3 +156,30 @@ def test_user_table_on_a_gathered_table_is_the_same():
     a, _ = user_table(seqs, table, "x", "r", "x")
     b, _ = user_table(np.split(local, cuts), table[keep], "x", "r", "x")
     pd.testing.assert_frame_equal(a, b)
+
+
+def test_buckets_made_elsewhere_flat_files_with_other_column_names(tmp_path):
+    """Spark's repartition(B, user).write.parquet(DIR) layout: part files + _SUCCESS."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(1)
+    d = tmp_path / "spark"
+    d.mkdir()
+    (d / "_SUCCESS").touch()
+    rows = []
+    for part, users in enumerate(([0, 2, 4], [1, 3])):
+        uid = np.repeat(users, 20)
+        item = rng.integers(0, 30, size=len(uid))
+        pq.write_table(pa.table({"uid": uid, "iid": item}), d / f"part-{part:05d}.parquet")
+        rows.append(pd.DataFrame({"user": uid, "item": item}))
+    np.save(tmp_path / "t.npy", rng.standard_normal((30, 8)).astype(np.float32))
+    bl = acl.existing_buckets(d)
+    assert [b.name for b in bl] == ["part-00000.parquet", "part-00001.parquet"]
+    acl.run_spectra(bl, tmp_path / "t.npy", tmp_path / "s", cols=("uid", "iid", None))
+    got = pd.read_parquet(tmp_path / "s" / "users").sort_values(["user", "centred"])
+    uid, seqs, _ = acl.sequences_of(pd.concat(rows, ignore_index=True))
+    want, _ = user_table(seqs, np.load(tmp_path / "t.npy"), "log", "table", "x", users=uid)
+    want = want.sort_values(["user", "centred"])
+    np.testing.assert_array_equal(got["r90"].to_numpy(), want["r90"].to_numpy())
+    np.testing.assert_allclose(got["s1"].to_numpy(), want["s1"].to_numpy(), rtol=1e-10)
