@@ -50,7 +50,7 @@ for stage in "${STAGES[@]}"; do
       python3 -m bench.kernel_check --out "$OUT/kernels" ;;
     paper)
       echo "== paper preset -> $OUT/paper (resumes)"
-      python3 -m bench run --preset paper --out "$OUT/paper" --no-progress --time-budget 9
+      python3 -m bench run --preset paper --out "$OUT/paper" --no-progress --time-budget 9 --yes
       cp "$OUT/paper/results.csv" "$OUT/paper.csv"
       [ -f "$OUT/paper/results.parquet" ] && cp "$OUT/paper/results.parquet" "$OUT/paper.parquet" ;;
     targets)

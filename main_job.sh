@@ -9,7 +9,12 @@
 #   DATA=PATH|packaged:ml-100k   real log to analyse (default: MovieLens-100k shipped in the
 #                                recbole wheel; e.g. DATA=../shared/data/ml-1m)
 #   PRESET=quick|smoke|paper     benchmark preset (default quick; paper needs a CUDA GPU)
-#   THREADS=N                    torch CPU threads (default: torch's choice; 1 on a busy machine)
+#   THREADS=N                    torch/BLAS CPU threads per process (default: the quick
+#                                preset's 1 for the sweep; for the analysis, the cores idle at
+#                                its start, printed as "threads: ..."; bench/threads.py)
+#   FORMAT=NAME                  log format, when autodetection is not enough (docs/analysis.md)
+#   USER_COL=, ITEM_COL=, TIME_COL=   column names of your own CSV/TSV/parquet log
+#   YES=1                        start a sweep estimated above a few minutes without asking
 set -euo pipefail
 cd "$(dirname "$0")"
 OUT="${1:-out}"
@@ -18,13 +23,20 @@ PRESET="${PRESET:-quick}"
 THREAD_ARGS=()
 [ -n "${THREADS:-}" ] && THREAD_ARGS=(--threads "$THREADS")
 NAME="$(basename "${DATA#packaged:}")"
+DATA_ARGS=()
+[ -n "${FORMAT:-}" ] && DATA_ARGS+=(--format "$FORMAT")
+[ -n "${USER_COL:-}" ] && DATA_ARGS+=(--user-col "$USER_COL")
+[ -n "${ITEM_COL:-}" ] && DATA_ARGS+=(--item-col "$ITEM_COL")
+[ -n "${TIME_COL:-}" ] && DATA_ARGS+=(--time-col "$TIME_COL")
+YES_ARGS=()
+[ -n "${YES:-}" ] && YES_ARGS=(--yes)
 
 echo "== 1/4 benchmark sweep ($PRESET) -> $OUT/bench"
-python -m bench run --preset "$PRESET" --out "$OUT/bench" "${THREAD_ARGS[@]}"
+python -m bench run --preset "$PRESET" --out "$OUT/bench" "${THREAD_ARGS[@]}" "${YES_ARGS[@]}"
 
 echo "== 2/4 rank spectra of real behaviour embeddings ($DATA) -> $OUT/spectra/$NAME"
 python -m analysis spectrum --data "$DATA" --name "$NAME" --out "$OUT/spectra/$NAME" --kl \
-  --cache "$OUT/cache" "${THREAD_ARGS[@]}"
+  --cache "$OUT/cache" "${THREAD_ARGS[@]}" "${DATA_ARGS[@]}"
 
 echo "== 3/4 decision table -> $OUT/spectra/$NAME/decisions.{json,csv}"
 python -m analysis decide --spectra "$OUT/spectra/$NAME" --bench "$OUT/bench" --out "$OUT/spectra/$NAME"

@@ -1,4 +1,6 @@
-"""Command line: ``python -m analysis spectrum|kl|decide|synthlog``.
+"""Command line: ``python -m analysis spectrum|kl|decide|findings|all|synthlog``.
+
+Lists take either syntax: ``--embedding ppmi sasrec`` or ``--embedding ppmi,sasrec``.
 
 Examples::
 
@@ -19,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bench.cliargs import parse, split_list
 from bench.validate import Rule, arg_type, nonneg_int, positive_float, positive_int
 
 from . import embeddings as E
@@ -77,29 +80,30 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="skip and count malformed rows instead of failing",
     )
-    p.add_argument("--user-col", default=None)
-    p.add_argument("--item-col", default=None)
-    p.add_argument("--time-col", default=None)
+    p.add_argument("--user-col", default=None, help="user column of a CSV/TSV/parquet log")
+    p.add_argument("--item-col", default=None, help="item column of a CSV/TSV/parquet log")
+    p.add_argument("--time-col", default=None, help="timestamp column (orders each history)")
     p.add_argument(
         "--embedding",
         type=_routes,
+        nargs="+",
         default=["ppmi", "random"],
-        help="comma list of ppmi,sasrec,random",
+        help="embedding routes: ppmi sasrec random (space- or comma-separated)",
     )
-    p.add_argument("--dim", type=positive_int, default=64)
-    p.add_argument("--seed", type=nonneg_int, default=0)
+    p.add_argument("--dim", type=positive_int, default=64, help="embedding dimension d (default 64)")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="seed of embeddings and user sampling")
     p.add_argument("--window", type=positive_int, default=5, help="PPMI co-occurrence window")
     p.add_argument(
         "--cache", default=str(E.DEFAULT_CACHE), help="embedding cache folder ('none' disables)"
     )
-    p.add_argument("--sasrec-epochs", type=positive_int, default=None)
+    p.add_argument("--sasrec-epochs", type=positive_int, default=None, help="SASRec training epochs bound")
     p.add_argument("--sasrec-seconds", type=positive_float, default=None, help="training time bound")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument(
         "--threads",
         type=positive_int,
         default=None,
-        help="torch CPU threads (1 is robust on a busy machine)",
+        help="torch/BLAS CPU threads (default: the idle cores, see bench/threads.py)",
     )
 
 
@@ -339,8 +343,8 @@ def cmd_decide(args: argparse.Namespace) -> int:
     if args.route:
         kl = kl[kl["route"].isin(args.route)]
     bench = read_bench(args.bench) if args.bench else None
-    budgets = tuple(float(b) for b in args.budgets.split(","))
-    m_values = [int(m) for m in args.m.split(",")] if args.m else None
+    budgets = tuple(split_list(args.budgets, float))
+    m_values = split_list(args.m, int)
     table = decide(kl, bench, budgets, args.quantile, m_values)
     meta = {
         "kl_source": str(kl_path),
@@ -396,7 +400,7 @@ def cmd_all(args: argparse.Namespace) -> int:
     """spectrum --kl and decide for every dataset folder under --data-root."""
     root = Path(args.data_root)
     names = (
-        args.datasets.split(",")
+        split_list(args.datasets)
         if args.datasets
         else [d for d in SHARED_DATASETS if (root / d).exists()]
     )
@@ -462,18 +466,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="cmd", required=True)
     sp = sub.add_parser("spectrum", help="per-user rank spectra, summaries, scree, decay profile")
     _add_data_args(sp)
-    sp.add_argument("--out", required=True)
+    sp.add_argument("--out", required=True, help="output folder (summary.csv, scree.csv, ...)")
     sp.add_argument(
         "--kl", action="store_true", help="also measure KL of svd_exact by rank (closing the loop)"
     )
-    sp.add_argument("--kl-users", type=positive_int, default=300)
+    sp.add_argument("--kl-users", type=positive_int, default=300, help="users sampled for the KL step")
     add_spectrum_args(sp)
     sp.set_defaults(func=cmd_spectrum)
     add_synthlog_parser(sub)
     kp = sub.add_parser("kl", help="closing the loop only: kl_by_rank.csv")
     _add_data_args(kp)
-    kp.add_argument("--out", required=True)
-    kp.add_argument("--kl-users", type=positive_int, default=300)
+    kp.add_argument("--out", required=True, help="output folder (kl_by_rank.csv, rank_needed*.csv)")
+    kp.add_argument("--kl-users", type=positive_int, default=300, help="users sampled for the KL step")
     kp.set_defaults(func=cmd_kl)
     dp = sub.add_parser("decide", help="decision table from kl_by_rank.csv (+ a bench table)")
     dp.add_argument(
@@ -482,41 +486,51 @@ def build_parser() -> argparse.ArgumentParser:
     dp.add_argument(
         "--bench", default=None, help="bench results.csv or a folder of them (e.g. results/cpu)"
     )
-    dp.add_argument("--out", required=True)
-    dp.add_argument("--budgets", default="1e-2,1e-3")
-    dp.add_argument("--quantile", type=arg_type(Rule("float", 0, 1)), default=0.9)
+    dp.add_argument("--out", required=True, help="output folder (decisions.csv, decisions.json)")
+    dp.add_argument("--budgets", nargs="+", default=["1e-2", "1e-3"],
+                    help="KL budgets (default 1e-2 1e-3; space- or comma-separated)")
+    dp.add_argument("--quantile", type=arg_type(Rule("float", 0, 1)), default=0.9,
+                    help="share of users whose KL must meet the budget (default 0.9)")
     dp.add_argument(
-        "--m", default=None, help="comma list of M (default: every M in the bench table)"
+        "--m", nargs="+", default=None,
+        help="candidate counts M (default: every M in the bench table; space- or comma-separated)"
     )
-    dp.add_argument("--route", type=_routes, default=None, help="restrict to these routes")
+    dp.add_argument("--route", type=_routes, nargs="+", default=None,
+                    help="restrict to these routes (space- or comma-separated)")
     dp.set_defaults(func=cmd_decide)
     fp = sub.add_parser("findings", help="markdown table of headline numbers over result folders")
-    fp.add_argument("--spectra", default="results/spectra")
+    fp.add_argument("--spectra", default="results/spectra", help="folder of dataset result folders")
     fp.set_defaults(func=cmd_findings)
     al = sub.add_parser("all", help="spectrum --kl + decide for every dataset under --data-root")
-    al.add_argument("--data-root", default="../shared/data")
+    al.add_argument("--data-root", default="../shared/data", help="folder holding the dataset folders")
     al.add_argument(
-        "--datasets", default=None, help="comma list of folder names (default: all seven present)"
+        "--datasets", nargs="+", default=None,
+        help="folder names (default: all seven present; space- or comma-separated)"
     )
-    al.add_argument("--out", default="results/spectra")
-    al.add_argument("--embedding", type=_routes, default=["ppmi", "sasrec", "random"])
-    al.add_argument("--dim", type=positive_int, default=64)
-    al.add_argument("--cache", default=str(E.DEFAULT_CACHE))
-    al.add_argument("--kl-users", type=positive_int, default=300)
-    al.add_argument("--sasrec-seconds", type=positive_float, default=None)
-    al.add_argument("--bench", default=None)
-    al.add_argument("--quiet", action="store_true")
-    al.add_argument("--threads", type=positive_int, default=None)
+    al.add_argument("--out", default="results/spectra", help="output root (one folder per dataset)")
+    al.add_argument("--embedding", type=_routes, nargs="+", default=["ppmi", "sasrec", "random"],
+                    help="embedding routes (space- or comma-separated)")
+    al.add_argument("--dim", type=positive_int, default=64, help="embedding dimension d (default 64)")
+    al.add_argument("--cache", default=str(E.DEFAULT_CACHE), help="embedding cache folder ('none' disables)")
+    al.add_argument("--kl-users", type=positive_int, default=300, help="users sampled for the KL step")
+    al.add_argument("--sasrec-seconds", type=positive_float, default=None, help="SASRec training time bound")
+    al.add_argument("--bench", default=None, help="bench results for the decision tables")
+    al.add_argument("--quiet", action="store_true", help="no progress bars")
+    al.add_argument("--threads", type=positive_int, default=None,
+                    help="torch/BLAS CPU threads (default: the idle cores, see bench/threads.py)")
     al.set_defaults(func=cmd_all)
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if getattr(args, "threads", None):
-        import torch
+    args = parse(build_parser(), argv)
+    for name in ("embedding", "route"):  # --x a,b c: each value was validated as a comma list
+        if isinstance(getattr(args, name, None), list):
+            setattr(args, name, [r for v in getattr(args, name) for r in (v if isinstance(v, list) else [v])])
+    if hasattr(args, "threads"):  # the subcommands that compute (spectrum, kl, all)
+        from bench.threads import choose
 
-        torch.set_num_threads(args.threads)
+        print(choose(requested=args.threads).describe())
     try:
         return int(args.func(args))
     except (ValueError, OSError) as exc:  # OSError: unreadable input (permissions, a folder)

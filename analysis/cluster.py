@@ -474,7 +474,8 @@ def add_spectrum_args(sp: Any) -> None:
                    help=".npy [items, dim] embedding table, rows indexed by item id, on storage "
                         "every node sees (default DATA/item_embeddings.npy)")
     g.add_argument("--address", default=None, help="Ray address (default RAY_ADDRESS, else local)")
-    g.add_argument("--cpus-per-task", type=float, default=1.0)
+    g.add_argument("--cpus-per-task", type=float, default=1.0,
+                   help="CPUs Ray reserves per bucket task (default 1)")
     g.add_argument("--memory-per-task-gb", type=float, default=None,
                    help="Ray memory reservation per bucket task (limits concurrency per node)")
 

@@ -116,13 +116,17 @@ def write_synthetic_log(out: str | Path, users: int, mean_len: float = 100.0, it
 def add_synthlog_parser(sub: Any) -> None:
     p = sub.add_parser("synthlog", help="write a synthetic (user, item, ts) parquet log with "
                        "spectrum-matched item embeddings (the scale benchmark's input)")
-    p.add_argument("--out", required=True)
-    p.add_argument("--users", type=int, required=True)
-    p.add_argument("--mean-len", type=float, default=100.0)
-    p.add_argument("--items", type=int, default=100_000)
-    p.add_argument("--dim", type=int, default=64)
-    p.add_argument("--files", type=int, default=None, help="parquet files (default: 1 per 50k users)")
-    p.add_argument("--seed", type=int, default=0)
+    from bench.validate import nonneg_int, positive_float, positive_int
+
+    p.add_argument("--out", required=True, help="output folder (parquet files + items.npy)")
+    p.add_argument("--users", type=positive_int, required=True, help="number of users")
+    p.add_argument("--mean-len", type=positive_float, default=100.0,
+                   help="mean behaviours per user (log-normal, heavy tail; default 100)")
+    p.add_argument("--items", type=positive_int, default=100_000, help="catalogue size (default 100k)")
+    p.add_argument("--dim", type=positive_int, default=64, help="embedding dimension (default 64)")
+    p.add_argument("--files", type=positive_int, default=None,
+                   help="parquet files (default: 1 per 50k users)")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="random seed (default 0)")
     p.add_argument("--profile", default=None, help="a profile.json (default results/spectra/ml-1m)")
     p.set_defaults(func=_cmd)
 

@@ -1,4 +1,4 @@
-"""Command line: ``python -m bench run|merge|import-json|presets|crossover|targets``."""
+"""Command line: ``python -m bench run|merge|import-json|presets|crossover|targets|compare``."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import torch
 from .cluster import add_run_args
 from .config import expand, load_config, resolve_methods
 from .errors import ConfigError, OutputError, ResultsFileError
-from .validate import nonneg_float, positive_int
+from .validate import nonneg_float, positive_float, positive_int
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -23,23 +23,32 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--preset", default=None, help="smoke | quick | paper | full (default smoke)")
     r.add_argument("--config", default=None, help="a TOML sweep file (see docs/bench.md)")
     r.add_argument("--out", required=True, help="run directory (results.csv, rows.jsonl, ...)")
-    r.add_argument("--methods", nargs="+", default=None, help="only these methods")
+    r.add_argument("--methods", nargs="+", default=None, metavar="METHOD",
+                   help="only these methods (space- or comma-separated)")
     r.add_argument("--device", default=None, help="cpu | cuda | cuda:1 (default: the preset's, "
                    "else cuda when present)")
     r.add_argument("--time-budget", type=nonneg_float, default=None, metavar="MINUTES",
                    help="stop cleanly after this many minutes (the rest resumes on a re-run)")
-    r.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (>= 1)")
+    r.add_argument("--threads", type=positive_int, default=None,
+                   help="torch CPU threads per process, >= 1 (default: the preset's, else the idle "
+                   "cores; see bench/threads.py)")
     r.add_argument("--no-cascade", action="store_true", help="skip the cascade view")
-    r.add_argument("--no-progress", action="store_true")
-    r.add_argument("--dry-run", action="store_true", help="list the cases and exit")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.add_argument("--dry-run", action="store_true", help="list the cases (and the estimate) and exit")
+    r.add_argument("--yes", "-y", action="store_true",
+                   help="start a sweep estimated at more than a few minutes on this machine (or "
+                   "--preset paper on a CPU) without asking")
     add_run_args(r)
     g = sub.add_parser("merge", help="join shard run directories into one (one row per case id)")
-    g.add_argument("dirs", nargs="+", metavar="DIR")
-    g.add_argument("--out", required=True)
+    g.add_argument("dirs", nargs="+", metavar="DIR", help="the shard run directories")
+    g.add_argument("--out", required=True, help="the merged run directory")
     j = sub.add_parser("import-json", help="pytest-benchmark JSON -> tidy table")
-    j.add_argument("file")
-    j.add_argument("--out", required=True)
-    sub.add_parser("presets", help="list the presets")
+    j.add_argument("file", help="the JSON file written by pytest --benchmark-json")
+    j.add_argument("--out", required=True, help="run directory to write results.csv (+ parquet) into")
+    pr = sub.add_parser("presets", help="list the presets, or show one as TOML (a --config to edit)")
+    pr.add_argument("action", nargs="?", choices=["list", "show"], default="list",
+                    help="list (default) or show")
+    pr.add_argument("name", nargs="?", default=None, help="the preset to show (smoke, quick, paper, full)")
     c = sub.add_parser("crossover", help="crossover N per method and M from a results table")
     c.add_argument("table", help="results.csv or its run directory")
     t = sub.add_parser("targets", help="evaluate the GPU issue's targets on a results table "
@@ -48,6 +57,20 @@ def _parser() -> argparse.ArgumentParser:
                    "or the table file")
     t.add_argument("--out", default=None, metavar="FILE.md", help="also write the markdown table here")
     t.add_argument("--strict", action="store_true", help="exit 1 when a target fails")
+    k = sub.add_parser("compare", help="per-case ratios of two runs' medians with bootstrap "
+                       "intervals; exit 1 past --fail-above (a CI regression gate)")
+    k.add_argument("a", metavar="A", help="baseline run directory (or its results.csv)")
+    k.add_argument("b", metavar="B", help="run to compare against A")
+    k.add_argument("--phase", nargs="+", default=["forward"], metavar="PHASE",
+                   help="timed phases: prepare attend forward attend_graph (default forward)")
+    k.add_argument("--min-effect", type=nonneg_float, default=0.05, metavar="FRAC",
+                   help="ratios within 1 +- FRAC are 'same' even when the interval excludes 1 "
+                   "(default 0.05)")
+    k.add_argument("--fail-above", type=positive_float, default=None, metavar="RATIO",
+                   help="exit 1 when a case is 'slower' with median B / median A above RATIO")
+    k.add_argument("--csv", default=None, metavar="FILE", help="write the full table as CSV")
+    k.add_argument("--md", default=None, metavar="FILE", help="also write the markdown here")
+    k.add_argument("--resamples", type=positive_int, default=2000, help="bootstrap resamples (default 2000)")
     return p
 
 
@@ -71,9 +94,13 @@ def cmd_run(a: argparse.Namespace) -> int:
     from .summary import crossover, summary_table
 
     cfg = load_config(a.preset, a.config)
-    threads = a.threads or cfg.threads
-    if threads:
-        torch.set_num_threads(threads)
+    from .cliargs import split_list
+    from .estimate import confirm, estimate, refusal
+    from .threads import choose
+
+    plan = choose(requested=a.threads or cfg.threads)
+    print(plan.describe())
+    a.methods = split_list(a.methods)
     source = a.config or f"preset {a.preset or cfg.name}"
     check_methods(cfg, a.methods, source)
     methods, _ = resolve_methods(cfg, a.methods)
@@ -89,11 +116,19 @@ def cmd_run(a: argparse.Namespace) -> int:
         from .shard import parse_shard, shard_cases
 
         cases = shard_cases(cases, parse_shard(a.shard))
+    todo = _not_done(cases, a.out)
+    est = estimate(todo, cfg, plan.threads)
+    print(f"sweep: {est.describe()}" + (f" ({len(cases) - len(todo)} already done in {a.out})"
+                                         if len(todo) < len(cases) else ""))
     if a.dry_run:
         for c in cases:
             print(c.case_id, c.test_id)
         print(f"{len(cases)} cases")
         return 0
+    why = refusal(est, a.preset or cfg.name, device, a.yes, a.time_budget)
+    if why and not confirm(why):
+        print(f"error: {why}", file=sys.stderr)
+        return 2
     from .lock import RunLock
     from .outdir import writable_dir
 
@@ -158,6 +193,20 @@ def cmd_merge(a: argparse.Namespace) -> int:
     return 0
 
 
+def _not_done(cases: list, out: str) -> list:
+    """Cases without a row in OUT's log yet (the estimate counts only what a resume runs)."""
+    from .store import LOG_NAME, read_rows
+
+    log = Path(out) / LOG_NAME
+    if not log.is_file():
+        return cases
+    try:
+        done = {r.get("case_id") for r in read_rows(log, repair=False)}
+    except ResultsFileError:
+        return cases  # the run itself reports the broken log
+    return [c for c in cases if c.case_id not in done]
+
+
 def cmd_import(a: argparse.Namespace) -> int:
     from .outdir import writable_dir
     from .pbjson import import_json
@@ -167,9 +216,17 @@ def cmd_import(a: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_presets(_: argparse.Namespace) -> int:
+def cmd_presets(a: argparse.Namespace) -> int:
     from .presets import PRESETS
 
+    if a.action == "show":
+        from .toml_out import dumps
+
+        if a.name not in PRESETS:
+            raise ConfigError(f"presets show NAME: unknown preset {a.name!r}; allowed: {', '.join(PRESETS)}")
+        print(dumps(PRESETS[a.name], f"preset {a.name!r} as TOML: save, edit, and run with\n"
+                    f"python -m bench run --config FILE.toml --out DIR"), end="")
+        return 0
     for name, raw in PRESETS.items():
         print(f"{name:6s} {raw.get('description', '')}")
     return 0
@@ -197,10 +254,34 @@ def cmd_targets(a: argparse.Namespace) -> int:
     return 1 if a.strict and (t["status"] == FAIL).any() else 0
 
 
+def cmd_compare(a: argparse.Namespace) -> int:
+    from .cliargs import split_list
+    from .compare import CompareOptions, regressions, run_compare, to_markdown
+
+    phases = tuple(split_list(a.phase))
+    opts = CompareOptions(phases=phases, min_effect=a.min_effect, resamples=a.resamples)
+    t, la, lb = run_compare(a.a, a.b, opts)
+    md = to_markdown(t, la, lb, a.fail_above)
+    print(md, end="")
+    if a.md:
+        Path(a.md).write_text(md)
+    if a.csv:
+        t.to_csv(a.csv, index=False)
+        print(f"wrote {a.csv}")
+    if a.fail_above is not None:
+        bad = regressions(t, a.fail_above)
+        if len(bad):
+            print(f"FAIL: {len(bad)} case(s) slower than {a.fail_above:g}x the baseline", file=sys.stderr)
+            return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    a = _parser().parse_args(argv)
+    from .cliargs import parse
+
+    a = parse(_parser(), argv)
     handlers = {"run": cmd_run, "merge": cmd_merge, "import-json": cmd_import, "presets": cmd_presets,
-                "crossover": cmd_crossover, "targets": cmd_targets}
+                "crossover": cmd_crossover, "targets": cmd_targets, "compare": cmd_compare}
     try:
         return handlers[a.cmd](a)
     except (ConfigError, ResultsFileError, OutputError) as exc:

@@ -26,8 +26,10 @@ def rows_from_json(data: dict[str, Any], source: str = "json") -> list[dict[str,
         row["test_name"] = b.get("fullname") or b.get("name")
         if st:
             row.update(forward_ms_median=st.get("median", 0) * 1e3, forward_ms_iqr=st.get("iqr", 0) * 1e3,
-                       forward_ms_min=st.get("min", 0) * 1e3, forward_calls=st.get("rounds"),
+                       forward_ms_min=st.get("min", 0) * 1e3, forward_calls=(st.get("rounds") or 0) * (st.get("iterations") or 1),
                        timer=row.get("timer") or "pytest-benchmark")
+            row.setdefault("timing_samples_forward", st.get("rounds"))
+            row.setdefault("timing_inner_calls_forward", st.get("iterations") or 1)
             if row.get("flops") and st.get("median"):
                 row["flops_per_s"] = row["flops"] / st["median"]
                 if row.get("bytes"):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -47,20 +49,33 @@ def save_readme_figures(sections: list[Section], out: Path, dpi: int = 110) -> l
 
 
 def build(results: list[Path], out: Path, title: str = "Efficient attention for lifelong behaviour sequences",
-          make_pdf: bool = True) -> dict[str, Path | list[Path]]:
-    """Build OUT/index.html (+ OUT/report.pdf, README PNGs). Raises ReportInputError on bad inputs."""
+          make_pdf: bool = True, progress: Callable[[str], None] | None = None) -> dict[str, Path | list[Path]]:
+    """Build OUT/index.html (+ OUT/report.pdf, README PNGs). Raises ReportInputError on bad inputs.
+
+    ``progress`` (e.g. ``print``) gets a line per step with its time: the build takes minutes
+    on large result sets, most of it drawing figures."""
+    say = progress or (lambda _msg: None)
+    t0 = time.perf_counter()
     setup_style()
     writable_dir(out)  # before any work: a file, /dev/null or a read-only --out fails here
     rs = load(results)
     for w in rs.warnings:  # also in the report (the first section)
         print(f"warning: {w}", file=sys.stderr)
-    sections = build_sections(rs)
+    say(f"read {len(rs.bench)} bench rows, {len(rs.cascade)} cascade rows, {len(rs.spectra)} spectra "
+        f"datasets ({time.perf_counter() - t0:.1f} s)")
+    sections = build_sections(rs, progress=say)
     subtitle = _subtitle(rs)
     try:
+        t1 = time.perf_counter()
+        say(f"rendering {sum(len(s.figures) for s in sections)} figures into {out / 'index.html'} ...")
         written: dict[str, Path | list[Path]] = {"html": html.write(sections, out, title, subtitle)}
         written["png"] = save_readme_figures(sections, out)
+        say(f"wrote {written['html']} ({time.perf_counter() - t1:.1f} s)")
         if make_pdf:
+            t1 = time.perf_counter()
             written["pdf"] = pdf.write(sections, out, title, subtitle)
+            say(f"wrote {written['pdf']} ({time.perf_counter() - t1:.1f} s)")
+        say(f"report built in {time.perf_counter() - t0:.1f} s")
     finally:
         for s in sections:
             for f in s.figures:

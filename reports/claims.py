@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .derive import crossover_table, family_rank
+from .derive import crossover_table, family_rank, m_text
 from .load import ResultSet
 
 CONFIRMED, REFUTED, NOT_TESTABLE = "confirmed", "refuted", "not testable here"
@@ -92,7 +92,7 @@ def svd_faster(rs: ResultSet) -> Claim:
     faster = x[x["speedup_at_max_n_forward"] > 1]
     c.verdict = CONFIRMED if len(faster) else REFUTED
     c.evidence = (f"faster than dense at the largest N in {len(faster)} of {len(x)} (label, device, M, d) cases; "
-                  f"best {best['label']} on {best['device']} at M={best['m']:g}, d={best['d']:g}: "
+                  f"best {best['label']} on {best['device']} at {m_text(best['m'])}, d={best['d']:g}: "
                   f"{best['speedup_at_max_n_forward']:.2f}x at N={best['n_range'].split('-')[-1]} "
                   f"(crossover N {best['crossover_n_forward']})")
     return c

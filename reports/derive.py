@@ -103,6 +103,15 @@ def _crossover(ns: np.ndarray, mine: np.ndarray, ref: np.ndarray) -> str:
     return str(int(ns[idx]))
 
 
+def m_text(m) -> str:
+    """'M = 1024', or 'self (M = N)' for self-attention rows (crossover_table stores M = -1)."""
+    try:
+        m = float(m)
+    except (TypeError, ValueError):
+        return f"M = {m}"
+    return "self (M = N)" if m < 0 else f"M = {m:g}"
+
+
 def crossover_table(ok: pd.DataFrame, min_ns: int = 2) -> pd.DataFrame:
     """For each label x case (device, dtype, M, d, ...): the N where it overtakes dense.
 

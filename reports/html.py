@@ -6,6 +6,7 @@ import base64
 import html as html_mod
 from pathlib import Path
 
+import pandas as pd
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from .figures.common import png_bytes, tidy_log_axes
@@ -13,6 +14,7 @@ from .sections import Section, Table, anchor_titles, resolve_anchor
 from .tables import display_frame
 
 TEMPLATES = Path(__file__).parent / "templates"
+WRAP_ABOVE_CHARS = 16  # cells longer than this may wrap; shorter ones never do
 
 
 def _verdict_class(v: str) -> str:
@@ -34,10 +36,20 @@ def table_html(t: Table, titles: dict[str, str]) -> str:
         d["see"] = links
     if "verdict" in d.columns:
         d["verdict"] = [f'<span class="{_verdict_class(v)}">{v}</span>' for v in d["verdict"]]
+    # Short cells (numbers, "4 x 2", "matmul") never wrap; long ones (labels, notes) wrap, and
+    # variant labels may break after ",", so wide tables fit 1400 px without scrolling.
+    wrap_cols = [c for c in d.columns if c not in ("see", "verdict")
+                 and d[c].str.len().max() > WRAP_ABOVE_CHARS] if len(d) else []
+    for c in wrap_cols:
+        d[c] = d[c].str.replace(",", ",<wbr>", regex=False)
+    classes = pd.DataFrame("", index=d.index, columns=d.columns)
+    for c in wrap_cols + [c for c in ("see", "verdict") if c in d.columns]:
+        classes[c] = "wrap"
     # a stable id per table (pandas picks a random one), so rebuilding a report from the same
     # tables only changes its build time
     uid = "".join(ch if ch.isalnum() else "_" for ch in t.key)
-    sty = d.style.set_uuid(uid).hide(axis="index").set_table_attributes('class="data"')
+    sty = (d.style.set_uuid(uid).hide(axis="index").set_td_classes(classes)
+           .set_table_attributes('class="data"'))
     return sty.to_html()
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .runs import separate_runs
 from .sanity import bad_times, read_csv_whole_lines
 
 BENCH_FILES = ("results.csv", "results.parquet")
@@ -352,7 +353,7 @@ def load(paths: list[Path]) -> ResultSet:
                     try:
                         cdf = _read_table(c)
                         if not cdf.empty:
-                            cascades.append(normalise_cascade(cdf, device))
+                            cascades.append(normalise_cascade(cdf, device).assign(source_dir=str(src.path)))
                             usable += 1
                     except ReportInputError:
                         raise
@@ -380,5 +381,6 @@ def load(paths: list[Path]) -> ResultSet:
         pd.DataFrame({"method": [], "n": []}), "none"
     )
     cascade = pd.concat(cascades, ignore_index=True) if cascades else pd.DataFrame()
+    bench, cascade = separate_runs(bench, cascade)
     return ResultSet(bench=bench, cascade=cascade, spectra=spectra, sources=sources, warnings=warnings,
                      targets=pd.concat(targets, ignore_index=True) if targets else None)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -19,6 +22,7 @@ from .derive import (
 )
 from .figures import cascade as fig_cascade
 from .figures import fidelity, memory, roofline, spectra, timing
+from .figures import runs as fig_runs
 from .figures.common import Fig
 from .load import ResultSet
 
@@ -76,7 +80,9 @@ def _main_groups(ok: pd.DataFrame) -> list[tuple[str, str, str]]:
 
 
 def _slug(*parts) -> str:
-    return "-".join(str(p).replace("_", "-").replace(".", "") for p in parts)
+    """An HTML id fragment: run labels ("cpu @b60223f, 2 threads") become "cpu-b60223f-2-threads"."""
+    raw = "-".join(str(p).replace("_", "-").replace(".", "") for p in parts)
+    return re.sub(r"[^A-Za-z0-9:-]+", "-", raw).strip("-")
 
 
 # ---------------------------------------------------------------- 1
@@ -150,6 +156,10 @@ def timing_section(rs: ResultSet) -> Section:
             f = fn(ok, dev, dt, st, k + _slug(dev, dt, st))
             if f:
                 s.figures.append(f)
+    for kind, dt, st in fig_runs.overlay_groups(ok):
+        f = fig_runs.runs_overlay(ok, kind, dt, st, "fig-runs-" + _slug(kind, dt, st))
+        if f:
+            s.figures.append(f)
     if single:
         t = pd.concat(single)
         cols = ["device", "dtype", "setting", "method", "label", "n", "m", "d", "prepare_ms_median",
@@ -166,7 +176,7 @@ def timing_section(rs: ResultSet) -> Section:
                             "crossover_n_forward", "crossover_n_attend", "speedup_at_max_n_forward",
                             "speedup_at_max_n_attend"] if c in x.columns]
         x = x[keep].copy()
-        x["m"] = x["m"].map(lambda v: "N (self)" if isinstance(v, float) and v < 0 else v)
+        x["m"] = x["m"].map(lambda v: "self (M = N)" if isinstance(v, float) and v < 0 else v)
         x = x.rename(columns={"crossover_n_forward": "crossover N (forward)",
                                     "crossover_n_attend": "crossover N (attend)",
                                     "speedup_at_max_n_forward": "speedup @max N (fwd)",
@@ -176,8 +186,12 @@ def timing_section(rs: ResultSet) -> Section:
                               "The smallest N from which the method's median time stays below dense's at the "
                               "same device, dtype, M, d (and batch, heads); '<= N' means faster at every N "
                               "measured; 'none in range' means never faster. Forward = prepare + attend."))
-    else:
+    elif not (ok["method"] == "dense").any():
         s.missing.append("No dense rows to compare against, so no crossover N.")
+    else:
+        s.intro.append("No crossover N: every case was measured at a single N (per device, dtype, M "
+                       "and d), so there is no N range over which a method could overtake dense. "
+                       "Sweep more than one N to get one.")
     _status(s, rs)
     return s
 
@@ -263,12 +277,22 @@ def roofline_section(rs: ResultSet) -> Section:
                        "use the matmul and memory terms only (derived from flops, bytes and the peaks), and "
                        "their attend floor is not recorded (no per-phase bytes).")
     cases = roofline_case_table(ph)
+    over = 0
     for dev in sorted(cases["device"].unique()) if not cases.empty else []:
         t = cases[cases["device"] == dev].drop(columns="device")
+        frac = [c for c in t.columns if c.endswith("fraction")]
+        note = _over_one_note(t, frac)
+        if any(note):
+            t["check"] = note
+            over += sum(1 for x in note if x)
+        t = t.rename(columns={"B x H": "B\u00a0x\u00a0H"})  # one line in the header
         s.tables.append(Table("tbl-roofline-" + _slug(dev), f"Roofline bound at each method's largest case - {dev}", t,
                               "Largest N x M x B x H of each method's representative variant (the device's "
                               "most measured dtype and setting). floor ms = the time at the roofline floor; "
-                              "fraction = floor / measured."))
+                              f"fraction = floor / measured. {FRACTION_OVER_1}"))
+    if over:
+        s.intro.append(f"{over} case(s) have a roofline fraction above 1 (see the 'check' column): "
+                       f"{FRACTION_OVER_1}")
     if rs.targets is not None:
         keep = [c for c in ("target", "what", "value", "goal", "status", "device_name", "commit", "detail")
                 if c in rs.targets.columns]
@@ -282,8 +306,23 @@ def roofline_section(rs: ResultSet) -> Section:
     if pts["roofline_fraction"].notna().any():
         t = pts.groupby(["device", "method"])["roofline_fraction"].agg(["median", "max"]).reset_index()
         t = t.rename(columns={"median": "forward fraction (median)", "max": "forward fraction (max)"})
-        s.tables.append(Table("tbl-roofline", "Fraction of the forward roofline floor reached, all cases", t))
+        note = _over_one_note(t, ["forward fraction (max)"])
+        if any(note):
+            t["check"] = note
+        s.tables.append(Table("tbl-roofline", "Fraction of the forward roofline floor reached, all cases", t,
+                              FRACTION_OVER_1))
     return s
+
+
+FRACTION_OVER_1 = ("A fraction above 1 means a time below the modelled floor, which cannot happen: "
+                   "the cost model undercounts the work or the device ceiling was under-measured; such "
+                   "values are flagged in a 'check' column.")
+
+
+def _over_one_note(t: pd.DataFrame, cols: list[str]) -> list[str]:
+    """Per row: which of ``cols`` hold a fraction above 1 ("" when none)."""
+    vals = t[cols].apply(pd.to_numeric, errors="coerce")
+    return [", ".join(f"{c} > 1: suspect" for c in cols if row[c] > 1) for _, row in vals.iterrows()]
 
 
 # ---------------------------------------------------------------- 6
@@ -357,29 +396,49 @@ def spectra_section(rs: ResultSet) -> Section:
         s.tables.append(Table("tbl-ranks", "Median ranks per dataset and route (all users)", pd.concat(rows),
                               "Medians over users of every history length; ranks of short histories are "
                               "capped by N (see the figure for the N dependence)."))
-    profs = [{"dataset": ds.name, "profile.json": _short_json(ds.profile)} for ds in rs.spectra.values() if ds.profile]
+    profs = [_profile_row(ds.name, ds.profile) for ds in rs.spectra.values() if ds.profile]
     if profs:
         s.tables.append(Table("tbl-profile", "Fitted decay profiles (used by the spectrum_matched family)",
-                              pd.DataFrame(profs)))
+                              pd.DataFrame(profs),
+                              "s_i / s_1 fitted over each user's spectrum (exponential: exp(-beta i); "
+                              "powerlaw: i^-alpha) down to a noise floor, on users with N >= the fit's "
+                              "minimum; rmse on log s. The runner-up model is shown for comparison."))
     if not s.figures:
         s.missing.append("The spectra folders hold no scree.csv, users.csv or kl_by_rank.csv to plot.")
     return s
 
 
-def _short_json(obj, limit: int = 300) -> str:
-    import json
+def _fmt_params(params) -> str:
+    if not isinstance(params, dict):
+        return str(params)
+    return ", ".join(f"{k} = {v:.3g}" if isinstance(v, (int, float)) else f"{k} = {v}" for k, v in params.items())
 
-    def clean(o):
-        if isinstance(o, float):
-            return float(f"{o:.4g}")
-        if isinstance(o, dict):
-            return {k: clean(v) for k, v in o.items()}
-        if isinstance(o, list):
-            return [clean(v) for v in o[:8]]
-        return o
 
-    txt = json.dumps(clean(obj))
-    return txt if len(txt) <= limit else txt[: limit - 3] + "..."
+def _profile_row(name: str, prof) -> dict:
+    """profile.json as readable columns (not raw JSON)."""
+    if not isinstance(prof, dict):
+        return {"dataset": name, "model": str(prof)[:80]}
+
+    def num(key: str) -> str:
+        v = prof.get(key)
+        return f"{v:.3g}" if isinstance(v, (int, float)) else "-"
+
+    alts = [a for a in prof.get("alternatives") or []
+            if isinstance(a, dict) and a.get("model") != prof.get("model")]  # the list holds the winner too
+    alt = min(alts, key=lambda a: a.get("fit_rmse_log", float("inf"))) if alts else None
+    src = "/".join(str(prof[k]) for k in ("route", "matrix") if prof.get(k) is not None)
+    return {
+        "dataset": name,
+        "embedding": src + (" (centred)" if prof.get("centred") else "") or "-",
+        "model": f"{prof.get('model', '?')}: {_fmt_params(prof.get('params'))}",
+        "noise floor": num("noise_floor"),
+        "s1 / sqrt(N)": num("s1_per_sqrt_n"),
+        "fit users": f"{prof.get('fit_users', '-')} (N >= {prof.get('fit_min_n', '-')})",
+        "rmse (log)": num("fit_rmse_log"),
+        "runner-up": (f"{alt.get('model')}: {_fmt_params(alt.get('params'))}, rmse "
+                      f"{alt.get('fit_rmse_log', float('nan')):.3g}") if alt else "-",
+    }
+
 
 
 # ---------------------------------------------------------------- 8
@@ -408,9 +467,21 @@ def decisions_section(rs: ResultSet) -> Section:
     return s
 
 
-def build_sections(rs: ResultSet) -> list[Section]:
-    return [environment(rs), timing_section(rs), memory_section(rs), fidelity_section(rs),
-            roofline_section(rs), cascade_section(rs), spectra_section(rs), decisions_section(rs)]
+SECTION_BUILDERS = (environment, timing_section, memory_section, fidelity_section, roofline_section,
+                    cascade_section, spectra_section, decisions_section)
+
+
+def build_sections(rs: ResultSet, progress: Callable[[str], None] | None = None) -> list[Section]:
+    """Every section in order; ``progress`` gets one line per section (name, figures, seconds)."""
+    out = []
+    for i, make in enumerate(SECTION_BUILDERS, 1):
+        t0 = time.perf_counter()
+        sec = make(rs)
+        out.append(sec)
+        if progress:
+            progress(f"  section {i}/{len(SECTION_BUILDERS)} {sec.title}: {len(sec.figures)} figures, "
+                     f"{len(sec.tables)} tables ({time.perf_counter() - t0:.1f} s)")
+    return out
 
 
 def anchor_titles(sections: list[Section]) -> dict[str, str]:
