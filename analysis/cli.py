@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from bench.cliargs import parse, split_list
+from bench.logs import setup_cli_logging
 from bench.validate import Rule, arg_type, nonneg_int, positive_float, positive_int
 
 from . import embeddings as E
@@ -524,6 +525,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(build_parser(), argv)
+    setup_cli_logging()
     for name in ("embedding", "route"):  # --x a,b c: each value was validated as a comma list
         if isinstance(getattr(args, name, None), list):
             setattr(args, name, [r for v in getattr(args, name) for r in (v if isinstance(v, list) else [v])])

@@ -13,6 +13,7 @@ import torch
 from .cluster import add_run_args
 from .config import expand, load_config, resolve_methods
 from .errors import ConfigError, OutputError, ResultsFileError
+from .logs import setup_cli_logging
 from .validate import nonneg_float, positive_float, positive_int
 
 
@@ -280,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     from .cliargs import parse
 
     a = parse(_parser(), argv)
+    setup_cli_logging()
     handlers = {"run": cmd_run, "merge": cmd_merge, "import-json": cmd_import, "presets": cmd_presets,
                 "crossover": cmd_crossover, "targets": cmd_targets, "compare": cmd_compare}
     try:

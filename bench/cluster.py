@@ -20,6 +20,7 @@ that hint.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 import warnings
@@ -76,7 +77,7 @@ def cluster_device(cfg_device: str | None, arg: str | None, address: str | None)
     if wanted == "cuda":
         if arg:
             raise ConfigError("--device cuda but the Ray cluster reports no GPU")
-        print("note: the preset targets CUDA but the Ray cluster has no GPU; running on CPU")
+        logging.getLogger(__name__).warning("the preset targets CUDA but the Ray cluster has no GPU; running on CPU")
     return "cpu"
 
 

@@ -11,6 +11,7 @@ it is taken over with a message. A lock from another host cannot be checked and 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import sys
@@ -53,7 +54,7 @@ class RunLock:
 
     def __init__(self, out_dir: str | Path, log: Any = None) -> None:
         self.path = Path(out_dir) / LOCK_NAME
-        self.log = log or (lambda msg: print(msg, file=sys.stderr))
+        self.log = log or logging.getLogger(__name__).warning
         self.info = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
                      "argv": sys.argv[:8]}
         self.held = False
@@ -85,12 +86,12 @@ class RunLock:
                 return self
             info = _read(self.path)
             if info is None:
-                self.log(f"note: {self.path} is unreadable (a crash while it was written?); "
+                self.log(f"{self.path} is unreadable (a crash while it was written?); "
                          "taking it over")
             elif info.get("host") == self.info["host"] and isinstance(info.get("pid"), int) \
                     and (not _alive(info["pid"]) or info["pid"] == os.getpid()):
                 gone = "that process is gone" if info["pid"] != os.getpid() else "left by this process"
-                self.log(f"note: taking over a stale lock on {self.path.parent} ({_holder(info)}; {gone})")
+                self.log(f"taking over a stale lock on {self.path.parent} ({_holder(info)}; {gone})")
             else:
                 same_host = info.get("host") == self.info["host"]
                 raise OutputError(

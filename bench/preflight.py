@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-import sys
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -88,7 +88,7 @@ def crossover_table(path: str | Path, read: Callable[[str | Path], pd.DataFrame]
             num = pd.to_numeric(df[col], errors="coerce")
             bad = int((num.isna() & df[col].notna()).sum())
             if bad:
-                print(f"warning: {p}: {bad} value(s) of {col} are not numbers; those rows are left out",
-                      file=sys.stderr)
+                logging.getLogger(__name__).warning(
+                    "%s: %d value(s) of %s are not numbers; those rows are left out", p, bad, col)
             df[col] = num
     return df

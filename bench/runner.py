@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 import gc
 import json
+import logging
 import os
-import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -305,7 +305,7 @@ def run_sweep(cfg: SweepConfig, cases: list[Case], out_dir: str | Path, *, prese
 
     good, skipped = rowcheck.split(store.read_rows(log_path), known)
     if skipped:
-        print(f"warning: {rowcheck.describe(log_path, skipped)}", file=sys.stderr)
+        logging.getLogger(__name__).warning(rowcheck.describe(log_path, skipped))
     info_skipped = sum(skipped.values())
     done = {r.get("case_id") for r in good if finished(r)}
     pending = [c for c in cases if c.case_id not in done]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import sys
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -60,7 +60,7 @@ def build(results: list[Path], out: Path, title: str = "Efficient attention for 
     writable_dir(out)  # before any work: a file, /dev/null or a read-only --out fails here
     rs = load(results)
     for w in rs.warnings:  # also in the report (the first section)
-        print(f"warning: {w}", file=sys.stderr)
+        logging.getLogger(__name__).warning(w)
     say(f"read {len(rs.bench)} bench rows, {len(rs.cascade)} cascade rows, {len(rs.spectra)} spectra "
         f"datasets ({time.perf_counter() - t0:.1f} s)")
     sections = build_sections(rs, progress=say)

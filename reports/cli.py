@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from bench.logs import setup_cli_logging
+
 from .load import ReportInputError
 
 
@@ -31,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     ap = build_parser()
     args, extra = ap.parse_known_args(argv)
+    setup_cli_logging()
     if extra:  # report it with the subcommand's usage, not the top-level one
         sub = next(a for a in ap._actions if isinstance(a, argparse._SubParsersAction))
         sub.choices[args.cmd].error(f"unrecognized arguments: {' '.join(extra)}")
