@@ -20,40 +20,13 @@ from typing import Any
 import pandas as pd
 
 from .errors import ResultsFileError
+from .schema import COLUMNS, ENV_COLUMNS, apply_types, check_bench_table  # noqa: F401 (re-exported)
 
 LOG_NAME = "rows.jsonl"
 TABLE_NAME = "results.csv"
 
-ENV_COLUMNS = [
-    "device", "device_name", "driver", "cuda_version", "torch_version", "cpu_model", "threads",
-    "git_commit", "hostname", "timestamp",
-] + [f"nvml_{f}_{w}" for f in ("sm_clock_mhz", "temp_c", "power_w", "throttle") for w in ("before", "after")]
-
-COLUMNS = (
-    ["case_id", "preset", "method", "label", "params", "rank", "features", "solver", "setting",
-     "causal", "family", "family_params", "synthetic", "dataset", "batch", "heads", "n", "m", "d",
-     "dv", "dtype", "seed", "query_scale", "padding", "backend", "status", "reason"]
-    + [f"{p}_{s}" for p in ("prepare", "attend", "forward", "attend_graph")
-       for s in ("ms_median", "ms_iqr", "ms_min", "calls", "ms_iqr_rel")]
-    + ["timer", "timing_input_sets", "timing_sample_min_ms", "timing_rotation_note",
-       "timing_graph_calls_attend", "timing_graph_note"]
-    + [f"timing_{s}_{p}" for p in ("prepare", "attend", "forward")
-       for s in ("inner_calls", "samples", "input_sets", "cache", "working_set_bytes")]
-    + ["peak_mem_alloc_bytes", "peak_mem_nvml_bytes", "peak_mem_cpu_bytes",
-       "mem_model_bytes", "mem_method"]
-    + [f"{m}_{s}" for m in ("kl", "tv", "js", "top10_recall", "out_err") for s in ("mean", "p50", "p99", "max")]
-    + ["neg_mass_mean", "neg_mass_max", "kl_smoothed_rows", "kl_uniform_rows", "kl_rows",
-       "padded_rows_excluded", "kl_smoothing_a", "fidelity_rows"]
-    + ["q_norm_mean", "q_norm_max", "k_norm_mean", "k_norm_max", "logit_scale"]
-    + ["flops", "bytes", "exps", "flops_prepare", "flops_attend", "bytes_prepare", "bytes_attend",
-       "exps_prepare", "exps_attend", "flops_per_s", "bytes_per_s",
-       "peak_flops", "peak_bytes_per_s", "peak_exp_per_s", "peak_source",
-       "peak_flops_table", "peak_bytes_per_s_table", "peak_exp_per_s_table",
-       "roofline_fraction", "arithmetic_intensity"]
-    + [f"roofline_{k}_{p}" for p in ("prepare", "attend", "forward", "attend_graph")
-       for k in ("floor_ms", "bound", "fraction")]
-    + ENV_COLUMNS
-)
+# The columns, their order and types live in bench/schema.py (one place for bench, analysis
+# and reports); re-exported here for the writers.
 
 
 def _clean(value: Any) -> Any:
@@ -149,8 +122,8 @@ def write_table(df: pd.DataFrame, out_dir: str | Path, name: str = TABLE_NAME,
     _atomic_write(csv_path, lambda t: df.to_csv(t, index=False))
     if parquet:
         try:
-            pq = df.copy()
-            for c in pq.columns:  # mixed object columns -> strings so arrow accepts them
+            pq = apply_types(df)  # the schema's types: parquet keeps ints, floats, bools
+            for c in pq.columns:  # columns the schema does not know: mixed objects -> strings
                 if pq[c].dtype == object:
                     pq[c] = pq[c].map(lambda v: None if v is None else str(v))
             _atomic_write(csv_path.with_suffix(".parquet"), lambda t: pq.to_parquet(t, index=False))
@@ -160,11 +133,15 @@ def write_table(df: pd.DataFrame, out_dir: str | Path, name: str = TABLE_NAME,
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
-    """Read a results CSV (or a run directory containing results.csv)."""
+    """Read a results CSV (or a run directory containing results.csv); a table that is not a
+    bench results table (no case_id, method, n or status column) raises ``ResultsFileError``
+    naming what is missing and what it has that the schema does not know."""
     p = Path(path)
     if p.is_dir():
         p = p / TABLE_NAME
     try:
-        return pd.read_csv(p)
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        df = pd.read_csv(p, low_memory=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise ResultsFileError(f"{p}: not a readable results table ({str(exc).strip()})") from None
+    check_bench_table(df, str(p))
+    return df

@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bench import schema
+
 from .runs import separate_runs
 from .sanity import bad_times, read_csv_whole_lines
 
@@ -31,36 +33,10 @@ SPECTRA_FILES = (
     "decisions.csv",
 )
 
-# Columns the report uses; created empty when a table lacks them.
-BENCH_STR_COLS = [
-    "case_id", "preset", "method", "label", "params", "solver", "setting", "family",
-    "family_params", "dataset", "dtype", "status", "reason", "timer", "mem_method",
-    "device", "device_name", "driver", "cuda_version", "torch_version", "cpu_model",
-    "git_commit", "hostname", "timestamp", "peak_source",
-    "roofline_bound_prepare", "roofline_bound_attend", "roofline_bound_forward",
-]
-BENCH_NUM_COLS = [
-    "rank", "features", "batch", "heads", "n", "m", "d", "dv", "seed", "threads", "padding", "query_scale",
-    "prepare_ms_median", "prepare_ms_iqr", "prepare_ms_min",
-    "attend_ms_median", "attend_ms_iqr", "attend_ms_min",
-    "forward_ms_median", "forward_ms_iqr", "forward_ms_min",
-    "peak_mem_alloc_bytes", "peak_mem_nvml_bytes", "peak_mem_cpu_bytes", "mem_model_bytes",
-    "kl_mean", "kl_p50", "kl_p99", "kl_max", "tv_mean", "tv_p50", "tv_p99", "tv_max",
-    "js_mean", "js_p99", "top10_recall_mean", "out_err_mean", "out_err_p50", "out_err_p99",
-    "out_err_max", "neg_mass_mean",
-    "flops", "bytes", "flops_per_s", "bytes_per_s", "peak_flops", "peak_bytes_per_s",
-    "roofline_fraction", "arithmetic_intensity",
-    # three-bound roofline (newer harness; older tables lack them: reports/derive.py)
-    "exps", "flops_prepare", "flops_attend", "bytes_prepare", "bytes_attend", "exps_prepare", "exps_attend",
-    "peak_exp_per_s", "peak_flops_table", "peak_bytes_per_s_table", "peak_exp_per_s_table",
-    "roofline_floor_ms_prepare", "roofline_floor_ms_attend", "roofline_floor_ms_forward",
-    "roofline_fraction_prepare", "roofline_fraction_attend", "roofline_fraction_forward",
-]
-NUMERIC_PREFIXES = (
-    "kl_", "tv_", "js_", "top10_", "out_err_", "absorption_err", "leaky_", "lrea_",
-    "peak_", "mem_model", "flops", "bytes", "nvml_",
-)
-NUMERIC_SUFFIXES = ("_ms_median", "_ms_iqr", "_ms_min", "_calls", "_bytes")
+# The bench table's columns and types come from bench/schema.py (the one schema, issue 13):
+# every schema column is created empty when a table lacks it, and typed on read.
+BENCH_STR_COLS = [c.name for c in schema.BENCH if c.type == "string"]
+BENCH_NUM_COLS = [c.name for c in schema.BENCH if c.type in ("float", "int")]
 CASCADE_NUM_COLS = [
     "n", "m", "rank", "attend_ms_median", "prepare_ms_median", "prepare_amortised_ms",
     "total_ms",
@@ -143,11 +119,12 @@ def _parse_bool(s: pd.Series) -> pd.Series:
 
 
 def _coerce_numeric(df: pd.DataFrame, extra: list[str]) -> pd.DataFrame:
-    for col in df.columns:
-        if col in extra or col.startswith(NUMERIC_PREFIXES) or col.endswith(NUMERIC_SUFFIXES):
-            if col in BENCH_STR_COLS or col.endswith("_throttle_before") or col.endswith("_throttle_after"):
-                continue
-            df[col] = pd.to_numeric(df[col], errors="coerce")
+    """Numbers for the schema's numeric columns, for ``extra`` and for the optional numeric
+    diagnostics (``schema.OPTIONAL``); every other column is left as read."""
+    cols = [c for c in df.columns if c in extra or schema.type_of(str(c)) in ("float", "int")]
+    if cols:  # one assignment, not one per column (keeps the frame unfragmented)
+        df = df.copy()
+        df[cols] = df[cols].apply(pd.to_numeric, errors="coerce")
     return df
 
 
@@ -164,8 +141,8 @@ def normalise_bench(df: pd.DataFrame, default_device: str) -> pd.DataFrame:
     if missing:  # one concat, not one insert per column (keeps the frame unfragmented)
         df = pd.concat([df, pd.DataFrame(missing, index=df.index)], axis=1)
     df = _coerce_numeric(df, BENCH_NUM_COLS)
-    for col in BENCH_STR_COLS:
-        df[col] = df[col].astype("string")
+    df[BENCH_STR_COLS] = df[BENCH_STR_COLS].astype("string")
+    df = df.copy()  # consolidated before the column-by-column fixes below
     df["method"] = df["method"].fillna("?")
     df["label"] = df["label"].fillna(df["method"])
     df["device"] = df["device"].fillna(default_device)
