@@ -447,18 +447,12 @@ def cmd_all(args: argparse.Namespace) -> int:
 
 def _machine() -> str:
     import os
-    import platform
 
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from bench.env import cpu_model
+
+    cpu = cpu_model()
     return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
 
 

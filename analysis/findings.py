@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench.markdown import table as md_table
+
 TOP_BIN = "[1000,inf)"
 
 
@@ -65,17 +67,4 @@ def collect(root: str | Path) -> pd.DataFrame:
 
 
 def to_markdown(df: pd.DataFrame) -> str:
-    cols = list(df.columns)
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for _, r in df.iterrows():
-        cells = []
-        for c in cols:
-            v = r[c]
-            if v is None or (isinstance(v, float) and pd.isna(v)):
-                cells.append("-")
-            elif isinstance(v, float):
-                cells.append(f"{v:.3g}" if abs(v) < 1 else f"{v:g}")
-            else:
-                cells.append(str(v))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return md_table(df)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import time
@@ -39,13 +38,9 @@ def _commit() -> str:
 
 
 def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
+    from bench.env import cpu_model
+
+    return cpu_model()
 
 
 def run_engine(engine: str, log: Path, work: Path, buckets: int, ray_cpus: int) -> dict[str, Any]:

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import ConfigError, ResultsFileError
+from .markdown import table as md_table
 from .store import read_table
 
 # configuration columns that identify a case across devices and commits (case_id includes the
@@ -170,11 +171,7 @@ def to_markdown(t: pd.DataFrame, label_a: str, label_b: str, fail_above: float |
         d["flag"] = [f"**{f}** (> {fail_above:g})" if f == "slower" and float(r) > fail_above else f
                      for f, r in zip(d["flag"], t["ratio"], strict=True)]
     show = [c for c in SHOW if c in d.columns]
-    lines.append("| " + " | ".join(show) + " |")
-    lines.append("|" + "---|" * len(show))
-    for _, r in d[show].iterrows():
-        lines.append("| " + " | ".join(str(r[c]) for c in show) + " |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + [md_table(d, show)]) + "\n"
 
 
 def regressions(t: pd.DataFrame, fail_above: float) -> pd.DataFrame:
