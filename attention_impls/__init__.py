@@ -14,9 +14,11 @@ from .base import (
     dtype_from_name,
     dtype_name,
 )
+from .layer import AttentionLayer
 from .registry import available, get, method_class, register
 
 __all__ = [
+    "AttentionLayer",
     "AttentionOperator",
     "BaseState",
     "Cost",

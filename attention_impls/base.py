@@ -362,22 +362,32 @@ class AttentionOperator:
     def label_params(self) -> tuple[str, ...]:
         return ()
 
-    def _backend(self, q: torch.Tensor) -> str:
-        """The resolved backend for ``q``'s device and dtype, cached (no work per call)."""
+    def _backend(self, q: torch.Tensor, state: BaseState | None = None) -> str:
+        """The resolved backend for ``q``'s device and dtype, cached (no work per call).
+
+        The Triton kernels have no backward: when autograd records this call (``q`` or a
+        tensor of ``state`` requires grad) the torch path runs instead (see ``needs_grad``)."""
+        if needs_grad(q, state):
+            return "torch"
         key = (q.device, q.dtype)
         cache = self.__dict__.setdefault("_backend_cache", {})
         if key not in cache:
             cache[key] = self.backend_used(q.device, q.dtype)
         return cache[key]
 
-    def backend_used(self, device: torch.device | str, dtype: torch.dtype | str | None = None) -> str:
+    def backend_used(
+        self, device: torch.device | str, dtype: torch.dtype | str | None = None, requires_grad: bool = False
+    ) -> str:
         """Which implementation ``attend`` runs on ``device``: ``torch`` or ``triton``.
 
-        Methods with a ``backend`` parameter resolve it (see ``attention_impls.kernels``)."""
+        Methods with a ``backend`` parameter resolve it (see ``attention_impls.kernels``).
+        ``requires_grad=True`` (a call autograd records): always ``torch``, the kernels have
+        no backward (an explicit ``triton`` that cannot run still raises, saying why)."""
         if "backend" not in self.params:
             return "torch"
         dt = None if dtype is None else dtype_from_name(dtype)
-        return resolve_backend(self.params["backend"], device, self.name, dt)
+        resolved = resolve_backend(self.params["backend"], device, self.name, dt)
+        return "torch" if requires_grad else resolved
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.params.items())})"
@@ -425,6 +435,8 @@ class AttentionOperator:
         if causal and not self.supports_causal:
             raise ValueError(f"{self.name} does not support causal self-attention")
         shape = Shape(q.shape[0], q.shape[1], state.n, q.shape[2], state.d, state.dv, causal)
+        if causal:  # what prepare could not know: e.g. svd_exact's causal needs the full rank
+            self._raise_if_unsupported(shape, q.dtype, q.device)
         check_memory(f"{self.label}.attend", self.memory_model(shape, q.dtype), q.device)
         return check_output(self.label, self._attend(state, q, causal), q)
 
@@ -494,6 +506,18 @@ class AttentionOperator:
             batch=k.shape[0],
             heads=k.shape[1],
         )
+
+
+def needs_grad(q: torch.Tensor, state: BaseState | None = None) -> bool:
+    """True when autograd records a call on ``q`` and ``state``: grad mode is on and ``q`` or
+    any tensor of the state (k, v or what prepare made of them) requires grad."""
+    if not torch.is_grad_enabled():
+        return False
+    if q.requires_grad:
+        return True
+    if state is None:
+        return False
+    return any(isinstance(t, torch.Tensor) and t.requires_grad for t in vars(state).values())
 
 
 def inv_sqrt(d: int) -> float:

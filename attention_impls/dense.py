@@ -67,7 +67,7 @@ class DenseAttention(AttentionOperator):
         return DenseState(**self._base_state_kwargs(k, v, key_mask), k=k, v=v)
 
     def _attend(self, state: DenseState, q, causal):
-        if self._backend(q) == "triton":
+        if self._backend(q, state) == "triton":
             from .kernels.flash_small_head import flash_small_head
 
             return flash_small_head(q, state.k, state.v, scale=inv_sqrt(state.d), key_mask=state.key_mask,

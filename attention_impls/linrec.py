@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from . import causal_linear
 from .base import (
     AttentionOperator,
     BaseState,
@@ -44,13 +45,14 @@ def elu_l2(x: torch.Tensor, eps: float) -> torch.Tensor:
 class LinRecState(BaseState):
     kv: torch.Tensor = None  # type: ignore[assignment]  [B,H,d,dv] = K^^T V / sqrt(d)
     k: torch.Tensor = None  # type: ignore[assignment]   reference to the keys (evaluation only)
+    v: torch.Tensor = None  # type: ignore[assignment]   reference to the values (causal form)
 
 
 @register
 class LinRecAttention(AttentionOperator):
     name = "linrec"
     PARAMS = {"eps": 1e-12, "backend": "auto"}
-    supports_causal = False
+    supports_causal = True  # causal form: chunked prefix sums (causal_linear.py)
     weights_are_distribution = False
     description = "L2-normalised linear attention (ELU, row L2 norm, Q(K^T V)/sqrt(d))"
 
@@ -62,10 +64,12 @@ class LinRecAttention(AttentionOperator):
     def _prepare(self, k, v, key_mask):
         kn = zero_padded(elu_l2(k, self.params["eps"]), key_mask)
         kv = torch.matmul(kn.transpose(-1, -2), v.float()) * inv_sqrt(k.shape[-1])
-        return LinRecState(**self._base_state_kwargs(k, v, key_mask), kv=kv.to(k.dtype), k=k)
+        return LinRecState(**self._base_state_kwargs(k, v, key_mask), kv=kv.to(k.dtype), k=k, v=v)
 
     def _attend(self, state: LinRecState, q, causal):
-        if self._backend(q) == "triton":
+        if causal:  # torch only (no kernel): prefix sums over the past
+            return causal_linear.linrec_causal(q, state.k, state.v, state.key_mask, self.params["eps"])
+        if self._backend(q, state) == "triton":
             from .kernels.row_mlp import linrec_attend
 
             return linrec_attend(q, state.kv, state.empty_users, self.params["eps"])
@@ -74,6 +78,8 @@ class LinRecAttention(AttentionOperator):
 
     def _implied_weights_chunk(self, state: LinRecState, q, row_offset, causal):
         eps = self.params["eps"]
+        if causal:
+            return causal_linear.linrec_causal_weights(q, state.k, state.key_mask, eps, row_offset)
         return torch.matmul(elu_l2(q, eps), elu_l2(state.k, eps).transpose(-1, -2)) * inv_sqrt(state.d)
 
     def cost_prepare(self, shape, dtype=torch.float32):

@@ -41,6 +41,7 @@ from .base import (
     zero_empty_users,
     zero_padded,
 )
+from .grad_rules import check_projection_backward
 from .registry import register
 from .svd_exact import validate_rank_param
 from .validate import check_choice, check_float, check_seed
@@ -171,6 +172,7 @@ class LreaAttention(AttentionOperator):
     def _projection(self, k, key_mask):
         if self.w_comp is not None:
             return self.w_comp.to(k.device), self.w_decomp.to(k.device)
+        check_projection_backward(self.name, k)
         p = principal_positions(k, key_mask, self.params["rank"], self.params["seed"])
         return p, p.T
 
@@ -206,7 +208,7 @@ class LreaAttention(AttentionOperator):
         return w
 
     def _attend(self, state: LreaState, q, causal):
-        if self._backend(q) == "triton":  # absorbed form (the training form resolves to torch)
+        if self._backend(q, state) == "triton":  # absorbed form (the training form resolves to torch)
             from .kernels.row_mlp import lrea_attend
 
             return lrea_attend(q, state.c, state.bv, state.empty_users, self.params["slope"])

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
+from . import causal_linear
 from .base import AttentionOperator, BaseState, Cost, element_size, zero_empty_users
 from .registry import register
 from .validate import check_choice, check_float, check_int, check_seed
@@ -92,13 +93,14 @@ class PerformerState(BaseState):
     ksum: torch.Tensor = None  # type: ignore[assignment]   [B,H,m] fp32, / n_real
     key_max: torch.Tensor = None  # type: ignore[assignment]  [B,H,1,1] key stabiliser
     k: torch.Tensor = None  # type: ignore[assignment]      reference to keys (evaluation only)
+    v: torch.Tensor = None  # type: ignore[assignment]      reference to values (causal form)
 
 
 @register
 class PerformerAttention(AttentionOperator):
     name = "performer"
     PARAMS = {"features": 256, "orthogonal": True, "seed": 0, "redraw": "fixed", "eps": 1e-6, "backend": "auto"}
-    supports_causal = False
+    supports_causal = True  # causal form: chunked prefix sums, prefix-max stabiliser (causal_linear.py)
     weights_are_distribution = True
     description = "FAVOR+ positive orthogonal random features for the softmax kernel"
 
@@ -142,11 +144,13 @@ class PerformerAttention(AttentionOperator):
         kv = torch.matmul(phi_k.transpose(-1, -2), v.float()) * inv_n
         ksum = phi_k.sum(dim=-2) * inv_n[..., 0]
         return PerformerState(
-            **self._base_state_kwargs(k, v, key_mask), omega=omega, kv=kv.to(k.dtype), ksum=ksum, key_max=c, k=k
+            **self._base_state_kwargs(k, v, key_mask), omega=omega, kv=kv.to(k.dtype), ksum=ksum, key_max=c, k=k, v=v
         )
 
     def _attend(self, state: PerformerState, q, causal):
-        if self._backend(q) == "triton":
+        if causal:  # torch only (no kernel): prefix sums over the past
+            return causal_linear.performer_causal(q, state.k, state.v, state.key_mask, state.omega, self.params["eps"])
+        if self._backend(q, state) == "triton":
             from .kernels.row_mlp import performer_attend
 
             return performer_attend(q, state.omega, state.kv, state.ksum, state.empty_users, self.params["eps"])
@@ -162,6 +166,8 @@ class PerformerAttention(AttentionOperator):
 
     def _implied_weights_chunk(self, state: PerformerState, q, row_offset, causal):
         eps = self.params["eps"]
+        if causal:
+            return causal_linear.performer_causal_weights(q, state.k, state.key_mask, state.omega, eps, row_offset)
         phi_q = query_features(q, state.omega, eps)
         phi_k, _ = key_features(state.k, state.omega, eps, state.key_mask, state.key_max)
         w = torch.matmul(phi_q, phi_k.transpose(-1, -2))

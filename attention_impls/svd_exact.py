@@ -44,6 +44,7 @@ from .base import (
 )
 from .decompose import SOLVERS, Factors, truncated_svd
 from .dense import softmax_weights
+from .grad_rules import check_solver_backward
 from .registry import register
 from .validate import check_choice, check_int, check_seed
 
@@ -95,6 +96,18 @@ def check_rank(rank: int, n: int, d: int, dv: int, name: str) -> list[str]:
     return []
 
 
+def check_causal_rank(rank: int, shape: Shape, name: str) -> list[str]:
+    """Causal needs the full rank: a truncated subspace comes from all N positions, so the
+    future keys / values would move the past rows' outputs (issue 16)."""
+    limit = min(shape.n, shape.d + shape.value_dim)
+    if shape.causal and rank < limit:
+        return [
+            f"{name}: causal needs rank = min(N, d_k + d_v) = {limit} (got rank {rank}): a truncated "
+            "subspace is fitted on all N positions and would leak the future into earlier rows"
+        ]
+    return []
+
+
 def validate_rank_param(rank: object, name: str) -> None:
     if isinstance(rank, bool) or not isinstance(rank, int):
         raise ValueError(f"{name}: rank must be an int >= 1, got {rank!r}")
@@ -113,6 +126,7 @@ def validate_factor_params(op: AttentionOperator) -> None:
 
 
 def decompose_kv(op: AttentionOperator, k: torch.Tensor, v: torch.Tensor, key_mask) -> Factors:
+    check_solver_backward(op.name, op.params.get("solver", "svd"), k, v)
     x = torch.cat([zero_padded(k, key_mask), zero_padded(v, key_mask)], dim=-1)
     p = op.params
     return truncated_svd(
@@ -155,7 +169,8 @@ class SvdExactAttention(AttentionOperator):
         check_choice(self.name, "scores", self.params["scores"], SCORES)
 
     def _check_extra(self, shape, dtype, device):
-        return check_rank(self.params["rank"], shape.n, shape.d, shape.value_dim, self.name)
+        reasons = check_rank(self.params["rank"], shape.n, shape.d, shape.value_dim, self.name)
+        return reasons + check_causal_rank(self.params["rank"], shape, self.name)
 
     def _prepare(self, k, v, key_mask):
         f = decompose_kv(self, k, v, key_mask)
@@ -180,7 +195,7 @@ class SvdExactAttention(AttentionOperator):
 
     def _attend(self, state: SvdExactState, q, causal):
         qs = q.to(state.u.dtype)  # fp32 scores for fp16/bf16 input unless scores="working"
-        if self._backend(q) == "triton":  # one fused kernel: Q A^T, softmax over U, then B
+        if self._backend(q, state) == "triton":  # one fused kernel: Q A^T, softmax over U, then B
             from .kernels.flash_small_head import flash_small_head
 
             out = flash_small_head(qs, state.u, None, scale=inv_sqrt(state.d), key_mask=state.key_mask,

@@ -86,7 +86,7 @@ class SvdTokensAttention(AttentionOperator):
         )
 
     def _attend(self, state: SvdTokensState, q, causal):
-        if self._backend(q) == "triton":
+        if self._backend(q, state) == "triton":
             from .kernels.row_mlp import svd_tokens_attend
 
             return svd_tokens_attend(q, state.zk, state.zv, state.empty_users, inv_sqrt(state.d))
