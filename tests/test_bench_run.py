@@ -70,7 +70,7 @@ def test_fault_hook_and_unsupported_rows(tmp_path, monkeypatch):
     assert set(df[df.method == "linrec"]["status"]) == {"oom"}
     assert set(df[(df.method == "dense") & (df.n == 128)]["status"]) == {"error"}
     self_cfg = load_config("smoke")
-    self_cases = [c for c in expand(self_cfg, ["linrec"], "cpu") if c.setting == "self"]
+    self_cases = [c for c in expand(self_cfg, ["lrea"], "cpu") if c.setting == "self"]
     rows, _ = runner.run_sweep(self_cfg, self_cases, tmp_path / "self", progress=False)
     assert rows[0]["status"] == "unsupported" and "causal" in rows[0]["reason"]
 

@@ -154,8 +154,11 @@ def test_check_reports_reasons_and_cost_is_positive():
         assert op.memory_model(shape) > 0
     causal = Shape(batch=1, heads=1, n=64, m=64, d=16, causal=True)
     assert ai.get("dense").check(causal) == []
-    assert ai.get("svd_exact", rank=4).check(causal) == []
-    for name in ("linrec", "performer", "lrea", "svd_tokens"):
+    assert ai.get("svd_exact", rank=32).check(causal) == []  # full rank: min(N, d_k + d_v)
+    assert "causal needs rank" in ai.get("svd_exact", rank=4).check(causal)[0]  # would leak the future
+    for name in ("linrec", "performer"):
+        assert ai.get(name, **ALL[name]).check(causal) == []
+    for name in ("lrea", "svd_tokens"):
         reasons = ai.get(name, **ALL[name]).check(causal)
         assert reasons and "causal" in reasons[0]
     assert "larger than the data allows" in ai.get("svd_exact", rank=64).check(Shape(1, 1, 32, 4, 16))[0]
@@ -172,7 +175,7 @@ def test_svd_exact_cheaper_than_dense_at_long_sequences():
 def test_causal_rejected_where_unsupported():
     q, k, v = make_qkv(n=12, m=12)
     with pytest.raises(ValueError, match="does not support causal"):
-        ai.get("linrec").forward(q, k, v, causal=True)
+        ai.get("svd_tokens", rank=4).forward(q, k, v, causal=True)
     with pytest.raises(ValueError, match="M == N"):
         ai.get("dense").forward(make_qkv(n=12, m=5)[0], k, v, causal=True)
 
