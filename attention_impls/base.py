@@ -304,6 +304,7 @@ class AttentionOperator:
     name: ClassVar[str] = "base"
     PARAMS: ClassVar[dict[str, Any]] = {}
     supports_causal: ClassVar[bool] = False
+    causal_kernel: ClassVar[bool] = True  # False: causal calls run torch whatever ``backend`` says
     weights_are_distribution: ClassVar[bool] = True
     description: ClassVar[str] = ""
 
@@ -376,18 +377,20 @@ class AttentionOperator:
         return cache[key]
 
     def backend_used(
-        self, device: torch.device | str, dtype: torch.dtype | str | None = None, requires_grad: bool = False
+        self, device: torch.device | str, dtype: torch.dtype | str | None = None, requires_grad: bool = False,
+        causal: bool = False,
     ) -> str:
         """Which implementation ``attend`` runs on ``device``: ``torch`` or ``triton``.
 
         Methods with a ``backend`` parameter resolve it (see ``attention_impls.kernels``).
         ``requires_grad=True`` (a call autograd records): always ``torch``, the kernels have
-        no backward (an explicit ``triton`` that cannot run still raises, saying why)."""
+        no backward (an explicit ``triton`` that cannot run still raises, saying why); so
+        does ``causal=True`` for a method whose kernel has no causal form (``causal_kernel``)."""
         if "backend" not in self.params:
             return "torch"
         dt = None if dtype is None else dtype_from_name(dtype)
         resolved = resolve_backend(self.params["backend"], device, self.name, dt)
-        return "torch" if requires_grad else resolved
+        return "torch" if requires_grad or (causal and not self.causal_kernel) else resolved
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.params.items())})"

@@ -72,9 +72,9 @@ class AttentionLayer(nn.Module):
         return terms
 
     def backend_used(self, device: torch.device | str, dtype: torch.dtype | str | None = None,
-                     requires_grad: bool = False) -> str:
+                     requires_grad: bool = False, causal: bool = False) -> str:
         """``torch`` or ``triton``: what a call on ``device`` runs (torch whenever grad is needed)."""
-        return self.op.backend_used(device, dtype, requires_grad=requires_grad)
+        return self.op.backend_used(device, dtype, requires_grad=requires_grad, causal=causal)
 
     def forward(
         self,

@@ -53,6 +53,7 @@ class LinRecAttention(AttentionOperator):
     name = "linrec"
     PARAMS = {"eps": 1e-12, "backend": "auto"}
     supports_causal = True  # causal form: chunked prefix sums (causal_linear.py)
+    causal_kernel = False  # the Triton kernel is the non-causal form only
     weights_are_distribution = False
     description = "L2-normalised linear attention (ELU, row L2 norm, Q(K^T V)/sqrt(d))"
 

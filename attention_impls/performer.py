@@ -101,6 +101,7 @@ class PerformerAttention(AttentionOperator):
     name = "performer"
     PARAMS = {"features": 256, "orthogonal": True, "seed": 0, "redraw": "fixed", "eps": 1e-6, "backend": "auto"}
     supports_causal = True  # causal form: chunked prefix sums, prefix-max stabiliser (causal_linear.py)
+    causal_kernel = False  # the Triton kernel is the non-causal form only
     weights_are_distribution = True
     description = "FAVOR+ positive orthogonal random features for the softmax kernel"
 

@@ -253,7 +253,7 @@ def run_case(case: Case, inp: Inputs | BaseException, cfg: SweepConfig, timer: P
         shape = Shape(case.batch, case.heads, case.n, case.m, case.d, case.dv, case.causal)
         reasons = op.check(shape, case.dtype, case.device)
         if not reasons:  # which implementation attend runs: torch (SDPA/matmuls) or triton
-            row["backend"] = op.backend_used(case.device, case.dtype)
+            row["backend"] = op.backend_used(case.device, case.dtype, causal=case.causal)
         if isinstance(inp, BaseException):
             if is_oom(inp):
                 oom_reason = f"building inputs: {_oom_reason(inp)}"

@@ -167,3 +167,23 @@ def test_half_precision_and_bad_chunk():
         assert out.dtype == torch.bfloat16 and torch.isfinite(out).all()
     with pytest.raises(ValueError, match="chunk must be an int >= 1"):
         cl.linrec_causal(q, k, v, None, 1e-12, chunk=0)
+
+
+@pytest.mark.parametrize("name,kernel", [("linrec", "linrec_attend"), ("performer", "performer_attend")])
+def test_causal_linear_runs_torch_whatever_the_backend(name, kernel, monkeypatch):
+    """The Triton kernels are the non-causal forms: a causal call runs the torch path, and
+    ``backend_used(..., causal=True)`` (the bench's backend column) says so."""
+    import attention_impls.kernels.row_mlp as row_mlp
+
+    q, k, v = make_qkv(b=1, h=1, n=N, m=N, d=D)
+    tri = ai.get(name, backend="triton")
+    assert tri.backend_used("cpu", torch.float32) == "triton"
+    assert tri.backend_used("cpu", torch.float32, causal=True) == "torch"
+    assert ai.get("dense", backend="triton").backend_used("cpu", torch.float32, causal=True) == "triton"
+
+    def no_kernel(*args, **kwargs):
+        raise AssertionError("the non-causal kernel ran a causal call")
+
+    monkeypatch.setattr(row_mlp, kernel, no_kernel)
+    with torch.no_grad():
+        assert torch.equal(tri.forward(q, k, v, causal=True), ai.get(name, backend="torch").forward(q, k, v, causal=True))
