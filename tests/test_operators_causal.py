@@ -175,11 +175,12 @@ def test_causal_linear_runs_torch_whatever_the_backend(name, kernel, monkeypatch
     ``backend_used(..., causal=True)`` (the bench's backend column) says so."""
     import attention_impls.kernels.row_mlp as row_mlp
 
-    q, k, v = make_qkv(b=1, h=1, n=N, m=N, d=D)
+    dev = "cuda" if torch.cuda.is_available() else "cpu"  # compiled kernels, or the interpreter
+    q, k, v = make_qkv(b=1, h=1, n=N, m=N, d=D, device=dev)
     tri = ai.get(name, backend="triton")
-    assert tri.backend_used("cpu", torch.float32) == "triton"
-    assert tri.backend_used("cpu", torch.float32, causal=True) == "torch"
-    assert ai.get("dense", backend="triton").backend_used("cpu", torch.float32, causal=True) == "triton"
+    assert tri.backend_used(dev, torch.float32) == "triton"
+    assert tri.backend_used(dev, torch.float32, causal=True) == "torch"
+    assert ai.get("dense", backend="triton").backend_used(dev, torch.float32, causal=True) == "triton"
 
     def no_kernel(*args, **kwargs):
         raise AssertionError("the non-causal kernel ran a causal call")

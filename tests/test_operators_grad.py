@@ -23,6 +23,7 @@ from attention_impls.grad_rules import BACKWARD_SOLVERS
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 B, H, N, M, D = 2, 1, 8, 3, 4
+DEV = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # triton: compiled, or the interpreter
 FP32_INSIDE = {"eps": 1e-3, "atol": 2e-3, "rtol": 2e-3}
 EXACT = {}
 
@@ -152,8 +153,8 @@ def test_triton_backend_gradients_equal_torch(name, which, monkeypatch):
 
     tri, ref = triton_ops(name)
     mod = importlib.import_module(f"attention_impls.kernels.{KERNELS[name][1]}")
-    q, k, v = (t.detach().float() for t in leaves())
-    mask = padded()
+    q, k, v = (t.detach().to(DEV, torch.float32) for t in leaves())
+    mask = padded().to(DEV)
     with torch.no_grad():
         assert tri.backend_used(q.device, q.dtype) == "triton"
         no_grad_out = tri.forward(q, k, v, mask)
