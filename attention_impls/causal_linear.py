@@ -211,3 +211,24 @@ def performer_causal_reference(
         num = torch.matmul(w, v[:, :, : i + 1].to(cd))
         rows.append(num / torch.where(den > 0, den, torch.ones_like(den)))
     return torch.cat(rows, dim=2).to(q.dtype)
+
+
+# ----------------------------------------------------------------------------- cost model
+
+
+def linrec_causal_cost(shape, dtype) -> tuple[float, float, float]:
+    """(flops, bytes, exps) of one causal LinRec attend, all users and heads (modelled):
+    both feature maps, the C x C masked blocks (computed whole), the running state."""
+    n, d, dv, es, c = shape.n, shape.d, shape.value_dim, torch.empty((), dtype=dtype).element_size(), CHUNK
+    flops = 12 * n * d + 2 * n * min(c, n) * (d + dv) + 4 * n * d * dv
+    nbytes = es * n * (2 * d + 2 * dv)  # read q, k, v; write out
+    return float(shape.bh * flops), float(shape.bh * nbytes), float(shape.bh * 2 * n * d)
+
+
+def performer_causal_cost(shape, features: int, dtype) -> tuple[float, float, float]:
+    """(flops, bytes, exps) of one causal Performer attend, all users and heads (modelled)."""
+    n, d, dv, m, es, c = shape.n, shape.d, shape.value_dim, features, torch.empty((), dtype=dtype).element_size(), CHUNK
+    c = min(c, n)
+    flops = 4 * n * d * m + 2 * n * c * (m + dv) + 4 * n * m * (dv + 1) + 10 * n * m
+    nbytes = es * n * (2 * d + 2 * dv)
+    return float(shape.bh * flops), float(shape.bh * nbytes), float(shape.bh * (2 * n * m + n * c))

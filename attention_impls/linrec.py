@@ -90,6 +90,8 @@ class LinRecAttention(AttentionOperator):
         return Cost(float(shape.bh * flops), float(shape.bh * (es * n * (d + dv) + es * d * dv)), float(shape.bh * exps))
 
     def cost_attend(self, shape, dtype=torch.float32):
+        if shape.causal:  # prefix sums over the past (causal_linear.py)
+            return Cost(*causal_linear.linrec_causal_cost(shape, dtype))
         m, d, dv, es = shape.m, shape.d, shape.value_dim, element_size(dtype)
         flops = 6 * m * d + 2 * m * d * dv
         exps = m * d  # ELU on every query element

@@ -182,6 +182,8 @@ class PerformerAttention(AttentionOperator):
         return Cost(float(shape.bh * flops), float(shape.bh * nbytes), float(shape.bh * n * m))  # exp of N x m logits
 
     def cost_attend(self, shape, dtype=torch.float32):
+        if shape.causal:  # prefix sums over the past (causal_linear.py)
+            return Cost(*causal_linear.performer_causal_cost(shape, self.params["features"], dtype))
         mm, d, dv, m, es = shape.m, shape.d, shape.value_dim, self.params["features"], element_size(dtype)
         flops = 2 * mm * d * m + 4 * mm * m + 2 * mm * m * dv + 2 * mm * m + mm * dv
         nbytes = es * (mm * d + m * dv + mm * dv) + 4 * m  # q, state kv, out + the fp32 ksum (was missing)

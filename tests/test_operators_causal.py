@@ -188,3 +188,15 @@ def test_causal_linear_runs_torch_whatever_the_backend(name, kernel, monkeypatch
     monkeypatch.setattr(row_mlp, kernel, no_kernel)
     with torch.no_grad():
         assert torch.equal(tri.forward(q, k, v, causal=True), ai.get(name, backend="torch").forward(q, k, v, causal=True))
+
+
+@pytest.mark.parametrize("name", ["linrec", "performer"])
+def test_causal_cost_model_counts_the_masked_blocks(name):
+    """The modelled causal attend does more work than the non-causal one (the C x C blocks and
+    the running state) and grows linearly in N, not quadratically."""
+    op = ai.get(name, **CAUSAL_PARAMS[name])
+    small, big = Shape(1, 2, 1024, 1024, 16, causal=True), Shape(1, 2, 4096, 4096, 16, causal=True)
+    plain = op.cost_attend(Shape(1, 2, 1024, 1024, 16))
+    causal = op.cost_attend(small)
+    assert causal.flops > plain.flops and causal.exps >= plain.exps and causal.bytes > 0
+    assert op.cost_attend(big).flops == pytest.approx(4 * causal.flops)
