@@ -488,7 +488,7 @@ class AttentionOperator:
             out[:, :, start:stop] = w
         if state.empty_users is not None:
             out[state.empty_users] = 0.0
-        return out
+        return check_output(f"{self.label}.implied_weights", out, q, working_dtype=q.dtype)
 
     def _raise_if_unsupported(self, shape: Shape, dtype: torch.dtype, device: torch.device) -> None:
         reasons = [r for r in self._check_extra(shape, dtype, device)]

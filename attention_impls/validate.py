@@ -128,16 +128,18 @@ def check_memory(what: str, estimate_bytes: float, device: torch.device) -> None
 # ----------------------------------------------------------------------------- outputs
 
 
-def check_output(op_label: str, out: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+def check_output(op_label: str, out: torch.Tensor, q: torch.Tensor,
+                 working_dtype: torch.dtype | None = None) -> torch.Tensor:
     """Finite inputs (already checked) must give a finite output, else a ValueError that
-    names the cause: an intermediate left the working dtype's range."""
+    names the cause: an intermediate left the working dtype's range (``working_dtype``:
+    the dtype the intermediates had, when ``out`` was widened, e.g. fp32 implied weights)."""
     if bool(torch.isfinite(out).all()):
         return out
     bad = int((~torch.isfinite(out)).sum())
-    fi = torch.finfo(out.dtype)
+    fi = torch.finfo(working_dtype or out.dtype)
     qmax = float(q.abs().amax().float())
     raise ValueError(
-        f"{op_label}: {bad} of {out.numel()} output values are not finite in {out.dtype} although "
+        f"{op_label}: {bad} of {out.numel()} output values are not finite in {working_dtype or out.dtype} although "
         f"q, k and v are finite: an intermediate exceeded the dtype's range (largest finite "
         f"{fi.max:.4g}; max |q| = {qmax:.4g}). Scale the inputs down or use a wider dtype "
         "(bf16 or fp32 instead of fp16, fp32 instead of bf16)"

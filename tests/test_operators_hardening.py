@@ -320,3 +320,17 @@ def test_performer_subnormal_denominator_is_not_clamped():
     assert bool((sums == 1).any() or ((sums - 1).abs() < 1e-3).any())
     out = op.attend(state, q).double()  # a convex combination of v (or 0): never above max |v|
     assert torch.isfinite(out).all() and float(out.abs().max()) <= 1.01 * float(v.double().abs().max())
+
+
+def test_implied_weights_out_of_fp16_range_raise_instead_of_inf():
+    """Fuzz seed 16 (issue 16 helper run): svd_tokens in fp16 with inputs near 6e3 gave a finite
+    output but infinite implied weights (the token scale passed 65504); now a clear ValueError."""
+    g = torch.Generator().manual_seed(0)
+    k = (3.0 + torch.rand(2, 1, 29, 1, generator=g)) * 6141.0
+    v = (3.0 + torch.rand(2, 1, 29, 2, generator=g)) * 6141.0
+    q = 3.0 + torch.rand(2, 1, 1, 1, generator=g)
+    op = ai.get("svd_tokens", rank=1, solver="svd", token_scaling="singular")
+    k, v, q = k.half(), v.half(), q.half()
+    state = op.prepare(k, v)
+    with pytest.raises(ValueError, match="implied_weights.*float16.*exceeded the dtype.s range"):
+        op.implied_weights(state, q)
