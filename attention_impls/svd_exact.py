@@ -20,6 +20,10 @@ cast back), because rounding Q A^T and U to bf16 puts an error of about 2^-8 |lo
 score (issue 12: 0.085-0.113 output error at logits 50-100 against dense's 0.007); ``working`` runs them in
 the input dtype (faster on tensor cores, that error included). fp32/fp64 inputs are unaffected.
 
+Gradients (``decompose_kv_fixed_subspace``): the subspace is held fixed, so at full rank
+they are dense attention's exactly, for every solver; below full rank they are those of the
+projection onto the fixed top-r subspace.
+
 ``backend``: ``torch`` = Q A^T, SDPA with head dimension r, then (.) B (three launches);
 ``triton`` = all of it in one fused kernel (``kernels/flash_small_head.py``), held to the
 torch path by the tests; ``auto`` = triton on CUDA when Triton imports.
@@ -120,6 +124,25 @@ def decompose_kv(op: AttentionOperator, k: torch.Tensor, v: torch.Tensor, key_ma
     )
 
 
+def decompose_kv_fixed_subspace(op: AttentionOperator, k: torch.Tensor, v: torch.Tensor, key_mask) -> Factors:
+    """``decompose_kv`` for svd_exact, whose output uses U only through U diag(S) W^T.
+
+    Without gradients: the solver's factors. With gradients: the solver runs on detached
+    inputs and U = X W^T' / S is re-derived from X, so gradients flow with the subspace held
+    fixed: U diag(S) W^T = X W W^T, which is X itself at full rank (dense attention's
+    gradients exactly, for every solver) and the projection onto the top-r subspace below it.
+    Autograd through eigh / SVD divides by eigenvalue gaps: NaN on rank-deficient inputs
+    (repeated zero eigenvalues) and 1e-3 gradient error at full rank on ill-conditioned ones."""
+    if not (torch.is_grad_enabled() and (k.requires_grad or v.requires_grad)):
+        return decompose_kv(op, k, v, key_mask)
+    with torch.no_grad():
+        f = decompose_kv(op, k.detach(), v.detach(), key_mask)
+    x = torch.cat([zero_padded(k, key_mask), zero_padded(v, key_mask)], dim=-1).to(f.u.dtype)
+    inv = torch.where(f.s > 0, 1.0 / f.s.clamp_min(torch.finfo(f.s.dtype).tiny), torch.zeros_like(f.s))
+    u = torch.matmul(x, f.wt.transpose(-1, -2)) * inv[..., None, :]
+    return Factors(u=u, s=f.s, wt=f.wt)
+
+
 def svd_prepare_cost(shape: Shape, rank: int, solver: str, oversample: int, power_iters: int, dtype) -> Cost:
     n, dd, bh = shape.n, shape.d + shape.value_dim, shape.bh
     es = element_size(dtype)
@@ -131,7 +154,10 @@ def svd_prepare_cost(shape: Shape, rank: int, solver: str, oversample: int, powe
     elif solver == "gram_lowrank":
         q = min(rank + oversample, dd)
         flops = 2 * n * dd * dd + 2 * dd * dd * q * (2 + power_iters) + 20 * q**3 + 2 * n * dd * rank
-    else:
+    elif solver == "gram" and min(rank + oversample, dd) < dd:  # fp32 Gram + refinement
+        q = min(rank + oversample, dd)
+        flops = 2 * n * dd * dd + 9 * dd**3 + 6 * n * dd * q + 2 * n * q * q + 2 * n * q * rank + 40 * q**3
+    else:  # gram_fp64 (and gram when r + oversample >= D)
         flops = 2 * n * dd * dd + 9 * dd**3 + 2 * n * dd * rank
     nbytes = es * n * dd + 4 * n * dd + es * n * rank  # read inputs, fp32 copy, write U
     return Cost(float(bh * flops), float(bh * nbytes))
@@ -158,7 +184,7 @@ class SvdExactAttention(AttentionOperator):
         return check_rank(self.params["rank"], shape.n, shape.d, shape.value_dim, self.name)
 
     def _prepare(self, k, v, key_mask):
-        f = decompose_kv(self, k, v, key_mask)
+        f = decompose_kv_fixed_subspace(self, k, v, key_mask)
         dt = score_dtype(self.params["scores"], k.dtype)
         u, a, b = balanced_factors(f, k.shape[-1], dt)
         r = u.shape[-1]
