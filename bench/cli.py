@@ -1,4 +1,4 @@
-"""Command line: ``python -m bench run|merge|import-json|presets|crossover|targets|compare``."""
+"""Command line: ``python -m bench run|merge|import-json|presets|crossover|targets|compare|peers``."""
 
 from __future__ import annotations
 
@@ -71,7 +71,34 @@ def _parser() -> argparse.ArgumentParser:
     k.add_argument("--csv", default=None, metavar="FILE", help="write the full table as CSV")
     k.add_argument("--md", default=None, metavar="FILE", help="also write the markdown here")
     k.add_argument("--resamples", type=positive_int, default=2000, help="bootstrap resamples (default 2000)")
+    pe = sub.add_parser("peers", help="each operator side by side with the public implementation of the "
+                        "same job (performer-pytorch, fla, the LinRec core, a plain fp32 Gram): thread CPU "
+                        "time ratios with 95%% intervals and output differences (docs/bench.md)")
+    pe.add_argument("--n", nargs="+", type=positive_int, default=[4096], metavar="N",
+                    help="behaviours per user (one table block per N; default 4096)")
+    pe.add_argument("--m", type=positive_int, default=256, help="candidates (default 256)")
+    pe.add_argument("--d", type=positive_int, default=64, help="head dimension d = dv (default 64)")
+    pe.add_argument("--bh", type=positive_int, default=1, help="users x heads (default 1)")
+    pe.add_argument("--rank", type=positive_int, default=16, help="svd_exact rank = the inputs' rank (default 16)")
+    pe.add_argument("--features", type=positive_int, default=256, help="Performer features m (default 256)")
+    pe.add_argument("--rounds", type=positive_int, default=11, help="interleaved timing rounds (default 11)")
+    pe.add_argument("--seed", type=int, default=0, help="input and feature seed (default 0)")
+    pe.add_argument("--out", default="results/cpu", metavar="DIR",
+                    help="write DIR/peers.md and DIR/peers.csv (default results/cpu)")
     return p
+
+
+def cmd_peers(a: argparse.Namespace) -> int:
+    from .peers import run_peers, to_markdown, write_table
+
+    rows = []
+    for n in a.n:
+        rows += run_peers(n=n, m=a.m, d=a.d, bh=a.bh, rank=a.rank, features=a.features, rounds=a.rounds,
+                          seed=a.seed)
+    print(to_markdown(rows), end="")
+    md, csv = write_table(rows, a.out)
+    print(f"wrote {md} and {csv}")
+    return 0
 
 
 def _device(cfg_device: str | None, arg: str | None) -> str:
@@ -281,7 +308,8 @@ def main(argv: list[str] | None = None) -> int:
 
     a = parse(_parser(), argv)
     handlers = {"run": cmd_run, "merge": cmd_merge, "import-json": cmd_import, "presets": cmd_presets,
-                "crossover": cmd_crossover, "targets": cmd_targets, "compare": cmd_compare}
+                "crossover": cmd_crossover, "targets": cmd_targets, "compare": cmd_compare,
+                "peers": cmd_peers}
     try:
         return handlers[a.cmd](a)
     except (ConfigError, ResultsFileError, OutputError) as exc:
