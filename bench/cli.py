@@ -118,7 +118,7 @@ def cmd_run(a: argparse.Namespace) -> int:
     from .cascade import run_cascade
     from .preflight import check_cases, check_methods, no_ok_lines
     from .runner import run_sweep
-    from .summary import crossover, summary_table
+    from .summary import crossover, rank_by, summary_table
 
     cfg = load_config(a.preset, a.config)
     from .cliargs import split_list
@@ -183,10 +183,13 @@ def cmd_run(a: argparse.Namespace) -> int:
                            "display.float_format", "{:.4g}".format):
         if len(mine) and (mine["status"] == "ok").any():
             print(summary_table(mine).to_string(index=False))
-            cx = crossover(mine)
+            timing, why = rank_by(mine)
+            if timing != "wall":
+                print(f"warning: {why}", file=sys.stderr)
+            cx = crossover(mine, timing=timing)
             if len(cx):
-                print("\ncrossover N (method faster than dense from this N on; forward, and attend "
-                      "with the prepared state reused):")
+                print(f"\ncrossover N (method faster than dense from this N on; forward, and attend "
+                      f"with the prepared state reused; {why}):")
                 print(cx[["label", "setting", "family", "m", "d", "dtype", "crossover_n",
                           "crossover_n_attend", "speedup_at_max_n", "kl_mean_median"]].to_string(index=False))
     ok_rows = mine[mine["status"] == "ok"] if len(mine) else mine
@@ -262,11 +265,13 @@ def cmd_presets(a: argparse.Namespace) -> int:
 def cmd_crossover(a: argparse.Namespace) -> int:
     from .preflight import crossover_table
     from .store import read_table
-    from .summary import crossover
+    from .summary import crossover, rank_by
 
     table = crossover_table(a.table, read_table)
+    timing, why = rank_by(table)
+    print(why)
     with pd.option_context("display.width", 160, "display.max_rows", 400):
-        cx = crossover(table)
+        cx = crossover(table, timing=timing)
         print(cx.to_string(index=False) if len(cx) else
               "no crossover: the table has no pair of ok rows (a method and dense at the same case)")
     return 0

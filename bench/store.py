@@ -39,6 +39,11 @@ COLUMNS = (
        "timing_graph_calls_attend", "timing_graph_note"]
     + [f"timing_{s}_{p}" for p in ("prepare", "attend", "forward")
        for s in ("inner_calls", "samples", "input_sets", "cache", "working_set_bytes")]
+    # CPU runs: CPU time of the same samples (issue 11); empty on CUDA and in older files
+    + [f"{p}_{s}" for p in ("prepare", "attend", "forward")
+       for s in ("thread_cpu_ms_median", "thread_cpu_ms_iqr", "process_cpu_ms_median",
+                 "process_cpu_ms_iqr", "wall_per_cpu")]
+    + ["load_avg_1m", "load_per_core", "timing_rank_by", "timing_wall_warning"]
     + ["peak_mem_alloc_bytes", "peak_mem_nvml_bytes", "peak_mem_cpu_bytes",
        "mem_model_bytes", "mem_method"]
     + [f"{m}_{s}" for m in ("kl", "tv", "js", "top10_recall", "out_err") for s in ("mean", "p50", "p99", "max")]
