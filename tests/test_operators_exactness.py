@@ -341,3 +341,21 @@ def test_gram_refinement_restores_what_the_fp32_gram_loses():
     eye = torch.eye(12).expand(1, 2, 12, 12)
     torch.testing.assert_close(f.u.transpose(-1, -2) @ f.u, eye, atol=1e-5, rtol=0)
     torch.testing.assert_close(f.s.double(), torch.linalg.svdvals(x.double())[..., :12], rtol=1e-5, atol=1e-6)  # s_1 = 10
+
+
+def test_gram_certificate_takes_the_plain_route_only_when_fp32_is_enough():
+    """The default ``gram`` skips its refinement only when the fp32 Gram's spectrum certifies
+    it (lambda_r and the gap after it >= lambda_1 / 16): well-conditioned rank-r inputs pass,
+    the ill-conditioned ones and a flat full-rank spectrum cut at r do not."""
+    from attention_impls.decompose import plain_gram_is_enough
+    from conftest import ill_conditioned_kv
+
+    def evals(k, v):
+        x = torch.cat([k, v], -1)
+        return torch.linalg.eigvalsh(x.transpose(-1, -2) @ x).flip(-1)
+
+    assert plain_gram_is_enough(evals(*low_rank_kv(n=64, d=16, rank=4, seed=4)), 4)
+    assert not plain_gram_is_enough(evals(*low_rank_kv(n=64, d=16, rank=4, seed=4)), 8)  # no gap at 8
+    assert not plain_gram_is_enough(evals(*ill_conditioned_kv(n=256, d=24, rank=12, cond=1e3)), 12)
+    flat = torch.randn(1, 1, 512, 32, generator=torch.Generator().manual_seed(0))
+    assert not plain_gram_is_enough(evals(flat[..., :16], flat[..., 16:]), 8)
