@@ -354,8 +354,37 @@ def test_gram_certificate_takes_the_plain_route_only_when_fp32_is_enough():
         x = torch.cat([k, v], -1)
         return torch.linalg.eigvalsh(x.transpose(-1, -2) @ x).flip(-1)
 
-    assert plain_gram_is_enough(evals(*low_rank_kv(n=64, d=16, rank=4, seed=4)), 4)
-    assert not plain_gram_is_enough(evals(*low_rank_kv(n=64, d=16, rank=4, seed=4)), 8)  # no gap at 8
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 2, 512, 4, generator=g) @ torch.randn(1, 2, 4, 32, generator=g)  # lambda_4 ~ lambda_1 / 4
+    assert plain_gram_is_enough(evals(x[..., :16], x[..., 16:]), 4)
+    assert not plain_gram_is_enough(evals(x[..., :16], x[..., 16:]), 6)  # no gap after lambda_6
+    # low_rank_kv spreads s over [1, 5]: lambda_r = lambda_1 / 25, below the certificate
+    assert not plain_gram_is_enough(evals(*low_rank_kv(n=64, d=16, rank=4, seed=4)), 4)
     assert not plain_gram_is_enough(evals(*ill_conditioned_kv(n=256, d=24, rank=12, cond=1e3)), 12)
     flat = torch.randn(1, 1, 512, 32, generator=torch.Generator().manual_seed(0))
     assert not plain_gram_is_enough(evals(flat[..., :16], flat[..., 16:]), 8)
+
+
+@pytest.mark.parametrize("full", [False, True])
+def test_svd_exact_on_the_certified_plain_gram_route_equals_dense(full):
+    """The certified route (no refinement) is as exact: rank 4 of D = 32 with lambda_4 ~
+    lambda_1 / 4, and a well-conditioned full-rank input at r = D; forward and backward."""
+    from attention_impls.decompose import plain_gram_is_enough
+
+    g = torch.Generator().manual_seed(1)
+    if full:
+        left, _ = torch.linalg.qr(torch.randn(1, 2, 96, 16, generator=g))
+        x = left * torch.linspace(3.0, 1.0, 16) * 4.0  # s_1 / s_16 = 3
+        r = 16
+    else:
+        x, r = torch.randn(1, 2, 96, 4, generator=g) @ torch.randn(1, 2, 4, 32, generator=g) / 2.0, 4
+    x = x @ torch.linalg.qr(torch.randn(1, 2, x.shape[-1], x.shape[-1], generator=g))[0]
+    k, v = x[..., : x.shape[-1] // 2].contiguous(), x[..., x.shape[-1] // 2 :].contiguous()
+    assert plain_gram_is_enough(torch.linalg.eigvalsh(x.transpose(-1, -2) @ x).flip(-1), r)
+    q = torch.randn(1, 2, 7, k.shape[-1], generator=g)
+    ref, ref_g = _grads(ai.get("dense"), q, k, v)
+    out, grads = _grads(ai.get("svd_exact", rank=r), q, k, v)
+    assert rel(out, ref) < 1e-5
+    checked = grads if full else grads[:1]  # below full rank only the query gradient is dense's
+    for a, b in zip(checked, ref_g, strict=False):
+        assert rel(a, b) < 1e-5
