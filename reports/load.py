@@ -55,6 +55,8 @@ BENCH_NUM_COLS = [
     "peak_exp_per_s", "peak_flops_table", "peak_bytes_per_s_table", "peak_exp_per_s_table",
     "roofline_floor_ms_prepare", "roofline_floor_ms_attend", "roofline_floor_ms_forward",
     "roofline_fraction_prepare", "roofline_fraction_attend", "roofline_fraction_forward",
+    # CPU time beside wall time (issue 11; older tables lack them)
+    "prepare_wall_per_cpu", "attend_wall_per_cpu", "forward_wall_per_cpu", "load_avg_1m", "load_per_core",
 ]
 NUMERIC_PREFIXES = (
     "kl_", "tv_", "js_", "top10_", "out_err_", "absorption_err", "leaky_", "lrea_",
