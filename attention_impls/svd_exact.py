@@ -67,17 +67,17 @@ def balanced_factors(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(U', A', B') with U' A' ~ K and U' B' ~ V, stored so ``dtype`` holds them.
 
-    U' = U diag(g) / c and [A' | B'] = c diag(S / g) W^T with g_j = max_i |U_ij|, so U' is
+    U' = c U diag(1 / g) and [A' | B'] = diag(S g) W^T / c with g_j = max_i |U_ij|, so U' is
     in [-1, 1] and A', B' are on the scale of the rows of [K | V] (|x_i . w_j| <= |x_i|).
     c is a power of two (per user and head, no host sync) >= 1 that keeps A', B' below 1/64
     of ``dtype``'s largest value; U' <= c stays far inside it."""
-    g = f.u.abs().amax(dim=-2).clamp_min(torch.finfo(f.u.dtype).tiny)  # [B,H,r]
-    u = f.u / g[..., None, :]
+    # one pass for g (no |U| temporary) and one multiply for U: U is the only N-long factor
+    g = torch.linalg.vector_norm(f.u, ord=float("inf"), dim=-2).clamp_min(torch.finfo(f.u.dtype).tiny)  # [B,H,r]
     sw = (f.s * g)[..., :, None] * f.wt  # [B,H,r,D]
     limit = torch.finfo(dtype).max / 64
     big = sw.abs().amax(dim=(-1, -2), keepdim=True)  # [B,H,1,1]
     c = torch.exp2(torch.ceil(torch.log2(big / limit))).clamp_min(1.0)
-    return u * c, sw[..., :d] / c, sw[..., d:] / c
+    return f.u * (c / g[..., None, :]), sw[..., :d] / c, sw[..., d:] / c
 
 
 @dataclass

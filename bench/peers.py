@@ -187,6 +187,11 @@ def build_pairs(n: int, m: int, d: int, bh: int, rank: int, features: int, seed:
     lin = ai.get("linrec", backend="torch")
     pairs.append(Pair("linrec", "linrec forward", "LinRec core, K normalised over features (suite's reading)",
                       "forward", 1e-5, ours=lambda: lin.forward(q, k, v), peer=lambda: linrec_core(q, k, v, -1)))
+    pairs.append(Pair("linrec_unchecked", "linrec attend_unchecked(prepare_unchecked)",
+                      "LinRec core, K normalised over features (suite's reading)", "forward", 1e-5,
+                      ours=lambda: lin.attend_unchecked(lin.prepare_unchecked(k, v, None), q, False),
+                      peer=lambda: linrec_core(q, k, v, -1),
+                      reason="without input validation (the harness times this path)"))
     pairs.append(Pair("linrec_seq_axis", "linrec forward", "LinRec core, K normalised over the sequence (paper)",
                       "forward", 1e-5, ours=lambda: lin.forward(q, k, v), peer=lambda: linrec_core(q, k, v, -2),
                       reason="another operator: keys normalised over the sequence, not over features as the "
@@ -208,6 +213,12 @@ def build_pairs(n: int, m: int, d: int, bh: int, rank: int, features: int, seed:
                       "plain fp32 Gram + eigh + U = XW/S", "prepare", 1e-5,
                       ours=lambda: svd.prepare(k, v), peer=lambda: plain_gram_eigh(torch.cat([k, v], -1), rank),
                       out_ours=ours_rec, out_peer=peer_rec))
+    pairs.append(Pair("svd_prepare_unchecked", f"svd_exact[rank={rank},solver=gram] prepare_unchecked",
+                      "plain fp32 Gram + eigh + U = XW/S", "prepare", 1e-5,
+                      ours=lambda: svd.prepare_unchecked(k, v, None),
+                      peer=lambda: plain_gram_eigh(torch.cat([k, v], -1), rank),
+                      out_ours=ours_rec, out_peer=peer_rec,
+                      reason="without input validation (the harness times this path)"))
     return pairs
 
 
@@ -254,26 +265,30 @@ def _median(xs: list[float]) -> float:
 
 def to_markdown(rows: list[dict]) -> str:
     head = rows[0] if rows else {}
+    ns = sorted({int(r["n"]) for r in rows})
     lines = [
         "# Side by side with public implementations (`python -m bench peers`)",
         "",
         f"Machine: {head.get('machine')}; torch {head.get('torch')}; one torch thread; thread CPU time, "
         f"{head.get('rounds')} interleaved rounds; synthetic fp32 inputs (seed {head.get('seed')}), "
-        f"N = {head.get('n')}, M = {head.get('m')}, d = dv = {head.get('d')}, B x H = {head.get('bh')}. "
+        f"N = {', '.join(map(str, ns))}, M = {head.get('m')}, d = dv = {head.get('d')}, B x H = {head.get('bh')}. "
         "Ratio = geometric mean of per-round ours/peer, 95 % t-interval. Rel diff = max |ours - peer| / "
         "max |peer|.",
         "",
-        "| pair | ours | peer | status | ours ms | peer ms | ours/peer [95 % CI] | max abs diff | max rel diff | agree (tol) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| pair | N | ours | peer | status | ours ms | peer ms | ours/peer [95 % CI] | max abs diff | "
+        "max rel diff | agree (tol) | note |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        note = r.get("reason") or ""
+        note = "" if not isinstance(note, str) else note
         if r["status"] != "ok":
-            lines.append(f"| {r['pair']} | {r['ours']} | {r['peer']} | {r['status']}: {r['reason']} | | | | | | |")
+            lines.append(f"| {r['pair']} | {r['n']} | {r['ours']} | {r['peer']} | {r['status']} | | | | | | | {note} |")
             continue
         lines.append(
-            f"| {r['pair']} | {r['ours']} | {r['peer']} | ok | {r['ours_ms']:.3g} | {r['peer_ms']:.3g} | "
+            f"| {r['pair']} | {r['n']} | {r['ours']} | {r['peer']} | ok | {r['ours_ms']:.3g} | {r['peer_ms']:.3g} | "
             f"{r['ratio']:.2f} [{r['ratio_lo']:.2f}, {r['ratio_hi']:.2f}] | {r['max_abs_diff']:.2g} | "
-            f"{r['max_rel_diff']:.2g} | {'yes' if r['agree'] else 'NO'} ({r['tolerance']:g}) |")
+            f"{r['max_rel_diff']:.2g} | {'yes' if r['agree'] else 'NO'} ({r['tolerance']:g}) | {note} |")
     return "\n".join(lines) + "\n"
 
 

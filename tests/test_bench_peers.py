@@ -19,7 +19,8 @@ def test_bench_peers_tiny(tmp_path, capsys):
     assert rc == 0
     t = pd.read_csv(tmp_path / "peers.csv")
     assert list(t.columns) == COLUMNS
-    assert set(t["pair"]) >= {"performer", "causal_linear", "linrec", "linrec_seq_axis", "svd_prepare"}
+    assert set(t["pair"]) >= {"performer", "causal_linear", "linrec", "linrec_unchecked", "linrec_seq_axis",
+                              "svd_prepare", "svd_prepare_unchecked"}
     assert set(t["status"]) <= {"ok", "skipped", "unsupported"}
     for _, r in t.iterrows():
         if r["status"] != "ok":
