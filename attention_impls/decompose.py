@@ -199,7 +199,9 @@ PLAIN_GRAM_RATIO = 16.0
 
 def plain_gram_is_enough(evals_desc: torch.Tensor, r: int) -> bool:
     """True when every (user, head) of the fp32 Gram's eigenvalues (descending, [..., D]) has
-    its r-th eigenvalue and the gap after it above lambda_1 / PLAIN_GRAM_RATIO (see above)."""
+    its r-th eigenvalue and the gap after it above lambda_1 / PLAIN_GRAM_RATIO (see above).
+    One decision per batch (one host sync on CUDA): a batch with one uncertified matrix is
+    refined whole."""
     lam1 = evals_desc[..., :1].clamp_min(torch.finfo(evals_desc.dtype).tiny)
     lam_r = evals_desc[..., r - 1 : r]
     nxt = evals_desc[..., r : r + 1] if evals_desc.shape[-1] > r else torch.zeros_like(lam_r)
