@@ -219,7 +219,7 @@ def _gram(x: torch.Tensor, r: int, q: int, cd: torch.dtype):
     if plain_gram_is_enough(evals, r):
         s, inv = _drop_unresolved(evals[..., :r].clamp_min(0).sqrt(), cd)
         w = evecs[..., :r]
-        return torch.matmul(x, w) * inv[..., None, :], s, w.transpose(-1, -2)
+        return torch.matmul(x, w * inv[..., None, :]), s, w.transpose(-1, -2)  # scale W, not N x r U
     if q >= x.shape[-1]:
         return _gram_fp64(x, r, cd)
     return _gram_refined(x, evecs[..., :q], r, q, cd)
