@@ -1,7 +1,8 @@
 """Which parts of the operators have a backward, and the clear errors where one has not.
 
 Measured in fp64 gradcheck (tests/test_operators_grad.py): through the decompositions of
-[K | V], only the ``gram`` solver gives finite, correct gradients when a user is padded
+[K | V], only the fp64 Gram eigendecomposition (solvers ``gram`` and ``gram_fp64``; svd_exact
+and svd_tokens use it for the backward of both) gives finite, correct gradients when a user is padded
 (padding makes singular values zero or repeated: ``svd`` and ``gram_lowrank`` gave NaN,
 ``lowrank`` NaN or ~1e49). So ``svd`` / ``lowrank`` / ``gram_lowrank`` refuse a call that
 autograd would record instead of returning NaN gradients later. LREA's training-free
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-BACKWARD_SOLVERS = ("gram",)  # solvers of attention_impls.decompose whose backward is tested
+BACKWARD_SOLVERS = ("gram", "gram_fp64")  # their backward goes through the fp64 Gram eigh (tested)
 
 
 def records_grad(*tensors: torch.Tensor) -> bool:

@@ -20,6 +20,11 @@ cast back), because rounding Q A^T and U to bf16 puts an error of about 2^-8 |lo
 score (issue 12: 0.085-0.113 output error at logits 50-100 against dense's 0.007); ``working`` runs them in
 the input dtype (faster on tensor cores, that error included). fp32/fp64 inputs are unaffected.
 
+Gradients (``decompose_kv_fixed_subspace``): at full rank the subspace is held fixed, so
+they are dense attention's exactly, for every solver; below full rank they are the true
+gradients through the fp64 Gram eigendecomposition (solvers ``gram`` and ``gram_fp64``; the
+others refuse backward on K, V with a clear error).
+
 ``backend``: ``torch`` = Q A^T, SDPA with head dimension r, then (.) B (three launches);
 ``triton`` = all of it in one fused kernel (``kernels/flash_small_head.py``), held to the
 torch path by the tests; ``auto`` = triton on CUDA when Triton imports.
@@ -44,7 +49,7 @@ from .base import (
 )
 from .decompose import SOLVERS, Factors, truncated_svd
 from .dense import softmax_weights
-from .grad_rules import check_solver_backward
+from .grad_rules import check_solver_backward, records_grad
 from .registry import register
 from .validate import check_choice, check_int, check_seed
 
@@ -64,17 +69,18 @@ def balanced_factors(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(U', A', B') with U' A' ~ K and U' B' ~ V, stored so ``dtype`` holds them.
 
-    U' = U diag(g) / c and [A' | B'] = c diag(S / g) W^T with g_j = max_i |U_ij|, so U' is
+    U' = c U diag(1 / g) and [A' | B'] = diag(S g) W^T / c with g_j = max_i |U_ij|, so U' is
     in [-1, 1] and A', B' are on the scale of the rows of [K | V] (|x_i . w_j| <= |x_i|).
     c is a power of two (per user and head, no host sync) >= 1 that keeps A', B' below 1/64
     of ``dtype``'s largest value; U' <= c stays far inside it."""
-    g = f.u.abs().amax(dim=-2).clamp_min(torch.finfo(f.u.dtype).tiny)  # [B,H,r]
-    u = f.u / g[..., None, :]
+    # U is the only N-long factor: one multiply for U', and g from a contiguous copy of U^T
+    # (a max over the strided N axis took 0.73 ms for a 16384 x 16 U, over the copy 0.39 ms)
+    g = f.u.mT.contiguous().abs().amax(dim=-1).clamp_min(torch.finfo(f.u.dtype).tiny)  # [B,H,r]
     sw = (f.s * g)[..., :, None] * f.wt  # [B,H,r,D]
     limit = torch.finfo(dtype).max / 64
     big = sw.abs().amax(dim=(-1, -2), keepdim=True)  # [B,H,1,1]
     c = torch.exp2(torch.ceil(torch.log2(big / limit))).clamp_min(1.0)
-    return u * c, sw[..., :d] / c, sw[..., d:] / c
+    return f.u * (c / g[..., None, :]), sw[..., :d] / c, sw[..., d:] / c
 
 
 @dataclass
@@ -126,12 +132,48 @@ def validate_factor_params(op: AttentionOperator) -> None:
 
 
 def decompose_kv(op: AttentionOperator, k: torch.Tensor, v: torch.Tensor, key_mask) -> Factors:
-    check_solver_backward(op.name, op.params.get("solver", "svd"), k, v)
-    x = torch.cat([zero_padded(k, key_mask), zero_padded(v, key_mask)], dim=-1)
+    """Truncated SVD of [K | V] (padded keys zeroed). When autograd records K or V, only the
+    fp64 Gram route has a tested backward: ``gram`` runs as ``gram_fp64`` then, and the other
+    solvers refuse (``grad_rules``)."""
     p = op.params
-    return truncated_svd(
-        x, p["rank"], p.get("solver", "svd"), p.get("oversample", 8), p.get("power_iters", 2), p.get("seed", 0)
-    )
+    solver = p.get("solver", "svd")
+    check_solver_backward(op.name, solver, k, v)
+    if solver == "gram" and records_grad(k, v):
+        solver = "gram_fp64"
+    x = torch.cat([zero_padded(k, key_mask), zero_padded(v, key_mask)], dim=-1)
+    return truncated_svd(x, p["rank"], solver, p.get("oversample", 8), p.get("power_iters", 2), p.get("seed", 0))
+
+
+def decompose_kv_fixed_subspace(op: AttentionOperator, k: torch.Tensor, v: torch.Tensor, key_mask) -> Factors:
+    """``decompose_kv`` for svd_exact, with the gradient rule of the module docstring.
+
+    Without gradients: the solver's factors. With gradients at full rank (r = min(N, D)): the
+    solver runs on detached inputs and U = X W^T / S is re-derived from X, so U diag(S) W^T = X
+    and the gradients are dense attention's exactly, for every solver (autograd through eigh
+    / SVD divides by eigenvalue gaps: NaN on rank-deficient inputs, 1e-3 error at full rank on
+    ill-conditioned ones). With gradients below full rank the subspace itself depends on K, V:
+    the true gradient goes through the fp64 Gram eigendecomposition (``gram_fp64``, held to
+    fp64 gradcheck with padded users in tests/test_operators_grad.py), which the ``gram``
+    solvers use; the others refuse (``grad_rules.check_solver_backward``)."""
+    if not (torch.is_grad_enabled() and (k.requires_grad or v.requires_grad)):
+        return decompose_kv(op, k, v, key_mask)
+    p = op.params
+    if p["rank"] < min(k.shape[-2], k.shape[-1] + v.shape[-1]):
+        return decompose_kv(op, k, v, key_mask)
+    if k.shape[-2] <= k.shape[-1] + v.shape[-1]:  # N <= D: X = I X is its own full-rank factorisation
+        x = torch.cat([zero_padded(k, key_mask), zero_padded(v, key_mask)], dim=-1)
+        eye = torch.eye(x.shape[-2], dtype=x.dtype, device=x.device).expand(*x.shape[:-2], -1, -1)
+        return Factors(u=eye, s=torch.ones(x.shape[:-1], dtype=x.dtype, device=x.device), wt=x)
+    with torch.no_grad():
+        f = decompose_kv(op, k.detach(), v.detach(), key_mask)
+    x = torch.cat([zero_padded(k, key_mask), zero_padded(v, key_mask)], dim=-1).to(f.u.dtype)
+    # N > D: W is a complete basis of the D columns. A zero singular value (a padded or
+    # rank-deficient user) gets S = 1 there: U S W^T stays X W W^T = X and its derivative
+    # dX W W^T = dX, where
+    # U = 0 with S = 0 would drop the directions a perturbation of X moves into.
+    s = torch.where(f.s > 0, f.s, torch.ones_like(f.s))
+    u = torch.matmul(x, f.wt.transpose(-1, -2)) / s[..., None, :]
+    return Factors(u=u, s=s, wt=f.wt)
 
 
 def svd_prepare_cost(shape: Shape, rank: int, solver: str, oversample: int, power_iters: int, dtype) -> Cost:
@@ -145,7 +187,10 @@ def svd_prepare_cost(shape: Shape, rank: int, solver: str, oversample: int, powe
     elif solver == "gram_lowrank":
         q = min(rank + oversample, dd)
         flops = 2 * n * dd * dd + 2 * dd * dd * q * (2 + power_iters) + 20 * q**3 + 2 * n * dd * rank
-    else:
+    elif solver == "gram" and min(rank + oversample, dd) < dd:  # fp32 Gram + refinement
+        q = min(rank + oversample, dd)
+        flops = 2 * n * dd * dd + 9 * dd**3 + 6 * n * dd * q + 2 * n * q * q + 2 * n * q * rank + 40 * q**3
+    else:  # gram_fp64 (and gram when r + oversample >= D)
         flops = 2 * n * dd * dd + 9 * dd**3 + 2 * n * dd * rank
     nbytes = es * n * dd + 4 * n * dd + es * n * rank  # read inputs, fp32 copy, write U
     return Cost(float(bh * flops), float(bh * nbytes))
@@ -173,7 +218,7 @@ class SvdExactAttention(AttentionOperator):
         return reasons + check_causal_rank(self.params["rank"], shape, self.name)
 
     def _prepare(self, k, v, key_mask):
-        f = decompose_kv(self, k, v, key_mask)
+        f = decompose_kv_fixed_subspace(self, k, v, key_mask)
         dt = score_dtype(self.params["scores"], k.dtype)
         u, a, b = balanced_factors(f, k.shape[-1], dt)
         r = u.shape[-1]

@@ -1,4 +1,4 @@
-"""Command line: ``python -m bench run|merge|import-json|presets|crossover|targets|compare``."""
+"""Command line: ``python -m bench run|merge|import-json|presets|crossover|targets|compare|peers``."""
 
 from __future__ import annotations
 
@@ -72,7 +72,34 @@ def _parser() -> argparse.ArgumentParser:
     k.add_argument("--csv", default=None, metavar="FILE", help="write the full table as CSV")
     k.add_argument("--md", default=None, metavar="FILE", help="also write the markdown here")
     k.add_argument("--resamples", type=positive_int, default=2000, help="bootstrap resamples (default 2000)")
+    pe = sub.add_parser("peers", help="each operator side by side with the public implementation of the "
+                        "same job (performer-pytorch, fla, the LinRec core, a plain fp32 Gram): thread CPU "
+                        "time ratios with 95%% intervals and output differences (docs/bench.md)")
+    pe.add_argument("--n", nargs="+", type=positive_int, default=[4096], metavar="N",
+                    help="behaviours per user (one table block per N; default 4096)")
+    pe.add_argument("--m", type=positive_int, default=256, help="candidates (default 256)")
+    pe.add_argument("--d", type=positive_int, default=64, help="head dimension d = dv (default 64)")
+    pe.add_argument("--bh", type=positive_int, default=1, help="users x heads (default 1)")
+    pe.add_argument("--rank", type=positive_int, default=16, help="svd_exact rank = the inputs' rank (default 16)")
+    pe.add_argument("--features", type=positive_int, default=256, help="Performer features m (default 256)")
+    pe.add_argument("--rounds", type=positive_int, default=11, help="interleaved timing rounds (default 11)")
+    pe.add_argument("--seed", type=int, default=0, help="input and feature seed (default 0)")
+    pe.add_argument("--out", default="results/cpu", metavar="DIR",
+                    help="write DIR/peers.md and DIR/peers.csv (default results/cpu)")
     return p
+
+
+def cmd_peers(a: argparse.Namespace) -> int:
+    from .peers import run_peers, to_markdown, write_table
+
+    rows = []
+    for n in a.n:
+        rows += run_peers(n=n, m=a.m, d=a.d, bh=a.bh, rank=a.rank, features=a.features, rounds=a.rounds,
+                          seed=a.seed)
+    print(to_markdown(rows), end="")
+    md, csv = write_table(rows, a.out)
+    print(f"wrote {md} and {csv}")
+    return 0
 
 
 def _device(cfg_device: str | None, arg: str | None) -> str:
@@ -92,7 +119,7 @@ def cmd_run(a: argparse.Namespace) -> int:
     from .cascade import run_cascade
     from .preflight import check_cases, check_methods, no_ok_lines
     from .runner import run_sweep
-    from .summary import crossover, summary_table
+    from .summary import crossover, rank_by, summary_table
 
     cfg = load_config(a.preset, a.config)
     from .cliargs import split_list
@@ -157,10 +184,13 @@ def cmd_run(a: argparse.Namespace) -> int:
                            "display.float_format", "{:.4g}".format):
         if len(mine) and (mine["status"] == "ok").any():
             print(summary_table(mine).to_string(index=False))
-            cx = crossover(mine)
+            timing, why = rank_by(mine)
+            if timing != "wall":
+                print(f"warning: {why}", file=sys.stderr)
+            cx = crossover(mine, timing=timing)
             if len(cx):
-                print("\ncrossover N (method faster than dense from this N on; forward, and attend "
-                      "with the prepared state reused):")
+                print(f"\ncrossover N (method faster than dense from this N on; forward, and attend "
+                      f"with the prepared state reused; {why}):")
                 print(cx[["label", "setting", "family", "m", "d", "dtype", "crossover_n",
                           "crossover_n_attend", "speedup_at_max_n", "kl_mean_median"]].to_string(index=False))
     ok_rows = mine[mine["status"] == "ok"] if len(mine) else mine
@@ -236,11 +266,13 @@ def cmd_presets(a: argparse.Namespace) -> int:
 def cmd_crossover(a: argparse.Namespace) -> int:
     from .preflight import crossover_table
     from .store import read_table
-    from .summary import crossover
+    from .summary import crossover, rank_by
 
     table = crossover_table(a.table, read_table)
+    timing, why = rank_by(table)
+    print(why)
     with pd.option_context("display.width", 160, "display.max_rows", 400):
-        cx = crossover(table)
+        cx = crossover(table, timing=timing)
         print(cx.to_string(index=False) if len(cx) else
               "no crossover: the table has no pair of ok rows (a method and dense at the same case)")
     return 0
@@ -283,7 +315,8 @@ def main(argv: list[str] | None = None) -> int:
     a = parse(_parser(), argv)
     setup_cli_logging()
     handlers = {"run": cmd_run, "merge": cmd_merge, "import-json": cmd_import, "presets": cmd_presets,
-                "crossover": cmd_crossover, "targets": cmd_targets, "compare": cmd_compare}
+                "crossover": cmd_crossover, "targets": cmd_targets, "compare": cmd_compare,
+                "peers": cmd_peers}
     try:
         return handlers[a.cmd](a)
     except (ConfigError, ResultsFileError, OutputError) as exc:

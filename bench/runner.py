@@ -27,7 +27,7 @@ from .fidelity import case_fidelity
 from .inputs import Inputs, UnsupportedInput, build_inputs
 from .memory import cpu_peak_bytes, cuda_peak_bytes
 from .roofline import phase_roofline, roofline_fraction
-from .timing import PhaseTimer, summarise_phase
+from .timing import PhaseTimer, machine_load, summarise_phase, wall_warning
 
 # Test hooks: BENCH_INJECT_OOM="svd_exact,dense" (method names, labels or case ids) raises an
 # out-of-memory error inside the measurement; BENCH_TEST_DELAY_S sleeps in every case.
@@ -166,8 +166,21 @@ def time_phases(op: Any, inp: Inputs, state: Any, causal: bool, timer: PhaseTime
         cols[f"timing_working_set_bytes_{phase}"] = plan.working_set[phase]
     if timer.cuda and timer.cfg.graph_attend:
         cols.update(time_attend_graph(timer, fns["attend"], plan.working_set["attend"]))
+    if not timer.cuda:
+        cols.update(cpu_load_columns(cols, torch.get_num_threads()))
     del kvs, qs, states, fns
     return cols
+
+
+def cpu_load_columns(cols: dict[str, Any], threads: int) -> dict[str, Any]:
+    """CPU rows: the machine's load after timing, whether it made the wall times unusable
+    (``timing_wall_warning``) and so which time ranks this row (``timing_rank_by``: wall, or
+    process CPU time when the machine is loaded)."""
+    load = machine_load()
+    ratios = [cols.get(f"{p}_wall_per_cpu") for p in ("prepare", "attend", "forward")]
+    worst = max((r for r in ratios if r is not None), default=None)
+    warning = wall_warning(load["load_per_core"], worst, threads)
+    return {**load, "timing_wall_warning": warning, "timing_rank_by": "process_cpu" if warning else "wall"}
 
 
 def time_attend_graph(timer: PhaseTimer, fns: list, working_set: int | None) -> dict[str, Any]:

@@ -59,6 +59,13 @@ def _bench_columns() -> list[Column]:
         + _cols("measurement", "string", ["timing_graph_note"])
         + [Column(f"timing_{s}_{p}", "string" if s == "cache" else "float", "measurement")
            for p in PHASES for s in ("inner_calls", "samples", "input_sets", "cache", "working_set_bytes")]
+        # CPU runs: CPU time of the same samples (issue 11); empty on CUDA and in older files
+        + _cols("measurement", "float", [f"{p}_{s}" for p in PHASES
+                                         for s in ("thread_cpu_ms_median", "thread_cpu_ms_iqr",
+                                                   "process_cpu_ms_median", "process_cpu_ms_iqr",
+                                                   "wall_per_cpu")])
+        + _cols("env", "float", ["load_avg_1m", "load_per_core"])
+        + _cols("measurement", "string", ["timing_rank_by", "timing_wall_warning"])
         + _cols("measurement", "float", ["peak_mem_alloc_bytes", "peak_mem_nvml_bytes", "peak_mem_cpu_bytes"])
         + _cols("model", "float", ["mem_model_bytes"])
         + _cols("measurement", "string", ["mem_method"])

@@ -133,6 +133,26 @@ def environment(rs: ResultSet) -> Section:
 
 
 # ---------------------------------------------------------------- 2
+def cpu_timing_note(ok: pd.DataFrame) -> str | None:
+    """What the CPU rows' wall times are worth (issue 11): how many were timed on a loaded
+    machine, and the CPU-time columns to rank those by. None for tables without CPU time."""
+    col = "forward_process_cpu_ms_median"
+    if col not in ok.columns or "timing_rank_by" not in ok.columns:
+        return None
+    cpu = ok[pd.to_numeric(ok[col], errors="coerce").notna()]
+    if not len(cpu):
+        return None
+    loaded = cpu[cpu["timing_rank_by"] == "process_cpu"]
+    if not len(loaded):
+        return (f"CPU rows ({len(cpu)}) were timed on an idle machine: wall time is used; their "
+                "thread and process CPU times are in the *_cpu_ms_median columns.")
+    why = loaded["timing_wall_warning"].dropna()
+    return (f"Warning: {len(loaded)} of {len(cpu)} CPU rows were timed on a loaded machine"
+            + (f" ({why.iloc[0]})" if len(why) else "") + ", where wall times are unusable; the harness "
+            "ranks them by process CPU time (forward_process_cpu_ms_median; thread CPU time beside it). "
+            "The figures below plot wall time.")
+
+
 def timing_section(rs: ResultSet) -> Section:
     s = Section(2, "time", "Time vs N")
     if not rs.has_bench or rs.ok["forward_ms_median"].notna().sum() == 0:
@@ -144,6 +164,9 @@ def timing_section(rs: ResultSet) -> Section:
     s.intro.append("Median time per call (log-log), one line per method, faceted by M (candidates) and "
                    "d (head dimension); devices are never mixed in one line. The prepare/attend split "
                    "separates per-user from per-candidate work.")
+    note = cpu_timing_note(ok)
+    if note:
+        s.intro.append(note)
     single = []
     for dev, dt, st in _groups(ok):
         f = timing.time_vs_n(ok, dev, dt, st, "fig-time-" + _slug(dev, dt, st))

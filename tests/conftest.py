@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -48,6 +49,35 @@ def low_rank_kv(b=2, h=2, n=48, d=16, dv=None, rank=4, device="cpu", seed=0, noi
     if noise:
         x = x + noise * torch.randn(x.shape, generator=g)
     return x[..., :d].to(device).contiguous(), x[..., d:].to(device).contiguous()
+
+
+def ill_conditioned_kv(b=1, h=2, n=96, d=16, dv=None, rank=None, cond=1e5, device="cpu", seed=0):
+    """[K|V] with singular values spread geometrically from 10 down to 10 / ``cond`` over its
+    first ``rank`` directions (all d + dv by default) and zero after: the inputs on which a
+    plain fp32 Gram matrix (condition number squared) loses about 1e-4 of [K|V] (measured: at
+    full rank with cond 1e5, 1.1e-4 of [K|V] and 6.6e-5 of the output; at rank 16 of 128 with
+    cond 1e3, 1.4e-4), which is why ``gram`` refines its fp32 Gram when its spectrum asks for
+    it and ``gram_fp64`` forms it in fp64."""
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    dv = d if dv is None else dv
+    dd = d + dv
+    rank = dd if rank is None else rank
+    left, _ = torch.linalg.qr(torch.randn(b, h, n, dd, generator=g, dtype=torch.float64))
+    right, _ = torch.linalg.qr(torch.randn(b, h, dd, dd, generator=g, dtype=torch.float64))
+    s = torch.zeros(dd, dtype=torch.float64)
+    s[:rank] = 10.0 * torch.logspace(0, -math.log10(cond), rank, dtype=torch.float64)
+    x = ((left * s) @ right.transpose(-1, -2)).float()
+    return x[..., :d].to(device).contiguous(), x[..., d:].to(device).contiguous()
+
+
+def gaussian_factor_kv(b=2, h=2, n=64, d=16, rank=32, seed=32):
+    """A reconstruction of the suite's first test input (Gaussian factors, the right one
+    square; condition number about 1e3), the likeliest "test input" on which docs/operators.md
+    recorded that the fp32 Gram lost 2e-4. Measured now, the plain fp32 Gram loses 1.7e-6 of
+    the output here; ``ill_conditioned_kv`` reproduces the loss."""
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    x = torch.randn(b, h, n, rank, generator=g) @ torch.randn(b, h, rank, 2 * d, generator=g) / rank**0.5
+    return x[..., :d].contiguous(), x[..., d:].contiguous()
 
 
 def padding_mask(b, n, lengths, device="cpu"):

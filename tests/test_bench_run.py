@@ -40,6 +40,11 @@ def test_sweep_rows_and_resume_without_duplicates(tmp_path):
     assert df["peak_mem_cpu_bytes"].notna().all() and (df["mem_method"] != "").all()
     assert df["kl_mean"].notna().all() and (df["forward_calls"] >= 2).all()
     assert (df.loc[df.method == "svd_exact", "flops"] > 0).all()
+    for p in ("prepare", "attend", "forward"):  # CPU time beside wall time (issue 11)
+        assert (df[f"{p}_thread_cpu_ms_median"] > 0).all() and (df[f"{p}_process_cpu_ms_median"] > 0).all()
+        assert (df[f"{p}_wall_per_cpu"] > 0).all()
+    assert df["load_per_core"].notna().all() and df["timing_rank_by"].isin(["wall", "process_cpu"]).all()
+    assert ((df["timing_rank_by"] == "process_cpu") == df["timing_wall_warning"].notna()).all()
     rows2, info2 = runner.run_sweep(cfg, cases, tmp_path / "run", progress=False)
     assert info2["measured"] == 0 and info2["already_done"] == 9
     assert len(store.read_rows(tmp_path / "run" / "rows.jsonl")) == 9

@@ -17,6 +17,8 @@ from bench.cli import main
 from bench.config import Timing, expand, load_config, resolve_methods
 from conftest import tiny_sweep
 
+ROOT = Path(__file__).resolve().parents[1]
+
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 MiB = 2**20
@@ -286,3 +288,84 @@ def test_cuda_graph_replay_timing_and_capture_failure_note():
     assert pt.extra["graph_calls"] == 15 and pt.samples >= 5 and min(pt.times_ms) > 0
     cols = runner.time_attend_graph(t, [lambda: xs[0].sum().item()], None)  # .item() syncs
     assert "capture failed" in cols["timing_graph_note"]
+
+
+# ----------------------------------------------------------------------------- CPU time (issue 11)
+
+
+def _busy(ms: float) -> None:
+    end = time.thread_time() + ms / 1e3
+    while time.thread_time() < end:
+        pass
+
+
+def test_cpu_phase_records_thread_and_process_cpu_time():
+    """Busy work: CPU time ~ wall time, recorded for the same samples."""
+    cfg = Timing(min_calls=3, max_calls=3, min_time_s=0.0, warmup_max=1, sample_min_ms=0.0)
+    pt = timing.PhaseTimer("cpu", cfg).run(lambda: _busy(2.0))
+    assert len(pt.thread_cpu_ms) == len(pt.process_cpu_ms) == len(pt.times_ms) == 3
+    assert all(1.9 <= t <= 10.0 for t in pt.thread_cpu_ms)
+    cols = timing.summarise_phase(pt, "forward")
+    assert cols["forward_thread_cpu_ms_median"] == pytest.approx(sorted(pt.thread_cpu_ms)[1])
+    assert cols["forward_process_cpu_ms_median"] >= 0.9 * cols["forward_thread_cpu_ms_median"]
+    assert cols["forward_wall_per_cpu"] == pytest.approx(cols["forward_ms_median"] / cols["forward_process_cpu_ms_median"])
+    assert set(cols) >= {f"forward_{c}" for c in ("thread_cpu_ms_iqr", "process_cpu_ms_iqr")}
+    assert set(cols) <= set(store.COLUMNS)  # every column the timer writes is in the schema
+
+
+def test_waiting_shows_as_wall_time_without_cpu_time_and_warns():
+    """A call that waits (here: sleeps, as a call waiting for a core on a loaded machine does)
+    has wall time but almost no CPU time: wall_per_cpu is large and the wall times are flagged."""
+    cfg = Timing(min_calls=3, max_calls=3, min_time_s=0.0, warmup_max=1, sample_min_ms=0.0)
+    pt = timing.PhaseTimer("cpu", cfg).run(lambda: time.sleep(0.004))
+    cols = timing.summarise_phase(pt, "attend")
+    assert cols["attend_ms_median"] >= 3.9 and cols["attend_thread_cpu_ms_median"] < 1.0
+    assert cols["attend_wall_per_cpu"] > 4
+    msg = timing.wall_warning(0.1, cols["attend_wall_per_cpu"], threads=1)
+    assert msg and "wall time" in msg
+
+
+def test_wall_warning_thresholds():
+    assert timing.wall_warning(0.5, 1.1, threads=1) is None  # idle machine, one thread
+    assert timing.wall_warning(None, None) is None  # no load average (non-POSIX), CUDA row
+    assert "load average 2.50 per core" in timing.wall_warning(2.5, 1.0, threads=1)
+    assert timing.wall_warning(0.5, 0.3, threads=4) is None  # 4 threads: wall ~ CPU / 4
+    assert "wall time" in timing.wall_warning(0.5, 0.5, threads=4)  # 2x CPU per thread
+    load = timing.machine_load()
+    assert set(load) == {"load_avg_1m", "load_per_core"}
+
+
+def test_cuda_rows_have_no_cpu_time():
+    pt = timing.PhaseTiming([1.0, 2.0])
+    cols = timing.summarise_cpu(pt, "attend")
+    assert cols["attend_thread_cpu_ms_median"] is None and cols["attend_wall_per_cpu"] is None
+
+
+def test_rank_by_names_the_column_and_old_files_rank_by_wall():
+    from bench.summary import crossover, rank_by
+
+    old = store.to_frame([{"case_id": "a", "method": "dense", "status": "ok", "forward_ms_median": 1.0}])
+    assert rank_by(old)[0] == "wall"  # an older file: CPU-time columns empty
+    base = dict(status="ok", m=4, d=8, dtype="fp32", batch=1, heads=1, family="x", setting="target")
+    rows = []
+    for n, dense_cpu, fast_cpu in ((64, 1.0, 2.0), (128, 2.0, 1.0)):
+        for method, cpu in (("dense", dense_cpu), ("svd_exact", fast_cpu)):
+            rows.append({**base, "n": n, "method": method, "label": method, "forward_ms_median": 5.0,
+                         "attend_ms_median": 5.0, "forward_process_cpu_ms_median": cpu,
+                         "attend_process_cpu_ms_median": cpu, "timing_rank_by": "process_cpu",
+                         "timing_wall_warning": "load average 3.00 per core (> 1)"})
+    df = store.to_frame(rows)
+    timing_kind, why = rank_by(df)
+    assert timing_kind == "process_cpu" and "process CPU time" in why and "load average" in why
+    cx = crossover(df, timing=timing_kind)  # wall times tie (noise); CPU time shows the crossover
+    assert float(cx.loc[cx.method == "svd_exact", "crossover_n"].iloc[0]) == 128
+    assert crossover(df)["crossover_n"].isna().all()
+
+
+def test_committed_cpu_results_still_read():
+    """Result files written before the CPU-time columns existed stay readable."""
+    from bench.summary import rank_by
+
+    df = store.to_frame(store.read_table(ROOT / "results" / "cpu").to_dict("records"))
+    assert "forward_thread_cpu_ms_median" in df.columns and len(df)
+    assert rank_by(df)[0] in ("wall", "process_cpu")

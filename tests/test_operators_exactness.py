@@ -267,3 +267,131 @@ def test_softmax_weights_helper_masks(device):
     mask = padding_mask(2, 10, [10, 0], device)
     w = softmax_weights(q, k, mask, 0.25)
     assert not torch.isnan(w).any() and float(w[1].abs().max()) == 0.0
+
+
+SOLVERS = ["svd", "lowrank", "gram", "gram_fp64", "gram_lowrank"]
+
+
+def _grads(op, q, k, v):
+    """Output and the gradients of a fixed weighted sum of it with respect to q, k and v."""
+    qq, kk, vv = (t.clone().requires_grad_(True) for t in (q, k, v))
+    out = op.forward(qq, kk, vv)
+    weights = torch.linspace(-1.0, 1.0, out.numel(), dtype=out.dtype).reshape(out.shape)
+    (out * weights).sum().backward()
+    return out, [t.grad for t in (qq, kk, vv)]
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+@pytest.mark.parametrize("which", ["geometric_1e5", "geometric_1e3", "gaussian_factors"])
+def test_svd_exact_full_rank_equals_dense_on_ill_conditioned_inputs(solver, which):
+    """The inputs on which a plain fp32 Gram loses about 1e-4 of [K|V] (the reason the Gram
+    was once formed in fp64): at full rank every solver still equals dense to 1e-5, forward
+    and backward."""
+    from conftest import gaussian_factor_kv, ill_conditioned_kv
+
+    if which == "gaussian_factors":
+        k, v = gaussian_factor_kv()
+    else:
+        k, v = ill_conditioned_kv(cond=float(which.split("_")[1]), seed=1)
+    d = k.shape[-1]
+    q = torch.randn(*k.shape[:2], 7, d, generator=torch.Generator().manual_seed(2))
+    ref, ref_g = _grads(ai.get("dense"), q, k, v)
+    out, g = _grads(ai.get("svd_exact", rank=2 * d, solver=solver), q, k, v)
+    assert rel(out, ref) < 1e-5, solver
+    for name, a, b in zip("qkv", g, ref_g, strict=True):
+        assert rel(a, b) < 1e-5, (solver, name, rel(a, b))
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+@pytest.mark.parametrize("cond", [1e3, 1e5])
+def test_svd_exact_rank_r_ill_conditioned_equals_dense(solver, cond):
+    """Exact rank 12 < D = 48 with singular values spread over ``cond``: the truncated case,
+    where the fp32 Gram tilts the top-r subspace by eps s_1^2 / s_r^2 (1e-4 of the output
+    unrefined); the refined ``gram`` must be as exact as the fp64 one."""
+    from conftest import ill_conditioned_kv
+
+    k, v = ill_conditioned_kv(n=256, d=24, rank=12, cond=cond, seed=3)
+    q = torch.randn(1, 2, 9, 24, generator=torch.Generator().manual_seed(4))
+    ref = ai.get("dense").forward(q, k, v)
+    out = ai.get("svd_exact", rank=12, solver=solver).forward(q, k, v)
+    assert rel(out, ref) < 1e-5, (solver, rel(out, ref))
+    # gradients with respect to the queries (the scores are exactly Q K^T here); k and v do
+    # not require grad, so every solver runs (below full rank only the gram solvers have a
+    # backward on K, V: tests/test_operators_grad.py)
+    def q_grad(op):
+        qq = q.clone().requires_grad_(True)
+        out = op.forward(qq, k, v)
+        (out * torch.linspace(-1.0, 1.0, out.numel()).reshape(out.shape)).sum().backward()
+        return qq.grad
+
+    g, ref_g = q_grad(ai.get("svd_exact", rank=12, solver=solver)), q_grad(ai.get("dense"))
+    assert rel(g, ref_g) < 1e-5, solver
+
+
+def test_gram_refinement_restores_what_the_fp32_gram_loses():
+    """The refinement is needed: a plain fp32 Gram + eigh loses more than 1e-5 of a rank-12
+    input spread over 1e5, the refined default keeps it within 1e-6 (like ``svd``) and
+    returns orthonormal U."""
+    from attention_impls.decompose import truncated_svd
+    from conftest import ill_conditioned_kv
+
+    k, v = ill_conditioned_kv(n=256, d=24, rank=12, cond=1e5, seed=3)
+    x = torch.cat([k, v], -1)
+    g = x.transpose(-1, -2) @ x
+    lam, w = torch.linalg.eigh(g)
+    w = w.flip(-1)[..., :12]
+    plain = (x @ w) @ w.transpose(-1, -2)  # the plain fp32 route's reconstruction
+    assert rel(plain, x) > 1e-5
+    f = truncated_svd(x, 12, "gram")
+    recon = (f.u * f.s[..., None, :]) @ f.wt
+    assert rel(recon, x) < 1e-6
+    eye = torch.eye(12).expand(1, 2, 12, 12)
+    torch.testing.assert_close(f.u.transpose(-1, -2) @ f.u, eye, atol=1e-5, rtol=0)
+    torch.testing.assert_close(f.s.double(), torch.linalg.svdvals(x.double())[..., :12], rtol=1e-5, atol=1e-6)  # s_1 = 10
+
+
+def test_gram_certificate_takes_the_plain_route_only_when_fp32_is_enough():
+    """The default ``gram`` skips its refinement only when the fp32 Gram's spectrum certifies
+    it (lambda_r and the gap after it >= lambda_1 / 16): well-conditioned rank-r inputs pass,
+    the ill-conditioned ones and a flat full-rank spectrum cut at r do not."""
+    from attention_impls.decompose import plain_gram_is_enough
+    from conftest import ill_conditioned_kv
+
+    def evals(k, v):
+        x = torch.cat([k, v], -1)
+        return torch.linalg.eigvalsh(x.transpose(-1, -2) @ x).flip(-1)
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 2, 512, 4, generator=g) @ torch.randn(1, 2, 4, 32, generator=g)  # lambda_4 ~ lambda_1 / 4
+    assert plain_gram_is_enough(evals(x[..., :16], x[..., 16:]), 4)
+    assert not plain_gram_is_enough(evals(x[..., :16], x[..., 16:]), 6)  # no gap after lambda_6
+    # low_rank_kv spreads s over [1, 5]: lambda_r = lambda_1 / 25, below the certificate
+    assert not plain_gram_is_enough(evals(*low_rank_kv(n=64, d=16, rank=4, seed=4)), 4)
+    assert not plain_gram_is_enough(evals(*ill_conditioned_kv(n=256, d=24, rank=12, cond=1e3)), 12)
+    flat = torch.randn(1, 1, 512, 32, generator=torch.Generator().manual_seed(0))
+    assert not plain_gram_is_enough(evals(flat[..., :16], flat[..., 16:]), 8)
+
+
+@pytest.mark.parametrize("full", [False, True])
+def test_svd_exact_on_the_certified_plain_gram_route_equals_dense(full):
+    """The certified route (no refinement) is as exact: rank 4 of D = 32 with lambda_4 ~
+    lambda_1 / 4, and a well-conditioned full-rank input at r = D; forward and backward."""
+    from attention_impls.decompose import plain_gram_is_enough
+
+    g = torch.Generator().manual_seed(1)
+    if full:
+        left, _ = torch.linalg.qr(torch.randn(1, 2, 96, 16, generator=g))
+        x = left * torch.linspace(3.0, 1.0, 16) * 4.0  # s_1 / s_16 = 3
+        r = 16
+    else:
+        x, r = torch.randn(1, 2, 96, 4, generator=g) @ torch.randn(1, 2, 4, 32, generator=g) / 2.0, 4
+    x = x @ torch.linalg.qr(torch.randn(1, 2, x.shape[-1], x.shape[-1], generator=g))[0]
+    k, v = x[..., : x.shape[-1] // 2].contiguous(), x[..., x.shape[-1] // 2 :].contiguous()
+    assert plain_gram_is_enough(torch.linalg.eigvalsh(x.transpose(-1, -2) @ x).flip(-1), r)
+    q = torch.randn(1, 2, 7, k.shape[-1], generator=g)
+    ref, ref_g = _grads(ai.get("dense"), q, k, v)
+    out, grads = _grads(ai.get("svd_exact", rank=r), q, k, v)
+    assert rel(out, ref) < 1e-5
+    checked = grads if full else grads[:1]  # below full rank only the query gradient is dense's
+    for a, b in zip(checked, ref_g, strict=False):
+        assert rel(a, b) < 1e-5

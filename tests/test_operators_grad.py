@@ -175,3 +175,23 @@ def test_triton_backend_gradients_equal_torch(name, which, monkeypatch):
     for a, b in zip(*grads, strict=True):
         assert torch.equal(a, b)
         assert float(a.abs().max()) > 0
+
+
+@pytest.mark.parametrize("n", [3, 12])  # N < d_k + d_v = 8 and N > 8: both full-rank routes
+@pytest.mark.parametrize("solver", ["gram", "svd", "lowrank", "gram_lowrank"])
+def test_svd_exact_full_rank_gradients_are_dense_for_every_solver(n, solver):
+    """At full rank svd_exact is dense attention, so its gradients must be dense's, with a
+    padded user (zero singular values) and for solvers that refuse backward below full rank."""
+    g = torch.Generator().manual_seed(5)
+    q, k, v = (torch.randn(B, H, length, D, generator=g, dtype=torch.float64).requires_grad_(True)
+               for length in (M, n, n))
+    mask = torch.ones(B, n, dtype=torch.bool)
+    mask[1, n // 2:] = False
+    op = ai.get("svd_exact", rank=min(n, 2 * D), solver=solver)
+    assert gradcheck(lambda q, k, v: op.forward(q, k, v, mask), (q, k, v)), solver
+    out = op.forward(q, k, v, mask)
+    ref = ai.get("dense").forward(q, k, v, mask)
+    grads = torch.autograd.grad(out.square().sum(), (q, k, v))
+    ref_grads = torch.autograd.grad(ref.square().sum(), (q, k, v))
+    for a, b in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-9, rtol=1e-7)

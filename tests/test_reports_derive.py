@@ -85,3 +85,19 @@ def test_status_rows_are_not_numbers():
         {"method": "dense", "label": "dense", "n": 1 << 20, "m": 8, "d": 32, "status": "oom", "reason": "OOM"}]
     rs = _rs(rows)
     assert len(rs.ok) == 4 and (rs.bench["status"] == "oom").sum() == 1
+
+
+def test_cpu_timing_note_says_what_ranks_cpu_rows():
+    """The time section says when CPU rows were timed on a loaded machine (issue 11), stays
+    quiet for tables without CPU time (CUDA, older files)."""
+    import pandas as pd
+
+    from reports.sections import cpu_timing_note
+
+    assert cpu_timing_note(pd.DataFrame({"forward_ms_median": [1.0]})) is None
+    rows = pd.DataFrame({"forward_ms_median": [1.0, 2.0], "forward_process_cpu_ms_median": [0.5, 0.6],
+                         "timing_rank_by": ["process_cpu", "wall"],
+                         "timing_wall_warning": ["load average 2.00 per core (> 1)", None]})
+    note = cpu_timing_note(rows)
+    assert note.startswith("Warning: 1 of 2 CPU rows") and "process CPU time" in note and "load average" in note
+    assert "idle machine" in cpu_timing_note(rows.assign(timing_rank_by="wall"))

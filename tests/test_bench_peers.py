@@ -1,0 +1,57 @@
+"""``python -m bench peers`` at a tiny size: the table's schema and agreement of outputs
+(no timing asserts: the machine may be loaded)."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from bench.cli import main
+from bench.peers import COLUMNS, linrec_core, plain_gram_eigh, ratio_interval
+
+
+def test_bench_peers_tiny(tmp_path, capsys):
+    rc = main(["peers", "--n", "128", "--m", "8", "--d", "16", "--rank", "4", "--features", "32",
+               "--rounds", "3", "--out", str(tmp_path)])
+    assert rc == 0
+    t = pd.read_csv(tmp_path / "peers.csv")
+    assert list(t.columns) == COLUMNS
+    assert set(t["pair"]) >= {"performer", "causal_linear", "linrec", "linrec_unchecked", "linrec_seq_axis",
+                              "svd_prepare", "svd_prepare_unchecked"}
+    assert set(t["status"]) <= {"ok", "skipped", "unsupported"}
+    for _, r in t.iterrows():
+        if r["status"] != "ok":
+            assert isinstance(r["reason"], str) and r["reason"], r["pair"]
+            continue
+        assert r["ours_ms"] > 0 and r["peer_ms"] > 0
+        assert r["ratio_lo"] <= r["ratio"] <= r["ratio_hi"]
+        if r["pair"] == "linrec_seq_axis":  # another operator: must be flagged as differing
+            assert not r["agree"] and "another operator" in r["reason"]
+        else:
+            assert r["agree"] and r["max_rel_diff"] <= r["tolerance"], (r["pair"], r["max_rel_diff"])
+    md = (tmp_path / "peers.md").read_text()
+    assert "thread CPU time" in md and "| svd_prepare |" in md
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_ratio_interval_brackets_the_geometric_mean():
+    ratio, lo, hi = ratio_interval([2.0, 2.2, 1.8, 2.1], [1.0, 1.0, 1.0, 1.0])
+    assert lo < ratio < hi and ratio == pytest.approx(math.exp(sum(map(math.log, [2.0, 2.2, 1.8, 2.1])) / 4))
+    assert math.isnan(ratio_interval([1.0], [2.0])[1])
+
+
+def test_peer_references_are_what_they_say():
+    """The written-out peers against plain formulas."""
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 1, 9, 4, generator=g) for _ in range(3))
+    elu = torch.nn.functional.elu
+    qn = elu(q) / elu(q).norm(dim=-1, keepdim=True)
+    kn = elu(k) / elu(k).norm(dim=-2, keepdim=True)  # over the sequence axis
+    torch.testing.assert_close(linrec_core(q, k, v, -2), qn @ (kn.transpose(-1, -2) @ v) / 2.0)
+    x = torch.randn(1, 1, 50, 6, generator=g)
+    u, s, wt = plain_gram_eigh(x, 6)
+    torch.testing.assert_close((u * s[..., None, :]) @ wt, x, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(s, torch.linalg.svdvals(x), atol=1e-4, rtol=1e-4)
