@@ -4,9 +4,8 @@ of the same job (issue 11), in one interleaved run timed by thread CPU time.
 Pairs (ours vs peer):
 - ``performer`` forward vs performer-pytorch (its ``softmax_kernel`` + ``linear_attention``,
   the body of ``FastAttention.forward``) fed the same projection matrix, eps = 0 on both sides;
-- causal linear attention vs flash-linear-attention's torch reference
-  (``fla.ops.linear_attn.naive``): the suite has no causal linear operator (linrec and
-  performer are non-causal), so the row says unsupported;
+- causal ``linrec`` (self-attention, M = N) vs flash-linear-attention's torch reference
+  (``fla.ops.linear_attn.naive.naive_chunk_linear_attn``) fed the same feature map;
 - ``linrec`` forward vs the LinRec authors' attention core written out here (two readings of
   the key normalisation, see ``linrec_core``);
 - ``svd_exact`` prepare (default solver) vs a plain fp32 Gram + eigh + U = X W / S.
@@ -165,23 +164,32 @@ def build_pairs(n: int, m: int, d: int, bh: int, rank: int, features: int, seed:
         pairs.append(Pair("performer", label, "performer-pytorch softmax_kernel + linear_attention (same features)",
                           "forward", 1e-4, ours=lambda: perf.forward(q, k, v), peer=peer_performer))
 
-    # causal linear attention vs fla's torch reference
-    causal_ops = [name for name in ("linrec", "performer") if ai.get(name).supports_causal]
+    # causal LinRec vs fla's torch reference of chunked causal linear attention: the same job
+    # (o_t = sum_{s<=t} (q^_t . k^_s) v_s / sqrt(d)) once both sides use LinRec's feature map
+    # rownorm(elu(.)); the peer gets the mapped features (the map's time counted on its side)
+    # in its [B, T, H, D] layout with T a multiple of its 64-row chunk
+    lin_c = ai.get("linrec", backend="torch")
     try:
         from fla.ops.linear_attn.naive import naive_chunk_linear_attn
     except ImportError as exc:
-        pairs.append(Pair("causal_linear", "-", "fla naive_chunk_linear_attn", "forward", 1e-4,
-                          status="skipped", reason=f"flash-linear-attention (fla) not importable ({exc})"))
+        pairs.append(Pair("causal_linear", "linrec causal forward", "fla naive_chunk_linear_attn", "forward",
+                          1e-4, status="skipped", reason=f"flash-linear-attention (fla) not importable ({exc})"))
     else:
-        if not causal_ops:
-            pairs.append(Pair("causal_linear", "-", "fla.ops.linear_attn.naive.naive_chunk_linear_attn",
-                              "forward", 1e-4, status="unsupported",
-                              reason="the suite has no causal linear-attention operator (linrec and "
-                              "performer have supports_causal=False); fla's reference runs on CPU"))
-        else:  # pragma: no cover - appears once an operator gains a causal linear path
-            del naive_chunk_linear_attn
-            pairs.append(Pair("causal_linear", causal_ops[0], "fla naive_chunk_linear_attn", "forward", 1e-4,
-                              status="unsupported", reason="causal pair not written yet"))
+        t = (n // 64) * 64
+        ks, vs = k[:, :, :t].contiguous(), v[:, :, :t].contiguous()
+        qs = torch.randn(ks.shape, generator=torch.Generator().manual_seed(seed + 1))  # synthetic queries
+
+        def peer_causal() -> torch.Tensor:
+            def fmap(x: torch.Tensor) -> torch.Tensor:
+                return F.normalize(F.elu(x), p=2.0, dim=-1, eps=1e-12).transpose(1, 2)
+
+            o = naive_chunk_linear_attn(fmap(qs), fmap(ks), vs.transpose(1, 2), scale=d ** -0.5)
+            return o.transpose(1, 2)
+
+        pairs.append(Pair("causal_linear", "linrec causal forward (self-attention, M = N)",
+                          "fla.ops.linear_attn.naive.naive_chunk_linear_attn (same feature map)", "forward",
+                          1e-4, ours=lambda: lin_c.forward(qs, ks, vs, causal=True), peer=peer_causal,
+                          reason=f"N = {t} queries over N keys"))
 
     # LinRec vs the authors' core (both readings of K's normalisation axis)
     lin = ai.get("linrec", backend="torch")
