@@ -1,0 +1,123 @@
+"""Issue 11 item 1: the checked entry points' finiteness check is one cheap reduction, with
+the exact check only when that reduction is not finite. NaN/inf anywhere still raises;
+huge finite values (whose sum overflows) never do."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import attention_impls as ai
+from attention_impls import base
+from attention_impls.validate import all_finite_fast
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+ALL = {
+    "dense": {},
+    "svd_exact": {"rank": 4},
+    "svd_tokens": {"rank": 4},
+    "linrec": {},
+    "lrea": {"rank": 4},
+    "performer": {"features": 8},
+}
+
+
+def _qkv(dtype, n=48, m=6, d=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return tuple(torch.randn((2, 2, length, d), generator=g).to(dtype) for length in (m, n, n))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("where", ["first", "middle", "last"])
+def test_non_finite_anywhere_raises(dtype, bad, where):
+    t = torch.randn(2, 3, 50, 8).to(dtype)
+    idx = {"first": (0, 0, 0, 0), "middle": (1, 1, 25, 3), "last": (1, 2, 49, 7)}[where]
+    t[idx] = bad
+    assert not all_finite_fast(t)
+    kind = "NaN" if bad != bad else "inf"
+    with pytest.raises(ValueError, match=rf"k contains {kind} \(1 non-finite values"):
+        base.check_finite("k", t)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_huge_finite_values_pass(dtype):
+    """Values at the dtype's largest finite number: the sum overflows (the fast path says
+    "maybe not"), the exact check then passes."""
+    big = torch.finfo(dtype).max
+    t = torch.full((1, 1, 64, 8), big, dtype=dtype)
+    t[0, 0, ::3] = -big
+    assert bool(torch.isfinite(t).all())
+    assert not bool(torch.isfinite(t.sum()))  # the case the fallback exists for
+    assert base.check_finite("k", t) is t
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+def test_huge_finite_values_and_output_pass_forward(dtype):
+    """Values of max / (2N): v's sum and the output's sum overflow, but no step of dense
+    attention does (its unnormalised accumulator reaches N |v| at most), so forward returns
+    the convex combination of equal values, that value."""
+    q, k, _ = _qkv(dtype)
+    big = torch.finfo(dtype).max / (2 * k.shape[2])
+    v = torch.full_like(k, big)
+    assert not bool(torch.isfinite(v.sum()))
+    out = ai.get("dense").forward(q, k, v)
+    assert bool(torch.isfinite(out).all())
+    assert float((out.double() / float(v[0, 0, 0, 0]) - 1).abs().max()) < 1e-2
+
+
+def test_fp16_total_overflow_uses_row_sums_not_the_exact_check():
+    """fp16 data with a large mean: the total exceeds 65,504 but each row sum does not, so
+    the fast path still proves it finite (the exact check is never called)."""
+    t = torch.full((1, 1, 4096, 64), 1.0, dtype=torch.float16)
+    assert not bool(torch.isfinite(t.sum()))
+    assert all_finite_fast(t)
+
+
+def test_fast_path_true_means_finite():
+    for seed in range(20):
+        g = torch.Generator().manual_seed(seed)
+        t = torch.randn(3, 40, generator=g) * 10.0 ** float(torch.randint(-30, 30, (1,), generator=g))
+        if all_finite_fast(t):
+            assert bool(torch.isfinite(t).all())
+
+
+@pytest.mark.parametrize("name", sorted(ALL))
+def test_forward_checks_q_values_once(name, monkeypatch):
+    """forward checks q's values once (attend checks only its structure afterwards), k and v
+    once each, and the output once."""
+    calls: list[int] = []
+    real = base.all_finite_fast
+
+    def counting(t):
+        calls.append(t.numel())
+        return real(t)
+
+    monkeypatch.setattr(base, "all_finite_fast", counting)
+    import attention_impls.validate as validate
+
+    monkeypatch.setattr(validate, "all_finite_fast", counting)
+    q, k, v = _qkv(torch.float32)
+    ai.get(name, **ALL[name]).forward(q, k, v)
+    assert len(calls) == 4, calls  # q, k, v, output
+    assert sorted(calls) == sorted([q.numel(), k.numel(), v.numel(), q.numel()])
+
+
+@pytest.mark.parametrize("name", sorted(ALL))
+@pytest.mark.parametrize("tensor", ["q", "k", "v"])
+def test_every_entry_point_rejects_nan(name, tensor):
+    op = ai.get(name, **ALL[name])
+    q, k, v = _qkv(torch.float32)
+    bad = {"q": q, "k": k, "v": v}[tensor].clone()
+    bad[1, 1, -1, -1] = float("nan")
+    args = {"q": q, "k": k, "v": v, tensor: bad}
+    with pytest.raises(ValueError, match=f"{tensor} contains NaN"):
+        op.forward(args["q"], args["k"], args["v"])
+    if tensor == "q":
+        with pytest.raises(ValueError, match="q contains NaN"):
+            op.attend(op.prepare(k, v), bad)
+    else:
+        with pytest.raises(ValueError, match=f"{tensor} contains NaN"):
+            op.prepare(args["k"], args["v"])
