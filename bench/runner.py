@@ -98,9 +98,10 @@ def _nvml_cols(case: Case, when: str) -> dict[str, Any]:
 def fit_model_weights(op: Any, k: torch.Tensor, mask: torch.Tensor | None) -> dict[str, Any]:
     """Fit what a method treats as model weights before timing its per-user work.
 
-    LREA's W_comp / W_decomp are learned offline in the paper, not per user: fit the
-    training-free default once on the case's keys, so that ``prepare`` is timed as the
-    per-user serving work only (C = K^T W_comp, W_decomp V)."""
+    LREA's W_comp / W_decomp are learned offline in the paper, not per user, and its
+    ``prepare`` never fits: fit them once on the case's keys (principal positions) before
+    timing, so that ``prepare`` is timed as the per-user serving work only (C = K^T W_comp,
+    W_decomp V) and fidelity is that of a fitted projection, not of the segment-mean default."""
     if hasattr(op, "fit") and getattr(op, "w_comp", None) is None:
         fit = op.fit(k, mask)
         return {"lrea_fit_reconstruction_err": fit["reconstruction_error"]}

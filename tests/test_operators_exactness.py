@@ -267,3 +267,59 @@ def test_softmax_weights_helper_masks(device):
     mask = padding_mask(2, 10, [10, 0], device)
     w = softmax_weights(q, k, mask, 0.25)
     assert not torch.isnan(w).any() and float(w[1].abs().max()) == 0.0
+
+
+def test_lrea_prepare_never_fits(monkeypatch):
+    """Serving never refits: prepare and forward run no SVD, with or without a fit."""
+    import attention_impls.lrea as lrea_mod
+
+    q, k, v = make_qkv(n=40, d=8)
+    op = ai.get("lrea", rank=4)
+    op.fit(k)  # the explicit fitting step may decompose
+    fitted = op.w_comp.clone()
+
+    def no_svd(*args, **kwargs):
+        raise AssertionError("prepare ran a decomposition")
+
+    for target, name in ((torch.linalg, "svd"), (torch, "svd_lowrank"), (lrea_mod, "principal_positions")):
+        monkeypatch.setattr(target, name, no_svd)
+    for o in (op, ai.get("lrea", rank=4)):
+        out = o.forward(q, k, v)
+        assert torch.isfinite(out).all()
+    assert torch.equal(op.w_comp, fitted) and op.projection_source == "fitted"
+
+
+def test_lrea_default_is_the_segment_mean_basis_and_absorbs_exactly():
+    """Without a fit, K~ is each key replaced by its segment's mean (r contiguous segments of
+    near-equal length), and the absorbed form equals the training form (disjoint,
+    non-negative W_decomp) even with signed keys and queries."""
+    from attention_impls.lrea import leaky_attention, segment_basis
+
+    q, k, v = make_qkv(n=30, d=8)
+    r = 4
+    p = segment_basis(30, r)
+    seg = [list(range(0, 8)), list(range(8, 15)), list(range(15, 23)), list(range(23, 30))]
+    for s, idx in enumerate(seg):  # floor(j r / N) for N = 30, r = 4
+        assert torch.allclose(p[idx, s], torch.full((len(idx),), len(idx) ** -0.5))
+        assert float(p[:, s].abs().sum()) == pytest.approx(len(idx) ** 0.5)
+    k_tilde = torch.empty_like(k)
+    for idx in seg:
+        k_tilde[:, :, idx] = k[:, :, idx].mean(dim=2, keepdim=True)
+    absorbed = ai.get("lrea", rank=r, slope=0.1)
+    training = ai.get("lrea", rank=r, slope=0.1, form="training")
+    assert absorbed.projection_source == "segment_means"
+    ref = leaky_attention(q, k_tilde, v, None, 0.1)
+    assert rel(training.forward(q, k, v), ref) < 1e-5
+    st = absorbed.prepare(k, v)
+    assert rel(absorbed.attend(st, q), training.forward(q, k, v)) < 1e-5
+    assert absorbed.absorption_error(st, q) < 1e-6
+
+
+def test_lrea_default_basis_is_deterministic_and_cost_has_no_fit():
+    _, k, v = make_qkv(n=64, d=8)
+    a, b = ai.get("lrea", rank=8, seed=0), ai.get("lrea", rank=8, seed=7)
+    assert torch.equal(a.prepare(k, v).c, b.prepare(k, v).c)
+    shape = ai.Shape(2, 2, 64, 5, 8)
+    before = a.cost_prepare(shape)
+    a.fit(k)
+    assert a.cost_prepare(shape) == before
