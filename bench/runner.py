@@ -25,6 +25,7 @@ from .config import Case, SweepConfig
 from .env import device_index, environment, nvml_snapshot, timestamp
 from .fidelity import case_fidelity
 from .inputs import Inputs, UnsupportedInput, build_inputs
+from .malloc import apply_malloc_tuning
 from .memory import cpu_peak_bytes, cuda_peak_bytes
 from .roofline import phase_roofline, roofline_fraction
 from .timing import PhaseTimer, summarise_phase
@@ -317,7 +318,7 @@ def run_sweep(cfg: SweepConfig, cases: list[Case], out_dir: str | Path, *, prese
         store.write_table(store.to_frame(rows), out)
         return rows, info
     device = pending[0].device
-    env = environment(device)
+    env = {**environment(device), **apply_malloc_tuning(cfg.malloc_tune, device)}
     timer = PhaseTimer(device, cfg.timing)
     start = time.monotonic()
     last_table = 0.0

@@ -26,7 +26,7 @@ TABLE_NAME = "results.csv"
 
 ENV_COLUMNS = [
     "device", "device_name", "driver", "cuda_version", "torch_version", "cpu_model", "threads",
-    "git_commit", "hostname", "timestamp",
+    "git_commit", "hostname", "timestamp", "malloc_tuning",
 ] + [f"nvml_{f}_{w}" for f in ("sm_clock_mhz", "temp_c", "power_w", "throttle") for w in ("before", "after")]
 
 COLUMNS = (
