@@ -186,8 +186,11 @@ def check_finite(name: str, t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-def check_kv(k: Any, v: Any, key_mask: Any) -> torch.Tensor | None:
-    """Validate keys, values and mask; returns the mask as a bool tensor (or None)."""
+def check_kv(k: Any, v: Any, key_mask: Any, finite: tuple[str, ...] = ("k", "v")) -> torch.Tensor | None:
+    """Validate keys, values and mask; returns the mask as a bool tensor (or None).
+
+    ``finite``: which of k, v to check for NaN/inf here (an operator whose prepared state
+    proves the others finite checks them through the state, ``AttentionOperator.prepare``)."""
     check_structure("k", k)
     check_structure("v", v)
     if k.device != v.device:
@@ -199,8 +202,10 @@ def check_kv(k: Any, v: Any, key_mask: Any) -> torch.Tensor | None:
             "k and v must agree on [batch, heads, N]: "
             f"k {tuple(k.shape)}, v {tuple(v.shape)}"
         )
-    check_finite("k", k)
-    check_finite("v", v)
+    if "k" in finite:
+        check_finite("k", k)
+    if "v" in finite:
+        check_finite("v", v)
     if key_mask is None:
         return None
     if not isinstance(key_mask, torch.Tensor):
@@ -431,12 +436,29 @@ class AttentionOperator:
         dt = dtype_from_name(dtype)
         return self.cost_prepare(shape, dt) + self.cost_attend(shape, dt)
 
+    def _inputs_proven_by_state(self) -> tuple[str, ...]:
+        """Which of "k", "v" the prepared state proves finite: a NaN or inf anywhere in them
+        makes ``_state_tensors(state)`` non-finite under IEEE arithmetic (NaN x w = NaN,
+        inf x 0 = NaN, inf - inf = NaN), even with a BLAS that skips zero factors. ``prepare``
+        then checks the small state instead of reading those N x d inputs again. Default:
+        none (every input gets its own finiteness pass)."""
+        return ()
+
+    def _state_tensors(self, state: BaseState) -> tuple[torch.Tensor, ...]:
+        return ()
+
     def prepare(self, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None = None) -> BaseState:
-        key_mask = check_kv(k, v, key_mask)
+        proven = self._inputs_proven_by_state()
+        key_mask = check_kv(k, v, key_mask, finite=tuple(x for x in ("k", "v") if x not in proven))
         shape = Shape(k.shape[0], k.shape[1], k.shape[2], 1, k.shape[3], v.shape[3])
         self._raise_if_unsupported(shape, k.dtype, k.device)
-        check_memory(f"{self.label}.prepare", self.memory_model(shape, k.dtype), k.device)
-        return self._prepare(k, v, key_mask)
+        check_memory(lambda: f"{self.label}.prepare", self.memory_model(shape, k.dtype), k.device)
+        state = self._prepare(k, v, key_mask)
+        if proven and not all(all_finite_fast(t) for t in self._state_tensors(state)):
+            for name, t in (("k", k), ("v", v)):  # find and name the bad input (or pass:
+                if name in proven:  # a finite input can overflow the state; attend says so)
+                    check_finite(name, t)
+        return state
 
     def attend(self, state: BaseState, q: torch.Tensor, causal: bool = False) -> torch.Tensor:
         return self._attend_checked(state, q, causal, q_finite_checked=False)
@@ -449,8 +471,8 @@ class AttentionOperator:
         if causal and not self.supports_causal:
             raise ValueError(f"{self.name} does not support causal self-attention")
         shape = Shape(q.shape[0], q.shape[1], state.n, q.shape[2], state.d, state.dv, causal)
-        check_memory(f"{self.label}.attend", self.memory_model(shape, q.dtype), q.device)
-        return check_output(self.label, self._attend(state, q, causal), q)
+        check_memory(lambda: f"{self.label}.attend", self.memory_model(shape, q.dtype), q.device)
+        return check_output(lambda: self.label, self._attend(state, q, causal), q)
 
     def forward(
         self,

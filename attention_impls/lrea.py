@@ -104,6 +104,7 @@ class LreaAttention(AttentionOperator):
         self.w_comp: torch.Tensor | None = None
         self.w_decomp: torch.Tensor | None = None
         self._default: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._covers_all = True
 
     def label_params(self):
         return ("rank", "form")
@@ -148,7 +149,22 @@ class LreaAttention(AttentionOperator):
             )
         if not (torch.isfinite(w_comp).all() and torch.isfinite(w_decomp).all()):
             raise ValueError(f"{self.name}: W_comp / W_decomp contain NaN or inf")
-        self.w_comp, self.w_decomp = w_comp.float(), w_decomp.float()
+        self._use_projection(w_comp.float(), w_decomp.float())
+
+    def _use_projection(self, w_comp: torch.Tensor, w_decomp: torch.Tensor) -> None:
+        self.w_comp, self.w_decomp = w_comp, w_decomp
+        # every position has a non-zero weight in some column of both: then a NaN/inf in K or
+        # V reaches C or W_decomp V (validation reads those instead of K and V)
+        self._covers_all = bool((w_comp != 0).any(dim=1).all() and (w_decomp != 0).any(dim=0).all())
+
+    def _inputs_proven_by_state(self) -> tuple[str, ...]:
+        """C = K^T W_comp and W_decomp V: with the segment-mean default every position has a
+        positive weight, so any NaN/inf of K or V makes C or W_decomp V non-finite; a fitted
+        or set projection does too unless a position has weight 0 in every column."""
+        return ("k", "v") if self.w_comp is None or self._covers_all else ()
+
+    def _state_tensors(self, state):
+        return (state.c, state.bv)
 
     def fit(
         self,
@@ -183,7 +199,7 @@ class LreaAttention(AttentionOperator):
             rec = w_decomp.T @ (w_comp.T @ y)
             recon = float(((y - rec) ** 2).sum() / (y**2).sum().clamp_min(1e-30))
             negative = float((w_decomp.clamp_max(0) ** 2).sum())
-        self.w_comp, self.w_decomp = w_comp, w_decomp
+        self._use_projection(w_comp, w_decomp)
         return {"reconstruction_error": recon, "negative_mass": negative}
 
     @property

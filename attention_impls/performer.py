@@ -6,7 +6,7 @@
 Stabilisers: c = the row max over features for each query (cancels in D^-1), and one max
 over all real keys and features per (user, head) for the keys (cancels between numerator
 and denominator). eps is the floor of each feature (after the stabilisers each exp(.) lies in
-(0, 1]); the denominator is guarded. Default ``eps="auto"`` = 1e-2 x 256 / m, chosen by
+(0, 1]); the denominator is guarded. Default ``eps="auto"`` = 1e-2 (256 / m)^2, chosen by
 measured KL across input scales (``bench/probe_performer.py``, docs/operators.md). Without autograd, ``prepare`` and
 ``attend`` build the features in place in one [L, m] buffer (``key_state_inplace``,
 ``query_features_inplace``); with ``requires_grad`` they run the out-of-place reference.
@@ -38,22 +38,23 @@ REDRAW = ("fixed", "per_prepare")
 # like m: at m = 65536 one head's [N, m] fp32 feature map at N = 16384 is 4 GiB, and the
 # 10**7 of issue 12 ran for minutes. Above the bound, use dense attention instead.
 FEATURES_MAX = 65536
-# Default floor ``eps="auto"``: EPS_AT_256 * 256 / features, chosen by measured KL to softmax
-# (docs/operators.md, "Performer's eps"; ``python -m bench.probe_performer``): at m = 256,
-# d = 64, 20 seeds, query scales 0.25-2, full-rank and rank-16 keys, 1e-6 (the old default)
-# gave 1.4-11x the best KL, 1e-2 is within 2.5 % of the best measured eps at every scale and
-# at or below performer-pytorch's (eps 1e-4 with a larger, norm-dependent effective floor)
-# to within one standard error. The floor shrinks the noisy estimate towards a
-# query-independent one; its best weight falls like the estimator's variance, 1/m, and a
-# fixed floor stops the estimate from converging to softmax as m grows (measured: KL rose
-# from m = 128 to 8192 with eps = 1e-2), hence the 1/m scaling.
+# Default floor ``eps="auto"``: EPS_AT_256 * (256 / features)^2 (at most 1), chosen by measured
+# KL to softmax (docs/operators.md, "Performer's eps"; ``python -m bench.probe_performer``).
+# The floor shrinks the noisy random-feature estimate towards a query-independent one. At
+# m = 256, d = 64 (20 seeds, query scales 0.25-2, full-rank and rank-16 keys) 1e-6, the old
+# default, gave 1.4-11x the best KL, and 1e-2 was within 2.5 % of the best measured eps at
+# every scale and at or below performer-pytorch's (eps 1e-4 with a larger, norm-dependent
+# effective floor) to within one standard error. The best floor falls as m grows, faster
+# than 1/m where the estimate is informative: a fixed 1e-2 made the KL rise from m = 128 to
+# 8192 on a d = 16 case, and at m = 1024, d = 64, 6.25e-4 beat 2.5e-3 (the 1/m rule) in 6 of
+# 8 settings and tied in 2.
 EPS_AT_256 = 1e-2
 EPS_DEFAULT = "auto"
 
 
 def resolve_eps(eps: float | str, features: int) -> float:
     """The floor a Performer with ``features`` random features uses for ``eps``."""
-    return EPS_AT_256 * 256 / features if eps == "auto" else float(eps)
+    return min(EPS_MAX, EPS_AT_256 * (256 / features) ** 2) if eps == "auto" else float(eps)
 # Upper bound on ``eps``: after the stabilisers every feature exp(.) lies in (0, 1], so a
 # floor above 1 would swamp the features it guards (the estimate tends to the plain mean).
 EPS_MAX = 1.0

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -116,13 +117,14 @@ def free_bytes(device: torch.device) -> int:
     return int(psutil.virtual_memory().available)
 
 
-def check_memory(what: str, estimate_bytes: float, device: torch.device) -> None:
-    """Raise ``InsufficientMemoryError`` when ``estimate_bytes`` exceeds what is free."""
+def check_memory(what: str | Callable[[], str], estimate_bytes: float, device: torch.device) -> None:
+    """Raise ``InsufficientMemoryError`` when ``estimate_bytes`` exceeds what is free
+    (``what`` may be a callable: the name is then only built for the error)."""
     if estimate_bytes < MEMORY_CHECK_FLOOR or device.type not in ("cpu", "cuda"):
         return
     free = free_bytes(device)
     if estimate_bytes > free:
-        raise InsufficientMemoryError(what, int(estimate_bytes), free, str(device))
+        raise InsufficientMemoryError(what() if callable(what) else what, int(estimate_bytes), free, str(device))
 
 
 # ----------------------------------------------------------------------------- outputs
@@ -139,11 +141,13 @@ def all_finite_fast(t: torch.Tensor) -> bool:
     return t.dtype == torch.float16 and t.dim() > 1 and bool(torch.isfinite(t.sum(dim=-1)).all())
 
 
-def check_output(op_label: str, out: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+def check_output(op_label: str | Callable[[], str], out: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     """Finite inputs (already checked) must give a finite output, else a ValueError that
     names the cause: an intermediate left the working dtype's range."""
     if all_finite_fast(out) or bool(torch.isfinite(out).all()):
         return out
+    if callable(op_label):
+        op_label = op_label()
     bad = int((~torch.isfinite(out)).sum())
     fi = torch.finfo(out.dtype)
     qmax = float(q.abs().amax().float())

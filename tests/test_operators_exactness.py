@@ -176,10 +176,15 @@ def test_performer_equals_written_out_favor(device, orthogonal):
     op = ai.get("performer", features=64, orthogonal=orthogonal, seed=3)
     omega = op.features_for(16, device)
     out = op.forward(q, k, v)
-    assert rel(out, favor_plus_written_out(q, k, v, omega, op.params["eps"])) < 1e-5
+    assert rel(out, favor_plus_written_out(q, k, v, omega, op.eps)) < 1e-5
 
 
-def test_performer_converges_to_softmax_as_features_grow():
+@pytest.mark.parametrize("eps", [1e-6, "auto"])
+def test_performer_converges_to_softmax_as_features_grow(eps):
+    """With a tiny floor and with the default (whose floor shrinks as m grows; a fixed 1e-2
+    made the KL rise from m = 128 to 8192 here). The default's floor pulls small-m estimates
+    towards a query-independent distribution, so its KL at m = 16 is already near that of
+    the uniform distribution (0.23 here) instead of 0.71: the ratio asked of it is smaller."""
     q, k, v = make_qkv(n=64, m=16, d=16, scale=0.7, seed=11)
     dense = ai.get("dense")
     p = dense.implied_weights(dense.prepare(k, v), q).double()
@@ -187,12 +192,16 @@ def test_performer_converges_to_softmax_as_features_grow():
     for m in (16, 128, 1024, 8192):
         per_seed = []
         for seed in range(3):
-            op = ai.get("performer", features=m, seed=seed)
+            op = ai.get("performer", features=m, seed=seed, eps=eps)
             w = op.implied_weights(op.prepare(k, v), q).double()
             per_seed.append(float((p * (p.log() - w.log())).sum(-1).mean()))
         kls.append(sum(per_seed) / len(per_seed))
     assert all(a > b for a, b in zip(kls, kls[1:], strict=False)), kls
-    assert kls[-1] < 0.1 * kls[0]  # at least 10x smaller at m = 8192 than at m = 16
+    uniform = float((p * (p * k.shape[2]).log()).sum(-1).mean())
+    if eps == "auto":
+        assert kls[-1] < 0.2 * min(kls[0], uniform), (kls, uniform)
+    else:
+        assert kls[-1] < 0.1 * kls[0]  # at least 10x smaller at m = 8192 than at m = 16
 
 
 def test_performer_weights_are_distribution(device):

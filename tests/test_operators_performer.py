@@ -82,8 +82,8 @@ def test_reference_matches_package_formula_on_a_hand_case():
 def test_default_eps_is_auto_scaled_by_features():
     assert ai.get("performer").params["eps"] == EPS_DEFAULT == "auto"
     assert ai.get("performer").eps == pytest.approx(1e-2)  # the measured choice at m = 256
-    assert ai.get("performer", features=1024).eps == pytest.approx(2.5e-3)
-    assert ai.get("performer", features=8).eps == pytest.approx(0.32)
+    assert ai.get("performer", features=1024).eps == pytest.approx(6.25e-4)
+    assert ai.get("performer", features=8).eps == 1.0  # capped at EPS_MAX
     assert ai.get("performer", eps=1e-4).eps == 1e-4
     with pytest.raises(ValueError, match="eps must be 'auto' or a number"):
         ai.get("performer", eps="big")

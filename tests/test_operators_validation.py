@@ -87,12 +87,12 @@ def test_fast_path_true_means_finite():
 @pytest.mark.parametrize("name", sorted(ALL))
 def test_forward_checks_q_values_once(name, monkeypatch):
     """forward checks q's values once (attend checks only its structure afterwards), k and v
-    once each, and the output once."""
-    calls: list[int] = []
+    once each (lrea: through its small state instead), and the output once."""
+    seen: list[int] = []
     real = base.all_finite_fast
 
     def counting(t):
-        calls.append(t.numel())
+        seen.append(t.data_ptr())
         return real(t)
 
     monkeypatch.setattr(base, "all_finite_fast", counting)
@@ -101,8 +101,53 @@ def test_forward_checks_q_values_once(name, monkeypatch):
     monkeypatch.setattr(validate, "all_finite_fast", counting)
     q, k, v = _qkv(torch.float32)
     ai.get(name, **ALL[name]).forward(q, k, v)
-    assert len(calls) == 4, calls  # q, k, v, output
-    assert sorted(calls) == sorted([q.numel(), k.numel(), v.numel(), q.numel()])
+    assert seen.count(q.data_ptr()) == 1
+    expected_kv = 0 if name == "lrea" else 1
+    assert seen.count(k.data_ptr()) == seen.count(v.data_ptr()) == expected_kv
+    assert len(seen) == 4, seen  # q, k, v, output (lrea: q, C, W_decomp V, output)
+
+
+@pytest.mark.parametrize("fitted", ["segment_means", "fitted", "fitted_with_a_dead_position"])
+@pytest.mark.parametrize("tensor", ["k", "v"])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("pos", [0, 23, 47])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+def test_lrea_state_proof_catches_every_bad_value(fitted, tensor, bad, pos, dtype):
+    """LREA checks K and V through C = K^T W_comp and W_decomp V: a NaN/inf at any position,
+    also a padded one, still raises the input's own error."""
+    q, k, v = _qkv(dtype)
+    op = ai.get("lrea", rank=4)
+    if fitted != "segment_means":
+        op.fit(k.float())
+    if fitted == "fitted_with_a_dead_position":  # weight 0 in every column: falls back
+        wc, wd = op.w_comp.clone(), op.w_decomp.clone()
+        wc[pos], wd[:, pos] = 0.0, 0.0
+        op.set_projection(wc, wd)
+        assert op._inputs_proven_by_state() == ()
+    mask = torch.ones(2, 48, dtype=torch.bool)
+    mask[1, pos] = False  # user 1 has the bad value in a padded position
+    t = {"k": k, "v": v}[tensor].clone()
+    t[1, 1, pos, 3] = bad
+    args = {"k": k, "v": v, tensor: t}
+    kind = "NaN" if bad != bad else "inf"
+    with pytest.raises(ValueError, match=f"{tensor} contains {kind}"):
+        op.prepare(args["k"], args["v"], mask)
+    with pytest.raises(ValueError, match=f"{tensor} contains {kind}"):
+        op.forward(q, args["k"], args["v"])
+
+
+def test_lrea_finite_inputs_that_overflow_the_state_are_not_called_non_finite():
+    """fp16 keys at 60,000: C = K^T W_comp overflows fp16 (the state is non-finite), the exact
+    input check then passes, and attend reports the range problem instead."""
+    q, k, v = _qkv(torch.float16)
+    k = torch.full_like(k, 6e4)
+    op = ai.get("lrea", rank=4, form="training")
+    state = op.prepare(k, v)  # no error although the state is not finite
+    assert not bool(torch.isfinite(state.c).all())
+    try:
+        op.forward(q, k, v)
+    except ValueError as exc:
+        assert "contains" not in str(exc), exc
 
 
 @pytest.mark.parametrize("name", sorted(ALL))
