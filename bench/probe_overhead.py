@@ -6,8 +6,9 @@
     rounds (the order alternates), one thread; prints the median ratio checked / unchecked
     with a bootstrap 95 % interval over rounds.
 ``python -m bench.probe_overhead allocator [--rounds 5]``
-    minor page faults (``ru_minflt``) and thread CPU time per forward of performer,
-    svd_exact and dense, each round one fresh process with and one without
+    minor page faults (``ru_minflt``) and thread CPU time per forward of performer (and its
+    out-of-place reference path), svd_exact and dense, each round one fresh process with and
+    one without
     ``tune_glibc_malloc`` (the order alternates).
 
 Inputs are synthetic: B = H = 1, M = 1024, d = dv = 64, fp32, [K|V] of rank 16 (unit mean
@@ -31,7 +32,7 @@ import torch
 import attention_impls as ai
 
 METHODS = ("dense", "svd_exact", "svd_tokens", "linrec", "lrea", "performer")
-ALLOC_METHODS = ("performer", "svd_exact", "dense")
+ALLOC_METHODS = ("performer", "performer-reference", "svd_exact", "dense")
 
 
 def make_inputs(n: int, m: int = 1024, d: int = 64, seed: int = 0) -> tuple[torch.Tensor, ...]:
@@ -109,6 +110,26 @@ def checked(ns: list[int], rounds: int, methods: list[str]) -> list[dict]:
     return rows
 
 
+def forward_fn(name: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> Callable[[], object]:
+    """An unchecked forward; ``performer-reference``: Performer's out-of-place reference
+    feature maps (what ``prepare``/``attend`` ran before they worked in place)."""
+    if name != "performer-reference":
+        op = make_op(name, k)
+        return lambda: op.attend_unchecked(op.prepare_unchecked(k, v), q)
+    from attention_impls.performer import key_features, query_features
+
+    op = make_op("performer", k)
+    omega, n = op.features_for(k.shape[-1]), k.shape[2]
+
+    def ref() -> torch.Tensor:
+        phi, _ = key_features(k, omega, op.eps, None)
+        kv, ks = phi.transpose(-1, -2) @ v / n, phi.sum(-2) / n
+        pq = query_features(q, omega, op.eps)
+        return (pq @ kv) / (pq @ ks[..., None])
+
+    return ref
+
+
 def alloc_child(tune: bool, n: int, calls: int) -> dict:
     """One process: per-forward minor faults and thread CPU time of ALLOC_METHODS."""
     torch.set_num_threads(1)
@@ -121,10 +142,7 @@ def alloc_child(tune: bool, n: int, calls: int) -> dict:
     out = {"tuned": tune, "note": note}
     with torch.inference_mode():
         for name in ALLOC_METHODS:
-            op = make_op(name, k)
-
-            def fwd(op=op):
-                return op.attend_unchecked(op.prepare_unchecked(k, v), q)
+            fwd = forward_fn(name, q, k, v)
 
             for _ in range(3):
                 fwd()
