@@ -87,6 +87,7 @@ def run(seeds: int, n: int, m: int, features: int, eps_ours: list[float], eps_ra
                     acc.setdefault(f"ours eps={eps:g}", []).append(mean_kl(p, w))
                 for eps in eps_raw:
                     acc.setdefault(f"raw-max eps={eps:g}", []).append(mean_kl(p, raw_max_weights(q, k, omega, eps)))
+                acc.setdefault("uniform", []).append(mean_kl(p, torch.full_like(p, 1.0 / n)))
                 pw = package_weights(q, k, omega)
                 if pw is not None:
                     acc.setdefault("performer-pytorch", []).append(mean_kl(p, pw))
@@ -98,6 +99,27 @@ def run(seeds: int, n: int, m: int, features: int, eps_ours: list[float], eps_ra
     return rows
 
 
+def convergence(eps_list: list[float | str]) -> None:
+    """KL against m on the small case of tests/test_operators_exactness.py (d = 16, N = 64,
+    M = 16, query scale 0.7, seeds 0-2 of the features), for each floor."""
+    g = torch.Generator().manual_seed(11)  # make_qkv(n=64, m=16, d=16, scale=0.7, seed=11)
+    q = torch.randn(2, 2, 16, 16, generator=g) * 0.7
+    k = torch.randn(2, 2, 64, 16, generator=g)
+    v = torch.randn(2, 2, 64, 16, generator=g)
+    p = torch.softmax(q.double() @ k.double().transpose(-1, -2) / 4.0, dim=-1)
+    print(f"uniform KL {float((p * (p * 64).log()).sum(-1).mean()):.4f}")
+    for m in (16, 128, 1024, 8192):
+        cells = []
+        for eps in eps_list:
+            kl = 0.0
+            for seed in range(3):
+                op = ai.get("performer", features=m, seed=seed, eps=eps)
+                w = op.implied_weights(op.prepare(k, v), q).double()
+                kl += float((p * (p.log() - w.log())).sum(-1).mean()) / 3
+            cells.append(f"eps={eps}({op.eps:.3g}): {kl:.4f}")
+        print(f"m={m:<5d} " + "  ".join(cells), flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=20)
@@ -106,8 +128,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--features", type=int, default=256)
     ap.add_argument("--eps", type=float, nargs="*", default=[1e-6, 1e-4, 1e-3, 1e-2, 3e-2, 1e-1])
     ap.add_argument("--eps-raw", type=float, nargs="*", default=[1e-6, 1e-4])
+    ap.add_argument("--convergence", action="store_true", help="the d = 16 KL-against-m table instead")
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
+    if a.convergence:
+        convergence([1e-6, 1e-4, 1e-3, 1e-2, 0.1, "auto"])
+        return
     run(a.seeds, a.n, a.m, a.features, a.eps, a.eps_raw)
 
 
