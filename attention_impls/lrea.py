@@ -104,7 +104,7 @@ class LreaAttention(AttentionOperator):
         self.w_comp: torch.Tensor | None = None
         self.w_decomp: torch.Tensor | None = None
         self._default: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]] = {}
-        self._covers_all = True
+        self._covers_cache: tuple = (None, None, None, True)
 
     def label_params(self):
         return ("rank", "form")
@@ -153,15 +153,22 @@ class LreaAttention(AttentionOperator):
 
     def _use_projection(self, w_comp: torch.Tensor, w_decomp: torch.Tensor) -> None:
         self.w_comp, self.w_decomp = w_comp, w_decomp
-        # every position has a non-zero weight in some column of both: then a NaN/inf in K or
-        # V reaches C or W_decomp V (validation reads those instead of K and V)
-        self._covers_all = bool((w_comp != 0).any(dim=1).all() and (w_decomp != 0).any(dim=0).all())
+
+    def _covers_all(self) -> bool:
+        """Every position has a non-zero weight in some column of W_comp and of W_decomp: then
+        a NaN/inf in K or V reaches C or W_decomp V. Cached per projection object and version
+        (the cache holds the tensors, so an id is never reused; in-place edits bump _version)."""
+        wc, wd, version, ok = self._covers_cache
+        if wc is not self.w_comp or wd is not self.w_decomp or version != (self.w_comp._version, self.w_decomp._version):
+            ok = bool((self.w_comp != 0).any(dim=1).all() and (self.w_decomp != 0).any(dim=0).all())
+            self._covers_cache = (self.w_comp, self.w_decomp, (self.w_comp._version, self.w_decomp._version), ok)
+        return ok
 
     def _inputs_proven_by_state(self) -> tuple[str, ...]:
         """C = K^T W_comp and W_decomp V: with the segment-mean default every position has a
         positive weight, so any NaN/inf of K or V makes C or W_decomp V non-finite; a fitted
         or set projection does too unless a position has weight 0 in every column."""
-        return ("k", "v") if self.w_comp is None or self._covers_all else ()
+        return ("k", "v") if self.w_comp is None or self._covers_all() else ()
 
     def _state_tensors(self, state):
         return (state.c, state.bv)

@@ -136,6 +136,20 @@ def test_lrea_state_proof_catches_every_bad_value(fitted, tensor, bad, pos, dtyp
         op.forward(q, args["k"], args["v"])
 
 
+def test_lrea_projection_edited_in_place_is_rechecked():
+    q, k, v = _qkv(torch.float32)
+    op = ai.get("lrea", rank=4)
+    op.fit(k)
+    assert op._inputs_proven_by_state() == ("k", "v")
+    op.w_comp[5].zero_()
+    op.w_decomp[:, 5].zero_()  # position 5 now has weight 0 everywhere: K and V are read again
+    assert op._inputs_proven_by_state() == ()
+    bad = v.clone()
+    bad[0, 0, 5, 0] = float("nan")
+    with pytest.raises(ValueError, match="v contains NaN"):
+        op.prepare(k, bad)
+
+
 def test_lrea_finite_inputs_that_overflow_the_state_are_not_called_non_finite():
     """fp16 keys at 60,000: C = K^T W_comp overflows fp16 (the state is non-finite), the exact
     input check then passes, and attend reports the range problem instead."""
