@@ -11,7 +11,8 @@
     one without
     ``tune_glibc_malloc`` (the order alternates).
 
-Inputs are synthetic: B = H = 1, M = 1024, d = dv = 64, fp32, [K|V] of rank 16 (unit mean
+Run from the repository root (the allocator probe starts ``python -m bench.probe_overhead
+alloc-child`` processes). Inputs are synthetic: B = H = 1, M = 1024, d = dv = 64, fp32, [K|V] of rank 16 (unit mean
 square), Gaussian queries; seed 0. Operators at their defaults (rank 16, m = 256); LREA's
 projection is fitted once first, as the harness does.
 """
