@@ -231,7 +231,10 @@ class PerformerAttention(AttentionOperator):
     def _implied_weights_chunk(self, state: PerformerState, q, row_offset, causal):
         eps = self.eps
         phi_q = query_features(q, state.omega, eps)
-        phi_k, _ = key_features(state.k, state.omega, eps, state.key_mask, state.key_max)
+        # the stabiliser of these logits, not state.key_max: prepare's in-place logits round
+        # differently, and at |x'|^2 ~ 1e9 (fp16 keys ~ 3e4) the two differ by hundreds, so
+        # exp(z - key_max) overflowed (a hypothesis case, intermittently: BLAS rounding varies)
+        phi_k, _ = key_features(state.k, state.omega, eps, state.key_mask)
         w = torch.matmul(phi_q, phi_k.transpose(-1, -2))
         total = w.sum(dim=-1, keepdim=True)
         return w / torch.where(total > 0, total, torch.ones_like(total))
