@@ -20,6 +20,11 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+# Sweeps run inside the test process (tests/test_bench_run.py, ...) would tune glibc malloc
+# for the rest of the session (it cannot be undone): keep it off here; the "on" path is
+# tested in subprocesses (tests/test_bench_malloc.py).
+os.environ.setdefault("BENCH_MALLOC_TUNE", "0")
+
 _TIMING_FLAGS = ("benchmark_only", "benchmark_enable", "benchmark_json", "benchmark_autosave",
                  "benchmark_save", "benchmark_compare", "benchmark_histogram")
 

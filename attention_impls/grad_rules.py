@@ -5,9 +5,8 @@ Measured in fp64 gradcheck (tests/test_operators_grad.py): through the decomposi
 and svd_tokens use it for the backward of both) gives finite, correct gradients when a user is padded
 (padding makes singular values zero or repeated: ``svd`` and ``gram_lowrank`` gave NaN,
 ``lowrank`` NaN or ~1e49). So ``svd`` / ``lowrank`` / ``gram_lowrank`` refuse a call that
-autograd would record instead of returning NaN gradients later. LREA's training-free
-projection (an SVD of the batch's keys) refuses too: a learned projection is the paper's
-training form (``set_projection`` or ``AttentionLayer("lrea", n=...)``).
+autograd would record instead of returning NaN gradients later. (LREA's default projection
+is a constant segment-mean basis and its fitted one a set tensor: both have a backward.)
 """
 
 from __future__ import annotations
@@ -29,14 +28,4 @@ def check_solver_backward(method: str, solver: str, k: torch.Tensor, v: torch.Te
             f"{method}: solver={solver!r} has no reliable backward (NaN or huge gradients when "
             f"singular values repeat, e.g. for padded users); k / v require grad: use "
             f"solver={BACKWARD_SOLVERS[0]!r} to train through it, or run under torch.no_grad()"
-        )
-
-
-def check_projection_backward(method: str, k: torch.Tensor, v: torch.Tensor | None = None) -> None:
-    """ValueError when keys require grad but LREA would fit its projection on them."""
-    if records_grad(k, *([] if v is None else [v])):
-        raise ValueError(
-            f"{method}: the training-free projection (an SVD of this batch's keys) has no "
-            "reliable backward; k requires grad: learn the projection instead "
-            "(AttentionLayer('lrea', n=N, ...)) or set it with set_projection() / fit()"
         )

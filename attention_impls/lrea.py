@@ -14,10 +14,18 @@ every entry of a has the same sign (the non-negativity the paper's penalty aims 
 unnormalised; LREA targets DIN-style attention, so ``uncompressed_error`` reports the error
 against LeakyReLU attention over the uncompressed keys.
 
-W_comp / W_decomp are learned in the paper. Training-free default: the top-r principal
-directions P (N x r) of the position axis, pooled over all users and heads of the batch
-given to ``prepare`` (W_comp = P, W_decomp = P^T), unless ``fit`` or ``set_projection`` set
-them first. ``fit`` can add a non-negativity penalty on W_decomp and run a few Adam steps.
+W_comp / W_decomp are learned in the paper, offline: serving never refits. ``prepare`` runs
+no decomposition. It uses the projection set by ``fit`` (the top-r principal directions of the
+position axis, pooled over the users and heads of a sample batch, optionally refined by a
+few Adam steps with a non-negativity penalty on W_decomp) or by ``set_projection`` (e.g. one
+loaded from a trained model); without either, the default is the **segment-mean basis**
+(``segment_basis``): the N positions are cut into r contiguous segments of near-equal
+length and W_comp = W_decomp^T has 1/sqrt(n_s) on segment s, so K~ replaces every key by
+the mean of its segment. Why this default: it is deterministic and free (no SVD, no seed,
+the same for every user), non-negative with disjoint supports, so the absorbed form is
+exact (phi(a W_decomp) = phi(a) W_decomp entrywise: absorption error 0, the property the
+paper's penalty aims at), and recency-local, as behaviour sequences are. A projection fitted
+by SVD reconstructs K better; ``fit`` buys that explicitly, once.
 
 ``backend`` (absorbed form): ``torch`` = the code below (the reference); ``triton`` = both
 products and the LeakyReLU in one fused kernel (``kernels/row_mlp.py``); ``auto`` = triton on
@@ -41,7 +49,6 @@ from .base import (
     zero_empty_users,
     zero_padded,
 )
-from .grad_rules import check_projection_backward
 from .registry import register
 from .svd_exact import validate_rank_param
 from .validate import check_choice, check_float, check_seed
@@ -63,6 +70,15 @@ def principal_positions(k: torch.Tensor, key_mask: torch.Tensor | None, rank: in
             torch.manual_seed(seed)
             u, _, _ = torch.svd_lowrank(y, q=min(rank + 8, n, b * h * d), niter=3)
     return u[:, :rank].contiguous()
+
+
+def segment_basis(n: int, rank: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """N x r fp32 with orthonormal, non-negative, disjoint columns: column s is
+    1/sqrt(n_s) on the s-th of r contiguous segments of near-equal length (position j lies
+    in segment floor(j r / N)). P P^T K replaces each key by its segment's mean."""
+    seg = torch.div(torch.arange(n, device=device) * rank, n, rounding_mode="floor")
+    onehot = torch.nn.functional.one_hot(seg, rank).float()  # [N, r]
+    return onehot * onehot.sum(dim=0).rsqrt()
 
 
 @dataclass
@@ -87,6 +103,8 @@ class LreaAttention(AttentionOperator):
         super().__init__(**params)
         self.w_comp: torch.Tensor | None = None
         self.w_decomp: torch.Tensor | None = None
+        self._default: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._covers_cache: tuple = (None, None, None, True)
 
     def label_params(self):
         return ("rank", "form")
@@ -131,7 +149,29 @@ class LreaAttention(AttentionOperator):
             )
         if not (torch.isfinite(w_comp).all() and torch.isfinite(w_decomp).all()):
             raise ValueError(f"{self.name}: W_comp / W_decomp contain NaN or inf")
-        self.w_comp, self.w_decomp = w_comp.float(), w_decomp.float()
+        self._use_projection(w_comp.float(), w_decomp.float())
+
+    def _use_projection(self, w_comp: torch.Tensor, w_decomp: torch.Tensor) -> None:
+        self.w_comp, self.w_decomp = w_comp, w_decomp
+
+    def _covers_all(self) -> bool:
+        """Every position has a non-zero weight in some column of W_comp and of W_decomp: then
+        a NaN/inf in K or V reaches C or W_decomp V. Cached per projection object and version
+        (the cache holds the tensors, so an id is never reused; in-place edits bump _version)."""
+        wc, wd, version, ok = self._covers_cache
+        if wc is not self.w_comp or wd is not self.w_decomp or version != (self.w_comp._version, self.w_decomp._version):
+            ok = bool((self.w_comp != 0).any(dim=1).all() and (self.w_decomp != 0).any(dim=0).all())
+            self._covers_cache = (self.w_comp, self.w_decomp, (self.w_comp._version, self.w_decomp._version), ok)
+        return ok
+
+    def _inputs_proven_by_state(self) -> tuple[str, ...]:
+        """C = K^T W_comp and W_decomp V: with the segment-mean default every position has a
+        positive weight, so any NaN/inf of K or V makes C or W_decomp V non-finite; a fitted
+        or set projection does too unless a position has weight 0 in every column."""
+        return ("k", "v") if self.w_comp is None or self._covers_all() else ()
+
+    def _state_tensors(self, state):
+        return (state.c, state.bv)
 
     def fit(
         self,
@@ -147,6 +187,7 @@ class LreaAttention(AttentionOperator):
         from .base import check_kv
 
         mask = check_kv(k, k, key_mask)
+        k = k.detach()  # a fit is a fixed preprocessing step: no gradient to the samples
         p = principal_positions(k, mask, self.params["rank"], self.params["seed"])
         w_comp, w_decomp = p.clone(), p.T.clone()
         kz = zero_padded(k.float(), mask)
@@ -166,15 +207,23 @@ class LreaAttention(AttentionOperator):
             rec = w_decomp.T @ (w_comp.T @ y)
             recon = float(((y - rec) ** 2).sum() / (y**2).sum().clamp_min(1e-30))
             negative = float((w_decomp.clamp_max(0) ** 2).sum())
-        self.w_comp, self.w_decomp = w_comp, w_decomp
+        self._use_projection(w_comp, w_decomp)
         return {"reconstruction_error": recon, "negative_mass": negative}
 
+    @property
+    def projection_source(self) -> str:
+        """``fitted`` (``fit`` / ``set_projection``) or ``segment_means`` (the default)."""
+        return "segment_means" if self.w_comp is None else "fitted"
+
     def _projection(self, k, key_mask):
+        """Never a fit: the fitted / set projection, else the cached segment-mean basis."""
         if self.w_comp is not None:
             return self.w_comp.to(k.device), self.w_decomp.to(k.device)
-        check_projection_backward(self.name, k)
-        p = principal_positions(k, key_mask, self.params["rank"], self.params["seed"])
-        return p, p.T
+        key = (k.shape[2], str(k.device))
+        if key not in self._default:
+            p = segment_basis(k.shape[2], self.params["rank"], k.device)
+            self._default[key] = (p, p.T.contiguous())
+        return self._default[key]
 
     # -- operator -------------------------------------------------------------------------
     def _prepare(self, k, v, key_mask):
@@ -245,10 +294,7 @@ class LreaAttention(AttentionOperator):
 
     def cost_prepare(self, shape, dtype=torch.float32):
         n, d, dv, r, es = shape.n, shape.d, shape.value_dim, self.params["rank"], element_size(dtype)
-        flops = shape.bh * (2 * n * d * r + 2 * n * r * dv)
-        if self.w_comp is None:  # training-free projection fitted per batch
-            q = min(r + 8, n, shape.bh * d)
-            flops += 2 * n * shape.bh * d * q * 8
+        flops = shape.bh * (2 * n * d * r + 2 * n * r * dv)  # no fit: serving never refits
         return Cost(float(flops), float(shape.bh * es * (n * (d + dv) + r * (d + dv))), 0.0)  # no exp: LeakyReLU
 
     def cost_attend(self, shape, dtype=torch.float32):

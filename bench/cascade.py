@@ -19,6 +19,7 @@ from . import store
 from .config import Case, SweepConfig
 from .env import environment, timestamp
 from .inputs import build_inputs
+from .malloc import apply_malloc_tuning
 from .runner import fit_model_weights, free_memory, is_oom
 from .timing import PhaseTimer, summarise_times
 
@@ -104,7 +105,7 @@ def run_cascade(cfg: SweepConfig, methods: list[str], device: str, out_dir: str 
     log = out / CASCADE_LOG
     done = {r.get("case_id") for r in store.read_rows(log)}
     cases = [c for c in cascade_cases(cfg, methods, device) if c.case_id not in done]
-    env = environment(device) if cases else {}
+    env = {**environment(device), **apply_malloc_tuning(cfg.malloc_tune, device)} if cases else {}
     timer = PhaseTimer(device, cfg.timing) if cases else None
     cache: tuple[Any, Any] = (None, None)
     for case in tqdm(cases, desc="cascade", unit="case", disable=not progress):

@@ -88,12 +88,13 @@ class SweepWorker:
         import torch
 
         from .env import environment
+        from .malloc import apply_malloc_tuning
         from .timing import PhaseTimer
 
         if threads:
             torch.set_num_threads(threads)
         self.cfg, self.preset, self.device = cfg, preset, device
-        self.env = environment(device)
+        self.env = {**environment(device), **apply_malloc_tuning(cfg.malloc_tune, device)}
         self.timer = PhaseTimer(device, cfg.timing)
         self.key: Any = None
         self.inputs: Any = None

@@ -161,13 +161,14 @@ class SweepConfig:
     cascade: CascadeCfg | None = None
     device: str | None = None
     threads: int | None = None  # torch CPU threads (None = torch's default)
+    malloc_tune: bool = True  # CPU runs: raise glibc's mmap/trim thresholds (bench/malloc.py)
 
     def params_for(self, method: str) -> dict[str, tuple]:
         return {k: v for name, items in self.method_params if name == method for k, v in items}
 
 
 TOP_KEYS = ("name", "methods", "grid", "method_params", "timing", "fidelity", "memory", "cascade",
-            "device", "threads", "description")
+            "device", "threads", "malloc_tune", "description")
 
 
 @dataclass(frozen=True)
@@ -333,6 +334,7 @@ def parse_config(raw: dict[str, Any], *, source: str = "config") -> SweepConfig:
         cascade=cascade,
         device=device,
         threads=raw.get("threads"),
+        malloc_tune=True if raw.get("malloc_tune") is None else raw["malloc_tune"],
     )
 
 

@@ -25,6 +25,7 @@ from .config import Case, SweepConfig
 from .env import device_index, environment, nvml_snapshot, timestamp
 from .fidelity import case_fidelity
 from .inputs import Inputs, UnsupportedInput, build_inputs
+from .malloc import apply_malloc_tuning
 from .memory import cpu_peak_bytes, cuda_peak_bytes
 from .roofline import phase_roofline, roofline_fraction
 from .timing import PhaseTimer, machine_load, summarise_phase, wall_warning
@@ -98,9 +99,10 @@ def _nvml_cols(case: Case, when: str) -> dict[str, Any]:
 def fit_model_weights(op: Any, k: torch.Tensor, mask: torch.Tensor | None) -> dict[str, Any]:
     """Fit what a method treats as model weights before timing its per-user work.
 
-    LREA's W_comp / W_decomp are learned offline in the paper, not per user: fit the
-    training-free default once on the case's keys, so that ``prepare`` is timed as the
-    per-user serving work only (C = K^T W_comp, W_decomp V)."""
+    LREA's W_comp / W_decomp are learned offline in the paper, not per user, and its
+    ``prepare`` never fits: fit them once on the case's keys (principal positions) before
+    timing, so that ``prepare`` is timed as the per-user serving work only (C = K^T W_comp,
+    W_decomp V) and fidelity is that of a fitted projection, not of the segment-mean default."""
     if hasattr(op, "fit") and getattr(op, "w_comp", None) is None:
         fit = op.fit(k, mask)
         return {"lrea_fit_reconstruction_err": fit["reconstruction_error"]}
@@ -329,7 +331,7 @@ def run_sweep(cfg: SweepConfig, cases: list[Case], out_dir: str | Path, *, prese
         store.write_table(store.to_frame(rows), out)
         return rows, info
     device = pending[0].device
-    env = environment(device)
+    env = {**environment(device), **apply_malloc_tuning(cfg.malloc_tune, device)}
     timer = PhaseTimer(device, cfg.timing)
     start = time.monotonic()
     last_table = 0.0

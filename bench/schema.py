@@ -85,7 +85,7 @@ def _bench_columns() -> list[Column]:
         + _cols("env", "string", ["device", "device_name", "driver", "cuda_version", "torch_version",
                                   "cpu_model"])
         + _cols("env", "int", ["threads"])
-        + _cols("env", "string", ["git_commit", "hostname", "timestamp"])
+        + _cols("env", "string", ["git_commit", "hostname", "timestamp", "malloc_tuning"])
         + [Column(f"nvml_{f}_{w}", "string" if f == "throttle" else "float", "env")
            for f in ("sm_clock_mhz", "temp_c", "power_w", "throttle") for w in ("before", "after")]
     )

@@ -141,7 +141,7 @@ FAMILY_RULES: dict[str, Rule] = {
     "alpha": NONNEG_FLOAT, "beta": NONNEG_FLOAT, "noise_floor": NONNEG_FLOAT, "rank": POS_INT,
     "profile": STR, "path": STR, "dataset": STR,
 }
-TOP_RULES: dict[str, Rule] = {"name": STR, "description": STR, "threads": POS_INT}
+TOP_RULES: dict[str, Rule] = {"name": STR, "description": STR, "threads": POS_INT, "malloc_tune": BOOL}
 
 
 def check_section(where: str, raw: Any, rules: dict[str, Rule], sep: str = ".") -> dict:

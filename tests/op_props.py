@@ -92,7 +92,7 @@ def _params(draw, method: str, n: int, d: int, dv: int) -> dict[str, Any]:
     if method == "performer":
         return {"features": draw(st.integers(1, 48)), "orthogonal": draw(st.booleans()),
                 "redraw": draw(st.sampled_from(("fixed", "per_prepare"))),
-                "eps": draw(st.sampled_from((0.0, 1e-6, 1e-3)))}
+                "eps": draw(st.sampled_from((0.0, 1e-6, 1e-3, "auto")))}
     if method == "linrec":
         return {"eps": draw(st.sampled_from((1e-12, 1e-6)))}
     return {}

@@ -64,7 +64,7 @@ def kernel_call(name, op, state, q, **kw):
     if name == "svd_tokens":
         return row_mlp.svd_tokens_attend(q, state.zk, state.zv, state.empty_users, inv_sqrt(state.d), **kw)
     return row_mlp.performer_attend(q, state.omega, state.kv, state.ksum, state.empty_users,
-                                    op.params["eps"], **kw)
+                                    op.eps, **kw)  # the resolved floor (eps="auto" -> a number)
 
 
 def scramble_user(state, user):

@@ -176,10 +176,15 @@ def test_performer_equals_written_out_favor(device, orthogonal):
     op = ai.get("performer", features=64, orthogonal=orthogonal, seed=3)
     omega = op.features_for(16, device)
     out = op.forward(q, k, v)
-    assert rel(out, favor_plus_written_out(q, k, v, omega, op.params["eps"])) < 1e-5
+    assert rel(out, favor_plus_written_out(q, k, v, omega, op.eps)) < 1e-5
 
 
-def test_performer_converges_to_softmax_as_features_grow():
+@pytest.mark.parametrize("eps", [1e-6, "auto"])
+def test_performer_converges_to_softmax_as_features_grow(eps):
+    """With a tiny floor and with the default (whose floor shrinks as m grows; a fixed 1e-2
+    made the KL rise from m = 128 to 8192 here). The default's floor pulls small-m estimates
+    towards a query-independent distribution, so its KL at m = 16 is already near that of
+    the uniform distribution (0.23 here) instead of 0.71: the ratio asked of it is smaller."""
     q, k, v = make_qkv(n=64, m=16, d=16, scale=0.7, seed=11)
     dense = ai.get("dense")
     p = dense.implied_weights(dense.prepare(k, v), q).double()
@@ -187,12 +192,16 @@ def test_performer_converges_to_softmax_as_features_grow():
     for m in (16, 128, 1024, 8192):
         per_seed = []
         for seed in range(3):
-            op = ai.get("performer", features=m, seed=seed)
+            op = ai.get("performer", features=m, seed=seed, eps=eps)
             w = op.implied_weights(op.prepare(k, v), q).double()
             per_seed.append(float((p * (p.log() - w.log())).sum(-1).mean()))
         kls.append(sum(per_seed) / len(per_seed))
     assert all(a > b for a, b in zip(kls, kls[1:], strict=False)), kls
-    assert kls[-1] < 0.1 * kls[0]  # at least 10x smaller at m = 8192 than at m = 16
+    uniform = float((p * (p * k.shape[2]).log()).sum(-1).mean())
+    if eps == "auto":
+        assert kls[-1] < 0.2 * min(kls[0], uniform), (kls, uniform)
+    else:
+        assert kls[-1] < 0.1 * kls[0]  # at least 10x smaller at m = 8192 than at m = 16
 
 
 def test_performer_weights_are_distribution(device):
@@ -395,3 +404,59 @@ def test_svd_exact_on_the_certified_plain_gram_route_equals_dense(full):
     checked = grads if full else grads[:1]  # below full rank only the query gradient is dense's
     for a, b in zip(checked, ref_g, strict=False):
         assert rel(a, b) < 1e-5
+
+
+def test_lrea_prepare_never_fits(monkeypatch):
+    """Serving never refits: prepare and forward run no SVD, with or without a fit."""
+    import attention_impls.lrea as lrea_mod
+
+    q, k, v = make_qkv(n=40, d=8)
+    op = ai.get("lrea", rank=4)
+    op.fit(k)  # the explicit fitting step may decompose
+    fitted = op.w_comp.clone()
+
+    def no_svd(*args, **kwargs):
+        raise AssertionError("prepare ran a decomposition")
+
+    for target, name in ((torch.linalg, "svd"), (torch, "svd_lowrank"), (lrea_mod, "principal_positions")):
+        monkeypatch.setattr(target, name, no_svd)
+    for o in (op, ai.get("lrea", rank=4)):
+        out = o.forward(q, k, v)
+        assert torch.isfinite(out).all()
+    assert torch.equal(op.w_comp, fitted) and op.projection_source == "fitted"
+
+
+def test_lrea_default_is_the_segment_mean_basis_and_absorbs_exactly():
+    """Without a fit, K~ is each key replaced by its segment's mean (r contiguous segments of
+    near-equal length), and the absorbed form equals the training form (disjoint,
+    non-negative W_decomp) even with signed keys and queries."""
+    from attention_impls.lrea import leaky_attention, segment_basis
+
+    q, k, v = make_qkv(n=30, d=8)
+    r = 4
+    p = segment_basis(30, r)
+    seg = [list(range(0, 8)), list(range(8, 15)), list(range(15, 23)), list(range(23, 30))]
+    for s, idx in enumerate(seg):  # floor(j r / N) for N = 30, r = 4
+        assert torch.allclose(p[idx, s], torch.full((len(idx),), len(idx) ** -0.5))
+        assert float(p[:, s].abs().sum()) == pytest.approx(len(idx) ** 0.5)
+    k_tilde = torch.empty_like(k)
+    for idx in seg:
+        k_tilde[:, :, idx] = k[:, :, idx].mean(dim=2, keepdim=True)
+    absorbed = ai.get("lrea", rank=r, slope=0.1)
+    training = ai.get("lrea", rank=r, slope=0.1, form="training")
+    assert absorbed.projection_source == "segment_means"
+    ref = leaky_attention(q, k_tilde, v, None, 0.1)
+    assert rel(training.forward(q, k, v), ref) < 1e-5
+    st = absorbed.prepare(k, v)
+    assert rel(absorbed.attend(st, q), training.forward(q, k, v)) < 1e-5
+    assert absorbed.absorption_error(st, q) < 1e-6
+
+
+def test_lrea_default_basis_is_deterministic_and_cost_has_no_fit():
+    _, k, v = make_qkv(n=64, d=8)
+    a, b = ai.get("lrea", rank=8, seed=0), ai.get("lrea", rank=8, seed=7)
+    assert torch.equal(a.prepare(k, v).c, b.prepare(k, v).c)
+    shape = ai.Shape(2, 2, 64, 5, 8)
+    before = a.cost_prepare(shape)
+    a.fit(k)
+    assert a.cost_prepare(shape) == before

@@ -1,0 +1,182 @@
+"""Issue 11 item 1: the checked entry points' finiteness check is one cheap reduction, with
+the exact check only when that reduction is not finite. NaN/inf anywhere still raises;
+huge finite values (whose sum overflows) never do."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import attention_impls as ai
+from attention_impls import base
+from attention_impls.validate import all_finite_fast
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+ALL = {
+    "dense": {},
+    "svd_exact": {"rank": 4},
+    "svd_tokens": {"rank": 4},
+    "linrec": {},
+    "lrea": {"rank": 4},
+    "performer": {"features": 8},
+}
+
+
+def _qkv(dtype, n=48, m=6, d=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return tuple(torch.randn((2, 2, length, d), generator=g).to(dtype) for length in (m, n, n))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("where", ["first", "middle", "last"])
+def test_non_finite_anywhere_raises(dtype, bad, where):
+    t = torch.randn(2, 3, 50, 8).to(dtype)
+    idx = {"first": (0, 0, 0, 0), "middle": (1, 1, 25, 3), "last": (1, 2, 49, 7)}[where]
+    t[idx] = bad
+    assert not all_finite_fast(t)
+    kind = "NaN" if bad != bad else "inf"
+    with pytest.raises(ValueError, match=rf"k contains {kind} \(1 non-finite values"):
+        base.check_finite("k", t)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_huge_finite_values_pass(dtype):
+    """Values at the dtype's largest finite number: the sum overflows (the fast path says
+    "maybe not"), the exact check then passes."""
+    big = torch.finfo(dtype).max
+    t = torch.full((1, 1, 64, 8), big, dtype=dtype)
+    t[0, 0, ::3] = -big
+    assert bool(torch.isfinite(t).all())
+    assert not bool(torch.isfinite(t.sum()))  # the case the fallback exists for
+    assert base.check_finite("k", t) is t
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+def test_huge_finite_values_and_output_pass_forward(dtype):
+    """Values of max / (2N): v's sum and the output's sum overflow, but no step of dense
+    attention does (its unnormalised accumulator reaches N |v| at most), so forward returns
+    the convex combination of equal values, that value."""
+    q, k, _ = _qkv(dtype)
+    big = torch.finfo(dtype).max / (2 * k.shape[2])
+    v = torch.full_like(k, big)
+    assert not bool(torch.isfinite(v.sum()))
+    out = ai.get("dense").forward(q, k, v)
+    assert bool(torch.isfinite(out).all())
+    assert float((out.double() / float(v[0, 0, 0, 0]) - 1).abs().max()) < 1e-2
+
+
+def test_fp16_total_overflow_uses_row_sums_not_the_exact_check():
+    """fp16 data with a large mean: the total exceeds 65,504 but each row sum does not, so
+    the fast path still proves it finite (the exact check is never called)."""
+    t = torch.full((1, 1, 4096, 64), 1.0, dtype=torch.float16)
+    assert not bool(torch.isfinite(t.sum()))
+    assert all_finite_fast(t)
+
+
+def test_fast_path_true_means_finite():
+    for seed in range(20):
+        g = torch.Generator().manual_seed(seed)
+        t = torch.randn(3, 40, generator=g) * 10.0 ** float(torch.randint(-30, 30, (1,), generator=g))
+        if all_finite_fast(t):
+            assert bool(torch.isfinite(t).all())
+
+
+@pytest.mark.parametrize("name", sorted(ALL))
+def test_forward_checks_q_values_once(name, monkeypatch):
+    """forward checks q's values once (attend checks only its structure afterwards), k and v
+    once each (lrea: through its small state instead), and the output once."""
+    seen: list[int] = []
+    real = base.all_finite_fast
+
+    def counting(t):
+        seen.append(t.data_ptr())
+        return real(t)
+
+    monkeypatch.setattr(base, "all_finite_fast", counting)
+    import attention_impls.validate as validate
+
+    monkeypatch.setattr(validate, "all_finite_fast", counting)
+    q, k, v = _qkv(torch.float32)
+    ai.get(name, **ALL[name]).forward(q, k, v)
+    assert seen.count(q.data_ptr()) == 1
+    expected_kv = 0 if name == "lrea" else 1
+    assert seen.count(k.data_ptr()) == seen.count(v.data_ptr()) == expected_kv
+    assert len(seen) == 4, seen  # q, k, v, output (lrea: q, C, W_decomp V, output)
+
+
+@pytest.mark.parametrize("fitted", ["segment_means", "fitted", "fitted_with_a_dead_position"])
+@pytest.mark.parametrize("tensor", ["k", "v"])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("pos", [0, 23, 47])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+def test_lrea_state_proof_catches_every_bad_value(fitted, tensor, bad, pos, dtype):
+    """LREA checks K and V through C = K^T W_comp and W_decomp V: a NaN/inf at any position,
+    also a padded one, still raises the input's own error."""
+    q, k, v = _qkv(dtype)
+    op = ai.get("lrea", rank=4)
+    if fitted != "segment_means":
+        op.fit(k.float())
+    if fitted == "fitted_with_a_dead_position":  # weight 0 in every column: falls back
+        wc, wd = op.w_comp.clone(), op.w_decomp.clone()
+        wc[pos], wd[:, pos] = 0.0, 0.0
+        op.set_projection(wc, wd)
+        assert op._inputs_proven_by_state() == ()
+    mask = torch.ones(2, 48, dtype=torch.bool)
+    mask[1, pos] = False  # user 1 has the bad value in a padded position
+    t = {"k": k, "v": v}[tensor].clone()
+    t[1, 1, pos, 3] = bad
+    args = {"k": k, "v": v, tensor: t}
+    kind = "NaN" if bad != bad else "inf"
+    with pytest.raises(ValueError, match=f"{tensor} contains {kind}"):
+        op.prepare(args["k"], args["v"], mask)
+    with pytest.raises(ValueError, match=f"{tensor} contains {kind}"):
+        op.forward(q, args["k"], args["v"])
+
+
+def test_lrea_projection_edited_in_place_is_rechecked():
+    q, k, v = _qkv(torch.float32)
+    op = ai.get("lrea", rank=4)
+    op.fit(k)
+    assert op._inputs_proven_by_state() == ("k", "v")
+    op.w_comp[5].zero_()
+    op.w_decomp[:, 5].zero_()  # position 5 now has weight 0 everywhere: K and V are read again
+    assert op._inputs_proven_by_state() == ()
+    bad = v.clone()
+    bad[0, 0, 5, 0] = float("nan")
+    with pytest.raises(ValueError, match="v contains NaN"):
+        op.prepare(k, bad)
+
+
+def test_lrea_finite_inputs_that_overflow_the_state_are_not_called_non_finite():
+    """fp16 keys at 60,000: C = K^T W_comp overflows fp16 (the state is non-finite), the exact
+    input check then passes, and attend reports the range problem instead."""
+    q, k, v = _qkv(torch.float16)
+    k = torch.full_like(k, 6e4)
+    op = ai.get("lrea", rank=4, form="training")
+    state = op.prepare(k, v)  # no error although the state is not finite
+    assert not bool(torch.isfinite(state.c).all())
+    try:
+        op.forward(q, k, v)
+    except ValueError as exc:
+        assert "contains" not in str(exc), exc
+
+
+@pytest.mark.parametrize("name", sorted(ALL))
+@pytest.mark.parametrize("tensor", ["q", "k", "v"])
+def test_every_entry_point_rejects_nan(name, tensor):
+    op = ai.get(name, **ALL[name])
+    q, k, v = _qkv(torch.float32)
+    bad = {"q": q, "k": k, "v": v}[tensor].clone()
+    bad[1, 1, -1, -1] = float("nan")
+    args = {"q": q, "k": k, "v": v, tensor: bad}
+    with pytest.raises(ValueError, match=f"{tensor} contains NaN"):
+        op.forward(args["q"], args["k"], args["v"])
+    if tensor == "q":
+        with pytest.raises(ValueError, match="q contains NaN"):
+            op.attend(op.prepare(k, v), bad)
+    else:
+        with pytest.raises(ValueError, match=f"{tensor} contains NaN"):
+            op.prepare(args["k"], args["v"])
