@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # modules whose job is a command line: they print tables and progress for a person
 CLI_MODULES = {
     "bench/cli.py", "bench/__main__.py", "bench/kernel_check.py", "bench/estimate.py",
+    "bench/probe_overhead.py", "bench/probe_performer.py", "bench/solvers.py",  # probe scripts
     "analysis/cli.py", "analysis/__main__.py", "analysis/cluster.py", "analysis/scale_bench.py",
     "analysis/synthlog.py", "reports/cli.py", "reports/__main__.py",
     "attention_impls/kernels/aot.py",
