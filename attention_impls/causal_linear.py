@@ -58,24 +58,33 @@ def linrec_causal(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None, eps: float,
     chunk: int = CHUNK,
 ) -> torch.Tensor:
-    """Causal LinRec by chunked prefix sums: [B,H,N,dv] in q's dtype."""
+    """Causal LinRec by chunked prefix sums: [B,H,N,dv] in q's dtype.
+
+    All chunks at once (no Python loop over them): each chunk's state K_c^T V_c, an exclusive
+    cumulative sum over chunks for what the earlier chunks contribute, and the C x C masked
+    product inside each chunk (N is zero-padded to a multiple of ``chunk``; padded rows are
+    cut). Memory: N/C states of d x dv per (user, head) besides the inputs."""
     check_chunk(chunk)
     cd = compute_dtype(q)
     qn = linrec_features(q, eps, cd)
     real = real_mask(key_mask, qn)
     kn = linrec_features(k, eps, cd) * real
     vz = v.to(cd) * real
-    n = q.shape[2]
-    state = torch.zeros((*q.shape[:2], q.shape[-1], v.shape[-1]), dtype=cd, device=q.device)
-    outs = []
-    for s in range(0, n, chunk):
-        e = min(n, s + chunk)
-        qc, kc, vc = qn[:, :, s:e], kn[:, :, s:e], vz[:, :, s:e]
-        tril = torch.ones((e - s, e - s), dtype=torch.bool, device=q.device).tril()
-        scores = torch.matmul(qc, kc.transpose(-1, -2)).masked_fill(~tril, 0.0)
-        outs.append(torch.matmul(qc, state) + torch.matmul(scores, vc))
-        state = state + torch.matmul(kc.transpose(-1, -2), vc)
-    return (torch.cat(outs, dim=2) * q.shape[-1] ** -0.5).to(q.dtype)
+    b, h, n, d = qn.shape
+    c = min(chunk, n)
+    pad = (-n) % c
+    if pad:  # zero rows: invisible keys (kn = 0) and queries whose output is cut below
+        qn, kn, vz = (F.pad(t, (0, 0, 0, pad)) for t in (qn, kn, vz))
+    nc = (n + pad) // c
+    qc, kc, vc = (t.reshape(b, h, nc, c, t.shape[-1]) for t in (qn, kn, vz))
+    states = torch.matmul(kc.transpose(-1, -2), vc)  # [B,H,nc,d,dv]
+    # what the earlier chunks hold (an exclusive sum, not cumsum - states: no cancellation)
+    before = F.pad(torch.cumsum(states[:, :, :-1], dim=2), (0, 0, 0, 0, 1, 0))
+    tril = torch.ones((c, c), dtype=torch.bool, device=q.device).tril()
+    scores = torch.matmul(qc, kc.transpose(-1, -2)).masked_fill(~tril, 0.0)
+    out = torch.matmul(qc, before) + torch.matmul(scores, vc)
+    out = out.reshape(b, h, nc * c, -1)[:, :, :n]
+    return (out * d ** -0.5).to(q.dtype)
 
 
 def linrec_causal_weights(
