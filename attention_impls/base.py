@@ -461,12 +461,21 @@ class AttentionOperator:
         return ()
 
     def prepare(self, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None = None) -> BaseState:
+        return self._prepare_checked(k, v, key_mask, for_causal=False)
+
+    def _prepare_for_causal(self, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None) -> BaseState:
+        """The state ``forward(..., causal=True)`` attends with at once; a method whose causal
+        form needs less than its reusable state (LinRec: no K^T V sum) overrides this."""
+        return self._prepare(k, v, key_mask)
+
+    def _prepare_checked(self, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None,
+                         for_causal: bool) -> BaseState:
         proven = self._inputs_proven_by_state()
         key_mask = check_kv(k, v, key_mask, finite=tuple(x for x in ("k", "v") if x not in proven))
         shape = Shape(k.shape[0], k.shape[1], k.shape[2], 1, k.shape[3], v.shape[3])
         self._raise_if_unsupported(shape, k.dtype, k.device)
         check_memory(lambda: f"{self.label}.prepare", self.memory_model(shape, k.dtype), k.device)
-        state = self._prepare(k, v, key_mask)
+        state = self._prepare_for_causal(k, v, key_mask) if for_causal else self._prepare(k, v, key_mask)
         if proven and not all(all_finite_fast(t) for t in self._state_tensors(state)):
             for name, t in (("k", k), ("v", v)):  # find and name the bad input (or pass:
                 if name in proven:  # a finite input can overflow the state; attend says so)
@@ -505,7 +514,8 @@ class AttentionOperator:
                 f"q and k must agree on [batch, heads]: q {tuple(q.shape)}, k {tuple(k.shape)}"
             )
         # q's values were checked above: attend checks only its structure (one pass, not two)
-        return self._attend_checked(self.prepare(k, v, key_mask), q, causal, q_finite_checked=True)
+        state = self._prepare_checked(k, v, key_mask, for_causal=causal)
+        return self._attend_checked(state, q, causal, q_finite_checked=True)
 
     __call__ = forward
 

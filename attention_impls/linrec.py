@@ -67,6 +67,10 @@ class LinRecAttention(AttentionOperator):
         kv = torch.matmul(kn.transpose(-1, -2), v.float()) * inv_sqrt(k.shape[-1])
         return LinRecState(**self._base_state_kwargs(k, v, key_mask), kv=kv.to(k.dtype), k=k, v=v)
 
+    def _prepare_for_causal(self, k, v, key_mask):
+        """forward(causal=True) attends by prefix sums over k and v: no K^T V sum needed."""
+        return LinRecState(**self._base_state_kwargs(k, v, key_mask), kv=None, k=k, v=v)
+
     def _attend(self, state: LinRecState, q, causal):
         if causal:  # torch only (no kernel): prefix sums over the past
             return causal_linear.linrec_causal(q, state.k, state.v, state.key_mask, self.params["eps"])
