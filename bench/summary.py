@@ -39,8 +39,9 @@ def _ok(df: pd.DataFrame) -> pd.DataFrame:
     return df[(df["status"] == "ok") & df["forward_ms_median"].notna()]
 
 
-def _first_from(faster: np.ndarray) -> int | None:
-    """Smallest index from which every later entry is True (None if the last is False)."""
+def first_from(faster: np.ndarray) -> int | None:
+    """Smallest index from which every later entry is True (None if the last is False): the
+    crossover rule of the harness and the reports (``reports.derive.crossover_table``)."""
     idx = None
     for i in range(len(faster) - 1, -1, -1):
         if not faster[i]:
@@ -78,10 +79,10 @@ def crossover(df: pd.DataFrame, time_col: str = "forward_ms_median", timing: str
     for key, g in merged.groupby(["method", "label"] + group, dropna=False):
         g = g.sort_values("n")
         ns = g["n"].to_numpy()
-        cross_idx = _first_from(g[time_col].to_numpy() < g["dense_ms"].to_numpy())
+        cross_idx = first_from(g[time_col].to_numpy() < g["dense_ms"].to_numpy())
         att_idx = None
         if attend is not None:
-            att_idx = _first_from(g[attend_col].to_numpy() < g["dense_attend_ms"].to_numpy())
+            att_idx = first_from(g[attend_col].to_numpy() < g["dense_attend_ms"].to_numpy())
         speed = (g["dense_ms"] / g[time_col]).to_numpy()
         kl = g["kl_mean"].to_numpy(dtype=float) if "kl_mean" in g else np.full(len(g), np.nan)
         err = g["out_err_mean"].to_numpy(dtype=float) if "out_err_mean" in g else np.full(len(g), np.nan)

@@ -10,6 +10,8 @@ import json
 import numpy as np
 import pandas as pd
 
+from bench.summary import first_from
+
 METHOD_ORDER = ["dense", "svd_exact", "svd_tokens", "linrec", "lrea", "performer"]
 # Case parameters that must match before two timings are compared.
 CASE_KEYS = ["device", "dtype", "setting", "causal", "batch", "heads", "m", "d", "padding", "query_scale"]
@@ -88,14 +90,10 @@ def _crossover(ns: np.ndarray, mine: np.ndarray, ref: np.ndarray) -> str:
     faster = mine < ref
     if not faster.any():
         return "none in range"
-    # the smallest N from which the method stays faster up to the largest N measured
-    idx = len(faster)
-    for i in range(len(faster) - 1, -1, -1):
-        if faster[i]:
-            idx = i
-        else:
-            break
-    if idx == len(faster):
+    # the smallest N from which the method stays faster up to the largest N measured (the
+    # harness's rule, bench.summary.first_from)
+    idx = first_from(faster)
+    if idx is None:
         first = int(ns[np.argmax(faster)])
         return f"{first} (not at largest N)"
     if idx == 0:
