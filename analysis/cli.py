@@ -328,7 +328,9 @@ def cmd_kl(args: argparse.Namespace) -> int:
 def cmd_decide(args: argparse.Namespace) -> int:
     from bench.outdir import writable_dir
 
-    from .decide import decide, read_bench, write_decisions
+    from .decide import DecideOpts, decide, missing_toml, read_bench, read_quality, write_decisions
+    from .decide_timing import TimeOpts, view
+    from .verdict import decision_lines, verdict_lines
 
     writable_dir(args.out)
     src = Path(args.spectra)
@@ -342,35 +344,55 @@ def cmd_decide(args: argparse.Namespace) -> int:
     kl = pd.read_csv(kl_path, dtype={"user": str})
     if args.route:
         kl = kl[kl["route"].isin(args.route)]
-    bench = read_bench(args.bench) if args.bench else None
-    budgets = tuple(split_list(args.budgets, float))
-    m_values = split_list(args.m, int)
-    table = decide(kl, bench, budgets, args.quantile, m_values)
+    benches = [b for v in (args.bench or []) for b in (v if isinstance(v, list) else [v])]
+    bench = read_bench(*benches) if benches else None
+    quality = read_quality(args.quality) if args.quality else None
+    out = Path(args.out)
+    first = Path(benches[0]) if benches else None
+    bench_out = str(first / "targeted" if first and first.is_dir() else "out/bench-targeted")
+    opts = DecideOpts(
+        budgets=tuple(split_list(args.budgets, float)),
+        quantile=args.quantile,
+        m_values=tuple(split_list(args.m, int)) if args.m else None,
+        requests=args.requests,
+        cascade=tuple(split_list(args.cascade, int)) if args.cascade else None,
+        quality_budget=args.quality_budget,
+        device=args.device,
+        time=TimeOpts(run_sigma=args.run_sigma),
+        missing_toml=str(out / "missing_cases.toml"),
+        bench_out=bench_out,
+        spectra=str(src if src.is_dir() else src.parent),
+    )
+    dec, cand, missing = decide(kl, bench, opts, quality)
+    v = view(bench, opts.device, opts.time) if bench is not None else None
     meta = {
         "kl_source": str(kl_path),
-        "bench_source": str(args.bench) if args.bench else None,
-        "note": None if bench is not None else "no bench table given: time columns are empty",
+        "bench_source": [str(b) for b in benches] or None,
+        "device": v.device_label if v else None,
+        "bench_config": v.fixed if v else None,
+        "note": None if bench is not None else "no bench table given: no method is timed",
         "datasets": sorted(kl["dataset"].unique().tolist()),
-        "budgets": list(budgets),
+        "budgets": list(opts.budgets),
         "quantile": args.quantile,
+        "requests": opts.requests,
+        "run_sigma": opts.time.run_sigma,
+        "missing_cases": len(missing),
         "date": time.strftime("%Y-%m-%d", time.gmtime()),
     }
-    csv, js = write_decisions(table, args.out, meta)
-    show = [
-        "route",
-        "n_bin",
-        "m",
-        "kl_budget",
-        "method",
-        "rank",
-        "expected_kl",
-        "expected_ms",
-        "speedup_vs_dense",
-    ]
-    print(table[show].to_string(index=False))
+    toml = missing_toml(missing, v.fixed, v.device) if v is not None and missing else None
+    paths = write_decisions(dec, cand, out, meta, toml)
+    name = ", ".join(meta["datasets"])
+    print("Verdict")
+    print("\n".join(verdict_lines(dec, name)))
+    print("\nDecision rows")
+    print("\n".join(decision_lines(dec)))
     if bench is None:
-        print("note: no --bench table given, so the time columns are empty")
-    print(f"wrote {csv} and {js}")
+        print("note: no --bench table given, so no method is timed")
+    if missing:
+        print(f"\n{len(missing)} case(s) not benched; measure them with: "
+              f"python -m bench run --config {opts.missing_toml} --out {bench_out} --no-cascade "
+              f"(resumable), then run decide again with --bench {' '.join(benches)} {bench_out}")
+    print("wrote " + ", ".join(str(p) for p in paths))
     return 0
 
 
@@ -484,7 +506,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--spectra", required=True, help="folder with kl_by_rank.csv, or the CSV itself"
     )
     dp.add_argument(
-        "--bench", default=None, help="bench results.csv or a folder of them (e.g. results/cpu)"
+        "--bench", nargs="+", default=None,
+        help="bench results.csv files or folders of them (e.g. results/cpu results/cpu/targeted)"
     )
     dp.add_argument("--out", required=True, help="output folder (decisions.csv, decisions.json)")
     dp.add_argument("--budgets", nargs="+", default=["1e-2", "1e-3"],
@@ -497,6 +520,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dp.add_argument("--route", type=_routes, nargs="+", default=None,
                     help="restrict to these routes (space- or comma-separated)")
+    dp.add_argument("--device", default=None, help="the bench table's device to decide for (needed when it holds several)")
+    dp.add_argument("--requests", type=positive_int, default=100,
+                    help="R: requests served from one pre-stored per-user state (default 100)")
+    dp.add_argument("--cascade", nargs="+", default=None,
+                    help="cascade stage sizes M (default: every benched M, largest first)")
+    dp.add_argument("--quality", default=None,
+                    help="CSV of trained end-task quality loss vs dense (method, rank, delta_ndcg)")
+    dp.add_argument("--quality-budget", type=positive_float, default=0.005,
+                    help="largest acceptable delta_ndcg (default 0.005)")
+    dp.add_argument("--run-sigma", type=arg_type(Rule("float", 0, 1)), default=0.05,
+                    help="log-normal sigma of run-to-run timing drift per bench row (default 0.05; 0 = off)")
     dp.set_defaults(func=cmd_decide)
     fp = sub.add_parser("findings", help="markdown table of headline numbers over result folders")
     fp.add_argument("--spectra", default="results/spectra", help="folder of dataset result folders")
