@@ -379,11 +379,12 @@ def cmd_decide(args: argparse.Namespace) -> int:
         "missing_cases": len(missing),
         "date": time.strftime("%Y-%m-%d", time.gmtime()),
     }
+    name = ", ".join(meta["datasets"])
+    meta["verdict"] = verdict_lines(dec, name)
     toml = missing_toml(missing, v.fixed, v.device) if v is not None and missing else None
     paths = write_decisions(dec, cand, out, meta, toml)
-    name = ", ".join(meta["datasets"])
     print("Verdict")
-    print("\n".join(verdict_lines(dec, name)))
+    print("\n".join(meta["verdict"]))
     print("\nDecision rows")
     print("\n".join(decision_lines(dec)))
     if bench is None:

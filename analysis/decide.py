@@ -61,7 +61,8 @@ class DecideOpts:
 
 
 def read_bench(*paths: str | Path) -> pd.DataFrame:
-    """Bench results from CSV/parquet files or run folders holding results.csv (any depth)."""
+    """Bench results from CSV/parquet files or run folders holding results.csv (any depth); the
+    ``source`` column names each row's file (one run), so comparisons stay within a run."""
     frames = []
     for path in paths:
         p = Path(path)
@@ -69,19 +70,16 @@ def read_bench(*paths: str | Path) -> pd.DataFrame:
             files = sorted(p.rglob("results.csv"))
             if not files:
                 raise ValueError(f"{p}: no results.csv under this folder")
-            frames += [pd.read_csv(f) for f in files]
+            frames += [pd.read_csv(f).assign(source=str(f)) for f in files]
         elif p.suffix == ".parquet":
-            frames.append(pd.read_parquet(p))
+            frames.append(pd.read_parquet(p).assign(source=str(p)))
         else:
-            frames.append(pd.read_csv(p))
+            frames.append(pd.read_csv(p).assign(source=str(p)))
         need = {"method", "n", "m", "status", "forward_ms_median"}
         missing = need - set(frames[-1].columns)
         if missing:
             raise ValueError(f"{p}: bench table lacks columns {sorted(missing)}")
-    df = pd.concat(frames, ignore_index=True)
-    if "case_id" in df.columns:  # a targeted re-run of a case replaces the older row
-        df = df.drop_duplicates("case_id", keep="last")
-    return df
+    return pd.concat(frames, ignore_index=True)
 
 
 def read_quality(path: str | Path) -> pd.DataFrame:
@@ -142,23 +140,31 @@ def _phase(v: BenchView, rows: pd.DataFrame, phase: str) -> _Cost | None:
 
 
 class _Timer:
-    """Costs of one method at one (N, stages, d, rank), recording the cases not benched."""
+    """Costs of one method at one (N, stages, d, rank) from one bench run (source), recording
+    the cases not benched. A method is only ever compared with dense timed in the same run."""
 
     def __init__(self, v: BenchView, missing: set[tuple]) -> None:
         self.v, self.missing = v, missing
 
-    def costs(self, method: str, n: int, stages: tuple[int, ...], d: int, rank: int | None,
-              requests: int) -> dict[str, _Cost | None] | None:
-        per_m = {}
+    def sources(self, method: str, n: int, stages: tuple[int, ...], d: int, rank: int | None) -> list[str]:
+        """Runs holding every stage of this case, oldest first (the order the tables were given)."""
+        common: list[str] | None = None
         for m in stages:
-            rows = self.v.select(method, n, m, d, rank)
-            if rows.empty:
-                self.missing.add((method, n, m, d, rank))
-                if method in FIDELITY_METHODS:  # dense re-timed in the same run as the method
-                    self.missing.add(("dense", n, m, d, None))
-            per_m[m] = rows
-        if any(r.empty for r in per_m.values()):
-            return None
+            got = list(dict.fromkeys(self.v.select(method, n, m, d, rank)["source"].astype(str)))
+            common = got if common is None else [x for x in common if x in got]
+        return common or []
+
+    def note_missing(self, method: str, n: int, stages: tuple[int, ...], d: int, rank: int | None) -> None:
+        extra = self.v.default_param("performer", "features") if method == "performer" else rank
+        if method != "performer" and rank is not None and rank > n:
+            return  # cannot run: the rank exceeds the sequence length
+        for m in stages:
+            self.missing.add((method, n, m, d, extra))
+            self.missing.add(("dense", n, m, d, None))  # re-timed in the same run as the method
+
+    def costs(self, method: str, n: int, stages: tuple[int, ...], d: int, rank: int | None,
+              requests: int, source: str) -> dict[str, _Cost | None]:
+        per_m = {m: self.v.select(method, n, m, d, rank, source) for m in stages}
         first = per_m[stages[0]]
         prep = _phase(self.v, first, "prepare")
         attends = [_phase(self.v, per_m[m], "attend") for m in stages]
@@ -168,7 +174,7 @@ class _Timer:
             once = _add(prep, *attends)
         total_attend = _add(*attends)
         stored = _add(total_attend, prep, scale=(1.0, 1.0 / requests)) if prep else None
-        return {"once": once, "prepare": prep, "attend": total_attend, "stored": stored}
+        return {"once": once, "prepare": prep, "attend": total_attend, "stored": stored, "source": source}
 
 
 def _speedup(v: BenchView, dense: _Cost | None, c: _Cost | None) -> tuple[float, float, float]:
@@ -286,9 +292,16 @@ def decide(kl: pd.DataFrame, bench: pd.DataFrame | None = None, opts: DecideOpts
                         if f and f["rank"] is not None:
                             for m in st:
                                 missing.add((meth, n_t, m, d, min(f["rank"], n_t, 2 * d)))
+                    for meth in QUALITY_METHODS:  # timed too, so the rows can say what they would buy
+                        rk = (v.default_param(meth, "rank") if meth in RANKED
+                              else v.default_param(meth, "features") if meth == "performer" else None)
+                        if rk is None or meth == "performer" or rk <= n_t:
+                            for m in st:
+                                missing.add((meth, n_t, m, d, rk))
                 base["bench_n"] = n
                 cands = []
-                dense_c: dict | None = None
+                dense_src = timer.sources("dense", n, st, d, None) if timer is not None and n is not None else []
+                dense_by_src: dict[str, dict] = {}
                 for meth in METHODS:
                     qual = _quality(meth, route, nb, b, None, fid, quality, opts)
                     rank = qual["rank"]
@@ -300,18 +313,25 @@ def decide(kl: pd.DataFrame, bench: pd.DataFrame | None = None, opts: DecideOpts
                     c = {**base, "method": meth, "rank": rank, "eligible": qual["eligible"],
                          "expected_kl": qual.get("expected_kl"), "expected_dndcg": qual.get("expected_dndcg"),
                          "quality": qual["quality"]}
-                    costs = None
-                    if timer is not None and n is not None and (meth not in FIDELITY_METHODS or rank is not None):
-                        costs = timer.costs(meth, n, st, d, rank if meth in RANKED else None, opts.requests)
-                    if meth == "dense":
-                        dense_c = costs
-                    c["_costs"] = costs
+                    costs = dense = None
+                    if dense_src and (meth not in FIDELITY_METHODS or rank is not None):
+                        r_ = rank if meth in RANKED else None
+                        both = [x for x in timer.sources(meth, n, st, d, r_) if x in dense_src]
+                        if both:
+                            src = both[-1]
+                            if src not in dense_by_src:
+                                dense_by_src[src] = timer.costs("dense", n, st, d, None, opts.requests, src)
+                            dense = dense_by_src[src]
+                            costs = timer.costs(meth, n, st, d, r_, opts.requests, src)
+                        else:
+                            timer.note_missing(meth, n, st, d, r_)
+                    c["_costs"], c["_dense"] = costs, dense
                     cands.append(c)
                 for c in cands:
-                    _time_columns(v, c, dense_c, scen, n, sb_cache, d, opts)
+                    _time_columns(v, c, c["_dense"], scen, n, sb_cache, d, opts)
                 cand_rows += cands
                 dec_rows.append(_choose(base, cands, scen, n, nb, n_med, opts))
-    cand = pd.DataFrame([{k: x for k, x in c.items() if k != "_costs"} for c in cand_rows])
+    cand = pd.DataFrame([{k: x for k, x in c.items() if not k.startswith("_")} for c in cand_rows])
     dec = pd.DataFrame(dec_rows)
     for t in (dec, cand):
         for col in ("rank", "bench_n", "crossover_r"):
@@ -326,13 +346,15 @@ def _time_columns(v: BenchView | None, c: dict, dense_c: dict | None, scen: str,
     costs = c["_costs"]
     key = "stored" if scen == "pre-stored" else "once"
     c["expected_ms"] = costs[key].point if costs and costs.get(key) else None
+    c["bench_source"] = costs["source"] if costs else None
     sp, lo, hi = _speedup(v, dense_c.get(key) if dense_c else None, costs.get(key) if costs else None) \
         if v is not None else (math.nan,) * 3
     c.update({"speedup": sp, "speedup_lo": lo, "speedup_hi": hi})
     c["time"] = ("measured" if costs and costs.get(key)
                  else "no bench table" if v is None
                  else f"not benched at N in {c['n_bin']}" if n is None
-                 else f"not benched at N = {n}" + (f", rank {c['rank']}" if c["rank"] is not None else "")
+                 else f"not benched with dense in one run at N = {n}"
+                 + (f", rank {c['rank']}" if c["rank"] is not None else "")
                  if costs is None else "phase not timed")
     if scen == "pre-stored" and costs and dense_c:
         xr, xlo, xhi = _crossover(v, dense_c, costs)
@@ -422,9 +444,11 @@ def _sort(t: pd.DataFrame) -> pd.DataFrame:
 def missing_toml(missing: list[tuple], v_fixed: dict[str, Any], device: str) -> str:
     """A sweep of the cases the decision table needed and the bench table lacks."""
     lines = ["# Cases the decision table needed and the bench table lacks (written by",
-             "# `python -m analysis decide`). Timing only matters here; inputs are synthetic power-law keys.",
+             "# `python -m analysis decide`). Only times are used (fidelity comes from the real users' KL),",
+             "# so memory and fidelity are off; inputs are synthetic power-law keys.",
              'name = "decide_missing"', f'device = "{device}"',
              "methods = [" + ", ".join(f'"{m}"' for m in sorted({x[0] for x in missing})) + "]",
+             "[memory]", "enabled = false", "[fidelity]", "enabled = false",
              "[method_params.svd_exact]", 'solver = ["gram"]']
     groups: dict[tuple, set[int]] = {}
     for meth, n, m, d, rank in missing:
@@ -432,8 +456,8 @@ def missing_toml(missing: list[tuple], v_fixed: dict[str, Any], device: str) -> 
     for (meth, n, d, rank), mset in sorted(groups.items(), key=lambda x: (x[0][0], x[0][1], x[0][3] or 0)):
         lines += ["[[grid]]", f'methods = ["{meth}"]', f"n = [{n}]",
                   "m = [" + ", ".join(str(m) for m in sorted(mset)) + "]", f"d = [{d}]"]
-        if rank is not None:
-            lines.append(f"rank = [{rank}]")
+        if rank is not None:  # the rank, or Performer's feature count
+            lines.append(f"{'features' if meth == 'performer' else 'rank'} = [{rank}]")
         for col in ("dtype", "batch", "heads"):
             if col in v_fixed:
                 val = v_fixed[col]

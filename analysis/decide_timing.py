@@ -54,9 +54,12 @@ class BenchView:
         self._rng = np.random.default_rng(self.opts.seed)
 
     # ------------------------------------------------------------------ row selection
-    def select(self, method: str, n: int, m: int, d: int, rank: int | None = None) -> pd.DataFrame:
+    def select(self, method: str, n: int, m: int, d: int, rank: int | None = None,
+               source: str | None = None) -> pd.DataFrame:
         r = self.rows
         sel = r[(r["method"] == method) & (r["n"] == n) & (r["m"] == m) & (r["d"] == d)]
+        if source is not None:
+            sel = sel[sel["source"].astype(str) == source]
         if method == "svd_exact" and "solver" in sel.columns and (sel["solver"] == "gram").any():
             sel = sel[sel["solver"] == "gram"]
         if rank is not None:
@@ -121,6 +124,8 @@ def view(bench: pd.DataFrame, device: str | None = None, opts: TimeOpts = TimeOp
     if missing:
         raise ValueError(f"bench table lacks columns {sorted(missing)}")
     b = bench[bench["status"] == "ok"].copy()
+    if "source" not in b.columns:
+        b["source"] = "table"
     devs = sorted(b["device"].dropna().astype(str).unique()) if "device" in b.columns else ["unknown"]
     if device is None:
         if len(devs) > 1:

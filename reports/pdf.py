@@ -150,6 +150,12 @@ def write(sections: list[Section], out: Path, title: str, subtitle: str) -> Path
         flow.space(0.3)
         flow.line(title, size=20, weight="bold", gap=1.6)
         flow.para(subtitle, size=10, color="#444")
+        answer = [line for s in sections for line in s.answer]
+        if answer:
+            flow.space(0.2)
+            flow.line("The answer: which method, for which regime, on which device", size=12, weight="bold")
+            for a in answer:
+                flow.para(a.strip(), size=9.5 if a.startswith("  ") else 10, color="#111")
         flow.space(0.2)
         flow.line("Contents", size=12, weight="bold")
         for s in sections:

@@ -169,7 +169,7 @@ def test_not_benched_rank_is_not_bounded(tmp_path: Path) -> None:
     bench = bench[~((bench["method"] == "svd_exact") & (bench["rank"] > 4))]
     dec, cand, missing = decide(CRAFTED, bench)
     r = _one(dec, "[256,1000)", 1e-2, 64, "per-request")
-    assert r["method"] == "dense" and "svd_exact r=8: not benched at N = 500, rank 8" in r["why"]
+    assert r["method"] == "dense" and "svd_exact r=8: not benched with dense in one run at N = 500, rank 8" in r["why"]
     assert "missing_cases.toml" in r["why"]
     assert ("svd_exact", 500, 64, 64, 8) in missing and ("dense", 500, 64, 64, None) in missing
     # the sweep it writes parses as a bench config
@@ -179,6 +179,17 @@ def test_not_benched_rank_is_not_bounded(tmp_path: Path) -> None:
     (tmp_path / "m.toml").write_text(missing_toml(missing, v.fixed, v.device))
     cfg = load_config(path=tmp_path / "m.toml")
     assert cfg.name == "decide_missing"
+
+
+def test_speedup_pairs_rows_of_one_run() -> None:
+    # dense re-timed in a second (loaded) run at 10x its time: svd_exact, timed only in the
+    # first run, is compared with the first run's dense (2x), never with the second's (20x)
+    quick = pd.DataFrame([_row("dense", 500, 64, 0.0, 10.0), _row("svd_exact", 500, 64, 1.0, 4.0, rank=8)])
+    loaded = pd.DataFrame([_row("dense", 500, 64, 0.0, 100.0)])
+    bench = pd.concat([quick.assign(source="quick"), loaded.assign(source="loaded")], ignore_index=True)
+    _, cand, _ = decide(CRAFTED[CRAFTED["n"] >= 256], bench, DecideOpts(m_values=(64,)))
+    c = cand[(cand["method"] == "svd_exact") & (cand["scenario"] == "per-request") & (cand["kl_budget"] == 1e-2)]
+    assert c["speedup"].iloc[0] == pytest.approx(2.0) and c["bench_source"].iloc[0] == "quick"
 
 
 def test_decide_refuses_mixed_devices() -> None:
