@@ -297,7 +297,8 @@ def _run_kl(
     t0 = time.perf_counter()
     for emb in embs.values():
         frames.append(
-            kl_by_rank(data, emb, max_users=args.kl_users, seed=args.seed, progress=not args.quiet)
+            kl_by_rank(data, emb, max_users=args.kl_users, seed=args.seed, progress=not args.quiet,
+                       methods=tuple(split_list(getattr(args, "kl_methods", None) or "svd_exact")))
         )
     kl = pd.concat(frames, ignore_index=True)
     kl.to_csv(out / "kl_by_rank.csv", index=False, float_format="%.6g")
@@ -501,6 +502,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(kp)
     kp.add_argument("--out", required=True, help="output folder (kl_by_rank.csv, rank_needed*.csv)")
     kp.add_argument("--kl-users", type=positive_int, default=300, help="users sampled for the KL step")
+    kp.add_argument("--kl-methods", default="svd_exact",
+                    help="methods whose KL by rank is measured: svd_exact (default), svd_tokens (comma list)")
     kp.set_defaults(func=cmd_kl)
     dp = sub.add_parser("decide", help="decision table from kl_by_rank.csv (+ a bench table)")
     dp.add_argument(

@@ -94,9 +94,18 @@ def kl_by_rank(
     seed: int = 0,
     solver: str = "gram",
     progress: bool = True,
+    methods: tuple[str, ...] = ("svd_exact",),
 ) -> pd.DataFrame:
-    """One row per sampled user x rank: mean / p99 / max KL over the user's query rows."""
+    """One row per sampled user x method x rank: mean / p99 / max KL over the user's query rows.
+
+    ``svd_tokens`` (optional) has signed, unnormalised implied weights over the behaviours:
+    negatives are clipped and rows renormalised (``bench.metrics.signed_to_distribution``,
+    as the harness does) before the KL."""
     import attention_impls as ai
+
+    bad = set(methods) - {"svd_exact", "svd_tokens"}
+    if bad:
+        raise ValueError(f"--kl-methods: {sorted(bad)} not supported (svd_exact, svd_tokens)")
 
     lengths = data.lengths()
     users = sample_users(lengths, max_users, seed=seed)
@@ -117,14 +126,21 @@ def kl_by_rank(
         r_top = min(max(ranks), limit)
         op = ops.setdefault(r_top, ai.get("svd_exact", rank=r_top, solver=solver))
         state = op.prepare(k4, v4)  # one decomposition per user; rank r = its leading r factors
-        for r in ranks:
+        for meth, r in [(m_, r_) for m_ in methods for r_ in ranks]:
             r_used = min(r, limit)
-            w = op.implied_weights(truncate_state(state, r_used), q4)[0, 0]
+            if meth == "svd_exact":
+                w = op.implied_weights(truncate_state(state, r_used), q4)[0, 0]
+            else:
+                from bench.metrics import signed_to_distribution
+
+                tok = ai.get("svd_tokens", rank=r_used, solver=solver)
+                w = signed_to_distribution(tok.implied_weights(tok.prepare(k4, v4), q4)[0, 0])[0]
             kl = _kl_rows(p, w).numpy()
             rows.append(
                 {
                     "dataset": data.name,
                     "route": emb.route,
+                    "method": meth,
                     "user": str(data.users[u]),
                     "n": int(n),
                     "m": int(len(cand)),
@@ -143,9 +159,12 @@ def kl_by_rank(
     return df
 
 
-def rank_needed(kl: pd.DataFrame, budgets: tuple[float, ...] = BUDGETS) -> pd.DataFrame:
-    """Per user: the smallest measured r whose mean KL meets each budget (NaN: none up to the largest r)."""
+def rank_needed(kl: pd.DataFrame, budgets: tuple[float, ...] = BUDGETS, method: str = "svd_exact") -> pd.DataFrame:
+    """Per user: the smallest measured r whose mean KL meets each budget (NaN: none up to the
+    largest r), for one method's rows (tables without a method column are svd_exact's)."""
     out = []
+    if "method" in kl.columns:
+        kl = kl[kl["method"].fillna("svd_exact") == method]
     for (ds, route, user), g in kl.groupby(["dataset", "route", "user"], sort=False):
         g = g.sort_values("rank")
         row = {

@@ -11,7 +11,8 @@ otherwise their rows say "quality unknown" and they cannot win. Dense is the ref
 
 Times come from the bench table of one device (``decide_timing``), matched exactly: the
 regime's N is the benched N inside the bin nearest the bin's median N (every method compared
-at that same N), and a method is timed at the rank it needs. A case missing from the table is
+at that same N), a method is timed at the rank it needs, and only against dense timed in the
+same bench run (when several runs hold the pair, the one with the smallest relative IQR). A case missing from the table is
 never bounded or interpolated: the row says "not benched" and the case goes into
 ``missing_cases.toml``, a sweep the harness runs (and resumes) with the printed command.
 
@@ -70,16 +71,20 @@ def read_bench(*paths: str | Path) -> pd.DataFrame:
             files = sorted(p.rglob("results.csv"))
             if not files:
                 raise ValueError(f"{p}: no results.csv under this folder")
-            frames += [pd.read_csv(f).assign(source=str(f)) for f in files]
+            frames += [_tag(pd.read_csv(f), f) for f in files]
         elif p.suffix == ".parquet":
-            frames.append(pd.read_parquet(p).assign(source=str(p)))
+            frames.append(_tag(pd.read_parquet(p), p))
         else:
-            frames.append(pd.read_csv(p).assign(source=str(p)))
+            frames.append(_tag(pd.read_csv(p), p))
         need = {"method", "n", "m", "status", "forward_ms_median"}
         missing = need - set(frames[-1].columns)
         if missing:
             raise ValueError(f"{p}: bench table lacks columns {sorted(missing)}")
     return pd.concat(frames, ignore_index=True)
+
+
+def _tag(df: pd.DataFrame, src: Path) -> pd.DataFrame:
+    return pd.concat([df, pd.DataFrame({"source": str(src)}, index=df.index)], axis=1)
 
 
 def read_quality(path: str | Path) -> pd.DataFrame:
@@ -105,7 +110,7 @@ def _fidelity(kl: pd.DataFrame, budgets: tuple[float, ...], quantile: float) -> 
     kl = kl.assign(method=kl["method"].fillna("svd_exact")) if "method" in kl.columns else kl.assign(
         method="svd_exact")
     for meth, km in kl.groupby("method"):
-        need = rank_needed(km, budgets)
+        need = rank_needed(km, budgets, meth)
         for (route, nb), g in need.groupby(["route", "n_bin"], sort=False):
             kg = km[(km["route"] == route) & (km["n_bin"] == nb)]
             for b in budgets:
@@ -153,6 +158,18 @@ class _Timer:
             got = list(dict.fromkeys(self.v.select(method, n, m, d, rank)["source"].astype(str)))
             common = got if common is None else [x for x in common if x in got]
         return common or []
+
+    def noise(self, method: str, n: int, stages: tuple[int, ...], d: int, rank: int | None, source: str) -> float:
+        """Median relative IQR of the case's timed phases in one run (to prefer the quietest run)."""
+        rel = []
+        for m in stages:
+            rows = self.v.select(method, n, m, d, rank, source)
+            for ph in ("forward", "attend", "prepare"):
+                med, iqr = rows.get(f"{ph}_ms_median"), rows.get(f"{ph}_ms_iqr")
+                if med is not None and iqr is not None:
+                    rel += [float(i) / float(x) for x, i in zip(med, iqr, strict=True)
+                            if np.isfinite(x) and np.isfinite(i) and x > 0]
+        return float(np.median(rel)) if rel else math.inf
 
     def note_missing(self, method: str, n: int, stages: tuple[int, ...], d: int, rank: int | None) -> None:
         extra = self.v.default_param("performer", "features") if method == "performer" else rank
@@ -212,7 +229,7 @@ def _quality(method: str, route: str, nb: str, b: float, rank: int | None, fid: 
         if f is None:
             return {"eligible": False, "rank": rank, "expected_kl": None,
                     "quality": f"KL on these users not measured: run `python -m analysis kl --data DATA "
-                               f"--kl-methods svd_exact,svd_tokens --out {opts.spectra}`"}
+                               f"--embedding ROUTES --kl-methods svd_exact,svd_tokens --out {opts.spectra}`"}
         if f["rank"] is None:
             return {"eligible": False, "rank": None, "expected_kl": None,
                     "quality": f"over the KL budget {b:g} at every measured rank <= {f['max_rank']} "
@@ -317,8 +334,9 @@ def decide(kl: pd.DataFrame, bench: pd.DataFrame | None = None, opts: DecideOpts
                     if dense_src and (meth not in FIDELITY_METHODS or rank is not None):
                         r_ = rank if meth in RANKED else None
                         both = [x for x in timer.sources(meth, n, st, d, r_) if x in dense_src]
-                        if both:
-                            src = both[-1]
+                        if both:  # the run that measured this pair most precisely
+                            src = min(both, key=lambda x: timer.noise("dense", n, st, d, None, x)
+                                      + timer.noise(meth, n, st, d, r_, x))
                             if src not in dense_by_src:
                                 dense_by_src[src] = timer.costs("dense", n, st, d, None, opts.requests, src)
                             dense = dense_by_src[src]

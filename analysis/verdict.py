@@ -36,24 +36,33 @@ def verdict_lines(dec: pd.DataFrame, dataset: str = "") -> list[str]:
         return [f"{dataset}: no decision rows"]
     dev = ", ".join(sorted(dec["device"].astype(str).unique()))
     lines = [f"{dataset} - device: {dev}; a method counts as faster only when its 95 % interval is above 1"]
-    for (route, b, scen), g in dec.groupby(["route", "kl_budget", "scenario"], sort=False):
-        tag = " (null model: a baseline, not a deployment option)" if g["baseline_route"].any() else ""
-        parts = []
-        for meth, h in g.groupby(g.apply(_who, axis=1), sort=False):
-            if meth.startswith("undecided"):
-                parts.append(f"undecided (not benched) in {len(h)} regime(s)")
-            elif meth == "dense":
-                parts.append(f"dense in {len(h)} of {len(g)} regime(s)")
-            else:
-                best = h.sort_values("speedup").iloc[-1]
-                kl = best.get("expected_kl")
-                q = f", KL {kl:.2g}" if kl is not None and not pd.isna(kl) else ""
-                x = best.get("crossover_r")
-                xr = f", pays off from R={int(x)} requests" if x is not None and not pd.isna(x) else ""
-                parts.append(f"{meth} in {len(h)} regime(s), e.g. {_regime(best)}: {_ms(best['expected_ms'])}, "
-                             f"{_ci(best)} vs dense{q}{xr}")
-        lines.append(f"  {route}{tag}, KL <= {b:g}, {scen}: " + "; ".join(parts))
+    for (route, b), gb in dec.groupby(["route", "kl_budget"], sort=False):
+        tag = " (null model: a baseline, not a deployment option)" if gb["baseline_route"].any() else ""
+        if (gb["method"] == "dense").all():
+            scen = ", ".join(dict.fromkeys(gb["scenario"]))
+            lines.append(f"  {route}{tag}, KL <= {b:g}: dense in all {len(gb)} regimes ({scen})")
+            continue
+        for scen, g in gb.groupby("scenario", sort=False):
+            lines.append(f"  {route}{tag}, KL <= {b:g}, {scen}: " + "; ".join(_parts(g)))
     return lines
+
+
+def _parts(g: pd.DataFrame) -> list[str]:
+    parts = []
+    for meth, h in g.groupby(g.apply(_who, axis=1), sort=False):
+        if meth.startswith("undecided"):
+            parts.append(f"undecided (not benched) in {len(h)} regime(s)")
+        elif meth == "dense":
+            parts.append(f"dense in {len(h)} of {len(g)} regime(s)")
+        else:
+            best = h.sort_values("speedup").iloc[-1]
+            kl = best.get("expected_kl")
+            q = f", mean KL {kl:.2g} over the bin's users" if kl is not None and not pd.isna(kl) else ""
+            x = best.get("crossover_r")
+            xr = f", pays off from R={int(x)} requests" if x is not None and not pd.isna(x) else ""
+            parts.append(f"{meth} in {len(h)} regime(s), e.g. {_regime(best)}: {_ms(best['expected_ms'])}, "
+                         f"{_ci(best)} vs dense{q}{xr}")
+    return parts
 
 
 def decision_lines(dec: pd.DataFrame) -> list[str]:

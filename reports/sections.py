@@ -468,22 +468,43 @@ def _decision_view(dec: pd.DataFrame) -> pd.DataFrame:
     return d[cols].rename(columns=SHOW_DECISION)
 
 
-def _pick_decisions(ds, devices: set[str]) -> tuple[str, pd.DataFrame | None, str]:
-    """The decision set whose device is the report's; else the first, with a warning line."""
+def _pick_decisions(ds, devices: set[str]) -> tuple[list[tuple[str, pd.DataFrame]], str]:
+    """The decision sets decided on one of the report's devices; else the first, with a warning."""
     sets = ds.decision_sets or ({"": ds.decisions} if ds.decisions is not None else {})
     if not sets:
-        return "", None, ""
+        return [], ""
 
     def dev(t: pd.DataFrame) -> str:
         return str(t["device"].dropna().iloc[0]) if "device" in t.columns and t["device"].notna().any() else "unknown"
 
-    for key, t in sets.items():
-        if not devices or dev(t) == "unknown" or dev(t).split(" ")[0] in devices:
-            return key, t, ""
+    hits = [(k, t) for k, t in sets.items()
+            if not devices or dev(t) == "unknown" or dev(t).split(" ")[0] in devices]
+    if hits:
+        return hits, ""
     key, t = next(iter(sets.items()))
-    return key, t, (f"{ds.name}: these decisions use timings from {dev(t)}, not from this report's device "
-                    f"({', '.join(sorted(devices))}); decide with that device's bench table: python -m analysis "
-                    f"decide --spectra {ds.path} --bench results/<device> --out {ds.path}/<device>")
+    return [(key, t)], (f"{ds.name}: these decisions use timings from {dev(t)}, not from this report's device "
+                        f"({', '.join(sorted(devices))}); decide with that device's bench table: python -m "
+                        f"analysis decide --spectra {ds.path} --bench results/<device> --out {ds.path}/<device>")
+
+
+def _decision_tables(s: Section, ds, key: str, dec: pd.DataFrame) -> None:
+    s.answer += ds.verdicts.get(key, [])
+    dev = (", ".join(sorted(dec["device"].dropna().astype(str).unique())) if "device" in dec.columns
+           else "device not recorded (an older decisions file)")
+    base = dec["baseline_route"].fillna(False).astype(bool) if "baseline_route" in dec.columns else \
+        pd.Series(False, index=dec.index)
+    slug = _slug(ds.name) + (f"-{_slug(key)}" if key else "")
+    parts = (("", dec[~base], f"Decision table - {ds.name} (real data; timings: {dev})",
+              "Every regime (route, N bin, M, KL budget) x serving scenario: the method chosen, its rank, "
+              "expected KL, time and speedup with the 95 % interval. A method wins only inside its quality "
+              "budget and when the whole interval is above 1. 'why' lists every other method and what "
+              "stopped it. All rows shown."),
+             ("-baseline", dec[base], f"Baseline (null model, random embeddings) - {ds.name}; timings: {dev}",
+              "The same decision on random embeddings: a baseline for the real routes above, not a "
+              "deployment option."))
+    for suffix, part, title, cap in parts:
+        if not part.empty:
+            s.tables.append(Table("tbl-decisions-" + slug + suffix, title, _decision_view(part), cap, full=True))
 
 
 def decisions_section(rs: ResultSet) -> Section:
@@ -491,30 +512,15 @@ def decisions_section(rs: ResultSet) -> Section:
     devices = set(rs.bench["device"].dropna().astype(str)) if rs.has_bench and "device" in rs.bench.columns else set()
     found = False
     for ds in rs.spectra.values():
-        key, dec, warn = _pick_decisions(ds, devices)
-        if dec is None or dec.empty:
-            continue
-        found = True
+        picked, warn = _pick_decisions(ds, devices)
         if warn:
             s.missing.append(warn)
             s.answer.append("Warning: " + warn)
-        s.answer += ds.verdicts.get(key, [])
-        dev = (", ".join(sorted(dec["device"].dropna().astype(str).unique())) if "device" in dec.columns
-               else "device not recorded (an older decisions file)")
-        base = dec["baseline_route"].fillna(False).astype(bool) if "baseline_route" in dec.columns else \
-            pd.Series(False, index=dec.index)
-        parts = (("", dec[~base], f"Decision table - {ds.name} (real data; timings: {dev})",
-                  "Every regime (route, N bin, M, KL budget) x serving scenario: the method chosen, its rank, "
-                  "expected KL, time and speedup with the 95 % interval. A method wins only inside its quality "
-                  "budget and when the whole interval is above 1. 'why' lists every other method and what "
-                  "stopped it. All rows shown."),
-                 ("-baseline", dec[base], f"Baseline (null model, random embeddings) - {ds.name}; timings: {dev}",
-                  "The same decision on random embeddings: a baseline for the real routes above, not a "
-                  "deployment option."))
-        for suffix, part, title, cap in parts:
-            if not part.empty:
-                s.tables.append(Table("tbl-decisions-" + _slug(ds.name) + suffix, title, _decision_view(part),
-                                      cap, full=True))
+        for key, dec in picked:
+            if dec is None or dec.empty:
+                continue
+            found = True
+            _decision_tables(s, ds, key, dec)
     if not found:
         s.missing.append(f"No decisions.csv / decisions.json. To produce them: {HOW_SPECTRA}.")
     cl = claims_mod.evaluate(rs)

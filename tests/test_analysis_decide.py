@@ -232,3 +232,25 @@ def test_kl_by_rank_exact_at_full_rank(tmp_path: Path) -> None:
     )
     kl2 = kl_by_rank(data, w, ranks=(1, 16), n_candidates=5, progress=False)
     assert (kl2.loc[kl2["rank"] == 16, "rank_used"] <= 16).all()
+
+
+def test_kl_by_rank_svd_tokens_rows_feed_decide(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    f = tmp_path / "input.txt"
+    f.write_text("\n".join(" ".join(map(str, rng.integers(0, 60, n))) for n in (20, 30, 300, 320)) + "\n")
+    data = load(f)
+    emb = RouteEmbeddings("random", rng.standard_normal((data.n_items, 8)).astype(np.float32))
+    kl = kl_by_rank(data, emb, ranks=(1, 4, 16), n_candidates=5, progress=False,
+                    methods=("svd_exact", "svd_tokens"))
+    assert set(kl["method"]) == {"svd_exact", "svd_tokens"} and len(kl) == 4 * 3 * 2
+    assert (kl["kl_mean"] >= 0).all()
+    # svd_exact at full rank is exact; svd_tokens (another operator) is not
+    full = kl[kl["rank"] == 16]
+    assert (full.loc[full["method"] == "svd_exact", "kl_mean"] < 1e-5).all()
+    assert (full.loc[full["method"] == "svd_tokens", "kl_mean"] > 1e-3).any()
+    assert len(rank_needed(kl)) == 4  # svd_exact's rows only
+    _, cand, _ = decide(kl, None, DecideOpts(budgets=(1e9,)))
+    tok = cand[cand["method"] == "svd_tokens"]
+    assert tok["quality"].str.startswith("KL ").all() and tok["eligible"].all()
+    with pytest.raises(ValueError, match="not supported"):
+        kl_by_rank(data, emb, ranks=(1,), progress=False, methods=("linrec",))
