@@ -1,4 +1,4 @@
-"""Command line: ``python -m analysis spectrum|kl|decide|findings|all|synthlog``.
+"""Command line: ``python -m analysis spectrum|kl|kv|decide|findings|all|synthlog``.
 
 Lists take either syntax: ``--embedding ppmi sasrec`` or ``--embedding ppmi,sasrec``.
 
@@ -398,6 +398,29 @@ def cmd_decide(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_kv(args: argparse.Namespace) -> int:
+    """KL by rank on the user's own per-user K/V (and Q) file: input for decide."""
+    from bench.outdir import writable_dir
+
+    from .byo import kl_from_kv
+    from .closing_loop import RANKS, rank_needed, rank_needed_summary
+
+    out = writable_dir(args.out)
+    name = args.name or Path(args.kv).stem
+    kl, note = kl_from_kv(args.kv, name, RANKS, tuple(split_list(args.kl_methods)), args.queries, args.seed,
+                          args.kl_users)
+    print(f"{args.kv}: {kl['user'].nunique()} users (x heads); {note}")
+    kl.to_csv(out / "kl_by_rank.csv", index=False, float_format="%.6g")
+    need = rank_needed(kl)
+    need.to_csv(out / "rank_needed.csv", index=False)
+    summ = rank_needed_summary(need)
+    summ.to_csv(out / "rank_needed_summary.csv", index=False)
+    (out / "kv_source.json").write_text(json.dumps({"kv": str(args.kv), "queries": note}, indent=2) + "\n")
+    print(summ.to_string(index=False))
+    print(f"wrote {out}/kl_by_rank.csv; next: python -m analysis decide --spectra {out} --bench BENCH --out {out}")
+    return 0
+
+
 def cmd_findings(args: argparse.Namespace) -> int:
     from .findings import collect, to_markdown
 
@@ -505,6 +528,15 @@ def build_parser() -> argparse.ArgumentParser:
     kp.add_argument("--kl-methods", default="svd_exact",
                     help="methods whose KL by rank is measured: svd_exact (default), svd_tokens (comma list)")
     kp.set_defaults(func=cmd_kl)
+    kv = sub.add_parser("kv", help="KL by rank on your own per-user K/V (.npz / .safetensors): input for decide")
+    kv.add_argument("--kv", required=True, help="arrays k, v [users, (heads,) N, d], optional q, mask or lengths")
+    kv.add_argument("--out", required=True, help="output folder (kl_by_rank.csv, rank_needed*.csv)")
+    kv.add_argument("--name", default=None, type=_checked(check_name), help="dataset name (default: file stem)")
+    kv.add_argument("--queries", type=positive_int, default=64, help="queries drawn per user when the file has no q")
+    kv.add_argument("--kl-users", type=positive_int, default=300, help="at most this many users (seeded sample)")
+    kv.add_argument("--kl-methods", default="svd_exact", help="svd_exact (default), svd_tokens (comma list)")
+    kv.add_argument("--seed", type=nonneg_int, default=0, help="seed of the query draw and user sample")
+    kv.set_defaults(func=cmd_kv)
     dp = sub.add_parser("decide", help="decision table from kl_by_rank.csv (+ a bench table)")
     dp.add_argument(
         "--spectra", required=True, help="folder with kl_by_rank.csv, or the CSV itself"

@@ -70,12 +70,13 @@ def check_log_file(path: Path, flag: str = "--data") -> None:
         with zipfile.ZipFile(path) as z:
             arrays = ", ".join(n[:-4] for n in z.namelist()[:8])
         raise ValueError(f"{path}: a NumPy .npz archive (arrays {arrays}), not an interaction log; {reads}. "
-                         "Per-user K/V (arrays k [users, N, d], v, optional mask) are read by the bench's "
-                         "`real` input family: family = [{kind = \"real\", path = \"FILE.npz\"}] in a sweep "
-                         "TOML (docs/bench.md)")
+                         "Per-user K/V (arrays k [users, N, d], v, optional q, mask or lengths) are read by "
+                         "`python -m analysis kv --kv FILE.npz` (then decide) and by the bench's `real` input "
+                         "family: family = [{kind = \"real\", path = \"FILE.npz\"}] in a sweep TOML")
     if kind == "safetensors":
         raise ValueError(f"{path}: a safetensors file (tensors {_safetensors_names(path)}), not an interaction "
-                         f"log; {reads}. No command of the suite reads safetensors yet")
+                         f"log; {reads}. Per-user K/V tensors (k, v, optional q, mask or lengths) are read by "
+                         "`python -m analysis kv --kv FILE.safetensors`")
     if kind == "pickle":
         raise ValueError(f"{path}: a Python pickle, not an interaction log; {reads}. Pickles are never "
                          "loaded (unpickling runs code): save arrays with numpy.save / numpy.savez")
