@@ -451,6 +451,22 @@ SHOW_DECISION = {"route": "route", "n_bin": "N bin", "bench_n": "N benched", "m"
                  "why": "why (other methods)"}
 
 
+_WHY_SHORT = ((re.compile(r"\. Missing cases: run .*$"), ""),
+              (re.compile(r"quality unknown; ([0-9.]+x) \[[^\]]*\] if it were acceptable"), r"quality unknown (\1 if acceptable)"),
+              (re.compile(r"KL on these users not measured"), "KL not measured"),
+              (re.compile(r"not benched with dense in one run at N = \d+(, rank \d+)?"), "not benched"),
+              (re.compile(r" \(interval straddles 1\)"), ""),
+              (re.compile(r"over the KL budget [0-9.e-]+ at every measured rank <= \d+ \([^)]*\)"), "over the KL budget"))
+
+
+def _short_why(text) -> str:
+    """The 'why' cell in brief (the full text is in decisions.csv)."""
+    t = "" if text is None or (isinstance(text, float) and pd.isna(text)) else str(text)
+    for pat, rep in _WHY_SHORT:
+        t = pat.sub(rep, t)
+    return t
+
+
 def _decision_view(dec: pd.DataFrame) -> pd.DataFrame:
     """The decision rows as shown: speedup with its interval as one cell, ranks as integers."""
     if "scenario" not in dec.columns:  # an older decisions file: its own columns
@@ -461,6 +477,8 @@ def _decision_view(dec: pd.DataFrame) -> pd.DataFrame:
                        for s, lo, hi in zip(d["speedup"], d["speedup_lo"], d["speedup_hi"], strict=True)]
     if "state_bytes_per_user_head" in d.columns:
         d["state_kib"] = d["state_bytes_per_user_head"] / 1024
+    if "why" in d.columns:
+        d["why"] = d["why"].map(_short_why)
     for c in ("rank", "bench_n", "crossover_r"):
         if c in d.columns:
             d[c] = [("" if pd.isna(v) else str(int(v))) for v in d[c]]
