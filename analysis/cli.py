@@ -1,4 +1,4 @@
-"""Command line: ``python -m analysis spectrum|kl|decide|findings|all|synthlog``.
+"""Command line: ``python -m analysis spectrum|kl|kv|decide|findings|all|synthlog``.
 
 Lists take either syntax: ``--embedding ppmi sasrec`` or ``--embedding ppmi,sasrec``.
 
@@ -298,7 +298,8 @@ def _run_kl(
     t0 = time.perf_counter()
     for emb in embs.values():
         frames.append(
-            kl_by_rank(data, emb, max_users=args.kl_users, seed=args.seed, progress=not args.quiet)
+            kl_by_rank(data, emb, max_users=args.kl_users, seed=args.seed, progress=not args.quiet,
+                       methods=tuple(split_list(getattr(args, "kl_methods", None) or "svd_exact")))
         )
     kl = pd.concat(frames, ignore_index=True)
     kl.to_csv(out / "kl_by_rank.csv", index=False, float_format="%.6g")
@@ -329,7 +330,9 @@ def cmd_kl(args: argparse.Namespace) -> int:
 def cmd_decide(args: argparse.Namespace) -> int:
     from bench.outdir import writable_dir
 
-    from .decide import decide, read_bench, write_decisions
+    from .decide import DecideOpts, decide, missing_toml, read_bench, read_quality, write_decisions
+    from .decide_timing import TimeOpts, view
+    from .verdict import decision_lines, verdict_lines
 
     writable_dir(args.out)
     src = Path(args.spectra)
@@ -343,35 +346,79 @@ def cmd_decide(args: argparse.Namespace) -> int:
     kl = pd.read_csv(kl_path, dtype={"user": str})
     if args.route:
         kl = kl[kl["route"].isin(args.route)]
-    bench = read_bench(args.bench) if args.bench else None
-    budgets = tuple(split_list(args.budgets, float))
-    m_values = split_list(args.m, int)
-    table = decide(kl, bench, budgets, args.quantile, m_values)
+    benches = [b for v in (args.bench or []) for b in (v if isinstance(v, list) else [v])]
+    bench = read_bench(*benches) if benches else None
+    quality = read_quality(args.quality) if args.quality else None
+    out = Path(args.out)
+    first = Path(benches[0]) if benches else None
+    bench_out = str(first / "targeted" if first and first.is_dir() else "out/bench-targeted")
+    opts = DecideOpts(
+        budgets=tuple(split_list(args.budgets, float)),
+        quantile=args.quantile,
+        m_values=tuple(split_list(args.m, int)) if args.m else None,
+        requests=args.requests,
+        cascade=tuple(split_list(args.cascade, int)) if args.cascade else None,
+        quality_budget=args.quality_budget,
+        device=args.device,
+        time=TimeOpts(run_sigma=args.run_sigma),
+        missing_toml=str(out / "missing_cases.toml"),
+        bench_out=bench_out,
+        spectra=str(src if src.is_dir() else src.parent),
+    )
+    dec, cand, missing = decide(kl, bench, opts, quality)
+    v = view(bench, opts.device, opts.time) if bench is not None else None
     meta = {
         "kl_source": str(kl_path),
-        "bench_source": str(args.bench) if args.bench else None,
-        "note": None if bench is not None else "no bench table given: time columns are empty",
+        "bench_source": [str(b) for b in benches] or None,
+        "device": v.device_label if v else None,
+        "bench_config": v.fixed if v else None,
+        "note": None if bench is not None else "no bench table given: no method is timed",
         "datasets": sorted(kl["dataset"].unique().tolist()),
-        "budgets": list(budgets),
+        "budgets": list(opts.budgets),
         "quantile": args.quantile,
+        "requests": opts.requests,
+        "run_sigma": opts.time.run_sigma,
+        "missing_cases": len(missing),
         "date": time.strftime("%Y-%m-%d", time.gmtime()),
     }
-    csv, js = write_decisions(table, args.out, meta)
-    show = [
-        "route",
-        "n_bin",
-        "m",
-        "kl_budget",
-        "method",
-        "rank",
-        "expected_kl",
-        "expected_ms",
-        "speedup_vs_dense",
-    ]
-    print(table[show].to_string(index=False))
+    name = ", ".join(meta["datasets"])
+    meta["verdict"] = verdict_lines(dec, name)
+    toml = missing_toml(missing, v.fixed, v.device) if v is not None and missing else None
+    paths = write_decisions(dec, cand, out, meta, toml)
+    print("Verdict")
+    print("\n".join(meta["verdict"]))
+    print("\nDecision rows")
+    print("\n".join(decision_lines(dec)))
     if bench is None:
-        print("note: no --bench table given, so the time columns are empty")
-    print(f"wrote {csv} and {js}")
+        print("note: no --bench table given, so no method is timed")
+    if missing:
+        print(f"\n{len(missing)} case(s) not benched; measure them with: "
+              f"python -m bench run --config {opts.missing_toml} --out {bench_out} --no-cascade "
+              f"(resumable), then run decide again with --bench {' '.join(benches)} {bench_out}")
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+def cmd_kv(args: argparse.Namespace) -> int:
+    """KL by rank on the user's own per-user K/V (and Q) file: input for decide."""
+    from bench.outdir import writable_dir
+
+    from .byo import kl_from_kv
+    from .closing_loop import RANKS, rank_needed, rank_needed_summary
+
+    out = writable_dir(args.out)
+    name = args.name or Path(args.kv).stem
+    kl, note = kl_from_kv(args.kv, name, RANKS, tuple(split_list(args.kl_methods)), args.queries, args.seed,
+                          args.kl_users)
+    print(f"{args.kv}: {kl['user'].nunique()} users (x heads); {note}")
+    kl.to_csv(out / "kl_by_rank.csv", index=False, float_format="%.6g")
+    need = rank_needed(kl)
+    need.to_csv(out / "rank_needed.csv", index=False)
+    summ = rank_needed_summary(need)
+    summ.to_csv(out / "rank_needed_summary.csv", index=False)
+    (out / "kv_source.json").write_text(json.dumps({"kv": str(args.kv), "queries": note}, indent=2) + "\n")
+    print(summ.to_string(index=False))
+    print(f"wrote {out}/kl_by_rank.csv; next: python -m analysis decide --spectra {out} --bench BENCH --out {out}")
     return 0
 
 
@@ -473,13 +520,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(kp)
     kp.add_argument("--out", required=True, help="output folder (kl_by_rank.csv, rank_needed*.csv)")
     kp.add_argument("--kl-users", type=positive_int, default=300, help="users sampled for the KL step")
+    kp.add_argument("--kl-methods", default="svd_exact",
+                    help="methods whose KL by rank is measured: svd_exact (default), svd_tokens (comma list)")
     kp.set_defaults(func=cmd_kl)
+    kv = sub.add_parser("kv", help="KL by rank on your own per-user K/V (.npz / .safetensors): input for decide")
+    kv.add_argument("--kv", required=True, help="arrays k, v [users, (heads,) N, d], optional q, mask or lengths")
+    kv.add_argument("--out", required=True, help="output folder (kl_by_rank.csv, rank_needed*.csv)")
+    kv.add_argument("--name", default=None, type=_checked(check_name), help="dataset name (default: file stem)")
+    kv.add_argument("--queries", type=positive_int, default=64, help="queries drawn per user when the file has no q")
+    kv.add_argument("--kl-users", type=positive_int, default=300, help="at most this many users (seeded sample)")
+    kv.add_argument("--kl-methods", default="svd_exact", help="svd_exact (default), svd_tokens (comma list)")
+    kv.add_argument("--seed", type=nonneg_int, default=0, help="seed of the query draw and user sample")
+    kv.set_defaults(func=cmd_kv)
     dp = sub.add_parser("decide", help="decision table from kl_by_rank.csv (+ a bench table)")
     dp.add_argument(
         "--spectra", required=True, help="folder with kl_by_rank.csv, or the CSV itself"
     )
     dp.add_argument(
-        "--bench", default=None, help="bench results.csv or a folder of them (e.g. results/cpu)"
+        "--bench", nargs="+", default=None,
+        help="bench results.csv files or folders of them (e.g. results/cpu results/cpu/targeted)"
     )
     dp.add_argument("--out", required=True, help="output folder (decisions.csv, decisions.json)")
     dp.add_argument("--budgets", nargs="+", default=["1e-2", "1e-3"],
@@ -492,6 +551,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dp.add_argument("--route", type=_routes, nargs="+", default=None,
                     help="restrict to these routes (space- or comma-separated)")
+    dp.add_argument("--device", default=None, help="the bench table's device to decide for (needed when it holds several)")
+    dp.add_argument("--requests", type=positive_int, default=100,
+                    help="R: requests served from one pre-stored per-user state (default 100)")
+    dp.add_argument("--cascade", nargs="+", default=None,
+                    help="cascade stage sizes M (default: every benched M, largest first)")
+    dp.add_argument("--quality", default=None,
+                    help="CSV of trained end-task quality loss vs dense (method, rank, delta_ndcg)")
+    dp.add_argument("--quality-budget", type=positive_float, default=0.005,
+                    help="largest acceptable delta_ndcg (default 0.005)")
+    dp.add_argument("--run-sigma", type=arg_type(Rule("float", 0, 1)), default=0.05,
+                    help="log-normal sigma of run-to-run timing drift per bench row (default 0.05; 0 = off)")
     dp.set_defaults(func=cmd_decide)
     fp = sub.add_parser("findings", help="markdown table of headline numbers over result folders")
     fp.add_argument("--spectra", default="results/spectra", help="folder of dataset result folders")

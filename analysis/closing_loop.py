@@ -85,6 +85,40 @@ def truncate_state(state: Any, r: int) -> Any:
     )
 
 
+def user_kl_rows(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ids: dict[str, Any],
+                 ranks: tuple[int, ...], methods: tuple[str, ...], solver: str = "gram",
+                 ops: dict[int, object] | None = None) -> list[dict[str, Any]]:
+    """KL(dense || method at rank r) of one user's queries q [M, d] over keys k [N, d] and
+    values v [N, dv] (real behaviours only), one row per method x rank."""
+    import attention_impls as ai
+
+    ops = {} if ops is None else ops
+    q4, k4, v4 = q[None, None], k[None, None], v[None, None]
+    dense = ai.get("dense")
+    p = dense.implied_weights(dense.prepare(k4, v4), q4)[0, 0]
+    n, d = k.shape
+    limit = min(n, d + v.shape[1])  # above that the factorisation is exact anyway
+    r_top = min(max(ranks), limit)
+    op = ops.setdefault(r_top, ai.get("svd_exact", rank=r_top, solver=solver))
+    state = op.prepare(k4, v4)  # one decomposition per user; rank r = its leading r factors
+    rows = []
+    for meth, r in [(m_, r_) for m_ in methods for r_ in ranks]:
+        r_used = min(r, limit)
+        if meth == "svd_exact":
+            w = op.implied_weights(truncate_state(state, r_used), q4)[0, 0]
+        else:
+            from bench.metrics import signed_to_distribution
+
+            tok = ai.get("svd_tokens", rank=r_used, solver=solver)
+            w = signed_to_distribution(tok.implied_weights(tok.prepare(k4, v4), q4)[0, 0])[0]
+        kl = _kl_rows(p, w).numpy()
+        rows.append({**ids, "method": meth, "n": int(n), "m": int(q.shape[0]), "d": int(d), "rank": int(r),
+                     "rank_used": int(r_used), "kl_mean": float(kl.mean()),
+                     "kl_p99": float(np.quantile(kl, 0.99)), "kl_max": float(kl.max()),
+                     "q_norm_max": float(q.norm(dim=1).max())})
+    return rows
+
+
 def kl_by_rank(
     data: Interactions,
     emb: RouteEmbeddings,
@@ -94,14 +128,20 @@ def kl_by_rank(
     seed: int = 0,
     solver: str = "gram",
     progress: bool = True,
+    methods: tuple[str, ...] = ("svd_exact",),
 ) -> pd.DataFrame:
-    """One row per sampled user x rank: mean / p99 / max KL over the user's query rows."""
-    import attention_impls as ai
+    """One row per sampled user x method x rank: mean / p99 / max KL over the user's query rows.
+
+    ``svd_tokens`` (optional) has signed, unnormalised implied weights over the behaviours:
+    negatives are clipped and rows renormalised (``bench.metrics.signed_to_distribution``,
+    as the harness does) before the KL."""
+    bad = set(methods) - {"svd_exact", "svd_tokens"}
+    if bad:
+        raise ValueError(f"--kl-methods: {sorted(bad)} not supported (svd_exact, svd_tokens)")
 
     lengths = data.lengths()
     users = sample_users(lengths, max_users, seed=seed)
     rng = np.random.default_rng(seed + 1)
-    dense = ai.get("dense")
     ops: dict[int, object] = {}
     rows = []
     for u in tqdm(users, desc=f"kl {data.name}/{emb.route}", disable=not progress, leave=False):
@@ -110,42 +150,20 @@ def kl_by_rank(
         if data.held_out is not None and data.held_out[u] >= 0:
             cand = np.append(cand, data.held_out[u])
         q, k, v = user_qkv(emb, seq, cand)
-        q4, k4, v4 = q[None, None], k[None, None], v[None, None]
-        p = dense.implied_weights(dense.prepare(k4, v4), q4)[0, 0]
-        n, d = k.shape
-        limit = min(n, d + v.shape[1])  # above that the factorisation is exact anyway
-        r_top = min(max(ranks), limit)
-        op = ops.setdefault(r_top, ai.get("svd_exact", rank=r_top, solver=solver))
-        state = op.prepare(k4, v4)  # one decomposition per user; rank r = its leading r factors
-        for r in ranks:
-            r_used = min(r, limit)
-            w = op.implied_weights(truncate_state(state, r_used), q4)[0, 0]
-            kl = _kl_rows(p, w).numpy()
-            rows.append(
-                {
-                    "dataset": data.name,
-                    "route": emb.route,
-                    "user": str(data.users[u]),
-                    "n": int(n),
-                    "m": int(len(cand)),
-                    "d": int(d),
-                    "rank": int(r),
-                    "rank_used": int(r_used),
-                    "kl_mean": float(kl.mean()),
-                    "kl_p99": float(np.quantile(kl, 0.99)),
-                    "kl_max": float(kl.max()),
-                    "q_norm_max": float(q.norm(dim=1).max()),
-                }
-            )
+        ids = {"dataset": data.name, "route": emb.route, "user": str(data.users[u])}
+        rows += user_kl_rows(q, k, v, ids, ranks, methods, solver, ops)
     df = pd.DataFrame(rows)
     if not df.empty:
         df["n_bin"] = log_bins_label(df["n"].to_numpy())
     return df
 
 
-def rank_needed(kl: pd.DataFrame, budgets: tuple[float, ...] = BUDGETS) -> pd.DataFrame:
-    """Per user: the smallest measured r whose mean KL meets each budget (NaN: none up to the largest r)."""
+def rank_needed(kl: pd.DataFrame, budgets: tuple[float, ...] = BUDGETS, method: str = "svd_exact") -> pd.DataFrame:
+    """Per user: the smallest measured r whose mean KL meets each budget (NaN: none up to the
+    largest r), for one method's rows (tables without a method column are svd_exact's)."""
     out = []
+    if "method" in kl.columns:
+        kl = kl[kl["method"].fillna("svd_exact") == method]
     for (ds, route, user), g in kl.groupby(["dataset", "route", "user"], sort=False):
         g = g.sort_values("rank")
         row = {

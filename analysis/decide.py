@@ -1,23 +1,33 @@
-"""Decision table: regime (N bin x M x KL budget) -> method, rank, expected KL, expected time.
+"""Decision table: regime (route x N bin x M x KL budget x serving scenario) -> method, rank,
+expected quality loss, expected time and speedup with its interval, on the bench table's device.
 
-Inputs: ``kl_by_rank.csv`` rows (closing_loop) and optionally a bench results table
-(docs/contracts.md section 2). For each route, N bin and budget the rank is the ``quantile``
-(default 0.9) over the bin's users of the smallest measured r meeting the budget, so about
-90 % of users meet it; users who meet it at no measured r count as needing dense.
-Expected KL = mean over the bin's users of their KL at that r. Expected time: the bench
-table's ``forward_ms_median`` (prepare + attend) of ``svd_exact`` at the smallest benched
-rank >= r (when none is benched, the largest lower rank gives a lower bound on its time,
-flagged in ``svd_time_is_lower_bound``: enough to rule svd_exact out when even that is
-slower than dense) and of ``dense``, at the row's M, interpolated log-log in N between the two
-benched N that bracket the bin's median N (nearest benched N outside the range; the
-``time_source`` column says which). The faster of the two that meets the budget wins;
-without timings the recommendation is svd_exact at r when r < d, with empty time columns.
+Every method is weighed by what it claims. ``svd_exact`` (and ``svd_tokens`` when
+``kl_by_rank.csv`` holds its rows, column ``method``) by fidelity on real users: the rank is the
+``quantile`` (default 0.9) over the bin's users of the smallest measured r whose mean KL meets
+the budget; users meeting it at no measured r count as failing. LinRec, LREA and Performer
+approximate a different operator, so only trained end-task quality can judge them: with a
+quality table (``--quality``: method, rank, delta_ndcg) they are held to a quality budget,
+otherwise their rows say "quality unknown" and they cannot win. Dense is the reference.
+
+Times come from the bench table of one device (``decide_timing``), matched exactly: the
+regime's N is the benched N inside the bin nearest the bin's median N (every method compared
+at that same N), a method is timed at the rank it needs, and only against dense timed in the
+same bench run (when several runs hold the pair, the one with the smallest relative IQR). A case missing from the table is
+never bounded or interpolated: the row says "not benched" and the case goes into
+``missing_cases.toml``, a sweep the harness runs (and resumes) with the printed command.
+
+Scenarios: ``per-request`` (prepare + attend for every request), ``pre-stored`` (the per-user
+state kept between requests: attend + prepare / R, state bytes per user and head stated, and
+the crossover R above which it beats dense) and ``cascade`` (one prepare, one attend per stage
+M). A method is chosen only when its speedup interval lies above 1; otherwise dense stays.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,229 +35,470 @@ import numpy as np
 import pandas as pd
 
 from .closing_loop import BUDGETS, rank_needed
+from .decide_timing import BenchView, TimeOpts, fmt_ci, state_bytes, view
 from .spectra import N_BIN_LABELS
 
-TIME_COL = "forward_ms_median"
+METHODS = ("dense", "svd_exact", "svd_tokens", "linrec", "lrea", "performer")
+FIDELITY_METHODS = ("svd_exact", "svd_tokens")
+QUALITY_METHODS = ("linrec", "lrea", "performer")
+RANKED = ("svd_exact", "svd_tokens", "lrea")
+NULL_ROUTES = ("random",)
+QUALITY_COLS = ("method", "delta_ndcg")
 
 
-def read_bench(path: str | Path) -> pd.DataFrame:
-    """A bench results table from a CSV/parquet file or a run folder holding results.csv."""
-    p = Path(path)
-    if p.is_dir():
-        files = sorted(p.rglob("results.csv"))
-        if not files:
-            raise ValueError(f"{p}: no results.csv under this folder")
-        df = pd.concat([pd.read_csv(f) for f in files], ignore_index=True)
-    elif p.suffix == ".parquet":
-        df = pd.read_parquet(p)
-    else:
-        df = pd.read_csv(p)
-    need = {"method", "n", "m", "status", TIME_COL}
-    missing = need - set(df.columns)
+@dataclass(frozen=True)
+class DecideOpts:
+    budgets: tuple[float, ...] = BUDGETS
+    quantile: float = 0.9
+    m_values: tuple[int, ...] | None = None
+    requests: int = 100  # R of the pre-stored scenario
+    cascade: tuple[int, ...] | None = None  # stage sizes; default every benched M, largest first
+    quality_budget: float = 0.005  # ΔNDCG
+    device: str | None = None
+    time: TimeOpts = field(default_factory=TimeOpts)
+    missing_toml: str = "OUT/missing_cases.toml"
+    bench_out: str = "BENCH_DIR/targeted"
+    spectra: str = "SPECTRA_DIR"
+
+
+def read_bench(*paths: str | Path) -> pd.DataFrame:
+    """Bench results from CSV/parquet files or run folders holding results.csv (any depth); the
+    ``source`` column names each row's file (one run), so comparisons stay within a run."""
+    frames = []
+    for path in paths:
+        p = Path(path)
+        if p.is_dir():
+            files = sorted(p.rglob("results.csv"))
+            if not files:
+                raise ValueError(f"{p}: no results.csv under this folder")
+            frames += [_tag(pd.read_csv(f), f) for f in files]
+        elif p.suffix == ".parquet":
+            frames.append(_tag(pd.read_parquet(p), p))
+        else:
+            frames.append(_tag(pd.read_csv(p), p))
+        need = {"method", "n", "m", "status", "forward_ms_median"}
+        missing = need - set(frames[-1].columns)
+        if missing:
+            raise ValueError(f"{p}: bench table lacks columns {sorted(missing)}")
+    return pd.concat(frames, ignore_index=True)
+
+
+def _tag(df: pd.DataFrame, src: Path) -> pd.DataFrame:
+    return pd.concat([df, pd.DataFrame({"source": str(src)}, index=df.index)], axis=1)
+
+
+def read_quality(path: str | Path) -> pd.DataFrame:
+    """Trained end-task quality loss against dense: columns method, delta_ndcg (dense minus
+    method, so positive = worse), optionally rank, route, dataset."""
+    q = pd.read_csv(path)
+    missing = set(QUALITY_COLS) - set(q.columns)
     if missing:
-        raise ValueError(f"{p}: bench table lacks columns {sorted(missing)}")
-    return df
+        raise ValueError(f"{path}: quality table lacks columns {sorted(missing)} (needs method, delta_ndcg)")
+    return q
 
 
-def _interp_time(rows: pd.DataFrame, n: float, col: str = TIME_COL) -> tuple[float, str]:
-    """Median time over repeated configs per N, then log-log interpolation in N."""
-    if col not in rows.columns:
-        return math.nan, f"no column {col}"
-    t = rows.groupby("n")[col].median().dropna().sort_index()
-    if t.empty:
-        return math.nan, "no bench row"
-    ns = t.index.to_numpy(dtype=float)
-    if n <= ns[0] or n >= ns[-1] or len(ns) == 1:
-        j = int(np.argmin(np.abs(np.log(ns) - math.log(max(n, 1.0)))))
-        return float(t.iloc[j]), f"nearest benched n={int(ns[j])}"
-    hi = int(np.searchsorted(ns, n))
-    lo = hi - 1
-    w = (math.log(n) - math.log(ns[lo])) / (math.log(ns[hi]) - math.log(ns[lo]))
-    val = math.exp((1 - w) * math.log(t.iloc[lo]) + w * math.log(t.iloc[hi]))
-    return float(val), f"log-log interpolated between n={int(ns[lo])} and n={int(ns[hi])}"
+def _bin_bounds(label: str) -> tuple[float, float]:
+    m = re.match(r"\[(\d+),(\d+|inf)\)", str(label))
+    if not m:
+        return 0.0, math.inf
+    return float(m.group(1)), (math.inf if m.group(2) == "inf" else float(m.group(2)))
 
 
-def _bench_rows(
-    bench: pd.DataFrame, method: str, m: int, d: int, rank: int | None
-) -> tuple[pd.DataFrame, int | None, bool]:
-    """Rows of one method at M (and d, target setting, gram solver); for svd_exact the rank
-    used: the smallest benched rank >= r, else the largest below it (a lower bound on time)."""
-    sel = bench[(bench["method"] == method) & (bench["m"] == m) & (bench["status"] == "ok")]
-    if "d" in sel.columns and (sel["d"] == d).any():
-        sel = sel[sel["d"] == d]
-    if "setting" in sel.columns and (sel["setting"] == "target").any():
-        sel = sel[sel["setting"] == "target"]
-    if rank is None:
-        return sel, None, False
-    if "rank" not in sel.columns:
-        return sel.iloc[0:0], None, False
-    if "solver" in sel.columns and (sel["solver"] == "gram").any():
-        sel = sel[sel["solver"] == "gram"]
-    ranks = np.sort(sel["rank"].dropna().unique())
-    if not len(ranks):
-        return sel.iloc[0:0], None, False
-    above = ranks[ranks >= rank]
-    used = int(above[0]) if len(above) else int(ranks[-1])
-    return sel[sel["rank"] == used], used, not len(above)
-
-
-def _bench_time(
-    bench: pd.DataFrame, method: str, m: int, n: float, d: int, rank: int | None
-) -> tuple[float, str, Any]:
-    """(forward ms, source note, rank used; negative = lower bound from a lower rank)."""
-    rows, used, lower = _bench_rows(bench, method, m, d, rank)
-    if rank is not None and used is None:
-        return math.nan, "no svd_exact rows", None
-    t, src = _interp_time(rows, n)
-    if lower:
-        return t, f"LOWER BOUND from benched rank {used} < {rank}; {src}", -used
-    return t, src, used
-
-
-def _attend_time(
-    bench: pd.DataFrame, method: str, m: int, n: float, d: int, rank: int | None
-) -> float:
-    """Attend-only ms (the per-user state reused across candidate batches), same row choice."""
-    rows, _, _ = _bench_rows(bench, method, m, d, rank)
-    return _interp_time(rows, n, "attend_ms_median")[0]
-
-
-def decide(
-    kl: pd.DataFrame,
-    bench: pd.DataFrame | None = None,
-    budgets: tuple[float, ...] = BUDGETS,
-    quantile: float = 0.9,
-    m_values: list[int] | None = None,
-) -> pd.DataFrame:
-    """Decision rows, one per route x N bin x M x budget."""
-    need = rank_needed(kl, budgets)
-    if m_values is None:
-        m_values = (
-            sorted(int(v) for v in bench["m"].dropna().unique()) if bench is not None else [-1]
-        )
-    rows = []
-    d_by_route = kl.groupby("route")["d"].max().to_dict()
-    for (route, nb), g in need.groupby(["route", "n_bin"], sort=False):
-        d = int(d_by_route[route])
-        kg = kl[(kl["route"] == route) & (kl["n_bin"] == nb)]
-        n_rep = float(g["n"].median())
-        for b in budgets:
-            col = g[f"r_kl_{b:g}"].fillna(np.inf).to_numpy()
-            r_q = float(np.quantile(col, quantile))
-            r = None if not math.isfinite(r_q) else int(r_q)
-            if r is not None:
-                # snap to a measured rank (quantile of measured ranks is one of them with 'inverted_cdf')
-                r = int(np.quantile(col, quantile, method="inverted_cdf"))
-            exp_kl = float(kg.loc[kg["rank"] == r, "kl_mean"].mean()) if r is not None else 0.0
-            for m in m_values:
-                row: dict[str, Any] = {
-                    "route": route,
-                    "n_bin": nb,
-                    "n_median": n_rep,
-                    "users": len(g),
-                    "m": (m if m >= 0 else None),
-                    "kl_budget": b,
-                    "rank_quantile": quantile,
-                    "svd_rank_needed": r,
-                    "share_users_meeting_at_rank": float(np.mean(col <= r))
-                    if r is not None
-                    else 0.0,
-                    "svd_expected_kl": exp_kl if r is not None else None,
+def _fidelity(kl: pd.DataFrame, budgets: tuple[float, ...], quantile: float) -> dict[tuple, dict]:
+    """(method, route, n_bin, budget) -> rank needed, share of users meeting it, expected KL."""
+    out: dict[tuple, dict] = {}
+    kl = kl.assign(method=kl["method"].fillna("svd_exact")) if "method" in kl.columns else kl.assign(
+        method="svd_exact")
+    for meth, km in kl.groupby("method"):
+        need = rank_needed(km, budgets, meth)
+        for (route, nb), g in need.groupby(["route", "n_bin"], sort=False):
+            kg = km[(km["route"] == route) & (km["n_bin"] == nb)]
+            for b in budgets:
+                col = g[f"r_kl_{b:g}"].fillna(np.inf).to_numpy()
+                q = float(np.quantile(col, quantile, method="inverted_cdf"))
+                r = int(q) if math.isfinite(q) else None
+                out[(meth, route, nb, b)] = {
+                    "rank": r,
+                    "share": float(np.mean(col <= r)) if r is not None else float(np.mean(np.isfinite(col))),
+                    "kl": float(kg.loc[kg["rank"] == r, "kl_mean"].mean()) if r is not None else None,
+                    "max_rank": int(km["rank"].max()),
                 }
-                svd_t = dense_t = math.nan
-                src = "no bench table given: time columns empty"
-                bench_rank = None
-                if bench is not None and m >= 0:
-                    dense_t, dsrc, _ = _bench_time(bench, "dense", m, n_rep, d, None)
-                    if r is not None:
-                        svd_t, ssrc, bench_rank = _bench_time(bench, "svd_exact", m, n_rep, d, r)
-                    else:
-                        ssrc = "-"
-                    src = f"dense: {dsrc}; svd_exact: {ssrc}"
-                    dense_att = _attend_time(bench, "dense", m, n_rep, d, None)
-                    svd_att = (
-                        _attend_time(bench, "svd_exact", m, n_rep, d, r)
-                        if r is not None
-                        else math.nan
-                    )
-                    row["dense_attend_ms"] = _nan_none(dense_att)
-                    row["svd_attend_ms"] = _nan_none(svd_att)
-                lower_bound = bench_rank is not None and bench_rank < 0
-                if lower_bound:
-                    bench_rank = -bench_rank
-                row.update(
-                    {
-                        "svd_bench_rank": bench_rank,
-                        "svd_time_is_lower_bound": lower_bound,
-                        "svd_expected_ms": _nan_none(svd_t),
-                        "dense_expected_ms": _nan_none(dense_t),
-                    }
-                )
-                if r is None:
-                    method, exp_t, note = (
-                        "dense",
-                        dense_t,
-                        f"svd_exact meets the budget at no measured rank <= {kl['rank'].max()}",
-                    )
-                elif lower_bound and math.isfinite(svd_t) and math.isfinite(dense_t):
-                    if svd_t >= dense_t:
-                        method, exp_t = "dense", dense_t
-                        note = f"svd_exact is slower than dense even at benched rank {bench_rank} < {r}"
-                    else:
-                        method, exp_t = "dense", dense_t
-                        note = f"svd_exact not benched at rank >= {r}; dense is the measured choice"
-                elif math.isfinite(svd_t) and math.isfinite(dense_t):
-                    faster = svd_t < dense_t
-                    method = "svd_exact" if faster else "dense"
-                    exp_t = svd_t if faster else dense_t
-                    note = "faster of the two that meet the budget"
-                elif bench is not None and m >= 0 and math.isfinite(dense_t):
-                    method, exp_t = "dense", dense_t
-                    note = f"svd_exact meets the budget at r={r} but has no benched time here; dense is measured"
-                elif r < d:
-                    method, exp_t, note = "svd_exact", svd_t, "no timing to compare; rank below d"
-                else:
-                    method, exp_t, note = "dense", dense_t, "rank needed is not below d"
-                row.update(
-                    {
-                        "method": method,
-                        "rank": (r if method == "svd_exact" else None),
-                        "expected_kl": (exp_kl if method == "svd_exact" else 0.0),
-                        "expected_ms": _nan_none(exp_t),
-                        "speedup_vs_dense": _nan_none(dense_t / svd_t)
-                        if method == "svd_exact" and math.isfinite(svd_t) and math.isfinite(dense_t)
-                        else None,
-                        "time_source": src,
-                        "note": note,
-                    }
-                )
-                rows.append(row)
-    out = pd.DataFrame(rows)
-    if not out.empty:
-        order = {b: i for i, b in enumerate(N_BIN_LABELS)}
-        out = out.sort_values(
-            ["route", "kl_budget", "m", "n_bin"],
-            key=lambda s: s.map(order) if s.name == "n_bin" else s,
-            ascending=[True, False, True, True],
-        )
-    return out.reset_index(drop=True)
+    return out
 
 
-def _nan_none(x: float) -> float | None:
-    return None if x is None or not math.isfinite(x) else float(x)
+@dataclass
+class _Cost:
+    point: float
+    draws: np.ndarray
 
 
-def write_decisions(
-    table: pd.DataFrame, out_dir: str | Path, meta: dict[str, Any]
-) -> tuple[Path, Path]:
-    """decisions.csv and decisions.json (metadata + one record per row; nulls for missing)."""
+def _add(*cs: _Cost | None, scale: tuple[float, ...] | None = None) -> _Cost | None:
+    if any(c is None for c in cs):
+        return None
+    s = scale or (1.0,) * len(cs)
+    return _Cost(sum(w * c.point for w, c in zip(s, cs, strict=True)), sum(w * c.draws for w, c in zip(s, cs, strict=True)))
+
+
+def _phase(v: BenchView, rows: pd.DataFrame, phase: str) -> _Cost | None:
+    got = v.draws(rows, phase)
+    return None if got is None else _Cost(*got)
+
+
+class _Timer:
+    """Costs of one method at one (N, stages, d, rank) from one bench run (source), recording
+    the cases not benched. A method is only ever compared with dense timed in the same run."""
+
+    def __init__(self, v: BenchView, missing: set[tuple]) -> None:
+        self.v, self.missing = v, missing
+
+    def sources(self, method: str, n: int, stages: tuple[int, ...], d: int, rank: int | None) -> list[str]:
+        """Runs holding every stage of this case, oldest first (the order the tables were given)."""
+        common: list[str] | None = None
+        for m in stages:
+            got = list(dict.fromkeys(self.v.select(method, n, m, d, rank)["source"].astype(str)))
+            common = got if common is None else [x for x in common if x in got]
+        return common or []
+
+    def noise(self, method: str, n: int, stages: tuple[int, ...], d: int, rank: int | None, source: str) -> float:
+        """Median relative IQR of the case's timed phases in one run (to prefer the quietest run)."""
+        rel = []
+        for m in stages:
+            rows = self.v.select(method, n, m, d, rank, source)
+            for ph in ("forward", "attend", "prepare"):
+                med, iqr = rows.get(f"{ph}_ms_median"), rows.get(f"{ph}_ms_iqr")
+                if med is not None and iqr is not None:
+                    rel += [float(i) / float(x) for x, i in zip(med, iqr, strict=True)
+                            if np.isfinite(x) and np.isfinite(i) and x > 0]
+        return float(np.median(rel)) if rel else math.inf
+
+    def note_missing(self, method: str, n: int, stages: tuple[int, ...], d: int, rank: int | None) -> None:
+        extra = self.v.default_param("performer", "features") if method == "performer" else rank
+        if method != "performer" and rank is not None and rank > n:
+            return  # cannot run: the rank exceeds the sequence length
+        for m in stages:
+            self.missing.add((method, n, m, d, extra))
+            self.missing.add(("dense", n, m, d, None))  # re-timed in the same run as the method
+
+    def costs(self, method: str, n: int, stages: tuple[int, ...], d: int, rank: int | None,
+              requests: int, source: str) -> dict[str, _Cost | None]:
+        per_m = {m: self.v.select(method, n, m, d, rank, source) for m in stages}
+        first = per_m[stages[0]]
+        prep = _phase(self.v, first, "prepare")
+        attends = [_phase(self.v, per_m[m], "attend") for m in stages]
+        if len(stages) == 1:
+            once = _phase(self.v, first, "forward") or _add(prep, attends[0])
+        else:
+            once = _add(prep, *attends)
+        total_attend = _add(*attends)
+        stored = _add(total_attend, prep, scale=(1.0, 1.0 / requests)) if prep else None
+        return {"once": once, "prepare": prep, "attend": total_attend, "stored": stored, "source": source}
+
+
+def _speedup(v: BenchView, dense: _Cost | None, c: _Cost | None) -> tuple[float, float, float]:
+    if dense is None or c is None:
+        return math.nan, math.nan, math.nan
+    lo, hi = v.interval(dense.draws / c.draws)
+    return dense.point / c.point, lo, hi
+
+
+def _crossover(v: BenchView, dense: dict, c: dict) -> tuple[float, float, float]:
+    """Smallest R at which attend + prepare / R beats dense's (point, interval); inf = never."""
+    if not (dense.get("attend") and dense.get("prepare") and c.get("attend") and c.get("prepare")):
+        return math.nan, math.nan, math.nan
+
+    def solve(pd_, ad, pm, am):
+        gain = ad - am
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r = np.where(gain > 0, np.maximum(pm - pd_, 0.0) / np.where(gain > 0, gain, 1.0), np.inf)
+        return np.ceil(np.maximum(r, 1.0))
+
+    point = float(solve(np.array(dense["prepare"].point), np.array(dense["attend"].point),
+                        np.array(c["prepare"].point), np.array(c["attend"].point)))
+    draws = solve(dense["prepare"].draws, dense["attend"].draws, c["prepare"].draws, c["attend"].draws)
+    lo, hi = v.interval(draws)
+    return point, lo, hi
+
+
+def _quality(method: str, route: str, nb: str, b: float, rank: int | None, fid: dict,
+             quality: pd.DataFrame | None, opts: DecideOpts) -> dict[str, Any]:
+    """How a method stands against the budget: eligible, rank, expected KL / ΔNDCG, words."""
+    if method == "dense":
+        return {"eligible": True, "rank": None, "expected_kl": 0.0, "quality": "exact (the reference)"}
+    if method in FIDELITY_METHODS:
+        f = fid.get((method, route, nb, b))
+        if f is None:
+            return {"eligible": False, "rank": rank, "expected_kl": None,
+                    "quality": f"KL on these users not measured: run `python -m analysis kl --data DATA "
+                               f"--embedding ROUTES --kl-methods svd_exact,svd_tokens --out {opts.spectra}`"}
+        if f["rank"] is None:
+            return {"eligible": False, "rank": None, "expected_kl": None,
+                    "quality": f"over the KL budget {b:g} at every measured rank <= {f['max_rank']} "
+                               f"(only {f['share']:.0%} of users meet it at some rank)"}
+        return {"eligible": True, "rank": f["rank"], "expected_kl": f["kl"],
+                "quality": f"KL {f['kl']:.2g} at r = {f['rank']} ({f['share']:.0%} of users <= {b:g})"}
+    q = None
+    if quality is not None:
+        q = quality[quality["method"] == method]
+        for col, val in (("route", route), ("rank", rank)):
+            if col in q.columns and val is not None and (q[col] == val).any():
+                q = q[q[col] == val]
+    if q is None or q.empty:
+        return {"eligible": False, "rank": rank, "expected_kl": None,
+                "quality": "quality unknown: needs its trained end-task quality (no trainer in this suite "
+                           "yet); give it with `python -m analysis decide ... --quality QUALITY.csv` "
+                           "(columns method, rank, delta_ndcg)"}
+    dq = float(q["delta_ndcg"].median())
+    ok = dq <= opts.quality_budget
+    return {"eligible": ok, "rank": rank, "expected_kl": None, "expected_dndcg": dq,
+            "quality": f"ΔNDCG {dq:+.3g} {'<=' if ok else '>'} budget {opts.quality_budget:g}"}
+
+
+def _bench_n(v: BenchView, stages: tuple[int, ...], d: int, nb: str, n_med: float) -> int | None:
+    lo, hi = _bin_bounds(nb)
+    common = None
+    for m in stages:
+        ns = {n for n in v.benched_n("dense", m, d) if lo <= n < hi}
+        common = ns if common is None else common & ns
+    if not common:
+        return None
+    return min(common, key=lambda n: (abs(math.log(n) - math.log(max(n_med, 1.0))), n))
+
+
+def decide(kl: pd.DataFrame, bench: pd.DataFrame | None = None, opts: DecideOpts = DecideOpts(),
+           quality: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame, list[tuple]]:
+    """(decisions: one row per regime x scenario, candidates: one row per regime x scenario x
+    method, missing bench cases)."""
+    fid = _fidelity(kl, opts.budgets, opts.quantile)
+    v = view(bench, opts.device, opts.time) if bench is not None else None
+    missing: set[tuple] = set()
+    timer = _Timer(v, missing) if v is not None else None
+    if opts.m_values:
+        ms = list(opts.m_values)
+    else:
+        ms = sorted(int(x) for x in v.rows["m"].unique()) if v is not None else []
+    stages = tuple(opts.cascade) if opts.cascade else tuple(sorted(ms, reverse=True))
+    regimes: list[tuple[tuple[int, ...], str]] = [((m,), "per-request") for m in ms]
+    regimes += [((m,), "pre-stored") for m in ms]
+    if len(stages) > 1:
+        regimes.append((stages, "cascade"))
+    if not regimes:
+        regimes = [((), "per-request")]
+    d_by_route = kl.groupby("route")["d"].max().to_dict()
+    groups = kl.groupby(["route", "n_bin"], sort=False)
+    dec_rows, cand_rows = [], []
+    sb_cache: dict[tuple, int | None] = {}
+    for (route, nb), g in groups:
+        d = int(d_by_route[route])
+        n_med = float(g.groupby("user")["n"].first().median())
+        users = int(g["user"].nunique())
+        for b in opts.budgets:
+            for st, scen in regimes:
+                base = {"route": route, "baseline_route": route in NULL_ROUTES, "n_bin": nb,
+                        "n_median": n_med, "users": users,
+                        "m": ("/".join(map(str, st)) if len(st) > 1 else (st[0] if st else None)),
+                        "kl_budget": b, "scenario": scen if scen != "pre-stored" else f"pre-stored (R={opts.requests})",
+                        "device": v.device_label if v else "none (no bench table)",
+                        "dtype": v.fixed.get("dtype") if v else None}
+                n = _bench_n(v, st, d, nb, n_med) if v is not None and st else None
+                if v is not None and st and n is None:
+                    n_t = max(int(round(n_med)), 2)
+                    for m in st:
+                        missing.add(("dense", n_t, m, d, None))
+                    for meth in FIDELITY_METHODS:
+                        f = fid.get((meth, route, nb, b))
+                        if f and f["rank"] is not None:
+                            for m in st:
+                                missing.add((meth, n_t, m, d, min(f["rank"], n_t, 2 * d)))
+                    for meth in QUALITY_METHODS:  # timed too, so the rows can say what they would buy
+                        rk = (v.default_param(meth, "rank") if meth in RANKED
+                              else v.default_param(meth, "features") if meth == "performer" else None)
+                        if rk is None or meth == "performer" or rk <= n_t:
+                            for m in st:
+                                missing.add((meth, n_t, m, d, rk))
+                base["bench_n"] = n
+                cands = []
+                dense_src = timer.sources("dense", n, st, d, None) if timer is not None and n is not None else []
+                dense_by_src: dict[str, dict] = {}
+                for meth in METHODS:
+                    qual = _quality(meth, route, nb, b, None, fid, quality, opts)
+                    rank = qual["rank"]
+                    if meth in RANKED and rank is None and meth not in FIDELITY_METHODS and v is not None:
+                        rank = v.default_param(meth, "rank")
+                        qual["rank"] = rank
+                    if meth in FIDELITY_METHODS and rank is not None and n is not None:
+                        rank = min(rank, n, 2 * d)
+                    c = {**base, "method": meth, "rank": rank, "eligible": qual["eligible"],
+                         "expected_kl": qual.get("expected_kl"), "expected_dndcg": qual.get("expected_dndcg"),
+                         "quality": qual["quality"]}
+                    costs = dense = None
+                    if dense_src and (meth not in FIDELITY_METHODS or rank is not None):
+                        r_ = rank if meth in RANKED else None
+                        both = [x for x in timer.sources(meth, n, st, d, r_) if x in dense_src]
+                        if both:  # the run that measured this pair most precisely
+                            src = min(both, key=lambda x: timer.noise("dense", n, st, d, None, x)
+                                      + timer.noise(meth, n, st, d, r_, x))
+                            if src not in dense_by_src:
+                                dense_by_src[src] = timer.costs("dense", n, st, d, None, opts.requests, src)
+                            dense = dense_by_src[src]
+                            costs = timer.costs(meth, n, st, d, r_, opts.requests, src)
+                        else:
+                            timer.note_missing(meth, n, st, d, r_)
+                    c["_costs"], c["_dense"] = costs, dense
+                    cands.append(c)
+                for c in cands:
+                    _time_columns(v, c, c["_dense"], scen, n, sb_cache, d, opts)
+                cand_rows += cands
+                dec_rows.append(_choose(base, cands, scen, n, nb, n_med, opts))
+    cand = pd.DataFrame([{k: x for k, x in c.items() if not k.startswith("_")} for c in cand_rows])
+    dec = pd.DataFrame(dec_rows)
+    for t in (dec, cand):
+        for col in ("rank", "bench_n", "crossover_r"):
+            if col in t.columns:
+                t[col] = pd.to_numeric(t[col], errors="coerce").replace([np.inf], np.nan).astype("Int64")
+    dec = _sort(dec)
+    return dec, _sort(cand), sorted(missing, key=lambda x: (x[0], x[1], x[2], x[4] or 0))
+
+
+def _time_columns(v: BenchView | None, c: dict, dense_c: dict | None, scen: str, n: int | None,
+                  sb_cache: dict, d: int, opts: DecideOpts) -> None:
+    costs = c["_costs"]
+    key = "stored" if scen == "pre-stored" else "once"
+    c["expected_ms"] = costs[key].point if costs and costs.get(key) else None
+    c["bench_source"] = costs["source"] if costs else None
+    sp, lo, hi = _speedup(v, dense_c.get(key) if dense_c else None, costs.get(key) if costs else None) \
+        if v is not None else (math.nan,) * 3
+    c.update({"speedup": sp, "speedup_lo": lo, "speedup_hi": hi})
+    c["time"] = ("measured" if costs and costs.get(key)
+                 else "no bench table" if v is None
+                 else f"not benched at N in {c['n_bin']}" if n is None
+                 else f"not benched with dense in one run at N = {n}"
+                 + (f", rank {c['rank']}" if c["rank"] is not None else "")
+                 if costs is None else "phase not timed")
+    if scen == "pre-stored" and costs and dense_c:
+        xr, xlo, xhi = _crossover(v, dense_c, costs)
+        c.update({"crossover_r": xr, "crossover_r_lo": xlo, "crossover_r_hi": xhi})
+        params = {"rank": c["rank"]} if c["method"] in RANKED and c["rank"] else {}
+        if c["method"] == "performer" and v is not None and v.default_param("performer", "features"):
+            params["features"] = v.default_param("performer", "features")
+        k = (c["method"], n, d, tuple(sorted(params.items())), c["dtype"])
+        if k not in sb_cache:
+            sb_cache[k] = state_bytes(c["method"], n, d, params, str(c["dtype"] or "fp32"))
+        c["state_bytes_per_user_head"] = sb_cache[k]
+
+
+def _verdict(c: dict) -> str:
+    if c["method"] == "dense":
+        return "reference"
+    if not math.isfinite(c.get("speedup", math.nan)):
+        return "no time"
+    if c["speedup_lo"] > 1:
+        return "faster"
+    if c["speedup_hi"] < 1:
+        return "slower"
+    return "no faster (interval straddles 1)"
+
+
+def _run_cmd(opts: DecideOpts) -> str:
+    return (f"python -m bench run --config {opts.missing_toml} --out {opts.bench_out} --no-cascade, "
+            f"then decide again with --bench including {opts.bench_out}")
+
+
+def _choose(base: dict, cands: list[dict], scen: str, n: int | None, nb: str, n_med: float,
+            opts: DecideOpts) -> dict[str, Any]:
+    for c in cands:
+        c["verdict"] = _verdict(c)
+    dense = cands[0]
+    row = {**base, "method": None, "rank": None, "expected_kl": None, "expected_ms": None,
+           "speedup": math.nan, "speedup_lo": math.nan, "speedup_hi": math.nan}
+    others = []
+    for c in cands[1:]:
+        who = c["method"] + (f" r={c['rank']}" if c["rank"] is not None and c["method"] in RANKED else "")
+        if not c["eligible"]:
+            tail = (f"; {fmt_ci(c['speedup'], c['speedup_lo'], c['speedup_hi'])} if it were acceptable"
+                    if math.isfinite(c.get("speedup", math.nan)) else "")
+            others.append(f"{who}: {c['quality'].split(':')[0]}{tail}")
+        elif c["time"] != "measured":
+            others.append(f"{who}: {c['time']}")
+        else:
+            others.append(f"{who}: {fmt_ci(c['speedup'], c['speedup_lo'], c['speedup_hi'])} {c['verdict']}")
+    if dense["time"] != "measured":
+        why = (f"dense not benched in {nb} (median N {n_med:g}): run {_run_cmd(opts)}"
+               if base["device"] != "none (no bench table)" else "no bench table: give --bench")
+        row.update({"method": "undecided", "verdict": "not benched", "why": why, "others": "; ".join(others)})
+        return row
+    winners = [c for c in cands[1:] if c["eligible"] and c["verdict"] == "faster"]
+    best = max(winners, key=lambda c: c["speedup"]) if winners else dense
+    row.update({k: best.get(k) for k in ("method", "rank", "expected_kl", "expected_dndcg", "expected_ms",
+                                         "speedup", "speedup_lo", "speedup_hi")})
+    if best is dense:
+        row.update({"speedup": 1.0, "speedup_lo": 1.0, "speedup_hi": 1.0})
+    row["verdict"] = "faster than dense" if winners else "dense (no acceptable method is faster)"
+    if scen == "pre-stored" and best is not dense:
+        row["crossover_r"] = best.get("crossover_r")
+        row["state_bytes_per_user_head"] = best.get("state_bytes_per_user_head")
+    elif scen == "pre-stored":
+        xs = [c for c in cands[1:] if c["eligible"] and math.isfinite(c.get("crossover_r", math.nan) or math.nan)]
+        if xs:
+            x = min(xs, key=lambda c: c["crossover_r"])
+            row["crossover_r"] = x["crossover_r"]
+            row["state_bytes_per_user_head"] = x.get("state_bytes_per_user_head")
+            others.append(f"{x['method']} r={x['rank']} would need R >= {int(x['crossover_r'])}")
+    row["why"] = "; ".join(others)
+    if any("not benched" in o for o in others):
+        row["why"] += f". Missing cases: run {_run_cmd(opts)}"
+    return row
+
+
+def _sort(t: pd.DataFrame) -> pd.DataFrame:
+    if t.empty:
+        return t
+    order = {b: i for i, b in enumerate(N_BIN_LABELS)}
+    t = t.assign(_bin=t["n_bin"].map(order).fillna(99), _m=t["m"].astype(str).str.len())
+    t = t.sort_values(["baseline_route", "route", "kl_budget", "_bin", "scenario", "_m", "m"],
+                      ascending=[True, True, False, True, True, True, True], key=None, kind="stable")
+    return t.drop(columns=["_bin", "_m"]).reset_index(drop=True)
+
+
+def missing_toml(missing: list[tuple], v_fixed: dict[str, Any], device: str) -> str:
+    """A sweep of the cases the decision table needed and the bench table lacks."""
+    lines = ["# Cases the decision table needed and the bench table lacks (written by",
+             "# `python -m analysis decide`). Only times are used (fidelity comes from the real users' KL),",
+             "# so memory and fidelity are off; inputs are synthetic power-law keys.",
+             'name = "decide_missing"', f'device = "{device}"',
+             "methods = [" + ", ".join(f'"{m}"' for m in sorted({x[0] for x in missing})) + "]",
+             "[memory]", "enabled = false", "[fidelity]", "enabled = false",
+             "[method_params.svd_exact]", 'solver = ["gram"]']
+    groups: dict[tuple, set[int]] = {}
+    for meth, n, m, d, rank in missing:
+        groups.setdefault((meth, n, d, rank), set()).add(m)
+    for (meth, n, d, rank), mset in sorted(groups.items(), key=lambda x: (x[0][0], x[0][1], x[0][3] or 0)):
+        lines += ["[[grid]]", f'methods = ["{meth}"]', f"n = [{n}]",
+                  "m = [" + ", ".join(str(m) for m in sorted(mset)) + "]", f"d = [{d}]"]
+        if rank is not None:  # the rank, or Performer's feature count
+            lines.append(f"{'features' if meth == 'performer' else 'rank'} = [{rank}]")
+        for col in ("dtype", "batch", "heads"):
+            if col in v_fixed:
+                val = v_fixed[col]
+                lines.append(f'{col} = ["{val}"]' if isinstance(val, str) else f"{col} = [{int(val)}]")
+        lines += ['setting = ["target"]', 'family = [{kind = "powerlaw", alpha = 1.0, noise_floor = 0.001}]']
+    return "\n".join(lines) + "\n"
+
+
+def write_decisions(dec: pd.DataFrame, cand: pd.DataFrame, out_dir: str | Path, meta: dict[str, Any],
+                    toml: str | None = None) -> list[Path]:
+    """decisions.csv/json (one row per regime x scenario), candidates.csv (every method) and,
+    when cases are missing, missing_cases.toml."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    csv = out / "decisions.csv"
-    js = out / "decisions.json"
-    table.to_csv(csv, index=False)
-    records = json.loads(table.to_json(orient="records"))
-    js.write_text(
-        json.dumps({**meta, "protocol": __doc__.strip(), "decisions": records}, indent=2) + "\n"
-    )
-    return csv, js
+    paths = [out / "decisions.csv", out / "decisions.json", out / "candidates.csv"]
+    dec.to_csv(paths[0], index=False)
+    records = json.loads(dec.to_json(orient="records"))
+    paths[1].write_text(json.dumps({**meta, "protocol": __doc__.strip(), "decisions": records}, indent=2) + "\n")
+    cand.to_csv(paths[2], index=False)
+    tpath = out / "missing_cases.toml"
+    if toml:
+        tpath.write_text(toml)
+        paths.append(tpath)
+    elif tpath.exists():
+        tpath.unlink()
+    return paths

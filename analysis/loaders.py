@@ -559,7 +559,9 @@ def load_table(
         raise FileNotFoundError(f"{path}: no such file")
     if path.stat().st_size == 0:
         raise ValueError(f"{path}: file is empty (no interactions)")
-    is_parquet = path.suffix == ".parquet"
+    from .filetype import sniff
+
+    is_parquet = path.suffix == ".parquet" or (path.is_file() and sniff(path) == "parquet")
     if is_parquet:
         try:
             df = pd.read_parquet(path)
@@ -658,6 +660,12 @@ def detect_format(path: str | Path, encoding: str = "utf-8") -> str:
         raise ValueError(
             f"{p}: cannot tell the format of this folder; pass --format (one of {FORMATS})"
         )
+    if p.is_file():
+        from .filetype import check_log_file, sniff
+
+        check_log_file(p)  # arrays and pickles are not logs: say what they are
+        if sniff(p) == "parquet":
+            return "table"
     name = p.name
     if name.startswith("ratings.dat"):
         return "ml-dat"
@@ -698,6 +706,10 @@ def load(
 
     ``encoding``: of text files (default UTF-8; MovieLens ``.dat``: latin-1); decoding is strict."""
     p = Path(path)
+    if p.is_file():
+        from .filetype import check_log_file
+
+        check_log_file(p)
     enc = check_encoding(encoding or "utf-8")
     if name is not None:
         check_name(name)

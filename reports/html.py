@@ -68,7 +68,7 @@ def render(sections: list[Section], title: str, subtitle: str, dpi: int = 96) ->
             figs.append({"key": f.key, "title": f.title, "caption": f.caption,
                          "b64": base64.b64encode(f.png).decode("ascii")})
         tabs = [{"key": t.key, "title": t.title, "caption": t.caption, "html": Markup(table_html(t, titles)),
-                 "long": len(t.df) > 18}
+                 "long": len(t.df) > 18 and not t.full}
                 for t in s.tables]
         views.append({"num": s.num, "key": s.key, "title": s.title, "badge": s.badge, "intro": s.intro,
                       "missing": s.missing, "figures": figs, "tables": tabs})
@@ -78,7 +78,9 @@ def render(sections: list[Section], title: str, subtitle: str, dpi: int = 96) ->
             if t.key == "tbl-claims":
                 glance = [{"verdict": r["verdict"], "claim": r["claim"], "cls": _verdict_class(r["verdict"])}
                           for _, r in t.df.iterrows()]
-    return env.get_template("report.html.j2").render(title=title, subtitle=subtitle, sections=views, glance=glance)
+    answer = [line for s in sections for line in s.answer]
+    return env.get_template("report.html.j2").render(title=title, subtitle=subtitle, sections=views, glance=glance,
+                                                     answer=answer)
 
 
 def write(sections: list[Section], out: Path, title: str, subtitle: str) -> Path:

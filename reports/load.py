@@ -59,6 +59,10 @@ class DatasetSpectra:
     kl_by_rank: pd.DataFrame | None = None
     decisions: pd.DataFrame | None = None
     profile: dict | None = None
+    # decisions per bench device: "" = decisions.csv beside the spectra, else a subfolder
+    # (e.g. "h100") holding the same files decided from another device's bench table
+    decision_sets: dict[str, pd.DataFrame] = field(default_factory=dict)
+    verdicts: dict[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -242,8 +246,20 @@ def read_dataset_dir(d: Path, warnings: list[str]) -> DatasetSpectra:
     ds.scree = _read_optional_csv(d / "scree.csv", warnings)
     ds.kl_by_rank = _read_optional_csv(d / "kl_by_rank.csv", warnings)
     ds.decisions = _read_optional_csv(d / "decisions.csv", warnings)
+    js = _read_json(d / "decisions.json", warnings) if (d / "decisions.json").is_file() else None
     if ds.decisions is None:
-        ds.decisions = decisions_from_json(_read_json(d / "decisions.json", warnings))
+        ds.decisions = decisions_from_json(js)
+    if ds.decisions is not None:
+        ds.decision_sets[""] = ds.decisions
+        if isinstance(js, dict) and isinstance(js.get("verdict"), list):
+            ds.verdicts[""] = [str(x) for x in js["verdict"]]
+    for sub in sorted(p for p in d.iterdir() if p.is_dir() and (p / "decisions.csv").is_file()):
+        t = _read_optional_csv(sub / "decisions.csv", warnings)
+        if t is not None:
+            ds.decision_sets[sub.name] = t
+            sj = _read_json(sub / "decisions.json", warnings) if (sub / "decisions.json").is_file() else None
+            if isinstance(sj, dict) and isinstance(sj.get("verdict"), list):
+                ds.verdicts[sub.name] = [str(x) for x in sj["verdict"]]
     prof = _read_json(d / "profile.json", warnings)
     ds.profile = prof if isinstance(prof, dict) else None
     for name in ("users", "summary"):

@@ -72,6 +72,10 @@ class Flow:
 
     def table(self, t: Table) -> None:
         df = display_frame(t.df)
+        # a long free-text column ("why ...") goes under its row at full width instead of being
+        # squeezed into a narrow column (which made one row per page)
+        note_col = next((c for c in df.columns if str(c).startswith("why")), None)
+        notes = df.pop(note_col).tolist() if note_col is not None else None
         if "see" in df.columns:
             df["see"] = [self.titles.get(resolve_anchor(str(a), self.titles) or "", "-") for a in t.df["see"]]
         limit = int((LANDSCAPE[0] - 2 * MARGIN) / CHAR_IN) - 2
@@ -106,8 +110,10 @@ class Flow:
             self.line(rule, size=pt, family="monospace", gap=1.3, color="#777")
 
         header()
-        for _, row in df.iterrows():
+        for i, (_, row) in enumerate(df.iterrows()):
             lines = render_row([str(v) for v in row.tolist()])
+            if notes is not None and notes[i]:
+                lines += ["    " + ln for ln in textwrap.wrap(f"{note_col}: {notes[i]}", max(20, limit - 4))]
             if self.y - lh * len(lines) < MARGIN:
                 self.new_page()
                 self.line(f"{t.title} (continued)", size=9, weight="bold")
@@ -150,6 +156,12 @@ def write(sections: list[Section], out: Path, title: str, subtitle: str) -> Path
         flow.space(0.3)
         flow.line(title, size=20, weight="bold", gap=1.6)
         flow.para(subtitle, size=10, color="#444")
+        answer = [line for s in sections for line in s.answer]
+        if answer:
+            flow.space(0.2)
+            flow.line("The answer: which method, for which regime, on which device", size=12, weight="bold")
+            for a in answer:
+                flow.para(a.strip(), size=9.5 if a.startswith("  ") else 10, color="#111")
         flow.space(0.2)
         flow.line("Contents", size=12, weight="bold")
         for s in sections:

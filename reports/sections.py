@@ -43,6 +43,7 @@ class Table:
     title: str
     df: pd.DataFrame
     caption: str = ""
+    full: bool = False  # always shown in full (no scroll box), e.g. the decision rows
 
 
 @dataclass
@@ -55,6 +56,7 @@ class Section:
     figures: list[Fig] = field(default_factory=list)
     tables: list[Table] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
+    answer: list[str] = field(default_factory=list)  # the plain verdict, shown first in the report
 
 
 def _join(vals) -> str:
@@ -465,28 +467,110 @@ def _profile_row(name: str, prof) -> dict:
 
 
 # ---------------------------------------------------------------- 8
+SHOW_DECISION = {"route": "route", "n_bin": "N bin", "bench_n": "N benched", "m": "M", "kl_budget": "KL budget",
+                 "scenario": "scenario", "method": "method", "rank": "rank", "expected_kl": "expected KL",
+                 "expected_ms": "expected ms", "speedup_ci": "speedup vs dense [95 % CI]",
+                 "crossover_r": "crossover R", "state_kib": "state KiB/user-head", "device": "device",
+                 "why": "why (other methods)"}
+
+
+_WHY_SHORT = ((re.compile(r"\. Missing cases: run .*$"), ""),
+              (re.compile(r"quality unknown; ([0-9.]+x) \[[^\]]*\] if it were acceptable"), r"quality unknown (\1 if acceptable)"),
+              (re.compile(r"KL on these users not measured"), "KL not measured"),
+              (re.compile(r"not benched with dense in one run at N = \d+(, rank \d+)?"), "not benched"),
+              (re.compile(r" \(interval straddles 1\)"), ""),
+              (re.compile(r"over the KL budget [0-9.e-]+ at every measured rank <= \d+ \([^)]*\)"), "over the KL budget"))
+
+
+def _short_why(text) -> str:
+    """The 'why' cell in brief (the full text is in decisions.csv)."""
+    t = "" if text is None or (isinstance(text, float) and pd.isna(text)) else str(text)
+    for pat, rep in _WHY_SHORT:
+        t = pat.sub(rep, t)
+    return t
+
+
+def _decision_view(dec: pd.DataFrame) -> pd.DataFrame:
+    """The decision rows as shown: speedup with its interval as one cell, ranks as integers."""
+    if "scenario" not in dec.columns:  # an older decisions file: its own columns
+        cols = [c for c in DECISION_COLS if c in dec.columns]
+        return dec[cols] if dec.shape[1] > 10 and len(cols) >= 3 else dec
+    d = dec.copy()
+    d["speedup_ci"] = [("-" if pd.isna(s) else f"{s:.2f}x [{lo:.2f}, {hi:.2f}]")
+                       for s, lo, hi in zip(d["speedup"], d["speedup_lo"], d["speedup_hi"], strict=True)]
+    if "state_bytes_per_user_head" in d.columns:
+        d["state_kib"] = d["state_bytes_per_user_head"] / 1024
+    if "why" in d.columns:
+        d["why"] = d["why"].map(_short_why)
+    for c in ("rank", "bench_n", "crossover_r"):
+        if c in d.columns:
+            d[c] = [("" if pd.isna(v) else str(int(v))) for v in d[c]]
+    cols = [c for c in SHOW_DECISION if c in d.columns]
+    return d[cols].rename(columns=SHOW_DECISION)
+
+
+def _pick_decisions(ds, devices: set[str]) -> tuple[list[tuple[str, pd.DataFrame]], str]:
+    """The decision sets decided on one of the report's devices; else the first, with a warning."""
+    sets = ds.decision_sets or ({"": ds.decisions} if ds.decisions is not None else {})
+    if not sets:
+        return [], ""
+
+    def dev(t: pd.DataFrame) -> str:
+        return str(t["device"].dropna().iloc[0]) if "device" in t.columns and t["device"].notna().any() else "unknown"
+
+    hits = [(k, t) for k, t in sets.items()
+            if not devices or dev(t) == "unknown" or dev(t).split(" ")[0] in devices]
+    if hits:
+        return hits, ""
+    key, t = next(iter(sets.items()))
+    return [(key, t)], (f"{ds.name}: these decisions use timings from {dev(t)}, not from this report's device "
+                        f"({', '.join(sorted(devices))}); decide with that device's bench table: python -m "
+                        f"analysis decide --spectra {ds.path} --bench results/<device> --out {ds.path}/<device>")
+
+
+def _decision_tables(s: Section, ds, key: str, dec: pd.DataFrame) -> None:
+    s.answer += ds.verdicts.get(key, [])
+    dev = (", ".join(sorted(dec["device"].dropna().astype(str).unique())) if "device" in dec.columns
+           else "device not recorded (an older decisions file)")
+    base = dec["baseline_route"].fillna(False).astype(bool) if "baseline_route" in dec.columns else \
+        pd.Series(False, index=dec.index)
+    slug = _slug(ds.name) + (f"-{_slug(key)}" if key else "")
+    parts = (("", dec[~base], f"Decision table - {ds.name} (real data; timings: {dev})",
+              "Every regime (route, N bin, M, KL budget) x serving scenario: the method chosen, its rank, "
+              "expected KL, time and speedup with the 95 % interval. A method wins only inside its quality "
+              "budget and when the whole interval is above 1. 'why' lists every other method and what "
+              "stopped it. All rows shown."),
+             ("-baseline", dec[base], f"Baseline (null model, random embeddings) - {ds.name}; timings: {dev}",
+              "The same decision on random embeddings: a baseline for the real routes above, not a "
+              "deployment option."))
+    for suffix, part, title, cap in parts:
+        if not part.empty:
+            s.tables.append(Table("tbl-decisions-" + slug + suffix, title, _decision_view(part), cap, full=True))
+
+
 def decisions_section(rs: ResultSet) -> Section:
     s = Section(8, "decisions", "Decisions and claims")
+    devices = set(rs.bench["device"].dropna().astype(str)) if rs.has_bench and "device" in rs.bench.columns else set()
     found = False
     for ds in rs.spectra.values():
-        if ds.decisions is not None and not ds.decisions.empty:
-            dec = ds.decisions
-            cols = [c for c in DECISION_COLS if c in dec.columns]
-            if dec.shape[1] > 10 and len(cols) >= 3:
-                dec = dec[cols]
-            s.tables.append(Table("tbl-decisions-" + _slug(ds.name), f"Decision table - {ds.name} (real data)",
-                                  dec, "Regime (embedding route, N bin, M, KL budget) -> method, rank r, expected "
-                                  "KL and expected time, as written by the analysis (decisions.csv / "
-                                  "decisions.json; full columns there)."))
+        picked, warn = _pick_decisions(ds, devices)
+        if warn:
+            s.missing.append(warn)
+            s.answer.append("Warning: " + warn)
+        for key, dec in picked:
+            if dec is None or dec.empty:
+                continue
             found = True
+            _decision_tables(s, ds, key, dec)
     if not found:
         s.missing.append(f"No decisions.csv / decisions.json. To produce them: {HOW_SPECTRA}.")
     cl = claims_mod.evaluate(rs)
     s.tables.append(Table("tbl-claims", "What the seeds claim / what we measured", claims_mod.claims_frame(cl),
                           "Each verdict follows the stated rule from the tables above; 'not testable here' "
-                          "says what to run."))
-    s.intro.append("The decision table turns the measurements into a recommendation; the claims list checks "
-                   "the papers' statements against what this suite measured.")
+                          "says what to run.", full=True))
+    s.intro.append("The answer first: the verdict lines (also at the top of the report) come from the decision "
+                   "tables below, which turn the measurements into a recommendation; the claims list checks "
+                   "the papers' statements against what this suite measured, with the same interval rule.")
     return s
 
 
