@@ -47,6 +47,9 @@ class BenchView:
     device_label: str
     fixed: dict[str, Any]
     opts: TimeOpts = field(default_factory=TimeOpts)
+    # per bench run (``source``): "process_cpu" when the harness said its wall times are
+    # unusable (a loaded machine; bench.summary.rank_by), else "wall"
+    timing: dict[str, str] = field(default_factory=dict)
     _factors: dict[int, np.ndarray] = field(default_factory=dict)
     _rng: np.random.Generator | None = None
 
@@ -92,10 +95,12 @@ class BenchView:
         no row has the phase timed."""
         pts, per = [], []
         for idx, row in rows.iterrows():
-            med = row.get(f"{phase}_ms_median")
+            col = f"{phase}_process_cpu_ms" if self.timing.get(str(row.get("source"))) == "process_cpu" \
+                else f"{phase}_ms"
+            med = row.get(f"{col}_median")
             if med is None or not np.isfinite(med) or med < 0:
                 continue
-            iqr = row.get(f"{phase}_ms_iqr")
+            iqr = row.get(f"{col}_iqr")
             iqr = float(iqr) if iqr is not None and np.isfinite(iqr) and iqr >= 0 else 0.0
             k = row.get(f"timing_samples_{phase}")
             k = int(k) if k is not None and np.isfinite(k) and k >= 1 else 1
@@ -150,8 +155,19 @@ def view(bench: pd.DataFrame, device: str | None = None, opts: TimeOpts = TimeOp
     name = ""
     if "device_name" in b.columns and b["device_name"].notna().any():
         name = str(Counter(b["device_name"].dropna().astype(str)).most_common(1)[0][0])
+    timing = {str(src): _timing_of(g) for src, g in b.groupby("source")}
     label = f"{device} ({name})" if name and name != device else str(device)
-    return BenchView(b.reset_index(drop=True), str(device), label, fixed, opts)
+    if "process_cpu" in timing.values():
+        label += (" [timed by process CPU time: the harness found wall times unusable on a loaded "
+                  "machine in " + ", ".join(sorted(s for s, t in timing.items() if t == "process_cpu")) + "]")
+    return BenchView(b.reset_index(drop=True), str(device), label, fixed, opts, timing)
+
+
+def _timing_of(rows: pd.DataFrame) -> str:
+    """How one bench run is timed for the decision: the harness's own ranking rule."""
+    from bench.summary import rank_by
+
+    return rank_by(rows)[0]
 
 
 def state_bytes(method: str, n: int, d: int, params: dict[str, Any], dtype: str = "fp32") -> int | None:

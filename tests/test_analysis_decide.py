@@ -254,3 +254,21 @@ def test_kl_by_rank_svd_tokens_rows_feed_decide(tmp_path: Path) -> None:
     assert tok["quality"].str.startswith("KL ").all() and tok["eligible"].all()
     with pytest.raises(ValueError, match="not supported"):
         kl_by_rank(data, emb, ranks=(1,), progress=False, methods=("linrec",))
+
+
+def test_loaded_run_is_timed_by_process_cpu_time() -> None:
+    """A run whose rows say wall times are unusable (timing_rank_by = process_cpu) is decided
+    on process CPU time: here the loaded wall clock made dense look 2x slower than it ran."""
+    rows = []
+    for method, wall, cpu in (("dense", 8.0, 4.0), ("linrec", 5.0, 5.0)):
+        r = _row(method, 500, 1024, 0.001, wall, timing_rank_by="process_cpu")
+        for ph, t in (("prepare", 0.001), ("attend", cpu), ("forward", cpu + 0.001)):
+            r[f"{ph}_process_cpu_ms_median"] = t
+            r[f"{ph}_process_cpu_ms_iqr"] = 0.02 * t
+        rows.append(r)
+    v = view(pd.DataFrame(rows))
+    assert set(v.timing.values()) == {"process_cpu"} and "process CPU time" in v.device_label
+    dense, lin = (v.draws(v.select(m, 500, 1024, 64), "attend")[0] for m in ("dense", "linrec"))
+    assert (dense, lin) == (4.0, 5.0)  # wall would have said 8.0 and 5.0
+    idle = pd.DataFrame([_row("dense", 500, 1024, 0.001, 8.0)])
+    assert view(idle).timing == {"table": "wall"}
