@@ -372,6 +372,7 @@ def cmd_decide(args: argparse.Namespace) -> int:
         "bench_source": [str(b) for b in benches] or None,
         "device": v.device_label if v else None,
         "bench_config": v.fixed if v else None,
+        "timing": v.timing if v else None,  # per bench run: wall, or process_cpu when it was loaded
         "note": None if bench is not None else "no bench table given: no method is timed",
         "datasets": sorted(kl["dataset"].unique().tolist()),
         "budgets": list(opts.budgets),

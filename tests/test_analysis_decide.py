@@ -267,7 +267,7 @@ def test_loaded_run_is_timed_by_process_cpu_time() -> None:
             r[f"{ph}_process_cpu_ms_iqr"] = 0.02 * t
         rows.append(r)
     v = view(pd.DataFrame(rows))
-    assert set(v.timing.values()) == {"process_cpu"} and "process CPU time" in v.device_label
+    assert set(v.timing.values()) == {"process_cpu"} and "process CPU time: loaded run" in v.device_label
     dense, lin = (v.draws(v.select(m, 500, 1024, 64), "attend")[0] for m in ("dense", "linrec"))
     assert (dense, lin) == (4.0, 5.0)  # wall would have said 8.0 and 5.0
     idle = pd.DataFrame([_row("dense", 500, 1024, 0.001, 8.0)])
