@@ -248,7 +248,10 @@ def run_quality(data: Any, methods: list[tuple[str, dict[str, Any]]], seeds: lis
                         **_train_one(factory, fit, val_target, test_in, test_target,
                                      data.n_items, cfg, progress)})
         append_row(log, row)
-    return write_quality_table(out)
+    df = write_quality_table(out)
+    if (df["status"] == "ok").any():
+        write_table(summary(df), out, name="summary.csv", parquet=False)
+    return df
 
 
 def write_quality_table(out: str | Path) -> pd.DataFrame:
@@ -261,16 +264,42 @@ def write_quality_table(out: str | Path) -> pd.DataFrame:
 
 
 def summary(df: pd.DataFrame) -> pd.DataFrame:
-    """Mean ± std over seeds per method, the difference to dense, and whether it exceeds the
-    seed spread (|Δ| > std(method) + std(dense))."""
+    """Mean ± std over seeds per method x params (sample std, ddof 1), the difference to dense,
+    and whether it exceeds the seed spread: |mean - dense mean| > std(method) + std(dense)."""
     ok = df[df["status"] == "ok"]
-    g = ok.groupby(["method", "params"])
-    s = g.agg(seeds=("seed", "nunique"), hr=(f"hr@{K}", "mean"), hr_std=(f"hr@{K}", "std"),
-              ndcg=(f"ndcg@{K}", "mean"), ndcg_std=(f"ndcg@{K}", "std"),
-              s_per_step=("s_per_step", "mean")).reset_index()
+    s = ok.groupby(["method", "params"], sort=False).agg(
+        seeds=("seed", "nunique"), hr=(f"hr@{K}", "mean"), hr_std=(f"hr@{K}", "std"),
+        ndcg=(f"ndcg@{K}", "mean"), ndcg_std=(f"ndcg@{K}", "std"),
+        val_ndcg=(f"val_ndcg@{K}", "mean"), best_epoch=("best_epoch", "mean"),
+        s_per_step=("s_per_step", "mean"), train_cpu_s=("train_cpu_s", "mean"),
+    ).reset_index()
     dense = s[s["method"] == "dense"]
     if len(dense) == 1:
         d = dense.iloc[0]
-        s["d_ndcg"] = s["ndcg"] - d["ndcg"]
-        s["beyond_spread"] = s["d_ndcg"].abs() > (s["ndcg_std"].fillna(0) + d["ndcg_std"])
+        for m in ("hr", "ndcg"):
+            s[f"d_{m}"] = s[m] - d[m]
+            beyond = s[f"d_{m}"].abs() > (s[f"{m}_std"] + d[f"{m}_std"])
+            known = s[f"{m}_std"].notna() & pd.notna(d[f"{m}_std"])  # one seed: no spread
+            s[f"d_{m}_beyond_spread"] = beyond.where(known, None)
     return s
+
+
+def summary_markdown(s: pd.DataFrame) -> str:
+    """The summary as a markdown table (what results/quality/README.md shows)."""
+    has_d = "d_ndcg" in s.columns
+    head = "| method | seeds | HR@10 | NDCG@10 | " + (
+        "ΔHR@10 vs dense | ΔNDCG@10 vs dense | Δ beyond seed spread (HR / NDCG) | " if has_d else "")
+    head += "s / step | best epoch |"
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for _, r in s.iterrows():
+        cells = [r["method"], str(r["seeds"]), f"{r['hr']:.4f} ± {r['hr_std']:.4f}",
+                 f"{r['ndcg']:.4f} ± {r['ndcg_std']:.4f}"]
+        if has_d:
+            flag = {True: "yes", False: "no"}
+            cells += [f"{r['d_hr']:+.4f}", f"{r['d_ndcg']:+.4f}",
+                      f"{flag.get(r['d_hr_beyond_spread'], 'n/a')} / "
+                      f"{flag.get(r['d_ndcg_beyond_spread'], 'n/a')}"]
+        cells += [f"{r['s_per_step']:.3f}" if pd.notna(r["s_per_step"]) else "-",
+                  f"{r['best_epoch']:.1f}" if pd.notna(r["best_epoch"]) else "-"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

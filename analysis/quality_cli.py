@@ -45,7 +45,7 @@ def _cmd(args: Any) -> int:
 
     from .loaders import load
     from .packaged import resolve
-    from .quality import parse_methods, run_quality, summary
+    from .quality import parse_methods, run_quality, summary, summary_markdown
 
     torch.set_num_threads(args.threads)
     methods = parse_methods(args.methods)
@@ -55,7 +55,7 @@ def _cmd(args: Any) -> int:
     df = run_quality(data, methods, args.seeds, args.preset, args.out, progress=not args.quiet)
     print(f"{len(df)} rows in {args.out}/results.csv ({time.perf_counter() - t0:.0f} s this run)")
     if (df["status"] == "ok").any():
-        print(summary(df).to_string(index=False))
+        print(summary_markdown(summary(df)))
     for _, r in df[df["status"] != "ok"].iterrows():
         print(f"{r['method']} {r['params']}: {r['status']}: {r['reason']}")
     return 0

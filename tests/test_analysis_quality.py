@@ -53,6 +53,9 @@ def test_smoke_end_to_end_schema_resume_and_unsupported(tmp_path: Path) -> None:
     assert main(argv) == 0
     df3 = pd.read_csv(out / "results.csv")
     assert len(df3) == 15 and df3["case_id"].is_unique and (df3["seed"] == 2).sum() == 5
+    summ = pd.read_csv(out / "summary.csv")
+    assert list(summ["method"]) == ["dense", "linrec", "mean_pool", "pop"]
+    assert (summ["seeds"] == 3).all() and summ.loc[summ["method"] == "dense", "d_ndcg"].item() == 0
 
 
 def test_svd_exact_below_full_rank_is_an_unsupported_row(tmp_path: Path) -> None:
