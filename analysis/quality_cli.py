@@ -56,6 +56,6 @@ def _cmd(args: Any) -> int:
     print(f"{len(df)} rows in {args.out}/results.csv ({time.perf_counter() - t0:.0f} s this run)")
     if (df["status"] == "ok").any():
         print(summary_markdown(summary(df)))
-    for _, r in df[df["status"] != "ok"].iterrows():
+    for _, r in df[df["status"] != "ok"].drop_duplicates(["method", "params"]).iterrows():
         print(f"{r['method']} {r['params']}: {r['status']}: {r['reason']}")
     return 0
