@@ -52,8 +52,13 @@ class SASRecConfig:
 
 
 class Block(nn.Module):
-    def __init__(self, dim: int, dropout: float) -> None:
+    """Pre-LN block. ``attn``: None = torch SDPA with attention dropout (the original core);
+    otherwise a module ``attn(q, k, v, key_mask=..., causal=True)`` on [B, 1, L, d] (e.g.
+    ``attention_impls.AttentionLayer``), used without attention dropout (analysis/quality.py)."""
+
+    def __init__(self, dim: int, dropout: float, attn: nn.Module | None = None) -> None:
         super().__init__()
+        self.attn = attn
         self.ln1 = nn.LayerNorm(dim)
         self.w_q = nn.Linear(dim, dim, bias=False)
         self.w_k = nn.Linear(dim, dim, bias=False)
@@ -66,23 +71,32 @@ class Block(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.p = dropout
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
         h = self.ln1(x)
         q, k, v = (w(h).unsqueeze(1) for w in (self.w_q, self.w_k, self.w_v))  # [B,1,L,d]
-        a = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=self.p if self.training else 0.0
-        )
+        if self.attn is not None:
+            a = self.attn(q, k, v, key_mask=real, causal=True)
+        else:
+            a = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, dropout_p=self.p if self.training else 0.0
+            )
         x = x + self.drop(self.w_o(a.squeeze(1)))
         return x + self.drop(self.ffn(self.ln2(x)))
 
 
 class SASRec(nn.Module):
-    def __init__(self, n_items: int, cfg: SASRecConfig) -> None:
+    def __init__(
+        self, n_items: int, cfg: SASRecConfig, make_attn: Callable[[], nn.Module] | None = None
+    ) -> None:
+        """``make_attn``: builds each block's attention core (None = SDPA, see ``Block``)."""
         super().__init__()
         self.cfg = cfg
         self.item = nn.Embedding(n_items + 1, cfg.dim, padding_idx=0)
         self.pos = nn.Embedding(cfg.max_len, cfg.dim)
-        self.blocks = nn.ModuleList(Block(cfg.dim, cfg.dropout) for _ in range(cfg.blocks))
+        self.blocks = nn.ModuleList(
+            Block(cfg.dim, cfg.dropout, None if make_attn is None else make_attn())
+            for _ in range(cfg.blocks)
+        )
         self.ln = nn.LayerNorm(cfg.dim)
         self.drop = nn.Dropout(cfg.dropout)
         nn.init.normal_(self.item.weight, std=cfg.dim**-0.5)
@@ -100,7 +114,7 @@ class SASRec(nn.Module):
         eye = torch.eye(length, dtype=torch.bool, device=seq.device)
         mask = (causal[None] & real[:, None, :]) | eye[None]  # padded queries see themselves only
         for blk in self.blocks:
-            x = blk(x, mask[:, None])
+            x = blk(x, mask[:, None], real)
         return self.ln(x)
 
     def item_table(self) -> torch.Tensor:
@@ -164,11 +178,13 @@ def train_sasrec(
     cfg: SASRecConfig = SASRecConfig(),
     progress: bool = True,
     on_epoch: Callable[[int, SASRec, float], None] | None = None,
+    make_attn: Callable[[], nn.Module] | None = None,
 ) -> tuple[SASRec, list[float]]:
-    """Train on next-item prediction; returns the model (eval mode) and the mean loss per epoch."""
+    """Train on next-item prediction; returns the model (eval mode) and the mean loss per epoch.
+    ``make_attn``: the attention core of each block (see ``SASRec``)."""
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    model = SASRec(n_items, cfg)
+    model = SASRec(n_items, cfg, make_attn)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.98))
     usable = [s for s in sequences if len(s) >= 2]
     if not usable:

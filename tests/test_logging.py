@@ -15,6 +15,7 @@ CLI_MODULES = {
     "bench/cli.py", "bench/__main__.py", "bench/kernel_check.py", "bench/estimate.py",
     "bench/probe_overhead.py", "bench/probe_performer.py", "bench/solvers.py",  # probe scripts
     "analysis/cli.py", "analysis/__main__.py", "analysis/cluster.py", "analysis/scale_bench.py",
+    "analysis/quality_cli.py",
     "analysis/synthlog.py", "reports/cli.py", "reports/__main__.py",
     "attention_impls/kernels/aot.py",
 }

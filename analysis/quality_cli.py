@@ -1,0 +1,61 @@
+"""``python -m analysis quality``: the end-task quality table (see analysis/quality.py)."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+from bench.validate import positive_int
+
+DEFAULT_METHODS = "dense,linrec,performer,mean_pool,pop"
+
+
+def _seeds(value: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in value.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seeds: {value!r} is not a comma list of ints") from None
+    if not seeds or any(s < 0 for s in seeds):
+        raise argparse.ArgumentTypeError(f"--seeds: {value!r} needs non-negative ints")
+    return seeds
+
+
+def add_quality_parser(sub: Any) -> None:
+    from .quality import PRESETS
+
+    p = sub.add_parser("quality", help="train SASRec with each attention method as its core; "
+                       "HR@10 / NDCG@10 per method x seed (resumable table)")
+    p.add_argument("--task", choices=["seqrec"], default="seqrec",
+                   help="seqrec: causal self-attention, next item (the only task built so far)")
+    p.add_argument("--data", default=None,
+                   help="file or folder of a log, or packaged:NAME (default packaged:ml-100k)")
+    p.add_argument("--methods", default=DEFAULT_METHODS,
+                   help=f"comma list, params as method:key=value (default {DEFAULT_METHODS})")
+    p.add_argument("--seeds", type=_seeds, default=[0, 1, 2], help="comma list (default 0,1,2)")
+    p.add_argument("--preset", choices=sorted(PRESETS), default="cpu", help="budget (default cpu)")
+    p.add_argument("--out", required=True, help="output folder (rows.jsonl, results.csv)")
+    p.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads (default 1)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd)
+
+
+def _cmd(args: Any) -> int:
+    import torch
+
+    from .loaders import load
+    from .packaged import resolve
+    from .quality import parse_methods, run_quality, summary, summary_markdown
+
+    torch.set_num_threads(args.threads)
+    methods = parse_methods(args.methods)
+    path, fmt, name = resolve(args.data)
+    data = load(path, fmt, False, name, None, None, None, None)
+    t0 = time.perf_counter()
+    df = run_quality(data, methods, args.seeds, args.preset, args.out, progress=not args.quiet)
+    print(f"{len(df)} rows in {args.out}/results.csv ({time.perf_counter() - t0:.0f} s this run)")
+    if (df["status"] == "ok").any():
+        print(summary_markdown(summary(df)))
+    for _, r in df[df["status"] != "ok"].drop_duplicates(["method", "params"]).iterrows():
+        print(f"{r['method']} {r['params']}: {r['status']}: {r['reason']}")
+    return 0
