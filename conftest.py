@@ -25,17 +25,30 @@ if not torch.cuda.is_available():
 # tested in subprocesses (tests/test_bench_malloc.py).
 os.environ.setdefault("BENCH_MALLOC_TUNE", "0")
 
-_TIMING_FLAGS = ("benchmark_only", "benchmark_enable", "benchmark_json", "benchmark_autosave",
-                 "benchmark_save", "benchmark_compare", "benchmark_histogram")
+_TIMING_FLAGS = (
+    "benchmark_only",
+    "benchmark_enable",
+    "benchmark_json",
+    "benchmark_autosave",
+    "benchmark_save",
+    "benchmark_compare",
+    "benchmark_histogram",
+)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--preset", action="store", default="smoke",
-                     help="bench preset whose grid tests/test_benchmarks.py runs (smoke, quick, paper, full)")
+    parser.addoption(
+        "--preset",
+        action="store",
+        default="smoke",
+        help="bench preset whose grid tests/test_benchmarks.py runs (smoke, quick, paper, full)",
+    )
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     opts = config.option
-    if hasattr(opts, "benchmark_disable") and not any(getattr(opts, f, None) for f in _TIMING_FLAGS):
+    if hasattr(opts, "benchmark_disable") and not any(
+        getattr(opts, f, None) for f in _TIMING_FLAGS
+    ):
         opts.benchmark_disable = True

@@ -92,14 +92,22 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
         default=["ppmi", "random"],
         help="embedding routes: ppmi sasrec random (space- or comma-separated)",
     )
-    p.add_argument("--dim", type=positive_int, default=64, help="embedding dimension d (default 64)")
-    p.add_argument("--seed", type=nonneg_int, default=0, help="seed of embeddings and user sampling")
+    p.add_argument(
+        "--dim", type=positive_int, default=64, help="embedding dimension d (default 64)"
+    )
+    p.add_argument(
+        "--seed", type=nonneg_int, default=0, help="seed of embeddings and user sampling"
+    )
     p.add_argument("--window", type=positive_int, default=5, help="PPMI co-occurrence window")
     p.add_argument(
         "--cache", default=str(E.DEFAULT_CACHE), help="embedding cache folder ('none' disables)"
     )
-    p.add_argument("--sasrec-epochs", type=positive_int, default=None, help="SASRec training epochs bound")
-    p.add_argument("--sasrec-seconds", type=positive_float, default=None, help="training time bound")
+    p.add_argument(
+        "--sasrec-epochs", type=positive_int, default=None, help="SASRec training epochs bound"
+    )
+    p.add_argument(
+        "--sasrec-seconds", type=positive_float, default=None, help="training time bound"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument(
         "--threads",
@@ -299,8 +307,14 @@ def _run_kl(
     t0 = time.perf_counter()
     for emb in embs.values():
         frames.append(
-            kl_by_rank(data, emb, max_users=args.kl_users, seed=args.seed, progress=not args.quiet,
-                       methods=tuple(split_list(getattr(args, "kl_methods", None) or "svd_exact")))
+            kl_by_rank(
+                data,
+                emb,
+                max_users=args.kl_users,
+                seed=args.seed,
+                progress=not args.quiet,
+                methods=tuple(split_list(getattr(args, "kl_methods", None) or "svd_exact")),
+            )
         )
     kl = pd.concat(frames, ignore_index=True)
     kl.to_csv(out / "kl_by_rank.csv", index=False, float_format="%.6g")
@@ -394,9 +408,11 @@ def cmd_decide(args: argparse.Namespace) -> int:
     if bench is None:
         print("note: no --bench table given, so no method is timed")
     if missing:
-        print(f"\n{len(missing)} case(s) not benched; measure them with: "
-              f"python -m bench run --config {opts.missing_toml} --out {bench_out} --no-cascade "
-              f"(resumable), then run decide again with --bench {' '.join(benches)} {bench_out}")
+        print(
+            f"\n{len(missing)} case(s) not benched; measure them with: "
+            f"python -m bench run --config {opts.missing_toml} --out {bench_out} --no-cascade "
+            f"(resumable), then run decide again with --bench {' '.join(benches)} {bench_out}"
+        )
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0
 
@@ -410,17 +426,28 @@ def cmd_kv(args: argparse.Namespace) -> int:
 
     out = writable_dir(args.out)
     name = args.name or Path(args.kv).stem
-    kl, note = kl_from_kv(args.kv, name, RANKS, tuple(split_list(args.kl_methods)), args.queries, args.seed,
-                          args.kl_users)
+    kl, note = kl_from_kv(
+        args.kv,
+        name,
+        RANKS,
+        tuple(split_list(args.kl_methods)),
+        args.queries,
+        args.seed,
+        args.kl_users,
+    )
     print(f"{args.kv}: {kl['user'].nunique()} users (x heads); {note}")
     kl.to_csv(out / "kl_by_rank.csv", index=False, float_format="%.6g")
     need = rank_needed(kl)
     need.to_csv(out / "rank_needed.csv", index=False)
     summ = rank_needed_summary(need)
     summ.to_csv(out / "rank_needed_summary.csv", index=False)
-    (out / "kv_source.json").write_text(json.dumps({"kv": str(args.kv), "queries": note}, indent=2) + "\n")
+    (out / "kv_source.json").write_text(
+        json.dumps({"kv": str(args.kv), "queries": note}, indent=2) + "\n"
+    )
     print(summ.to_string(index=False))
-    print(f"wrote {out}/kl_by_rank.csv; next: python -m analysis decide --spectra {out} --bench BENCH --out {out}")
+    print(
+        f"wrote {out}/kl_by_rank.csv; next: python -m analysis decide --spectra {out} --bench BENCH --out {out}"
+    )
     return 0
 
 
@@ -514,7 +541,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--kl", action="store_true", help="also measure KL of svd_exact by rank (closing the loop)"
     )
-    sp.add_argument("--kl-users", type=positive_int, default=300, help="users sampled for the KL step")
+    sp.add_argument(
+        "--kl-users", type=positive_int, default=300, help="users sampled for the KL step"
+    )
     add_spectrum_args(sp)
     sp.set_defaults(func=cmd_spectrum)
     add_synthlog_parser(sub)
@@ -522,70 +551,155 @@ def build_parser() -> argparse.ArgumentParser:
     kp = sub.add_parser("kl", help="closing the loop only: kl_by_rank.csv")
     _add_data_args(kp)
     kp.add_argument("--out", required=True, help="output folder (kl_by_rank.csv, rank_needed*.csv)")
-    kp.add_argument("--kl-users", type=positive_int, default=300, help="users sampled for the KL step")
-    kp.add_argument("--kl-methods", default="svd_exact",
-                    help="methods whose KL by rank is measured: svd_exact (default), svd_tokens (comma list)")
+    kp.add_argument(
+        "--kl-users", type=positive_int, default=300, help="users sampled for the KL step"
+    )
+    kp.add_argument(
+        "--kl-methods",
+        default="svd_exact",
+        help="methods whose KL by rank is measured: svd_exact (default), svd_tokens (comma list)",
+    )
     kp.set_defaults(func=cmd_kl)
-    kv = sub.add_parser("kv", help="KL by rank on your own per-user K/V (.npz / .safetensors): input for decide")
-    kv.add_argument("--kv", required=True, help="arrays k, v [users, (heads,) N, d], optional q, mask or lengths")
+    kv = sub.add_parser(
+        "kv", help="KL by rank on your own per-user K/V (.npz / .safetensors): input for decide"
+    )
+    kv.add_argument(
+        "--kv",
+        required=True,
+        help="arrays k, v [users, (heads,) N, d], optional q, mask or lengths",
+    )
     kv.add_argument("--out", required=True, help="output folder (kl_by_rank.csv, rank_needed*.csv)")
-    kv.add_argument("--name", default=None, type=_checked(check_name), help="dataset name (default: file stem)")
-    kv.add_argument("--queries", type=positive_int, default=64, help="queries drawn per user when the file has no q")
-    kv.add_argument("--kl-users", type=positive_int, default=300, help="at most this many users (seeded sample)")
-    kv.add_argument("--kl-methods", default="svd_exact", help="svd_exact (default), svd_tokens (comma list)")
-    kv.add_argument("--seed", type=nonneg_int, default=0, help="seed of the query draw and user sample")
+    kv.add_argument(
+        "--name", default=None, type=_checked(check_name), help="dataset name (default: file stem)"
+    )
+    kv.add_argument(
+        "--queries",
+        type=positive_int,
+        default=64,
+        help="queries drawn per user when the file has no q",
+    )
+    kv.add_argument(
+        "--kl-users", type=positive_int, default=300, help="at most this many users (seeded sample)"
+    )
+    kv.add_argument(
+        "--kl-methods", default="svd_exact", help="svd_exact (default), svd_tokens (comma list)"
+    )
+    kv.add_argument(
+        "--seed", type=nonneg_int, default=0, help="seed of the query draw and user sample"
+    )
     kv.set_defaults(func=cmd_kv)
     dp = sub.add_parser("decide", help="decision table from kl_by_rank.csv (+ a bench table)")
     dp.add_argument(
         "--spectra", required=True, help="folder with kl_by_rank.csv, or the CSV itself"
     )
     dp.add_argument(
-        "--bench", nargs="+", default=None,
-        help="bench results.csv files or folders of them (e.g. results/cpu results/cpu/targeted)"
+        "--bench",
+        nargs="+",
+        default=None,
+        help="bench results.csv files or folders of them (e.g. results/cpu results/cpu/targeted)",
     )
     dp.add_argument("--out", required=True, help="output folder (decisions.csv, decisions.json)")
-    dp.add_argument("--budgets", nargs="+", default=["1e-2", "1e-3"],
-                    help="KL budgets (default 1e-2 1e-3; space- or comma-separated)")
-    dp.add_argument("--quantile", type=arg_type(Rule("float", 0, 1)), default=0.9,
-                    help="share of users whose KL must meet the budget (default 0.9)")
     dp.add_argument(
-        "--m", nargs="+", default=None,
-        help="candidate counts M (default: every M in the bench table; space- or comma-separated)"
+        "--budgets",
+        nargs="+",
+        default=["1e-2", "1e-3"],
+        help="KL budgets (default 1e-2 1e-3; space- or comma-separated)",
     )
-    dp.add_argument("--route", type=_routes, nargs="+", default=None,
-                    help="restrict to these routes (space- or comma-separated)")
-    dp.add_argument("--device", default=None, help="the bench table's device to decide for (needed when it holds several)")
-    dp.add_argument("--requests", type=positive_int, default=100,
-                    help="R: requests served from one pre-stored per-user state (default 100)")
-    dp.add_argument("--cascade", nargs="+", default=None,
-                    help="cascade stage sizes M (default: every benched M, largest first)")
-    dp.add_argument("--quality", default=None,
-                    help="CSV of trained end-task quality loss vs dense (method, rank, delta_ndcg)")
-    dp.add_argument("--quality-budget", type=positive_float, default=0.005,
-                    help="largest acceptable delta_ndcg (default 0.005)")
-    dp.add_argument("--run-sigma", type=arg_type(Rule("float", 0, 1)), default=0.05,
-                    help="log-normal sigma of run-to-run timing drift per bench row (default 0.05; 0 = off)")
+    dp.add_argument(
+        "--quantile",
+        type=arg_type(Rule("float", 0, 1)),
+        default=0.9,
+        help="share of users whose KL must meet the budget (default 0.9)",
+    )
+    dp.add_argument(
+        "--m",
+        nargs="+",
+        default=None,
+        help="candidate counts M (default: every M in the bench table; space- or comma-separated)",
+    )
+    dp.add_argument(
+        "--route",
+        type=_routes,
+        nargs="+",
+        default=None,
+        help="restrict to these routes (space- or comma-separated)",
+    )
+    dp.add_argument(
+        "--device",
+        default=None,
+        help="the bench table's device to decide for (needed when it holds several)",
+    )
+    dp.add_argument(
+        "--requests",
+        type=positive_int,
+        default=100,
+        help="R: requests served from one pre-stored per-user state (default 100)",
+    )
+    dp.add_argument(
+        "--cascade",
+        nargs="+",
+        default=None,
+        help="cascade stage sizes M (default: every benched M, largest first)",
+    )
+    dp.add_argument(
+        "--quality",
+        default=None,
+        help="CSV of trained end-task quality loss vs dense (method, rank, delta_ndcg)",
+    )
+    dp.add_argument(
+        "--quality-budget",
+        type=positive_float,
+        default=0.005,
+        help="largest acceptable delta_ndcg (default 0.005)",
+    )
+    dp.add_argument(
+        "--run-sigma",
+        type=arg_type(Rule("float", 0, 1)),
+        default=0.05,
+        help="log-normal sigma of run-to-run timing drift per bench row (default 0.05; 0 = off)",
+    )
     dp.set_defaults(func=cmd_decide)
     fp = sub.add_parser("findings", help="markdown table of headline numbers over result folders")
     fp.add_argument("--spectra", default="results/spectra", help="folder of dataset result folders")
     fp.set_defaults(func=cmd_findings)
     al = sub.add_parser("all", help="spectrum --kl + decide for every dataset under --data-root")
-    al.add_argument("--data-root", default="../shared/data", help="folder holding the dataset folders")
     al.add_argument(
-        "--datasets", nargs="+", default=None,
-        help="folder names (default: all seven present; space- or comma-separated)"
+        "--data-root", default="../shared/data", help="folder holding the dataset folders"
+    )
+    al.add_argument(
+        "--datasets",
+        nargs="+",
+        default=None,
+        help="folder names (default: all seven present; space- or comma-separated)",
     )
     al.add_argument("--out", default="results/spectra", help="output root (one folder per dataset)")
-    al.add_argument("--embedding", type=_routes, nargs="+", default=["ppmi", "sasrec", "random"],
-                    help="embedding routes (space- or comma-separated)")
-    al.add_argument("--dim", type=positive_int, default=64, help="embedding dimension d (default 64)")
-    al.add_argument("--cache", default=str(E.DEFAULT_CACHE), help="embedding cache folder ('none' disables)")
-    al.add_argument("--kl-users", type=positive_int, default=300, help="users sampled for the KL step")
-    al.add_argument("--sasrec-seconds", type=positive_float, default=None, help="SASRec training time bound")
+    al.add_argument(
+        "--embedding",
+        type=_routes,
+        nargs="+",
+        default=["ppmi", "sasrec", "random"],
+        help="embedding routes (space- or comma-separated)",
+    )
+    al.add_argument(
+        "--dim", type=positive_int, default=64, help="embedding dimension d (default 64)"
+    )
+    al.add_argument(
+        "--cache", default=str(E.DEFAULT_CACHE), help="embedding cache folder ('none' disables)"
+    )
+    al.add_argument(
+        "--kl-users", type=positive_int, default=300, help="users sampled for the KL step"
+    )
+    al.add_argument(
+        "--sasrec-seconds", type=positive_float, default=None, help="SASRec training time bound"
+    )
     al.add_argument("--bench", default=None, help="bench results for the decision tables")
     al.add_argument("--quiet", action="store_true", help="no progress bars")
-    al.add_argument("--threads", type=positive_int, default=None,
-                    help="torch/BLAS CPU threads (default: the idle cores, see bench/threads.py)")
+    al.add_argument(
+        "--threads",
+        type=positive_int,
+        default=None,
+        help="torch/BLAS CPU threads (default: the idle cores, see bench/threads.py)",
+    )
     al.set_defaults(func=cmd_all)
     return ap
 
@@ -595,7 +709,11 @@ def main(argv: list[str] | None = None) -> int:
     setup_cli_logging()
     for name in ("embedding", "route"):  # --x a,b c: each value was validated as a comma list
         if isinstance(getattr(args, name, None), list):
-            setattr(args, name, [r for v in getattr(args, name) for r in (v if isinstance(v, list) else [v])])
+            setattr(
+                args,
+                name,
+                [r for v in getattr(args, name) for r in (v if isinstance(v, list) else [v])],
+            )
     if hasattr(args, "threads"):  # the subcommands that compute (spectrum, kl, all)
         from bench.threads import choose
 

@@ -85,9 +85,16 @@ def truncate_state(state: Any, r: int) -> Any:
     )
 
 
-def user_kl_rows(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ids: dict[str, Any],
-                 ranks: tuple[int, ...], methods: tuple[str, ...], solver: str = "gram",
-                 ops: dict[int, object] | None = None) -> list[dict[str, Any]]:
+def user_kl_rows(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    ids: dict[str, Any],
+    ranks: tuple[int, ...],
+    methods: tuple[str, ...],
+    solver: str = "gram",
+    ops: dict[int, object] | None = None,
+) -> list[dict[str, Any]]:
     """KL(dense || method at rank r) of one user's queries q [M, d] over keys k [N, d] and
     values v [N, dv] (real behaviours only), one row per method x rank."""
     import attention_impls as ai
@@ -112,10 +119,21 @@ def user_kl_rows(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ids: dict[st
             tok = ai.get("svd_tokens", rank=r_used, solver=solver)
             w = signed_to_distribution(tok.implied_weights(tok.prepare(k4, v4), q4)[0, 0])[0]
         kl = _kl_rows(p, w).numpy()
-        rows.append({**ids, "method": meth, "n": int(n), "m": int(q.shape[0]), "d": int(d), "rank": int(r),
-                     "rank_used": int(r_used), "kl_mean": float(kl.mean()),
-                     "kl_p99": float(np.quantile(kl, 0.99)), "kl_max": float(kl.max()),
-                     "q_norm_max": float(q.norm(dim=1).max())})
+        rows.append(
+            {
+                **ids,
+                "method": meth,
+                "n": int(n),
+                "m": int(q.shape[0]),
+                "d": int(d),
+                "rank": int(r),
+                "rank_used": int(r_used),
+                "kl_mean": float(kl.mean()),
+                "kl_p99": float(np.quantile(kl, 0.99)),
+                "kl_max": float(kl.max()),
+                "q_norm_max": float(q.norm(dim=1).max()),
+            }
+        )
     return rows
 
 
@@ -158,7 +176,9 @@ def kl_by_rank(
     return df
 
 
-def rank_needed(kl: pd.DataFrame, budgets: tuple[float, ...] = BUDGETS, method: str = "svd_exact") -> pd.DataFrame:
+def rank_needed(
+    kl: pd.DataFrame, budgets: tuple[float, ...] = BUDGETS, method: str = "svd_exact"
+) -> pd.DataFrame:
     """Per user: the smallest measured r whose mean KL meets each budget (NaN: none up to the
     largest r), for one method's rows (tables without a method column are svd_exact's)."""
     out = []

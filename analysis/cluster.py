@@ -54,8 +54,10 @@ INT_MEASURES = ("r90", "r95", "r99", "rank_cap", "n", "n_distinct")
 FLOAT_MEASURES = ("effective_rank", "stable_rank")
 FLOAT_BINS_PER_UNIT = 1000  # effective/stable rank quantiles to within 1e-3
 BYTES_PER_ROW = 200  # peak task memory per bucket row, rounded up from the scale benchmark
-INSTALL_HINT = ("--cluster ray needs Ray, an optional extra: pip install -e '.[cluster]' "
-                "(or pip install 'ray[default]>=2.9')")
+INSTALL_HINT = (
+    "--cluster ray needs Ray, an optional extra: pip install -e '.[cluster]' "
+    "(or pip install 'ray[default]>=2.9')"
+)
 KEYS = ("centred", "n_bin")
 
 
@@ -71,8 +73,11 @@ def connect(address: str | None = None) -> Any:
     """Connect to ``address`` (else ``RAY_ADDRESS``, else a new local Ray); reuse an open one."""
     ray = import_ray()
     if not ray.is_initialized():
-        ray.init(address=address or os.environ.get("RAY_ADDRESS") or None,
-                 include_dashboard=False, log_to_driver=False)
+        ray.init(
+            address=address or os.environ.get("RAY_ADDRESS") or None,
+            include_dashboard=False,
+            log_to_driver=False,
+        )
     return ray
 
 
@@ -102,13 +107,21 @@ def bucket_of(users: np.ndarray, buckets: int) -> np.ndarray:
 def _check_columns(path: Path, schema: pa.Schema, cols: Iterable[str]) -> None:
     missing = [c for c in cols if c not in schema.names]
     if missing:
-        raise ValueError(f"{path}: no column(s) {missing}; columns: {schema.names} "
-                         "(name them with --user-col/--item-col/--time-col)")
+        raise ValueError(
+            f"{path}: no column(s) {missing}; columns: {schema.names} "
+            "(name them with --user-col/--item-col/--time-col)"
+        )
 
 
-def bucket_file(path: str | Path, index: int, out: str | Path, buckets: int,
-                cols: tuple[str, str, str | None] = ("user", "item", None),
-                batch_rows: int = 1 << 20, buffer_rows: int = 1 << 22) -> int:
+def bucket_file(
+    path: str | Path,
+    index: int,
+    out: str | Path,
+    buckets: int,
+    cols: tuple[str, str, str | None] = ("user", "item", None),
+    batch_rows: int = 1 << 20,
+    buffer_rows: int = 1 << 22,
+) -> int:
     """Stream one source file into ``out/bucket=XXXXX/part-{index}-KKKK.parquet``; returns rows.
     Memory: one record batch plus at most ``buffer_rows`` buffered rows (then all buffers are
     flushed, one file per non-empty bucket)."""
@@ -137,7 +150,8 @@ def bucket_file(path: str | Path, index: int, out: str | Path, buckets: int,
 
     for batch in f.iter_batches(batch_size=batch_rows, columns=want):
         tbl = pa.Table.from_batches([batch]).rename_columns(
-            ["user", "item"] + (["ts"] if tcol else []))
+            ["user", "item"] + (["ts"] if tcol else [])
+        )
         b = bucket_of(tbl.column("user").to_numpy(zero_copy_only=False), buckets)
         order = np.argsort(b, kind="stable")
         bs = b[order]
@@ -154,10 +168,17 @@ def bucket_file(path: str | Path, index: int, out: str | Path, buckets: int,
     return rows
 
 
-def bucket_log(src: str | Path, out: str | Path, buckets: int, *, engine: str = "local",
-               cols: tuple[str, str, str | None] = ("user", "item", None),
-               address: str | None = None, batch_rows: int = 1 << 20,
-               buffer_rows: int = 1 << 22) -> list[Path]:
+def bucket_log(
+    src: str | Path,
+    out: str | Path,
+    buckets: int,
+    *,
+    engine: str = "local",
+    cols: tuple[str, str, str | None] = ("user", "item", None),
+    address: str | None = None,
+    batch_rows: int = 1 << 20,
+    buffer_rows: int = 1 << 22,
+) -> list[Path]:
     """Phase one: every source file bucketed by user (one Ray task per file with engine="ray");
     returns the B bucket folders (empty buckets are skipped)."""
     if buckets < 1:
@@ -260,24 +281,36 @@ def hist_quantile(hist: list[list[int]], q: float) -> float:
     return float(_lerp(vals[k[0]], vals[k[1]], pos - lo))
 
 
-def summary_from_histograms(h: dict[str, Any], dataset: str, route: str, matrix: str,
-                            dim: int) -> pd.DataFrame:
+def summary_from_histograms(
+    h: dict[str, Any], dataset: str, route: str, matrix: str, dim: int
+) -> pd.DataFrame:
     """The columns of :func:`analysis.summaries.summarise`, from merged histograms."""
     rows = []
     order = {b: i for i, b in enumerate(list(N_BIN_LABELS) + ["all"])}
     for key in sorted(h, key=lambda k: (k.split("|")[0] == "True", order.get(k.split("|")[1], 99))):
         centred, nb = key.split("|")
         g = h[key]
-        row: dict[str, Any] = {"dataset": dataset, "route": route, "matrix": matrix,
-                               "centred": centred == "True", "n_bin": nb, "users": g["users"],
-                               "n_median": hist_quantile(g["n"], 0.5), "n_max": g["n_max"],
-                               "n_distinct_median": hist_quantile(g["n_distinct"], 0.5),
-                               "dim": dim}
+        row: dict[str, Any] = {
+            "dataset": dataset,
+            "route": route,
+            "matrix": matrix,
+            "centred": centred == "True",
+            "n_bin": nb,
+            "users": g["users"],
+            "n_median": hist_quantile(g["n"], 0.5),
+            "n_max": g["n_max"],
+            "n_distinct_median": hist_quantile(g["n_distinct"], 0.5),
+            "dim": dim,
+        }
         cap = g["rank_cap"]
         row["frac_rank_capped_by_n"] = float(
-            sum(c for v, c in zip(cap[0], cap[1], strict=True) if v < dim) / g["users"])
+            sum(c for v, c in zip(cap[0], cap[1], strict=True) if v < dim) / g["users"]
+        )
         for m in ("r90", "r95", "r99"):
-            vals, cnts = np.asarray(g[m][0], dtype=np.float64), np.asarray(g[m][1], dtype=np.float64)
+            vals, cnts = (
+                np.asarray(g[m][0], dtype=np.float64),
+                np.asarray(g[m][1], dtype=np.float64),
+            )
             row[f"{m}_median"] = hist_quantile(g[m], 0.5)
             row[f"{m}_mean"] = float((vals * cnts).sum() / cnts.sum())
             row[f"{m}_p10"] = hist_quantile(g[m], 0.1)
@@ -293,12 +326,16 @@ def summary_from_histograms(h: dict[str, Any], dataset: str, route: str, matrix:
     return pd.DataFrame(rows)
 
 
-def read_bucket(path: str | Path, cols: tuple[str, str, str | None] = ("user", "item", None)
-                ) -> pd.DataFrame:
+def read_bucket(
+    path: str | Path, cols: tuple[str, str, str | None] = ("user", "item", None)
+) -> pd.DataFrame:
     """A bucket's rows as (user, item[, ts]), files in name order."""
     p = Path(path)
-    files = [p] if p.is_file() else sorted(
-        f for f in p.rglob("*.parquet") if not f.name.startswith((".", "_")))
+    files = (
+        [p]
+        if p.is_file()
+        else sorted(f for f in p.rglob("*.parquet") if not f.name.startswith((".", "_")))
+    )
     if not files:
         return pd.DataFrame({"user": [], "item": []})
     frames = []
@@ -306,8 +343,9 @@ def read_bucket(path: str | Path, cols: tuple[str, str, str | None] = ("user", "
         t = pq.read_table(f)
         ucol, icol = cols[:2] if cols[0] in t.schema.names else ("user", "item")
         _check_columns(f, t.schema, (ucol, icol))
-        frames.append(pd.DataFrame({"user": t.column(ucol).to_numpy(),
-                                    "item": t.column(icol).to_numpy()}))
+        frames.append(
+            pd.DataFrame({"user": t.column(ucol).to_numpy(), "item": t.column(icol).to_numpy()})
+        )
     return pd.concat(frames, ignore_index=True)
 
 
@@ -317,7 +355,9 @@ def sequences_of(df: pd.DataFrame) -> tuple[np.ndarray, list[np.ndarray], np.nda
     users = df["user"].to_numpy()
     items = df["item"].to_numpy()
     if items.dtype.kind not in "iu":
-        raise ValueError(f"item ids must be integers (rows of the embedding table), got {items.dtype}")
+        raise ValueError(
+            f"item ids must be integers (rows of the embedding table), got {items.dtype}"
+        )
     order = np.argsort(users, kind="stable")
     us, it = users[order], items[order].astype(np.int64)
     if len(us) == 0:
@@ -326,9 +366,15 @@ def sequences_of(df: pd.DataFrame) -> tuple[np.ndarray, list[np.ndarray], np.nda
     return us[np.r_[0, cuts]], np.split(it, cuts), it
 
 
-def spectra_bucket(bucket: str | Path, index: int, table_path: str | Path, out: str | Path,
-                   dataset: str, route: str = "table",
-                   cols: tuple[str, str, str | None] = ("user", "item", None)) -> dict[str, Any]:
+def spectra_bucket(
+    bucket: str | Path,
+    index: int,
+    table_path: str | Path,
+    out: str | Path,
+    dataset: str,
+    route: str = "table",
+    cols: tuple[str, str, str | None] = ("user", "item", None),
+) -> dict[str, Any]:
     """Phase two for one bucket: writes ``out/users/bucket-XXXXX.parquet`` (+ ``out/hist/bucket-XXXXX.json``)
     and returns {"index", "rows", "users", "seconds", "hist"}; reuses finished output."""
     users_dir = Path(out) / "users"
@@ -339,12 +385,16 @@ def spectra_bucket(bucket: str | Path, index: int, table_path: str | Path, out: 
     t0, c0 = time.perf_counter(), time.process_time()
     table = np.load(table_path, mmap_mode="r", allow_pickle=False)
     if table.ndim != 2:
-        raise ValueError(f"{table_path}: expected a 2-D [items, dim] array, got shape {table.shape}")
+        raise ValueError(
+            f"{table_path}: expected a 2-D [items, dim] array, got shape {table.shape}"
+        )
     df = read_bucket(bucket, cols)
     uid, seqs, all_items = sequences_of(df)
     if len(all_items) and (all_items.min() < 0 or all_items.max() >= table.shape[0]):
-        raise ValueError(f"bucket {bucket}: item ids span [{all_items.min()}, {all_items.max()}] "
-                         f"but {table_path} has {table.shape[0]} rows")
+        raise ValueError(
+            f"bucket {bucket}: item ids span [{all_items.min()}, {all_items.max()}] "
+            f"but {table_path} has {table.shape[0]} rows"
+        )
     dim = int(table.shape[1])
     # only this bucket's items leave the (memory-mapped) table: bounded by the bucket
     keep, local = np.unique(all_items, return_inverse=True)
@@ -359,11 +409,16 @@ def spectra_bucket(bucket: str | Path, index: int, table_path: str | Path, out: 
     tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
     users.to_parquet(tmp, index=False)
     os.replace(tmp, final)
-    res = {"index": index, "rows": int(len(df)), "users": int(len(uid)), "dim": dim,
-           "seconds": round(time.perf_counter() - t0, 3),
-           "cpu_seconds": round(time.process_time() - c0, 3),
-           "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-           "hist": histograms(users, dim) if len(users) else {}}
+    res = {
+        "index": index,
+        "rows": int(len(df)),
+        "users": int(len(uid)),
+        "dim": dim,
+        "seconds": round(time.perf_counter() - t0, 3),
+        "cpu_seconds": round(time.process_time() - c0, 3),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "hist": histograms(users, dim) if len(users) else {},
+    }
     side.parent.mkdir(parents=True, exist_ok=True)
     tmp = side.with_name(f".{side.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(res))
@@ -385,12 +440,20 @@ class SpectraRun:
     max_bucket_rows: int
 
 
-def run_spectra(buckets: list[Path], table_path: str | Path, out: str | Path, *,
-                engine: str = "local", dataset: str = "log", route: str = "table",
-                address: str | None = None, cpus_per_task: float = 1.0,
-                memory_per_task_gb: float | None = None,
-                cols: tuple[str, str, str | None] = ("user", "item", None),
-                progress: Any = None) -> SpectraRun:
+def run_spectra(
+    buckets: list[Path],
+    table_path: str | Path,
+    out: str | Path,
+    *,
+    engine: str = "local",
+    dataset: str = "log",
+    route: str = "table",
+    address: str | None = None,
+    cpus_per_task: float = 1.0,
+    memory_per_task_gb: float | None = None,
+    cols: tuple[str, str, str | None] = ("user", "item", None),
+    progress: Any = None,
+) -> SpectraRun:
     """Phase two over every bucket (one Ray task each with engine="ray", else in this
     process); writes ``out/summary.csv`` and ``out/spectra_run.json``."""
     table_path = Path(table_path).resolve()
@@ -399,8 +462,9 @@ def run_spectra(buckets: list[Path], table_path: str | Path, out: str | Path, *,
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    args = [(str(b), i, str(table_path), str(out), dataset, route, cols)
-            for i, b in enumerate(buckets)]
+    args = [
+        (str(b), i, str(table_path), str(out), dataset, route, cols) for i, b in enumerate(buckets)
+    ]
     results: list[dict[str, Any]] = []
     if engine == "ray":
         ray = connect(address)
@@ -430,23 +494,39 @@ def run_spectra(buckets: list[Path], table_path: str | Path, out: str | Path, *,
     hist = merge_histograms([r["hist"] for r in results])
     summary = summary_from_histograms(hist, dataset, route, "x", dim)
     summary.to_csv(out / "summary.csv", index=False)
-    run = SpectraRun(summary, hist, len(buckets), sum(r["users"] for r in results),
-                     sum(r["rows"] for r in results), sum(r["seconds"] for r in results),
-                     sum(r.get("cpu_seconds", 0.0) for r in results), wall,
-                     max(r.get("peak_rss_mb", 0.0) for r in results),
-                     max(r["rows"] for r in results))
-    meta = {"engine": engine, "buckets": run.buckets, "users": run.users, "rows": run.rows,
-            "dim": dim, "table": str(table_path), "phase_two_seconds": round(wall, 3),
-            "task_seconds_sum": round(run.task_seconds, 3),
-            "task_cpu_seconds_sum": round(run.cpu_seconds, 3),
-            "task_peak_rss_mb_max": run.peak_rss_mb, "bucket_rows_max": run.max_bucket_rows,
-            "float_quantile_resolution": 1 / FLOAT_BINS_PER_UNIT}
+    run = SpectraRun(
+        summary,
+        hist,
+        len(buckets),
+        sum(r["users"] for r in results),
+        sum(r["rows"] for r in results),
+        sum(r["seconds"] for r in results),
+        sum(r.get("cpu_seconds", 0.0) for r in results),
+        wall,
+        max(r.get("peak_rss_mb", 0.0) for r in results),
+        max(r["rows"] for r in results),
+    )
+    meta = {
+        "engine": engine,
+        "buckets": run.buckets,
+        "users": run.users,
+        "rows": run.rows,
+        "dim": dim,
+        "table": str(table_path),
+        "phase_two_seconds": round(wall, 3),
+        "task_seconds_sum": round(run.task_seconds, 3),
+        "task_cpu_seconds_sum": round(run.cpu_seconds, 3),
+        "task_peak_rss_mb_max": run.peak_rss_mb,
+        "bucket_rows_max": run.max_bucket_rows,
+        "float_quantile_resolution": 1 / FLOAT_BINS_PER_UNIT,
+    }
     (out / "spectra_run.json").write_text(json.dumps(meta, indent=2) + "\n")
     return run
 
 
-def reference_users(src: str | Path, table_path: str | Path, dataset: str = "log",
-                    route: str = "table") -> pd.DataFrame:
+def reference_users(
+    src: str | Path, table_path: str | Path, dataset: str = "log", route: str = "table"
+) -> pd.DataFrame:
     """The plain route: the whole log in memory, one :func:`user_table` call (tests and small
     logs; what the bucketed run must reproduce)."""
     df = pd.concat([read_bucket(f) for f in source_files(src)], ignore_index=True)
@@ -462,22 +542,45 @@ def reference_users(src: str | Path, table_path: str | Path, dataset: str = "log
 def add_spectrum_args(sp: Any) -> None:
     """Options of ``analysis spectrum`` for bucketed runs (kept here: a small CLI edit)."""
     g = sp.add_argument_group("large logs (bucketed by user; see analysis/cluster.py)")
-    g.add_argument("--cluster", choices=["ray", "local"], default=None,
-                   help="bucket the parquet log by user and run one task per bucket on Ray "
-                        "(or 'local': the same pipeline in this process)")
-    g.add_argument("--buckets", type=int, default=None, metavar="B",
-                   help="phase one writes B bucket folders under OUT/buckets")
-    g.add_argument("--buckets-dir", default=None,
-                   help="use existing buckets (each child file/folder one bucket, e.g. Spark's "
-                        "repartition(B, user) output) instead of --buckets")
-    g.add_argument("--item-table", default=None,
-                   help=".npy [items, dim] embedding table, rows indexed by item id, on storage "
-                        "every node sees (default DATA/item_embeddings.npy)")
+    g.add_argument(
+        "--cluster",
+        choices=["ray", "local"],
+        default=None,
+        help="bucket the parquet log by user and run one task per bucket on Ray "
+        "(or 'local': the same pipeline in this process)",
+    )
+    g.add_argument(
+        "--buckets",
+        type=int,
+        default=None,
+        metavar="B",
+        help="phase one writes B bucket folders under OUT/buckets",
+    )
+    g.add_argument(
+        "--buckets-dir",
+        default=None,
+        help="use existing buckets (each child file/folder one bucket, e.g. Spark's "
+        "repartition(B, user) output) instead of --buckets",
+    )
+    g.add_argument(
+        "--item-table",
+        default=None,
+        help=".npy [items, dim] embedding table, rows indexed by item id, on storage "
+        "every node sees (default DATA/item_embeddings.npy)",
+    )
     g.add_argument("--address", default=None, help="Ray address (default RAY_ADDRESS, else local)")
-    g.add_argument("--cpus-per-task", type=float, default=1.0,
-                   help="CPUs Ray reserves per bucket task (default 1)")
-    g.add_argument("--memory-per-task-gb", type=float, default=None,
-                   help="Ray memory reservation per bucket task (limits concurrency per node)")
+    g.add_argument(
+        "--cpus-per-task",
+        type=float,
+        default=1.0,
+        help="CPUs Ray reserves per bucket task (default 1)",
+    )
+    g.add_argument(
+        "--memory-per-task-gb",
+        type=float,
+        default=None,
+        help="Ray memory reservation per bucket task (limits concurrency per node)",
+    )
 
 
 def cmd_spectrum_cluster(args: Any) -> int:
@@ -490,8 +593,10 @@ def cmd_spectrum_cluster(args: Any) -> int:
     cols = (args.user_col or "user", args.item_col or "item", args.time_col)
     table = Path(args.item_table) if args.item_table else Path(args.data) / "item_embeddings.npy"
     if not table.is_file():
-        raise ValueError(f"embedding table {table} not found: pass --item-table FILE.npy "
-                         "([items, dim] float array, row i = item id i)")
+        raise ValueError(
+            f"embedding table {table} not found: pass --item-table FILE.npy "
+            "([items, dim] float array, row i = item id i)"
+        )
     if args.cluster == "ray":
         t = time.perf_counter()
         connect(args.address)
@@ -507,8 +612,9 @@ def cmd_spectrum_cluster(args: Any) -> int:
             buckets = existing_buckets(bdir)
             print(f"phase one: reusing {len(buckets)} buckets in {bdir}")
         else:
-            buckets = bucket_log(args.data, bdir, args.buckets, engine=args.cluster, cols=cols,
-                                 address=args.address)
+            buckets = bucket_log(
+                args.data, bdir, args.buckets, engine=args.cluster, cols=cols, address=args.address
+            )
             (bdir / "_SUCCESS").touch()
     t1 = time.perf_counter()
     print(f"phase one: {len(buckets)} buckets in {t1 - t0:.1f} s")
@@ -518,14 +624,36 @@ def cmd_spectrum_cluster(args: Any) -> int:
         if not args.quiet and (done == total or done % max(1, total // 10) == 0):
             print(f"  phase two: {done}/{total} buckets, {time.perf_counter() - t1:.1f} s")
 
-    run = run_spectra(buckets, table, out, engine=args.cluster, dataset=name,
-                      address=args.address, cpus_per_task=args.cpus_per_task,
-                      memory_per_task_gb=args.memory_per_task_gb, cols=cols, progress=progress)
+    run = run_spectra(
+        buckets,
+        table,
+        out,
+        engine=args.cluster,
+        dataset=name,
+        address=args.address,
+        cpus_per_task=args.cpus_per_task,
+        memory_per_task_gb=args.memory_per_task_gb,
+        cols=cols,
+        progress=progress,
+    )
     total = time.perf_counter() - t0
-    print(f"phase two: {run.users:,} users, {run.rows:,} rows in {run.seconds:.1f} s "
-          f"({run.users / max(run.seconds, 1e-9):,.0f} users/s; whole run {total:.1f} s)")
+    print(
+        f"phase two: {run.users:,} users, {run.rows:,} rows in {run.seconds:.1f} s "
+        f"({run.users / max(run.seconds, 1e-9):,.0f} users/s; whole run {total:.1f} s)"
+    )
     top = run.summary[run.summary["n_bin"] == "all"]
-    print(top[["centred", "users", "n_median", "r90_median", "r95_median", "r99_median",
-               "effective_rank_median"]].to_string(index=False))
+    print(
+        top[
+            [
+                "centred",
+                "users",
+                "n_median",
+                "r90_median",
+                "r95_median",
+                "r99_median",
+                "effective_rank_median",
+            ]
+        ].to_string(index=False)
+    )
     print(f"wrote {out}/users/*.parquet (per user), {out}/summary.csv, {out}/spectra_run.json")
     return 0

@@ -93,7 +93,9 @@ def read_quality(path: str | Path) -> pd.DataFrame:
     q = pd.read_csv(path)
     missing = set(QUALITY_COLS) - set(q.columns)
     if missing:
-        raise ValueError(f"{path}: quality table lacks columns {sorted(missing)} (needs method, delta_ndcg)")
+        raise ValueError(
+            f"{path}: quality table lacks columns {sorted(missing)} (needs method, delta_ndcg)"
+        )
     return q
 
 
@@ -107,8 +109,11 @@ def _bin_bounds(label: str) -> tuple[float, float]:
 def _fidelity(kl: pd.DataFrame, budgets: tuple[float, ...], quantile: float) -> dict[tuple, dict]:
     """(method, route, n_bin, budget) -> rank needed, share of users meeting it, expected KL."""
     out: dict[tuple, dict] = {}
-    kl = kl.assign(method=kl["method"].fillna("svd_exact")) if "method" in kl.columns else kl.assign(
-        method="svd_exact")
+    kl = (
+        kl.assign(method=kl["method"].fillna("svd_exact"))
+        if "method" in kl.columns
+        else kl.assign(method="svd_exact")
+    )
     for meth, km in kl.groupby("method"):
         need = rank_needed(km, budgets, meth)
         for (route, nb), g in need.groupby(["route", "n_bin"], sort=False):
@@ -119,8 +124,12 @@ def _fidelity(kl: pd.DataFrame, budgets: tuple[float, ...], quantile: float) -> 
                 r = int(q) if math.isfinite(q) else None
                 out[(meth, route, nb, b)] = {
                     "rank": r,
-                    "share": float(np.mean(col <= r)) if r is not None else float(np.mean(np.isfinite(col))),
-                    "kl": float(kg.loc[kg["rank"] == r, "kl_mean"].mean()) if r is not None else None,
+                    "share": float(np.mean(col <= r))
+                    if r is not None
+                    else float(np.mean(np.isfinite(col))),
+                    "kl": float(kg.loc[kg["rank"] == r, "kl_mean"].mean())
+                    if r is not None
+                    else None,
                     "max_rank": int(km["rank"].max()),
                 }
     return out
@@ -136,7 +145,10 @@ def _add(*cs: _Cost | None, scale: tuple[float, ...] | None = None) -> _Cost | N
     if any(c is None for c in cs):
         return None
     s = scale or (1.0,) * len(cs)
-    return _Cost(sum(w * c.point for w, c in zip(s, cs, strict=True)), sum(w * c.draws for w, c in zip(s, cs, strict=True)))
+    return _Cost(
+        sum(w * c.point for w, c in zip(s, cs, strict=True)),
+        sum(w * c.draws for w, c in zip(s, cs, strict=True)),
+    )
 
 
 def _phase(v: BenchView, rows: pd.DataFrame, phase: str) -> _Cost | None:
@@ -151,7 +163,9 @@ class _Timer:
     def __init__(self, v: BenchView, missing: set[tuple]) -> None:
         self.v, self.missing = v, missing
 
-    def sources(self, method: str, n: int, stages: tuple[int, ...], d: int, rank: int | None) -> list[str]:
+    def sources(
+        self, method: str, n: int, stages: tuple[int, ...], d: int, rank: int | None
+    ) -> list[str]:
         """Runs holding every stage of this case, oldest first (the order the tables were given)."""
         common: list[str] | None = None
         for m in stages:
@@ -159,7 +173,9 @@ class _Timer:
             common = got if common is None else [x for x in common if x in got]
         return common or []
 
-    def noise(self, method: str, n: int, stages: tuple[int, ...], d: int, rank: int | None, source: str) -> float:
+    def noise(
+        self, method: str, n: int, stages: tuple[int, ...], d: int, rank: int | None, source: str
+    ) -> float:
         """Median relative IQR of the case's timed phases in one run (to prefer the quietest run)."""
         rel = []
         for m in stages:
@@ -167,11 +183,16 @@ class _Timer:
             for ph in ("forward", "attend", "prepare"):
                 med, iqr = rows.get(f"{ph}_ms_median"), rows.get(f"{ph}_ms_iqr")
                 if med is not None and iqr is not None:
-                    rel += [float(i) / float(x) for x, i in zip(med, iqr, strict=True)
-                            if np.isfinite(x) and np.isfinite(i) and x > 0]
+                    rel += [
+                        float(i) / float(x)
+                        for x, i in zip(med, iqr, strict=True)
+                        if np.isfinite(x) and np.isfinite(i) and x > 0
+                    ]
         return float(np.median(rel)) if rel else math.inf
 
-    def note_missing(self, method: str, n: int, stages: tuple[int, ...], d: int, rank: int | None) -> None:
+    def note_missing(
+        self, method: str, n: int, stages: tuple[int, ...], d: int, rank: int | None
+    ) -> None:
         extra = self.v.default_param("performer", "features") if method == "performer" else rank
         if method != "performer" and rank is not None and rank > n:
             return  # cannot run: the rank exceeds the sequence length
@@ -179,8 +200,16 @@ class _Timer:
             self.missing.add((method, n, m, d, extra))
             self.missing.add(("dense", n, m, d, None))  # re-timed in the same run as the method
 
-    def costs(self, method: str, n: int, stages: tuple[int, ...], d: int, rank: int | None,
-              requests: int, source: str) -> dict[str, _Cost | None]:
+    def costs(
+        self,
+        method: str,
+        n: int,
+        stages: tuple[int, ...],
+        d: int,
+        rank: int | None,
+        requests: int,
+        source: str,
+    ) -> dict[str, _Cost | None]:
         per_m = {m: self.v.select(method, n, m, d, rank, source) for m in stages}
         first = per_m[stages[0]]
         prep = _phase(self.v, first, "prepare")
@@ -191,7 +220,13 @@ class _Timer:
             once = _add(prep, *attends)
         total_attend = _add(*attends)
         stored = _add(total_attend, prep, scale=(1.0, 1.0 / requests)) if prep else None
-        return {"once": once, "prepare": prep, "attend": total_attend, "stored": stored, "source": source}
+        return {
+            "once": once,
+            "prepare": prep,
+            "attend": total_attend,
+            "stored": stored,
+            "source": source,
+        }
 
 
 def _speedup(v: BenchView, dense: _Cost | None, c: _Cost | None) -> tuple[float, float, float]:
@@ -209,33 +244,68 @@ def _crossover(v: BenchView, dense: dict, c: dict) -> tuple[float, float, float]
     def solve(pd_, ad, pm, am):
         gain = ad - am
         with np.errstate(divide="ignore", invalid="ignore"):
-            r = np.where(gain > 0, np.maximum(pm - pd_, 0.0) / np.where(gain > 0, gain, 1.0), np.inf)
+            r = np.where(
+                gain > 0, np.maximum(pm - pd_, 0.0) / np.where(gain > 0, gain, 1.0), np.inf
+            )
         return np.ceil(np.maximum(r, 1.0))
 
-    point = float(solve(np.array(dense["prepare"].point), np.array(dense["attend"].point),
-                        np.array(c["prepare"].point), np.array(c["attend"].point)))
-    draws = solve(dense["prepare"].draws, dense["attend"].draws, c["prepare"].draws, c["attend"].draws)
+    point = float(
+        solve(
+            np.array(dense["prepare"].point),
+            np.array(dense["attend"].point),
+            np.array(c["prepare"].point),
+            np.array(c["attend"].point),
+        )
+    )
+    draws = solve(
+        dense["prepare"].draws, dense["attend"].draws, c["prepare"].draws, c["attend"].draws
+    )
     lo, hi = v.interval(draws)
     return point, lo, hi
 
 
-def _quality(method: str, route: str, nb: str, b: float, rank: int | None, fid: dict,
-             quality: pd.DataFrame | None, opts: DecideOpts) -> dict[str, Any]:
+def _quality(
+    method: str,
+    route: str,
+    nb: str,
+    b: float,
+    rank: int | None,
+    fid: dict,
+    quality: pd.DataFrame | None,
+    opts: DecideOpts,
+) -> dict[str, Any]:
     """How a method stands against the budget: eligible, rank, expected KL / ΔNDCG, words."""
     if method == "dense":
-        return {"eligible": True, "rank": None, "expected_kl": 0.0, "quality": "exact (the reference)"}
+        return {
+            "eligible": True,
+            "rank": None,
+            "expected_kl": 0.0,
+            "quality": "exact (the reference)",
+        }
     if method in FIDELITY_METHODS:
         f = fid.get((method, route, nb, b))
         if f is None:
-            return {"eligible": False, "rank": rank, "expected_kl": None,
-                    "quality": f"KL on these users not measured: run `python -m analysis kl --data DATA "
-                               f"--embedding ROUTES --kl-methods svd_exact,svd_tokens --out {opts.spectra}`"}
+            return {
+                "eligible": False,
+                "rank": rank,
+                "expected_kl": None,
+                "quality": f"KL on these users not measured: run `python -m analysis kl --data DATA "
+                f"--embedding ROUTES --kl-methods svd_exact,svd_tokens --out {opts.spectra}`",
+            }
         if f["rank"] is None:
-            return {"eligible": False, "rank": None, "expected_kl": None,
-                    "quality": f"over the KL budget {b:g} at every measured rank <= {f['max_rank']} "
-                               f"(only {f['share']:.0%} of users meet it at some rank)"}
-        return {"eligible": True, "rank": f["rank"], "expected_kl": f["kl"],
-                "quality": f"KL {f['kl']:.2g} at r = {f['rank']} ({f['share']:.0%} of users <= {b:g})"}
+            return {
+                "eligible": False,
+                "rank": None,
+                "expected_kl": None,
+                "quality": f"over the KL budget {b:g} at every measured rank <= {f['max_rank']} "
+                f"(only {f['share']:.0%} of users meet it at some rank)",
+            }
+        return {
+            "eligible": True,
+            "rank": f["rank"],
+            "expected_kl": f["kl"],
+            "quality": f"KL {f['kl']:.2g} at r = {f['rank']} ({f['share']:.0%} of users <= {b:g})",
+        }
     q = None
     if quality is not None:
         q = quality[quality["method"] == method]
@@ -243,14 +313,23 @@ def _quality(method: str, route: str, nb: str, b: float, rank: int | None, fid: 
             if col in q.columns and val is not None and (q[col] == val).any():
                 q = q[q[col] == val]
     if q is None or q.empty:
-        return {"eligible": False, "rank": rank, "expected_kl": None,
-                "quality": "quality unknown: needs its trained end-task quality (no trainer in this suite "
-                           "yet); give it with `python -m analysis decide ... --quality QUALITY.csv` "
-                           "(columns method, rank, delta_ndcg)"}
+        return {
+            "eligible": False,
+            "rank": rank,
+            "expected_kl": None,
+            "quality": "quality unknown: needs its trained end-task quality (no trainer in this suite "
+            "yet); give it with `python -m analysis decide ... --quality QUALITY.csv` "
+            "(columns method, rank, delta_ndcg)",
+        }
     dq = float(q["delta_ndcg"].median())
     ok = dq <= opts.quality_budget
-    return {"eligible": ok, "rank": rank, "expected_kl": None, "expected_dndcg": dq,
-            "quality": f"ΔNDCG {dq:+.3g} {'<=' if ok else '>'} budget {opts.quality_budget:g}"}
+    return {
+        "eligible": ok,
+        "rank": rank,
+        "expected_kl": None,
+        "expected_dndcg": dq,
+        "quality": f"ΔNDCG {dq:+.3g} {'<=' if ok else '>'} budget {opts.quality_budget:g}",
+    }
 
 
 def _bench_n(v: BenchView, stages: tuple[int, ...], d: int, nb: str, n_med: float) -> int | None:
@@ -264,8 +343,12 @@ def _bench_n(v: BenchView, stages: tuple[int, ...], d: int, nb: str, n_med: floa
     return min(common, key=lambda n: (abs(math.log(n) - math.log(max(n_med, 1.0))), n))
 
 
-def decide(kl: pd.DataFrame, bench: pd.DataFrame | None = None, opts: DecideOpts = DecideOpts(),
-           quality: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame, list[tuple]]:
+def decide(
+    kl: pd.DataFrame,
+    bench: pd.DataFrame | None = None,
+    opts: DecideOpts = DecideOpts(),
+    quality: pd.DataFrame | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame, list[tuple]]:
     """(decisions: one row per regime x scenario, candidates: one row per regime x scenario x
     method, missing bench cases)."""
     fid = _fidelity(kl, opts.budgets, opts.quantile)
@@ -293,12 +376,18 @@ def decide(kl: pd.DataFrame, bench: pd.DataFrame | None = None, opts: DecideOpts
         users = int(g["user"].nunique())
         for b in opts.budgets:
             for st, scen in regimes:
-                base = {"route": route, "baseline_route": route in NULL_ROUTES, "n_bin": nb,
-                        "n_median": n_med, "users": users,
-                        "m": ("/".join(map(str, st)) if len(st) > 1 else (st[0] if st else None)),
-                        "kl_budget": b, "scenario": scen if scen != "pre-stored" else f"pre-stored (R={opts.requests})",
-                        "device": v.device_label if v else "none (no bench table)",
-                        "dtype": v.fixed.get("dtype") if v else None}
+                base = {
+                    "route": route,
+                    "baseline_route": route in NULL_ROUTES,
+                    "n_bin": nb,
+                    "n_median": n_med,
+                    "users": users,
+                    "m": ("/".join(map(str, st)) if len(st) > 1 else (st[0] if st else None)),
+                    "kl_budget": b,
+                    "scenario": scen if scen != "pre-stored" else f"pre-stored (R={opts.requests})",
+                    "device": v.device_label if v else "none (no bench table)",
+                    "dtype": v.fixed.get("dtype") if v else None,
+                }
                 n = _bench_n(v, st, d, nb, n_med) if v is not None and st else None
                 if v is not None and st and n is None:
                     n_t = max(int(round(n_med)), 2)
@@ -309,36 +398,65 @@ def decide(kl: pd.DataFrame, bench: pd.DataFrame | None = None, opts: DecideOpts
                         if f and f["rank"] is not None:
                             for m in st:
                                 missing.add((meth, n_t, m, d, min(f["rank"], n_t, 2 * d)))
-                    for meth in QUALITY_METHODS:  # timed too, so the rows can say what they would buy
-                        rk = (v.default_param(meth, "rank") if meth in RANKED
-                              else v.default_param(meth, "features") if meth == "performer" else None)
+                    for (
+                        meth
+                    ) in QUALITY_METHODS:  # timed too, so the rows can say what they would buy
+                        rk = (
+                            v.default_param(meth, "rank")
+                            if meth in RANKED
+                            else v.default_param(meth, "features")
+                            if meth == "performer"
+                            else None
+                        )
                         if rk is None or meth == "performer" or rk <= n_t:
                             for m in st:
                                 missing.add((meth, n_t, m, d, rk))
                 base["bench_n"] = n
                 cands = []
-                dense_src = timer.sources("dense", n, st, d, None) if timer is not None and n is not None else []
+                dense_src = (
+                    timer.sources("dense", n, st, d, None)
+                    if timer is not None and n is not None
+                    else []
+                )
                 dense_by_src: dict[str, dict] = {}
                 for meth in METHODS:
                     qual = _quality(meth, route, nb, b, None, fid, quality, opts)
                     rank = qual["rank"]
-                    if meth in RANKED and rank is None and meth not in FIDELITY_METHODS and v is not None:
+                    if (
+                        meth in RANKED
+                        and rank is None
+                        and meth not in FIDELITY_METHODS
+                        and v is not None
+                    ):
                         rank = v.default_param(meth, "rank")
                         qual["rank"] = rank
                     if meth in FIDELITY_METHODS and rank is not None and n is not None:
                         rank = min(rank, n, 2 * d)
-                    c = {**base, "method": meth, "rank": rank, "eligible": qual["eligible"],
-                         "expected_kl": qual.get("expected_kl"), "expected_dndcg": qual.get("expected_dndcg"),
-                         "quality": qual["quality"]}
+                    c = {
+                        **base,
+                        "method": meth,
+                        "rank": rank,
+                        "eligible": qual["eligible"],
+                        "expected_kl": qual.get("expected_kl"),
+                        "expected_dndcg": qual.get("expected_dndcg"),
+                        "quality": qual["quality"],
+                    }
                     costs = dense = None
                     if dense_src and (meth not in FIDELITY_METHODS or rank is not None):
                         r_ = rank if meth in RANKED else None
                         both = [x for x in timer.sources(meth, n, st, d, r_) if x in dense_src]
                         if both:  # the run that measured this pair most precisely
-                            src = min(both, key=lambda x: timer.noise("dense", n, st, d, None, x)
-                                      + timer.noise(meth, n, st, d, r_, x))
+                            src = min(
+                                both,
+                                key=lambda x: (
+                                    timer.noise("dense", n, st, d, None, x)
+                                    + timer.noise(meth, n, st, d, r_, x)
+                                ),
+                            )
                             if src not in dense_by_src:
-                                dense_by_src[src] = timer.costs("dense", n, st, d, None, opts.requests, src)
+                                dense_by_src[src] = timer.costs(
+                                    "dense", n, st, d, None, opts.requests, src
+                                )
                             dense = dense_by_src[src]
                             costs = timer.costs(meth, n, st, d, r_, opts.requests, src)
                         else:
@@ -354,31 +472,54 @@ def decide(kl: pd.DataFrame, bench: pd.DataFrame | None = None, opts: DecideOpts
     for t in (dec, cand):
         for col in ("rank", "bench_n", "crossover_r"):
             if col in t.columns:
-                t[col] = pd.to_numeric(t[col], errors="coerce").replace([np.inf], np.nan).astype("Int64")
+                t[col] = (
+                    pd.to_numeric(t[col], errors="coerce").replace([np.inf], np.nan).astype("Int64")
+                )
     dec = _sort(dec)
     return dec, _sort(cand), sorted(missing, key=lambda x: (x[0], x[1], x[2], x[4] or 0))
 
 
-def _time_columns(v: BenchView | None, c: dict, dense_c: dict | None, scen: str, n: int | None,
-                  sb_cache: dict, d: int, opts: DecideOpts) -> None:
+def _time_columns(
+    v: BenchView | None,
+    c: dict,
+    dense_c: dict | None,
+    scen: str,
+    n: int | None,
+    sb_cache: dict,
+    d: int,
+    opts: DecideOpts,
+) -> None:
     costs = c["_costs"]
     key = "stored" if scen == "pre-stored" else "once"
     c["expected_ms"] = costs[key].point if costs and costs.get(key) else None
     c["bench_source"] = costs["source"] if costs else None
-    sp, lo, hi = _speedup(v, dense_c.get(key) if dense_c else None, costs.get(key) if costs else None) \
-        if v is not None else (math.nan,) * 3
+    sp, lo, hi = (
+        _speedup(v, dense_c.get(key) if dense_c else None, costs.get(key) if costs else None)
+        if v is not None
+        else (math.nan,) * 3
+    )
     c.update({"speedup": sp, "speedup_lo": lo, "speedup_hi": hi})
-    c["time"] = ("measured" if costs and costs.get(key)
-                 else "no bench table" if v is None
-                 else f"not benched at N in {c['n_bin']}" if n is None
-                 else f"not benched with dense in one run at N = {n}"
-                 + (f", rank {c['rank']}" if c["rank"] is not None else "")
-                 if costs is None else "phase not timed")
+    c["time"] = (
+        "measured"
+        if costs and costs.get(key)
+        else "no bench table"
+        if v is None
+        else f"not benched at N in {c['n_bin']}"
+        if n is None
+        else f"not benched with dense in one run at N = {n}"
+        + (f", rank {c['rank']}" if c["rank"] is not None else "")
+        if costs is None
+        else "phase not timed"
+    )
     if scen == "pre-stored" and costs and dense_c:
         xr, xlo, xhi = _crossover(v, dense_c, costs)
         c.update({"crossover_r": xr, "crossover_r_lo": xlo, "crossover_r_hi": xhi})
         params = {"rank": c["rank"]} if c["method"] in RANKED and c["rank"] else {}
-        if c["method"] == "performer" and v is not None and v.default_param("performer", "features"):
+        if (
+            c["method"] == "performer"
+            and v is not None
+            and v.default_param("performer", "features")
+        ):
             params["features"] = v.default_param("performer", "features")
         k = (c["method"], n, d, tuple(sorted(params.items())), c["dtype"])
         if k not in sb_cache:
@@ -399,37 +540,78 @@ def _verdict(c: dict) -> str:
 
 
 def _run_cmd(opts: DecideOpts) -> str:
-    return (f"python -m bench run --config {opts.missing_toml} --out {opts.bench_out} --no-cascade, "
-            f"then decide again with --bench including {opts.bench_out}")
+    return (
+        f"python -m bench run --config {opts.missing_toml} --out {opts.bench_out} --no-cascade, "
+        f"then decide again with --bench including {opts.bench_out}"
+    )
 
 
-def _choose(base: dict, cands: list[dict], scen: str, n: int | None, nb: str, n_med: float,
-            opts: DecideOpts) -> dict[str, Any]:
+def _choose(
+    base: dict, cands: list[dict], scen: str, n: int | None, nb: str, n_med: float, opts: DecideOpts
+) -> dict[str, Any]:
     for c in cands:
         c["verdict"] = _verdict(c)
     dense = cands[0]
-    row = {**base, "method": None, "rank": None, "expected_kl": None, "expected_ms": None,
-           "speedup": math.nan, "speedup_lo": math.nan, "speedup_hi": math.nan}
+    row = {
+        **base,
+        "method": None,
+        "rank": None,
+        "expected_kl": None,
+        "expected_ms": None,
+        "speedup": math.nan,
+        "speedup_lo": math.nan,
+        "speedup_hi": math.nan,
+    }
     others = []
     for c in cands[1:]:
-        who = c["method"] + (f" r={c['rank']}" if c["rank"] is not None and c["method"] in RANKED else "")
+        who = c["method"] + (
+            f" r={c['rank']}" if c["rank"] is not None and c["method"] in RANKED else ""
+        )
         if not c["eligible"]:
-            tail = (f"; {fmt_ci(c['speedup'], c['speedup_lo'], c['speedup_hi'])} if it were acceptable"
-                    if math.isfinite(c.get("speedup", math.nan)) else "")
+            tail = (
+                f"; {fmt_ci(c['speedup'], c['speedup_lo'], c['speedup_hi'])} if it were acceptable"
+                if math.isfinite(c.get("speedup", math.nan))
+                else ""
+            )
             others.append(f"{who}: {c['quality'].split(':')[0]}{tail}")
         elif c["time"] != "measured":
             others.append(f"{who}: {c['time']}")
         else:
-            others.append(f"{who}: {fmt_ci(c['speedup'], c['speedup_lo'], c['speedup_hi'])} {c['verdict']}")
+            others.append(
+                f"{who}: {fmt_ci(c['speedup'], c['speedup_lo'], c['speedup_hi'])} {c['verdict']}"
+            )
     if dense["time"] != "measured":
-        why = (f"dense not benched in {nb} (median N {n_med:g}): run {_run_cmd(opts)}"
-               if base["device"] != "none (no bench table)" else "no bench table: give --bench")
-        row.update({"method": "undecided", "verdict": "not benched", "why": why, "others": "; ".join(others)})
+        why = (
+            f"dense not benched in {nb} (median N {n_med:g}): run {_run_cmd(opts)}"
+            if base["device"] != "none (no bench table)"
+            else "no bench table: give --bench"
+        )
+        row.update(
+            {
+                "method": "undecided",
+                "verdict": "not benched",
+                "why": why,
+                "others": "; ".join(others),
+            }
+        )
         return row
     winners = [c for c in cands[1:] if c["eligible"] and c["verdict"] == "faster"]
     best = max(winners, key=lambda c: c["speedup"]) if winners else dense
-    row.update({k: best.get(k) for k in ("method", "rank", "expected_kl", "expected_dndcg", "expected_ms",
-                                         "speedup", "speedup_lo", "speedup_hi")})
+    row.update(
+        {
+            k: best.get(k)
+            for k in (
+                "method",
+                "rank",
+                "expected_kl",
+                "expected_dndcg",
+                "expected_ms",
+                "speedup",
+                "speedup_lo",
+                "speedup_hi",
+            )
+        }
+    )
     if best is dense:
         row.update({"speedup": 1.0, "speedup_lo": 1.0, "speedup_hi": 1.0})
     row["verdict"] = "faster than dense" if winners else "dense (no acceptable method is faster)"
@@ -437,7 +619,11 @@ def _choose(base: dict, cands: list[dict], scen: str, n: int | None, nb: str, n_
         row["crossover_r"] = best.get("crossover_r")
         row["state_bytes_per_user_head"] = best.get("state_bytes_per_user_head")
     elif scen == "pre-stored":
-        xs = [c for c in cands[1:] if c["eligible"] and math.isfinite(c.get("crossover_r", math.nan) or math.nan)]
+        xs = [
+            c
+            for c in cands[1:]
+            if c["eligible"] and math.isfinite(c.get("crossover_r", math.nan) or math.nan)
+        ]
         if xs:
             x = min(xs, key=lambda c: c["crossover_r"])
             row["crossover_r"] = x["crossover_r"]
@@ -454,38 +640,66 @@ def _sort(t: pd.DataFrame) -> pd.DataFrame:
         return t
     order = {b: i for i, b in enumerate(N_BIN_LABELS)}
     t = t.assign(_bin=t["n_bin"].map(order).fillna(99), _m=t["m"].astype(str).str.len())
-    t = t.sort_values(["baseline_route", "route", "kl_budget", "_bin", "scenario", "_m", "m"],
-                      ascending=[True, True, False, True, True, True, True], key=None, kind="stable")
+    t = t.sort_values(
+        ["baseline_route", "route", "kl_budget", "_bin", "scenario", "_m", "m"],
+        ascending=[True, True, False, True, True, True, True],
+        key=None,
+        kind="stable",
+    )
     return t.drop(columns=["_bin", "_m"]).reset_index(drop=True)
 
 
 def missing_toml(missing: list[tuple], v_fixed: dict[str, Any], device: str) -> str:
     """A sweep of the cases the decision table needed and the bench table lacks."""
-    lines = ["# Cases the decision table needed and the bench table lacks (written by",
-             "# `python -m analysis decide`). Only times are used (fidelity comes from the real users' KL),",
-             "# so memory and fidelity are off; inputs are synthetic power-law keys.",
-             'name = "decide_missing"', f'device = "{device}"',
-             "methods = [" + ", ".join(f'"{m}"' for m in sorted({x[0] for x in missing})) + "]",
-             "[memory]", "enabled = false", "[fidelity]", "enabled = false",
-             "[method_params.svd_exact]", 'solver = ["gram"]']
+    lines = [
+        "# Cases the decision table needed and the bench table lacks (written by",
+        "# `python -m analysis decide`). Only times are used (fidelity comes from the real users' KL),",
+        "# so memory and fidelity are off; inputs are synthetic power-law keys.",
+        'name = "decide_missing"',
+        f'device = "{device}"',
+        "methods = [" + ", ".join(f'"{m}"' for m in sorted({x[0] for x in missing})) + "]",
+        "[memory]",
+        "enabled = false",
+        "[fidelity]",
+        "enabled = false",
+        "[method_params.svd_exact]",
+        'solver = ["gram"]',
+    ]
     groups: dict[tuple, set[int]] = {}
     for meth, n, m, d, rank in missing:
         groups.setdefault((meth, n, d, rank), set()).add(m)
-    for (meth, n, d, rank), mset in sorted(groups.items(), key=lambda x: (x[0][0], x[0][1], x[0][3] or 0)):
-        lines += ["[[grid]]", f'methods = ["{meth}"]', f"n = [{n}]",
-                  "m = [" + ", ".join(str(m) for m in sorted(mset)) + "]", f"d = [{d}]"]
+    for (meth, n, d, rank), mset in sorted(
+        groups.items(), key=lambda x: (x[0][0], x[0][1], x[0][3] or 0)
+    ):
+        lines += [
+            "[[grid]]",
+            f'methods = ["{meth}"]',
+            f"n = [{n}]",
+            "m = [" + ", ".join(str(m) for m in sorted(mset)) + "]",
+            f"d = [{d}]",
+        ]
         if rank is not None:  # the rank, or Performer's feature count
             lines.append(f"{'features' if meth == 'performer' else 'rank'} = [{rank}]")
         for col in ("dtype", "batch", "heads"):
             if col in v_fixed:
                 val = v_fixed[col]
-                lines.append(f'{col} = ["{val}"]' if isinstance(val, str) else f"{col} = [{int(val)}]")
-        lines += ['setting = ["target"]', 'family = [{kind = "powerlaw", alpha = 1.0, noise_floor = 0.001}]']
+                lines.append(
+                    f'{col} = ["{val}"]' if isinstance(val, str) else f"{col} = [{int(val)}]"
+                )
+        lines += [
+            'setting = ["target"]',
+            'family = [{kind = "powerlaw", alpha = 1.0, noise_floor = 0.001}]',
+        ]
     return "\n".join(lines) + "\n"
 
 
-def write_decisions(dec: pd.DataFrame, cand: pd.DataFrame, out_dir: str | Path, meta: dict[str, Any],
-                    toml: str | None = None) -> list[Path]:
+def write_decisions(
+    dec: pd.DataFrame,
+    cand: pd.DataFrame,
+    out_dir: str | Path,
+    meta: dict[str, Any],
+    toml: str | None = None,
+) -> list[Path]:
     """decisions.csv/json (one row per regime x scenario), candidates.csv (every method) and,
     when cases are missing, missing_cases.toml."""
     out = Path(out_dir)
@@ -493,7 +707,9 @@ def write_decisions(dec: pd.DataFrame, cand: pd.DataFrame, out_dir: str | Path, 
     paths = [out / "decisions.csv", out / "decisions.json", out / "candidates.csv"]
     dec.to_csv(paths[0], index=False)
     records = json.loads(dec.to_json(orient="records"))
-    paths[1].write_text(json.dumps({**meta, "protocol": __doc__.strip(), "decisions": records}, indent=2) + "\n")
+    paths[1].write_text(
+        json.dumps({**meta, "protocol": __doc__.strip(), "decisions": records}, indent=2) + "\n"
+    )
     cand.to_csv(paths[2], index=False)
     tpath = out / "missing_cases.toml"
     if toml:

@@ -57,8 +57,15 @@ class BenchView:
         self._rng = np.random.default_rng(self.opts.seed)
 
     # ------------------------------------------------------------------ row selection
-    def select(self, method: str, n: int, m: int, d: int, rank: int | None = None,
-               source: str | None = None) -> pd.DataFrame:
+    def select(
+        self,
+        method: str,
+        n: int,
+        m: int,
+        d: int,
+        rank: int | None = None,
+        source: str | None = None,
+    ) -> pd.DataFrame:
         r = self.rows
         sel = r[(r["method"] == method) & (r["n"] == n) & (r["m"] == m) & (r["d"] == d)]
         if source is not None:
@@ -74,19 +81,29 @@ class BenchView:
     def default_param(self, method: str, col: str) -> int | None:
         """The most common benched value of ``col`` for a method (its rank or features)."""
         r = self.rows
-        v = r.loc[r["method"] == method, col].dropna() if col in r.columns else pd.Series([], dtype=float)
+        v = (
+            r.loc[r["method"] == method, col].dropna()
+            if col in r.columns
+            else pd.Series([], dtype=float)
+        )
         return None if v.empty else int(Counter(v.astype(int)).most_common(1)[0][0])
 
     def benched_n(self, method: str, m: int, d: int) -> list[int]:
         r = self.rows
-        return sorted(int(x) for x in r.loc[(r["method"] == method) & (r["m"] == m) & (r["d"] == d), "n"].unique())
+        return sorted(
+            int(x)
+            for x in r.loc[(r["method"] == method) & (r["m"] == m) & (r["d"] == d), "n"].unique()
+        )
 
     # ------------------------------------------------------------------ draws
     def _factor(self, idx: int) -> np.ndarray:
         if idx not in self._factors:
             o = self.opts
-            self._factors[idx] = (np.exp(self._rng.normal(0.0, o.run_sigma, o.resamples))
-                                  if o.run_sigma > 0 else np.ones(o.resamples))
+            self._factors[idx] = (
+                np.exp(self._rng.normal(0.0, o.run_sigma, o.resamples))
+                if o.run_sigma > 0
+                else np.ones(o.resamples)
+            )
         return self._factors[idx]
 
     def draws(self, rows: pd.DataFrame, phase: str) -> tuple[float, np.ndarray] | None:
@@ -95,8 +112,11 @@ class BenchView:
         no row has the phase timed."""
         pts, per = [], []
         for idx, row in rows.iterrows():
-            col = f"{phase}_process_cpu_ms" if self.timing.get(str(row.get("source"))) == "process_cpu" \
+            col = (
+                f"{phase}_process_cpu_ms"
+                if self.timing.get(str(row.get("source"))) == "process_cpu"
                 else f"{phase}_ms"
+            )
             med = row.get(f"{col}_median")
             if med is None or not np.isfinite(med) or med < 0:
                 continue
@@ -104,8 +124,11 @@ class BenchView:
             iqr = float(iqr) if iqr is not None and np.isfinite(iqr) and iqr >= 0 else 0.0
             k = row.get(f"timing_samples_{phase}")
             k = int(k) if k is not None and np.isfinite(k) and k >= 1 else 1
-            b = (bootstrap_medians(float(med), iqr, k, self.opts.resamples, self._rng) if med > 0
-                 else np.zeros(self.opts.resamples))
+            b = (
+                bootstrap_medians(float(med), iqr, k, self.opts.resamples, self._rng)
+                if med > 0
+                else np.zeros(self.opts.resamples)
+            )
             pts.append(float(med))
             per.append(b * self._factor(int(idx)))
         if not pts:
@@ -116,8 +139,9 @@ class BenchView:
         """Central interval of the draws (infinite draws, e.g. a crossover never reached, kept)."""
         tail = (1.0 - self.opts.confidence) / 2.0 * 100.0
         big = np.finfo(np.float64).max
-        lo, hi = np.percentile(np.where(np.isposinf(draws), big, draws), [tail, 100.0 - tail],
-                               method="lower")
+        lo, hi = np.percentile(
+            np.where(np.isposinf(draws), big, draws), [tail, 100.0 - tail], method="lower"
+        )
         return (math.inf if lo >= big else float(lo)), (math.inf if hi >= big else float(hi))
 
 
@@ -131,10 +155,14 @@ def view(bench: pd.DataFrame, device: str | None = None, opts: TimeOpts = TimeOp
     b = bench[bench["status"] == "ok"].copy()
     if "source" not in b.columns:
         b["source"] = "table"
-    devs = sorted(b["device"].dropna().astype(str).unique()) if "device" in b.columns else ["unknown"]
+    devs = (
+        sorted(b["device"].dropna().astype(str).unique()) if "device" in b.columns else ["unknown"]
+    )
     if device is None:
         if len(devs) > 1:
-            raise ValueError(f"the bench table holds several devices {devs}: choose one with --device")
+            raise ValueError(
+                f"the bench table holds several devices {devs}: choose one with --device"
+            )
         device = devs[0] if devs else "unknown"
     elif "device" in b.columns:
         if device not in devs:
@@ -169,15 +197,21 @@ def _timing_of(rows: pd.DataFrame) -> str:
     return rank_by(rows)[0]
 
 
-def state_bytes(method: str, n: int, d: int, params: dict[str, Any], dtype: str = "fp32") -> int | None:
+def state_bytes(
+    method: str, n: int, d: int, params: dict[str, Any], dtype: str = "fp32"
+) -> int | None:
     """Bytes of one user-head's prepared state (what pre-storing costs), measured on a
     prepared state of random input; for dense, K and V themselves."""
     import torch
 
     import attention_impls as ai
 
-    dt = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "fp64": torch.float64}.get(
-        dtype, torch.float32)
+    dt = {
+        "fp32": torch.float32,
+        "bf16": torch.bfloat16,
+        "fp16": torch.float16,
+        "fp64": torch.float64,
+    }.get(dtype, torch.float32)
     g = torch.Generator().manual_seed(0)
     k = torch.randn(1, 1, n, d, generator=g).to(dt)
     v = torch.randn(1, 1, n, d, generator=g).to(dt)

@@ -41,7 +41,11 @@ def _npy_shape(path: Path) -> str:
 
     with open(path, "rb") as fh:
         major, _ = np.lib.format.read_magic(fh)
-        read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+        read = (
+            np.lib.format.read_array_header_1_0
+            if major == 1
+            else np.lib.format.read_array_header_2_0
+        )
         shape, _, dtype = read(fh)  # the header only, never the data
     return f"shape {tuple(shape)}, dtype {dtype}"
 
@@ -51,7 +55,9 @@ def _safetensors_names(path: Path) -> str:
         (n,) = struct.unpack("<Q", fh.read(8))
         header = json.loads(fh.read(min(n, 10_000_000)))
     names = [k for k in header if k != "__metadata__"]
-    return ", ".join(f"{k} {header[k].get('shape')}" for k in names[:6]) + (" ..." if len(names) > 6 else "")
+    return ", ".join(f"{k} {header[k].get('shape')}" for k in names[:6]) + (
+        " ..." if len(names) > 6 else ""
+    )
 
 
 def check_log_file(path: Path, flag: str = "--data") -> None:
@@ -63,21 +69,29 @@ def check_log_file(path: Path, flag: str = "--data") -> None:
         return
     reads = f"{flag} reads interaction logs (text, CSV/TSV, gzip, parquet)"
     if kind == "npy":
-        raise ValueError(f"{path}: a NumPy .npy array ({_npy_shape(path)}), not an interaction log; {reads}. "
-                         "An item embedding table [items, dim] is read by `spectrum --cluster ray "
-                         "--item-table FILE.npy`")
+        raise ValueError(
+            f"{path}: a NumPy .npy array ({_npy_shape(path)}), not an interaction log; {reads}. "
+            "An item embedding table [items, dim] is read by `spectrum --cluster ray "
+            "--item-table FILE.npy`"
+        )
     if kind == "npz":
         with zipfile.ZipFile(path) as z:
             arrays = ", ".join(n[:-4] for n in z.namelist()[:8])
-        raise ValueError(f"{path}: a NumPy .npz archive (arrays {arrays}), not an interaction log; {reads}. "
-                         "Per-user K/V (arrays k [users, N, d], v, optional q, mask or lengths) are read by "
-                         "`python -m analysis kv --kv FILE.npz` (then decide) and by the bench's `real` input "
-                         "family: family = [{kind = \"real\", path = \"FILE.npz\"}] in a sweep TOML")
+        raise ValueError(
+            f"{path}: a NumPy .npz archive (arrays {arrays}), not an interaction log; {reads}. "
+            "Per-user K/V (arrays k [users, N, d], v, optional q, mask or lengths) are read by "
+            "`python -m analysis kv --kv FILE.npz` (then decide) and by the bench's `real` input "
+            'family: family = [{kind = "real", path = "FILE.npz"}] in a sweep TOML'
+        )
     if kind == "safetensors":
-        raise ValueError(f"{path}: a safetensors file (tensors {_safetensors_names(path)}), not an interaction "
-                         f"log; {reads}. Per-user K/V tensors (k, v, optional q, mask or lengths) are read by "
-                         "`python -m analysis kv --kv FILE.safetensors`")
+        raise ValueError(
+            f"{path}: a safetensors file (tensors {_safetensors_names(path)}), not an interaction "
+            f"log; {reads}. Per-user K/V tensors (k, v, optional q, mask or lengths) are read by "
+            "`python -m analysis kv --kv FILE.safetensors`"
+        )
     if kind == "pickle":
-        raise ValueError(f"{path}: a Python pickle, not an interaction log; {reads}. Pickles are never "
-                         "loaded (unpickling runs code): save arrays with numpy.save / numpy.savez")
+        raise ValueError(
+            f"{path}: a Python pickle, not an interaction log; {reads}. Pickles are never "
+            "loaded (unpickling runs code): save arrays with numpy.save / numpy.savez"
+        )
     raise ValueError(f"{path}: a zip archive that is not an .npz, not an interaction log; {reads}")

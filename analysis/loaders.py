@@ -121,11 +121,20 @@ class Interactions:
 def check_name(name: str) -> str:
     """A dataset name is used in file names (the embedding cache, output tables): no path
     separators, no ``..``, nothing empty, so ``--name ../../x`` cannot write outside a folder."""
-    bad = (not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name
-           or ".." in name or name != name.strip())
+    bad = (
+        not name
+        or name in (".", "..")
+        or "/" in name
+        or "\\" in name
+        or "\0" in name
+        or ".." in name
+        or name != name.strip()
+    )
     if bad:
-        raise ValueError(f"dataset name {name!r} is not allowed: use letters, digits, '-', '_' "
-                         "or '.', without '/', '\\' or '..'")
+        raise ValueError(
+            f"dataset name {name!r} is not allowed: use letters, digits, '-', '_' "
+            "or '.', without '/', '\\' or '..'"
+        )
     return name
 
 
@@ -165,8 +174,9 @@ def _readable(path: Path, encoding: str, line: Callable[[], int] = lambda: 0) ->
             "pass --encoding (for example latin-1 or utf-16) if the file uses another encoding"
         ) from None
     except EOFError:
-        raise ValueError(f"{path}: the gzip file is truncated (cut short while compressing "
-                         "or copying?)") from None
+        raise ValueError(
+            f"{path}: the gzip file is truncated (cut short while compressing or copying?)"
+        ) from None
     except (gzip.BadGzipFile, zlib.error) as exc:
         raise ValueError(f"{path}: not a valid gzip file ({exc})") from None
 
@@ -285,7 +295,9 @@ def load_seq(
     return data
 
 
-def _attach_held_out(data: Interactions, path: Path, skip_malformed: bool, encoding: str = "utf-8") -> None:
+def _attach_held_out(
+    data: Interactions, path: Path, skip_malformed: bool, encoding: str = "utf-8"
+) -> None:
     """Held-out item per user (line i <-> user i, matched by user id = line number)."""
     sk = _Skipper(path, skip_malformed)
     index = {raw: i for i, raw in enumerate(data.items)}
@@ -320,7 +332,10 @@ def _attach_held_out(data: Interactions, path: Path, skip_malformed: bool, encod
 
 
 def load_kgat(
-    paths: list[Path], skip_malformed: bool = False, name: str | None = None, encoding: str = "utf-8"
+    paths: list[Path],
+    skip_malformed: bool = False,
+    name: str | None = None,
+    encoding: str = "utf-8",
 ) -> Interactions:
     """``user item item ...`` per line; several files (train, test) are concatenated per user."""
     users: list[str] = []
@@ -388,7 +403,10 @@ def load_pairs(
 
 
 def load_ml_dat(
-    path: str | Path, skip_malformed: bool = False, name: str | None = None, encoding: str = "latin-1"
+    path: str | Path,
+    skip_malformed: bool = False,
+    name: str | None = None,
+    encoding: str = "latin-1",
 ) -> Interactions:
     """MovieLens ``user::item::rating::timestamp`` (plain or .gz), sorted by timestamp per user."""
     path = Path(path)
@@ -426,7 +444,12 @@ def load_ml_dat(
 
 
 def _delimited(
-    path: Path, sep: str, user_col: str, item_col: str, time_col: str | None, sk: _Skipper,
+    path: Path,
+    sep: str,
+    user_col: str,
+    item_col: str,
+    time_col: str | None,
+    sk: _Skipper,
     encoding: str = "utf-8",
 ) -> tuple[list[str], list[str], np.ndarray | None]:
     """Parse a delimited file with a header line, reporting bad rows by line number."""
@@ -567,13 +590,22 @@ def load_table(
             df = pd.read_parquet(path)
         except Exception as exc:  # noqa: BLE001 - arrow raises many types for a bad file
             msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            raise ValueError(f"{path}: not a readable parquet file ({type(exc).__name__}: {msg})") from None
+            raise ValueError(
+                f"{path}: not a readable parquet file ({type(exc).__name__}: {msg})"
+            ) from None
     else:
         sep = "\t" if path.suffix in (".tsv", ".tab") else ","
         try:
             with _readable(path, check_encoding(encoding)):
-                df = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=True, on_bad_lines="error",
-                                 encoding=_sig(encoding), encoding_errors="strict")
+                df = pd.read_csv(
+                    path,
+                    sep=sep,
+                    dtype=str,
+                    keep_default_na=True,
+                    on_bad_lines="error",
+                    encoding=_sig(encoding),
+                    encoding_errors="strict",
+                )
         except pd.errors.EmptyDataError:
             raise ValueError(f"{path}: file is empty (no interactions)") from None
         except pd.errors.ParserError as exc:
@@ -723,7 +755,11 @@ def load(
         if p.is_dir():
             held = p / "test" / "output.txt"
             return load_seq(
-                p / "train" / "input.txt", held if held.exists() else None, skip_malformed, dname, enc
+                p / "train" / "input.txt",
+                held if held.exists() else None,
+                skip_malformed,
+                dname,
+                enc,
             )
         return load_seq(p, None, skip_malformed, dname, enc)
     if fmt == "kgat":

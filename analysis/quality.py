@@ -65,30 +65,81 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {
     # seconds: a few hundred users, a tiny model, 2 epochs (the test runs it)
-    "smoke": Preset(dim=16, max_len=20, blocks=1, epochs=2, batch_size=32, lr=2e-3,
-                    dropout=0.2, max_users=150),
+    "smoke": Preset(
+        dim=16, max_len=20, blocks=1, epochs=2, batch_size=32, lr=2e-3, dropout=0.2, max_users=150
+    ),
     # the committed CPU run (results/quality/): sized to finish on a loaded 2-vCPU VM
-    "cpu": Preset(dim=64, max_len=100, blocks=2, epochs=30, batch_size=64, lr=2e-3,
-                  dropout=0.2, max_users=None),
+    "cpu": Preset(
+        dim=64,
+        max_len=100,
+        blocks=2,
+        epochs=30,
+        batch_size=64,
+        lr=2e-3,
+        dropout=0.2,
+        max_users=None,
+    ),
 }
 
 QUALITY_COLUMNS = [
-    "case_id", "task", "dataset", "method", "params", "seed", "preset", "status", "reason",
-    f"hr@{K}", f"ndcg@{K}", f"val_hr@{K}", f"val_ndcg@{K}", "best_epoch", "epochs", "steps",
-    "train_s", "train_cpu_s", "s_per_step", "eval_s", "val_eval_s", "final_loss",
-    "eval_users", "val_users", "users", "items", "dim", "max_len", "blocks", "batch_size", "lr",
-    "dropout", "git_commit", "machine", "torch", "threads", "timestamp",
+    "case_id",
+    "task",
+    "dataset",
+    "method",
+    "params",
+    "seed",
+    "preset",
+    "status",
+    "reason",
+    f"hr@{K}",
+    f"ndcg@{K}",
+    f"val_hr@{K}",
+    f"val_ndcg@{K}",
+    "best_epoch",
+    "epochs",
+    "steps",
+    "train_s",
+    "train_cpu_s",
+    "s_per_step",
+    "eval_s",
+    "val_eval_s",
+    "final_loss",
+    "eval_users",
+    "val_users",
+    "users",
+    "items",
+    "dim",
+    "max_len",
+    "blocks",
+    "batch_size",
+    "lr",
+    "dropout",
+    "git_commit",
+    "machine",
+    "torch",
+    "threads",
+    "timestamp",
 ]
 
 
 class CausalMeanPool(nn.Module):
     """The attention-free baseline: row i = mean of v over the real positions <= i (q, k unused)."""
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                key_mask: torch.Tensor | None = None, causal: bool = True) -> torch.Tensor:
+    def forward(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        key_mask: torch.Tensor | None = None,
+        causal: bool = True,
+    ) -> torch.Tensor:
         if not causal:
             raise ValueError("CausalMeanPool is the causal baseline; causal=False is not defined")
-        w = torch.ones_like(v[..., :1]) if key_mask is None else key_mask[:, None, :, None].to(v.dtype)
+        w = (
+            torch.ones_like(v[..., :1])
+            if key_mask is None
+            else key_mask[:, None, :, None].to(v.dtype)
+        )
         return torch.cumsum(v * w, dim=2) / torch.cumsum(w, dim=2).clamp_min(1.0)
 
 
@@ -117,13 +168,23 @@ def parse_methods(spec: str | list[str]) -> list[tuple[str, dict[str, Any]]]:
 
 
 def config_for(preset: Preset, seed: int) -> SASRecConfig:
-    return replace(SASRecConfig(), dim=preset.dim, max_len=preset.max_len, blocks=preset.blocks,
-                   dropout=preset.dropout, lr=preset.lr, batch_size=preset.batch_size,
-                   epochs=preset.epochs, max_seconds=math.inf, seed=seed)
+    return replace(
+        SASRecConfig(),
+        dim=preset.dim,
+        max_len=preset.max_len,
+        blocks=preset.blocks,
+        dropout=preset.dropout,
+        lr=preset.lr,
+        batch_size=preset.batch_size,
+        epochs=preset.epochs,
+        max_seconds=math.inf,
+        seed=seed,
+    )
 
 
-def attention_factory(method: str, params: dict[str, Any], cfg: SASRecConfig
-                      ) -> tuple[Any, dict[str, Any], str]:
+def attention_factory(
+    method: str, params: dict[str, Any], cfg: SASRecConfig
+) -> tuple[Any, dict[str, Any], str]:
     """(factory or None, the layer's full parameters, reason it cannot run causally or '')."""
     if method == "mean_pool":
         if params:
@@ -139,8 +200,9 @@ def attention_factory(method: str, params: dict[str, Any], cfg: SASRecConfig
     return (lambda: AttentionLayer(method, **extra, **params)), full, ""
 
 
-def splits(sequences: list[np.ndarray], held_out: np.ndarray | None
-           ) -> tuple[list[np.ndarray], np.ndarray, list[np.ndarray], np.ndarray]:
+def splits(
+    sequences: list[np.ndarray], held_out: np.ndarray | None
+) -> tuple[list[np.ndarray], np.ndarray, list[np.ndarray], np.ndarray]:
     """(fit sequences, validation item, test input sequences, test item); -1 = no item."""
     test_in, test_target = split_for_training(sequences, held_out)
     fit, val_target = [], np.full(len(test_in), -1, dtype=np.int64)
@@ -157,9 +219,16 @@ def case_id(dataset: str, method: str, params: dict[str, Any], seed: int, preset
     return f"{TASK}|{dataset}|{method}|{json.dumps(params, sort_keys=True)}|seed={seed}|{preset}"
 
 
-def _train_one(make_attn: Any, fit: list[np.ndarray], val_target: np.ndarray,
-               test_in: list[np.ndarray], test_target: np.ndarray, n_items: int,
-               cfg: SASRecConfig, progress: bool) -> dict[str, Any]:
+def _train_one(
+    make_attn: Any,
+    fit: list[np.ndarray],
+    val_target: np.ndarray,
+    test_in: list[np.ndarray],
+    test_target: np.ndarray,
+    n_items: int,
+    cfg: SASRecConfig,
+    progress: bool,
+) -> dict[str, Any]:
     best: dict[str, Any] = {"ndcg": -1.0, "state": None, "epoch": -1, "hr": float("nan")}
     val_s = [0.0, 0.0]  # wall, thread CPU of the validation passes (kept out of train_*)
 
@@ -167,16 +236,22 @@ def _train_one(make_attn: Any, fit: list[np.ndarray], val_target: np.ndarray,
         t, c = time.perf_counter(), time.thread_time()
         m = evaluate(model, fit, val_target, k=K)
         if m[f"ndcg@{K}"] > best["ndcg"]:
-            best.update(ndcg=m[f"ndcg@{K}"], hr=m[f"hr@{K}"], epoch=epoch + 1,
-                        state=copy.deepcopy(model.state_dict()), users=m["eval_users"])
+            best.update(
+                ndcg=m[f"ndcg@{K}"],
+                hr=m[f"hr@{K}"],
+                epoch=epoch + 1,
+                state=copy.deepcopy(model.state_dict()),
+                users=m["eval_users"],
+            )
         val_s[0] += time.perf_counter() - t
         val_s[1] += time.thread_time() - c
 
     usable = sum(len(s) >= 2 for s in fit)
     steps_per_epoch = math.ceil(usable / cfg.batch_size)
     t0, c0 = time.perf_counter(), time.thread_time()
-    model, losses = train_sasrec(fit, n_items, cfg, progress=progress, on_epoch=on_epoch,
-                                 make_attn=make_attn)
+    model, losses = train_sasrec(
+        fit, n_items, cfg, progress=progress, on_epoch=on_epoch, make_attn=make_attn
+    )
     wall, cpu = time.perf_counter() - t0, time.thread_time() - c0
     model.load_state_dict(best["state"])
     model.eval()
@@ -186,17 +261,32 @@ def _train_one(make_attn: Any, fit: list[np.ndarray], val_target: np.ndarray,
     steps = steps_per_epoch * len(losses)
     train_s = wall - val_s[0]
     return {
-        f"hr@{K}": test[f"hr@{K}"], f"ndcg@{K}": test[f"ndcg@{K}"],
-        f"val_hr@{K}": best["hr"], f"val_ndcg@{K}": best["ndcg"], "best_epoch": best["epoch"],
-        "epochs": len(losses), "steps": steps, "train_s": train_s,
-        "train_cpu_s": cpu - val_s[1], "s_per_step": train_s / max(steps, 1), "eval_s": eval_s,
-        "val_eval_s": val_s[0], "final_loss": losses[-1], "eval_users": test["eval_users"],
+        f"hr@{K}": test[f"hr@{K}"],
+        f"ndcg@{K}": test[f"ndcg@{K}"],
+        f"val_hr@{K}": best["hr"],
+        f"val_ndcg@{K}": best["ndcg"],
+        "best_epoch": best["epoch"],
+        "epochs": len(losses),
+        "steps": steps,
+        "train_s": train_s,
+        "train_cpu_s": cpu - val_s[1],
+        "s_per_step": train_s / max(steps, 1),
+        "eval_s": eval_s,
+        "val_eval_s": val_s[0],
+        "final_loss": losses[-1],
+        "eval_users": test["eval_users"],
         "val_users": best.get("users"),
     }
 
 
-def run_quality(data: Any, methods: list[tuple[str, dict[str, Any]]], seeds: list[int],
-                preset_name: str, out: str | Path, progress: bool = True) -> pd.DataFrame:
+def run_quality(
+    data: Any,
+    methods: list[tuple[str, dict[str, Any]]],
+    seeds: list[int],
+    preset_name: str,
+    out: str | Path,
+    progress: bool = True,
+) -> pd.DataFrame:
     """Train and evaluate every (method, seed) not already in ``out``; returns the table."""
     if preset_name not in PRESETS:
         raise ValueError(f"unknown preset {preset_name!r}; choose from {sorted(PRESETS)}")
@@ -210,7 +300,9 @@ def run_quality(data: Any, methods: list[tuple[str, dict[str, Any]]], seeds: lis
         held = None if held is None else held[: preset.max_users]
     fit, val_target, test_in, test_target = splits(list(sequences), held)
     done = {r["case_id"] for r in read_rows(log) if r.get("status") in ("ok", "unsupported")}
-    cases = [(m, p, s) for s in seeds for m, p in methods]  # seed-major: a cut run keeps whole seeds
+    cases = [
+        (m, p, s) for s in seeds for m, p in methods
+    ]  # seed-major: a cut run keeps whole seeds
     bar = tqdm(cases, desc="quality", disable=not progress)
     for method, params, seed in bar:
         cfg = config_for(preset, seed)
@@ -224,29 +316,54 @@ def run_quality(data: Any, methods: list[tuple[str, dict[str, Any]]], seeds: lis
             continue
         bar.set_postfix(method=method, seed=seed)
         row: dict[str, Any] = {
-            "case_id": cid, "task": TASK, "dataset": data.name, "method": method,
-            "params": json.dumps(full, sort_keys=True), "seed": seed, "preset": preset_name,
-            "users": len(sequences), "items": data.n_items, **{
-                k: v for k, v in asdict(preset).items() if k != "max_users"},
-            "git_commit": git_commit(), "machine": cpu_model(), "torch": torch.__version__,
-            "threads": torch.get_num_threads(), "timestamp": timestamp(),
+            "case_id": cid,
+            "task": TASK,
+            "dataset": data.name,
+            "method": method,
+            "params": json.dumps(full, sort_keys=True),
+            "seed": seed,
+            "preset": preset_name,
+            "users": len(sequences),
+            "items": data.n_items,
+            **{k: v for k, v in asdict(preset).items() if k != "max_users"},
+            "git_commit": git_commit(),
+            "machine": cpu_model(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "timestamp": timestamp(),
         }
         if method == "pop":
             t = time.perf_counter()
             test = popularity_baseline(test_in, test_target, data.n_items, k=K)
             val = popularity_baseline(fit, val_target, data.n_items, k=K)
-            row.update({"status": "ok", "reason": "", f"hr@{K}": test[f"pop_hr@{K}"],
-                        f"ndcg@{K}": test[f"pop_ndcg@{K}"], f"val_hr@{K}": val[f"pop_hr@{K}"],
-                        f"val_ndcg@{K}": val[f"pop_ndcg@{K}"], "epochs": 0, "steps": 0,
-                        "train_s": 0.0, "eval_s": time.perf_counter() - t,
-                        "eval_users": int((test_target >= 0).sum()),
-                        "val_users": int((val_target >= 0).sum())})
+            row.update(
+                {
+                    "status": "ok",
+                    "reason": "",
+                    f"hr@{K}": test[f"pop_hr@{K}"],
+                    f"ndcg@{K}": test[f"pop_ndcg@{K}"],
+                    f"val_hr@{K}": val[f"pop_hr@{K}"],
+                    f"val_ndcg@{K}": val[f"pop_ndcg@{K}"],
+                    "epochs": 0,
+                    "steps": 0,
+                    "train_s": 0.0,
+                    "eval_s": time.perf_counter() - t,
+                    "eval_users": int((test_target >= 0).sum()),
+                    "val_users": int((val_target >= 0).sum()),
+                }
+            )
         elif factory is None:
             row.update({"status": "unsupported", "reason": reason})
         else:
-            row.update({"status": "ok", "reason": "",
-                        **_train_one(factory, fit, val_target, test_in, test_target,
-                                     data.n_items, cfg, progress)})
+            row.update(
+                {
+                    "status": "ok",
+                    "reason": "",
+                    **_train_one(
+                        factory, fit, val_target, test_in, test_target, data.n_items, cfg, progress
+                    ),
+                }
+            )
         append_row(log, row)
     df = write_quality_table(out)
     if (df["status"] == "ok").any():
@@ -267,12 +384,21 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
     """Mean ± std over seeds per method x params (sample std, ddof 1), the difference to dense,
     and whether it exceeds the seed spread: |mean - dense mean| > std(method) + std(dense)."""
     ok = df[df["status"] == "ok"]
-    s = ok.groupby(["method", "params"], sort=False).agg(
-        seeds=("seed", "nunique"), hr=(f"hr@{K}", "mean"), hr_std=(f"hr@{K}", "std"),
-        ndcg=(f"ndcg@{K}", "mean"), ndcg_std=(f"ndcg@{K}", "std"),
-        val_ndcg=(f"val_ndcg@{K}", "mean"), best_epoch=("best_epoch", "mean"),
-        s_per_step=("s_per_step", "mean"), train_cpu_s=("train_cpu_s", "mean"),
-    ).reset_index()
+    s = (
+        ok.groupby(["method", "params"], sort=False)
+        .agg(
+            seeds=("seed", "nunique"),
+            hr=(f"hr@{K}", "mean"),
+            hr_std=(f"hr@{K}", "std"),
+            ndcg=(f"ndcg@{K}", "mean"),
+            ndcg_std=(f"ndcg@{K}", "std"),
+            val_ndcg=(f"val_ndcg@{K}", "mean"),
+            best_epoch=("best_epoch", "mean"),
+            s_per_step=("s_per_step", "mean"),
+            train_cpu_s=("train_cpu_s", "mean"),
+        )
+        .reset_index()
+    )
     dense = s[s["method"] == "dense"]
     if len(dense) == 1:
         d = dense.iloc[0]
@@ -288,18 +414,28 @@ def summary_markdown(s: pd.DataFrame) -> str:
     """The summary as a markdown table (what results/quality/README.md shows)."""
     has_d = "d_ndcg" in s.columns
     head = "| method | seeds | HR@10 | NDCG@10 | " + (
-        "ΔHR@10 vs dense | ΔNDCG@10 vs dense | Δ beyond seed spread (HR / NDCG) | " if has_d else "")
+        "ΔHR@10 vs dense | ΔNDCG@10 vs dense | Δ beyond seed spread (HR / NDCG) | " if has_d else ""
+    )
     head += "s / step | best epoch |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for _, r in s.iterrows():
-        cells = [r["method"], str(r["seeds"]), f"{r['hr']:.4f} ± {r['hr_std']:.4f}",
-                 f"{r['ndcg']:.4f} ± {r['ndcg_std']:.4f}"]
+        cells = [
+            r["method"],
+            str(r["seeds"]),
+            f"{r['hr']:.4f} ± {r['hr_std']:.4f}",
+            f"{r['ndcg']:.4f} ± {r['ndcg_std']:.4f}",
+        ]
         if has_d:
             flag = {True: "yes", False: "no"}
-            cells += [f"{r['d_hr']:+.4f}", f"{r['d_ndcg']:+.4f}",
-                      f"{flag.get(r['d_hr_beyond_spread'], 'n/a')} / "
-                      f"{flag.get(r['d_ndcg_beyond_spread'], 'n/a')}"]
-        cells += [f"{r['s_per_step']:.3f}" if pd.notna(r["s_per_step"]) else "-",
-                  f"{r['best_epoch']:.1f}" if pd.notna(r["best_epoch"]) else "-"]
+            cells += [
+                f"{r['d_hr']:+.4f}",
+                f"{r['d_ndcg']:+.4f}",
+                f"{flag.get(r['d_hr_beyond_spread'], 'n/a')} / "
+                f"{flag.get(r['d_ndcg_beyond_spread'], 'n/a')}",
+            ]
+        cells += [
+            f"{r['s_per_step']:.3f}" if pd.notna(r["s_per_step"]) else "-",
+            f"{r['best_epoch']:.1f}" if pd.notna(r["best_epoch"]) else "-",
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

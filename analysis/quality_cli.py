@@ -15,7 +15,9 @@ def _seeds(value: str) -> list[int]:
     try:
         seeds = [int(s) for s in value.split(",") if s.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--seeds: {value!r} is not a comma list of ints") from None
+        raise argparse.ArgumentTypeError(
+            f"--seeds: {value!r} is not a comma list of ints"
+        ) from None
     if not seeds or any(s < 0 for s in seeds):
         raise argparse.ArgumentTypeError(f"--seeds: {value!r} needs non-negative ints")
     return seeds
@@ -24,14 +26,27 @@ def _seeds(value: str) -> list[int]:
 def add_quality_parser(sub: Any) -> None:
     from .quality import PRESETS
 
-    p = sub.add_parser("quality", help="train SASRec with each attention method as its core; "
-                       "HR@10 / NDCG@10 per method x seed (resumable table)")
-    p.add_argument("--task", choices=["seqrec"], default="seqrec",
-                   help="seqrec: causal self-attention, next item (the only task built so far)")
-    p.add_argument("--data", default=None,
-                   help="file or folder of a log, or packaged:NAME (default packaged:ml-100k)")
-    p.add_argument("--methods", default=DEFAULT_METHODS,
-                   help=f"comma list, params as method:key=value (default {DEFAULT_METHODS})")
+    p = sub.add_parser(
+        "quality",
+        help="train SASRec with each attention method as its core; "
+        "HR@10 / NDCG@10 per method x seed (resumable table)",
+    )
+    p.add_argument(
+        "--task",
+        choices=["seqrec"],
+        default="seqrec",
+        help="seqrec: causal self-attention, next item (the only task built so far)",
+    )
+    p.add_argument(
+        "--data",
+        default=None,
+        help="file or folder of a log, or packaged:NAME (default packaged:ml-100k)",
+    )
+    p.add_argument(
+        "--methods",
+        default=DEFAULT_METHODS,
+        help=f"comma list, params as method:key=value (default {DEFAULT_METHODS})",
+    )
     p.add_argument("--seeds", type=_seeds, default=[0, 1, 2], help="comma list (default 0,1,2)")
     p.add_argument("--preset", choices=sorted(PRESETS), default="cpu", help="budget (default cpu)")
     p.add_argument("--out", required=True, help="output folder (rows.jsonl, results.csv)")

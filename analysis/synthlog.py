@@ -28,7 +28,9 @@ import pyarrow.parquet as pq
 
 from .fit import exponential_curve, powerlaw_curve
 
-DEFAULT_PROFILE = Path(__file__).resolve().parents[1] / "results" / "spectra" / "ml-1m" / "profile.json"
+DEFAULT_PROFILE = (
+    Path(__file__).resolve().parents[1] / "results" / "spectra" / "ml-1m" / "profile.json"
+)
 FALLBACK_DECAY = {"model": "powerlaw", "params": {"alpha": 1.0}, "noise_floor": 1e-3}
 
 
@@ -53,8 +55,12 @@ def load_decay(path: str | Path | None) -> dict[str, Any]:
     raw = json.loads(p.read_text())
     if "model" not in raw or "params" not in raw:
         raise ValueError(f"{p}: not a profile written by analysis/fit.py (needs model, params)")
-    return {"model": raw["model"], "params": raw["params"],
-            "noise_floor": float(raw.get("noise_floor", 0.0)), "source": str(p)}
+    return {
+        "model": raw["model"],
+        "params": raw["params"],
+        "noise_floor": float(raw.get("noise_floor", 0.0)),
+        "source": str(p),
+    }
 
 
 def item_embeddings(items: int, dim: int, profile: dict[str, Any], seed: int) -> np.ndarray:
@@ -76,9 +82,17 @@ def lengths(users: int, mean_len: float, max_len: int, rng: np.random.Generator)
     return np.clip(np.rint(raw), 1, max_len).astype(np.int64)
 
 
-def write_synthetic_log(out: str | Path, users: int, mean_len: float = 100.0, items: int = 100_000,
-                        dim: int = 64, files: int | None = None, seed: int = 0,
-                        profile: str | Path | None = None, max_len: int | None = None) -> dict[str, Any]:
+def write_synthetic_log(
+    out: str | Path,
+    users: int,
+    mean_len: float = 100.0,
+    items: int = 100_000,
+    dim: int = 64,
+    files: int | None = None,
+    seed: int = 0,
+    profile: str | Path | None = None,
+    max_len: int | None = None,
+) -> dict[str, Any]:
     """Write ``out/part-XXXXX.parquet`` (user, item, ts) + ``item_embeddings.npy`` + ``synthlog.json``."""
     if users < 1 or mean_len < 1 or items < 1:
         raise ValueError("users, mean_len and items must be >= 1")
@@ -105,27 +119,48 @@ def write_synthetic_log(out: str | Path, users: int, mean_len: float = 100.0, it
         tbl = pa.table({"user": user, "item": item.astype(np.int64), "ts": ts.astype(np.int64)})
         pq.write_table(tbl, out / f"part-{f:05d}.parquet")
         rows += len(user)
-    meta = {"synthetic": True, "users": users, "rows": rows, "mean_len_requested": mean_len,
-            "mean_len": rows / users, "max_len": max_len, "items": items, "dim": dim,
-            "files": files, "seed": seed, "lengths": "lognormal(sigma=1), clipped",
-            "popularity": "p_i ~ (i + 10)^-0.9", "embedding_decay": prof}
+    meta = {
+        "synthetic": True,
+        "users": users,
+        "rows": rows,
+        "mean_len_requested": mean_len,
+        "mean_len": rows / users,
+        "max_len": max_len,
+        "items": items,
+        "dim": dim,
+        "files": files,
+        "seed": seed,
+        "lengths": "lognormal(sigma=1), clipped",
+        "popularity": "p_i ~ (i + 10)^-0.9",
+        "embedding_decay": prof,
+    }
     (out / "synthlog.json").write_text(json.dumps(meta, indent=2) + "\n")
     return meta
 
 
 def add_synthlog_parser(sub: Any) -> None:
-    p = sub.add_parser("synthlog", help="write a synthetic (user, item, ts) parquet log with "
-                       "spectrum-matched item embeddings (the scale benchmark's input)")
+    p = sub.add_parser(
+        "synthlog",
+        help="write a synthetic (user, item, ts) parquet log with "
+        "spectrum-matched item embeddings (the scale benchmark's input)",
+    )
     from bench.validate import nonneg_int, positive_float, positive_int
 
     p.add_argument("--out", required=True, help="output folder (parquet files + items.npy)")
     p.add_argument("--users", type=positive_int, required=True, help="number of users")
-    p.add_argument("--mean-len", type=positive_float, default=100.0,
-                   help="mean behaviours per user (log-normal, heavy tail; default 100)")
-    p.add_argument("--items", type=positive_int, default=100_000, help="catalogue size (default 100k)")
+    p.add_argument(
+        "--mean-len",
+        type=positive_float,
+        default=100.0,
+        help="mean behaviours per user (log-normal, heavy tail; default 100)",
+    )
+    p.add_argument(
+        "--items", type=positive_int, default=100_000, help="catalogue size (default 100k)"
+    )
     p.add_argument("--dim", type=positive_int, default=64, help="embedding dimension (default 64)")
-    p.add_argument("--files", type=positive_int, default=None,
-                   help="parquet files (default: 1 per 50k users)")
+    p.add_argument(
+        "--files", type=positive_int, default=None, help="parquet files (default: 1 per 50k users)"
+    )
     p.add_argument("--seed", type=nonneg_int, default=0, help="random seed (default 0)")
     p.add_argument("--profile", default=None, help="a profile.json (default results/spectra/ml-1m)")
     p.set_defaults(func=_cmd)
@@ -135,9 +170,19 @@ def _cmd(args: Any) -> int:
     import time
 
     t0 = time.perf_counter()
-    meta = write_synthetic_log(args.out, args.users, args.mean_len, args.items, args.dim,
-                               args.files, args.seed, args.profile)
-    print(f"wrote {meta['rows']:,} synthetic rows ({meta['users']:,} users, mean length "
-          f"{meta['mean_len']:.1f}, {meta['items']:,} items, d = {meta['dim']}) in {meta['files']} "
-          f"files + item_embeddings.npy to {args.out} in {time.perf_counter() - t0:.1f} s")
+    meta = write_synthetic_log(
+        args.out,
+        args.users,
+        args.mean_len,
+        args.items,
+        args.dim,
+        args.files,
+        args.seed,
+        args.profile,
+    )
+    print(
+        f"wrote {meta['rows']:,} synthetic rows ({meta['users']:,} users, mean length "
+        f"{meta['mean_len']:.1f}, {meta['items']:,} items, d = {meta['dim']}) in {meta['files']} "
+        f"files + item_embeddings.npy to {args.out} in {time.perf_counter() - t0:.1f} s"
+    )
     return 0

@@ -9,7 +9,11 @@ import pandas as pd
 
 
 def _ms(x) -> str:
-    return "-" if x is None or (isinstance(x, float) and not math.isfinite(x)) or pd.isna(x) else f"{x:.3g} ms"
+    return (
+        "-"
+        if x is None or (isinstance(x, float) and not math.isfinite(x)) or pd.isna(x)
+        else f"{x:.3g} ms"
+    )
 
 
 def _ci(r) -> str:
@@ -35,9 +39,15 @@ def verdict_lines(dec: pd.DataFrame, dataset: str = "") -> list[str]:
     if dec.empty:
         return [f"{dataset}: no decision rows"]
     dev = ", ".join(sorted(dec["device"].astype(str).unique()))
-    lines = [f"{dataset} - device: {dev}; a method counts as faster only when its 95 % interval is above 1"]
+    lines = [
+        f"{dataset} - device: {dev}; a method counts as faster only when its 95 % interval is above 1"
+    ]
     for (route, b), gb in dec.groupby(["route", "kl_budget"], sort=False):
-        tag = " (null model: a baseline, not a deployment option)" if gb["baseline_route"].any() else ""
+        tag = (
+            " (null model: a baseline, not a deployment option)"
+            if gb["baseline_route"].any()
+            else ""
+        )
         if (gb["method"] == "dense").all():
             scen = ", ".join(dict.fromkeys(gb["scenario"]))
             lines.append(f"  {route}{tag}, KL <= {b:g}: dense in all {len(gb)} regimes ({scen})")
@@ -57,11 +67,17 @@ def _parts(g: pd.DataFrame) -> list[str]:
         else:
             best = h.sort_values("speedup").iloc[-1]
             kl = best.get("expected_kl")
-            q = f", mean KL {kl:.2g} over the bin's users" if kl is not None and not pd.isna(kl) else ""
+            q = (
+                f", mean KL {kl:.2g} over the bin's users"
+                if kl is not None and not pd.isna(kl)
+                else ""
+            )
             x = best.get("crossover_r")
             xr = f", pays off from R={int(x)} requests" if x is not None and not pd.isna(x) else ""
-            parts.append(f"{meth} in {len(h)} regime(s), e.g. {_regime(best)}: {_ms(best['expected_ms'])}, "
-                         f"{_ci(best)} vs dense{q}{xr}")
+            parts.append(
+                f"{meth} in {len(h)} regime(s), e.g. {_regime(best)}: {_ms(best['expected_ms'])}, "
+                f"{_ci(best)} vs dense{q}{xr}"
+            )
     return parts
 
 
@@ -70,11 +86,19 @@ def decision_lines(dec: pd.DataFrame) -> list[str]:
     out = []
     for _, r in dec.iterrows():
         kl = r.get("expected_kl")
-        q = ("exact" if r["method"] == "dense" else f"KL {kl:.2g}" if kl is not None and not pd.isna(kl) else "")
+        q = (
+            "exact"
+            if r["method"] == "dense"
+            else f"KL {kl:.2g}"
+            if kl is not None and not pd.isna(kl)
+            else ""
+        )
         x = r.get("crossover_r")
         xr = f", crossover R={int(x)}" if x is not None and not pd.isna(x) else ""
         sb = r.get("state_bytes_per_user_head")
         sbt = f", state {sb / 1024:.1f} KiB/user-head" if sb is not None and not pd.isna(sb) else ""
-        out.append(f"{r['route']} | KL<={r['kl_budget']:g} | {_regime(r)} | {r['scenario']} | {r['device']} -> "
-                   f"{_who(r)} {q} {_ms(r.get('expected_ms'))} {_ci(r)}{xr}{sbt}. {r.get('why') or ''}".rstrip())
+        out.append(
+            f"{r['route']} | KL<={r['kl_budget']:g} | {_regime(r)} | {r['scenario']} | {r['device']} -> "
+            f"{_who(r)} {q} {_ms(r.get('expected_ms'))} {_ci(r)}{xr}{sbt}. {r.get('why') or ''}".rstrip()
+        )
     return out

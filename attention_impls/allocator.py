@@ -43,8 +43,10 @@ class MallocTuning:
     def describe(self) -> str:
         if not self.applied:
             return f"glibc malloc not tuned: {self.reason}"
-        return (f"glibc malloc tuned: mmap_threshold={self.mmap_threshold}, "
-                f"trim_threshold={self.trim_threshold}")
+        return (
+            f"glibc malloc tuned: mmap_threshold={self.mmap_threshold}, "
+            f"trim_threshold={self.trim_threshold}"
+        )
 
 
 def _libc() -> ctypes.CDLL | None:
@@ -78,10 +80,14 @@ def tune_glibc_malloc(
     ``mmap_threshold`` in [0, 32 MiB] (blocks at or above it are still mmapped),
     ``trim_threshold`` >= 0 (freed memory kept at the heap top before it is returned)."""
     global _applied
-    for name, value, hi in (("mmap_threshold", mmap_threshold, MMAP_THRESHOLD_MAX),
-                            ("trim_threshold", trim_threshold, 2**62)):
+    for name, value, hi in (
+        ("mmap_threshold", mmap_threshold, MMAP_THRESHOLD_MAX),
+        ("trim_threshold", trim_threshold, 2**62),
+    ):
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= hi:
-            raise ValueError(f"tune_glibc_malloc: {name} must be an int in [0, {hi}], got {value!r}")
+            raise ValueError(
+                f"tune_glibc_malloc: {name} must be an int in [0, {hi}], got {value!r}"
+            )
     ok, reason = glibc_available()
     if not ok:
         return MallocTuning(False, reason=reason)

@@ -49,9 +49,7 @@ def dtype_from_name(name: str | torch.dtype) -> torch.dtype:
     try:
         return DTYPE_NAMES[str(name).lower()]
     except KeyError:
-        raise ValueError(
-            f"unknown dtype {name!r}; use one of {sorted(set(DTYPE_NAMES))}"
-        ) from None
+        raise ValueError(f"unknown dtype {name!r}; use one of {sorted(set(DTYPE_NAMES))}") from None
 
 
 def dtype_name(dtype: torch.dtype) -> str:
@@ -186,7 +184,9 @@ def check_finite(name: str, t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-def check_kv(k: Any, v: Any, key_mask: Any, finite: tuple[str, ...] = ("k", "v")) -> torch.Tensor | None:
+def check_kv(
+    k: Any, v: Any, key_mask: Any, finite: tuple[str, ...] = ("k", "v")
+) -> torch.Tensor | None:
     """Validate keys, values and mask; returns the mask as a bool tensor (or None).
 
     ``finite``: which of k, v to check for NaN/inf here (an operator whose prepared state
@@ -199,8 +199,7 @@ def check_kv(k: Any, v: Any, key_mask: Any, finite: tuple[str, ...] = ("k", "v")
         raise ValueError(f"k and v have different dtypes: k {k.dtype}, v {v.dtype}")
     if k.shape[:3] != v.shape[:3]:
         raise ValueError(
-            "k and v must agree on [batch, heads, N]: "
-            f"k {tuple(k.shape)}, v {tuple(v.shape)}"
+            f"k and v must agree on [batch, heads, N]: k {tuple(k.shape)}, v {tuple(v.shape)}"
         )
     if "k" in finite:
         check_finite("k", k)
@@ -224,7 +223,9 @@ def check_kv(k: Any, v: Any, key_mask: Any, finite: tuple[str, ...] = ("k", "v")
     return key_mask
 
 
-def check_query(q: Any, state: BaseState, causal: bool, finite_checked: bool = False) -> torch.Tensor:
+def check_query(
+    q: Any, state: BaseState, causal: bool, finite_checked: bool = False
+) -> torch.Tensor:
     """q against the prepared state; ``finite_checked``: the caller already checked q's values."""
     if finite_checked:
         check_structure("q", q)
@@ -261,10 +262,14 @@ def zero_empty_users(out: torch.Tensor, empty_users: torch.Tensor | None) -> tor
     """Users whose behaviours are all padding get an all-zero output (never NaN)."""
     if empty_users is None:
         return out
-    return torch.where(empty_users[:, None, None, None], torch.zeros((), dtype=out.dtype, device=out.device), out)
+    return torch.where(
+        empty_users[:, None, None, None], torch.zeros((), dtype=out.dtype, device=out.device), out
+    )
 
 
-def sdpa_mask(key_mask: torch.Tensor | None, empty_users: torch.Tensor | None) -> torch.Tensor | None:
+def sdpa_mask(
+    key_mask: torch.Tensor | None, empty_users: torch.Tensor | None
+) -> torch.Tensor | None:
     """Boolean SDPA mask [B,1,1,N]; empty users attend everywhere (their output is zeroed later)."""
     if key_mask is None:
         return None
@@ -350,7 +355,9 @@ class AttentionOperator:
     def _validate_params(self) -> None:
         pass
 
-    def _prepare(self, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None) -> BaseState:
+    def _prepare(
+        self, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None
+    ) -> BaseState:
         raise NotImplementedError
 
     def _attend(self, state: BaseState, q: torch.Tensor, causal: bool) -> torch.Tensor:
@@ -403,7 +410,10 @@ class AttentionOperator:
         return cache[key]
 
     def backend_used(
-        self, device: torch.device | str, dtype: torch.dtype | str | None = None, requires_grad: bool = False,
+        self,
+        device: torch.device | str,
+        dtype: torch.dtype | str | None = None,
+        requires_grad: bool = False,
         causal: bool = False,
     ) -> str:
         """Which implementation ``attend`` runs on ``device``: ``torch`` or ``triton``.
@@ -422,7 +432,10 @@ class AttentionOperator:
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.params.items())})"
 
     def check(
-        self, shape: Shape, dtype: torch.dtype | str = torch.float32, device: torch.device | str = "cpu"
+        self,
+        shape: Shape,
+        dtype: torch.dtype | str = torch.float32,
+        device: torch.device | str = "cpu",
     ) -> list[str]:
         """Human-readable reasons this operator cannot run the case (empty list = it can)."""
         reasons: list[str] = []
@@ -460,22 +473,31 @@ class AttentionOperator:
     def _state_tensors(self, state: BaseState) -> tuple[torch.Tensor, ...]:
         return ()
 
-    def prepare(self, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None = None) -> BaseState:
+    def prepare(
+        self, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None = None
+    ) -> BaseState:
         return self._prepare_checked(k, v, key_mask, for_causal=False)
 
-    def _prepare_for_causal(self, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None) -> BaseState:
+    def _prepare_for_causal(
+        self, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None
+    ) -> BaseState:
         """The state ``forward(..., causal=True)`` attends with at once; a method whose causal
         form needs less than its reusable state (LinRec: no K^T V sum) overrides this."""
         return self._prepare(k, v, key_mask)
 
-    def _prepare_checked(self, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None,
-                         for_causal: bool) -> BaseState:
+    def _prepare_checked(
+        self, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None, for_causal: bool
+    ) -> BaseState:
         proven = self._inputs_proven_by_state()
         key_mask = check_kv(k, v, key_mask, finite=tuple(x for x in ("k", "v") if x not in proven))
         shape = Shape(k.shape[0], k.shape[1], k.shape[2], 1, k.shape[3], v.shape[3])
         self._raise_if_unsupported(shape, k.dtype, k.device)
         check_memory(lambda: f"{self.label}.prepare", self.memory_model(shape, k.dtype), k.device)
-        state = self._prepare_for_causal(k, v, key_mask) if for_causal else self._prepare(k, v, key_mask)
+        state = (
+            self._prepare_for_causal(k, v, key_mask)
+            if for_causal
+            else self._prepare(k, v, key_mask)
+        )
         if proven and not all(all_finite_fast(t) for t in self._state_tensors(state)):
             for name, t in (("k", k), ("v", v)):  # find and name the bad input (or pass:
                 if name in proven:  # a finite input can overflow the state; attend says so)
@@ -485,9 +507,13 @@ class AttentionOperator:
     def attend(self, state: BaseState, q: torch.Tensor, causal: bool = False) -> torch.Tensor:
         return self._attend_checked(state, q, causal, q_finite_checked=False)
 
-    def _attend_checked(self, state: BaseState, q: torch.Tensor, causal: bool, q_finite_checked: bool) -> torch.Tensor:
+    def _attend_checked(
+        self, state: BaseState, q: torch.Tensor, causal: bool, q_finite_checked: bool
+    ) -> torch.Tensor:
         if not isinstance(state, BaseState):
-            raise ValueError(f"state must come from {self.name}.prepare(), got {type(state).__name__}")
+            raise ValueError(
+                f"state must come from {self.name}.prepare(), got {type(state).__name__}"
+            )
         check_query(q, state, causal, finite_checked=q_finite_checked)
         check_state(self, state, q)
         if causal and not self.supports_causal:
@@ -519,23 +545,31 @@ class AttentionOperator:
 
     __call__ = forward
 
-    def prepare_unchecked(self, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None = None) -> BaseState:
+    def prepare_unchecked(
+        self, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None = None
+    ) -> BaseState:
         """prepare() without input validation (for timing loops after one checked call)."""
         return self._prepare(k, v, key_mask)
 
-    def attend_unchecked(self, state: BaseState, q: torch.Tensor, causal: bool = False) -> torch.Tensor:
+    def attend_unchecked(
+        self, state: BaseState, q: torch.Tensor, causal: bool = False
+    ) -> torch.Tensor:
         """attend() without input validation (for timing loops after one checked call)."""
         return self._attend(state, q, causal)
 
     @torch.no_grad()
-    def implied_weights(self, state: BaseState, q: torch.Tensor, causal: bool = False) -> torch.Tensor:
+    def implied_weights(
+        self, state: BaseState, q: torch.Tensor, causal: bool = False
+    ) -> torch.Tensor:
         """[B,H,M,N] float32 weights this method puts on each behaviour (evaluation only)."""
         check_query(q, state, causal)
         check_state(self, state, q)
         b, h, m, _ = q.shape
         chunk = query_chunks(m, state.n, b * h)
         # the [B,H,M,N] fp32 result plus about three fp32 temporaries per chunk element
-        check_memory(f"{self.label}.implied_weights", 4 * b * h * state.n * (m + 3 * chunk), q.device)
+        check_memory(
+            f"{self.label}.implied_weights", 4 * b * h * state.n * (m + 3 * chunk), q.device
+        )
         out = torch.empty((b, h, m, state.n), dtype=torch.float32, device=q.device)
         for start in range(0, m, chunk):
             stop = min(m, start + chunk)
@@ -552,7 +586,9 @@ class AttentionOperator:
         if reasons:
             raise ValueError(f"{self.label} cannot run this input: " + "; ".join(reasons))
 
-    def _base_state_kwargs(self, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None) -> dict[str, Any]:
+    def _base_state_kwargs(
+        self, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None
+    ) -> dict[str, Any]:
         return dict(
             n=k.shape[2],
             d=k.shape[3],

@@ -55,7 +55,11 @@ def linrec_features(x: torch.Tensor, eps: float, dtype: torch.dtype) -> torch.Te
 
 
 def linrec_causal(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None, eps: float,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    key_mask: torch.Tensor | None,
+    eps: float,
     chunk: int = CHUNK,
 ) -> torch.Tensor:
     """Causal LinRec by chunked prefix sums: [B,H,N,dv] in q's dtype.
@@ -84,15 +88,20 @@ def linrec_causal(
     scores = torch.matmul(qc, kc.transpose(-1, -2)).masked_fill(~tril, 0.0)
     out = torch.matmul(qc, before) + torch.matmul(scores, vc)
     out = out.reshape(b, h, nc * c, -1)[:, :, :n]
-    return (out * d ** -0.5).to(q.dtype)
+    return (out * d**-0.5).to(q.dtype)
 
 
 def linrec_causal_weights(
     q: torch.Tensor, k: torch.Tensor, key_mask: torch.Tensor | None, eps: float, row_offset: int = 0
 ) -> torch.Tensor:
     """[B,H,M,N] fp32 signed weights of rows row_offset.. (zero on the future and padding)."""
-    w = torch.matmul(linrec_features(q, eps, torch.float32), linrec_features(k, eps, torch.float32).transpose(-1, -2))
-    return w * _visible(q.shape[2], k.shape[2], key_mask, row_offset, q.device) * q.shape[-1] ** -0.5
+    w = torch.matmul(
+        linrec_features(q, eps, torch.float32),
+        linrec_features(k, eps, torch.float32).transpose(-1, -2),
+    )
+    return (
+        w * _visible(q.shape[2], k.shape[2], key_mask, row_offset, q.device) * q.shape[-1] ** -0.5
+    )
 
 
 def linrec_causal_reference(
@@ -105,7 +114,9 @@ def linrec_causal_reference(
     return (torch.matmul(w, v.to(cd)) * q.shape[-1] ** -0.5).to(q.dtype)
 
 
-def _visible(m: int, n: int, key_mask: torch.Tensor | None, row_offset: int, device) -> torch.Tensor:
+def _visible(
+    m: int, n: int, key_mask: torch.Tensor | None, row_offset: int, device
+) -> torch.Tensor:
     """[B or 1, 1, M, N] fp32: 1 where row row_offset+i may see real behaviour j."""
     rows = torch.arange(row_offset, row_offset + m, device=device)[:, None]
     vis = (torch.arange(n, device=device)[None, :] <= rows)[None, None]
@@ -123,7 +134,9 @@ def performer_logits(x: torch.Tensor, omega: torch.Tensor, dtype: torch.dtype) -
     return torch.matmul(xs, omega.to(dtype).T) - 0.5 * (xs * xs).sum(dim=-1, keepdim=True)
 
 
-def _query_features(q: torch.Tensor, omega: torch.Tensor, eps: float, dtype: torch.dtype) -> torch.Tensor:
+def _query_features(
+    q: torch.Tensor, omega: torch.Tensor, eps: float, dtype: torch.dtype
+) -> torch.Tensor:
     """phi(q) [B,H,M,m] without the m^-1/2 factor (it cancels): row-stabilised, + eps."""
     zq = performer_logits(q, omega, dtype)
     return torch.exp(zq - zq.amax(dim=-1, keepdim=True)) + eps
@@ -144,8 +157,13 @@ def _key_parts(k, omega, key_mask, dtype):
 
 
 def performer_causal(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None,
-    omega: torch.Tensor, eps: float, chunk: int = CHUNK,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    key_mask: torch.Tensor | None,
+    omega: torch.Tensor,
+    eps: float,
+    chunk: int = CHUNK,
 ) -> torch.Tensor:
     """Causal FAVOR+ by chunked prefix sums with a prefix-max stabiliser: [B,H,N,dv]."""
     check_chunk(chunk)
@@ -164,10 +182,20 @@ def performer_causal(
     nums, dens = [], []
     for s in range(0, n, chunk):
         e = min(n, s + chunk)
-        pq, kk, vc, ci, mj = phi_q[:, :, s:e], ek[:, :, s:e], vz[:, :, s:e], c[:, :, s:e], mk[:, :, s:e]
+        pq, kk, vc, ci, mj = (
+            phi_q[:, :, s:e],
+            ek[:, :, s:e],
+            vz[:, :, s:e],
+            c[:, :, s:e],
+            mk[:, :, s:e],
+        )
         carry = torch.exp(c_prev - ci)[..., None]  # [B,H,C,1] <= 1
         tril = torch.ones((e - s, e - s), dtype=torch.bool, device=q.device).tril()
-        arg = torch.where(tril, mj[..., None, :] - ci[..., :, None], torch.full((), NEG, dtype=cd, device=q.device))
+        arg = torch.where(
+            tril,
+            mj[..., None, :] - ci[..., :, None],
+            torch.full((), NEG, dtype=cd, device=q.device),
+        )
         p = torch.matmul(pq, kk.transpose(-1, -2)) * torch.exp(arg)  # [B,H,C,C]
         nums.append(torch.matmul(pq, s_kv) * carry + torch.matmul(p, vc))
         dens.append(torch.matmul(pq, s_k) * carry + p.sum(dim=-1, keepdim=True))
@@ -184,23 +212,36 @@ def performer_causal(
 
 
 def performer_causal_weights(
-    q: torch.Tensor, k: torch.Tensor, key_mask: torch.Tensor | None, omega: torch.Tensor, eps: float,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    key_mask: torch.Tensor | None,
+    omega: torch.Tensor,
+    eps: float,
     row_offset: int = 0,
 ) -> torch.Tensor:
     """[B,H,M,N] fp32 normalised weights of rows row_offset.. (rows sum to 1, or 0 if blind)."""
     ek, mk, c = _key_parts(k, omega, key_mask, torch.float32)
     phi_q = _query_features(q, omega, eps, torch.float32)
-    ci = c[:, :, row_offset:row_offset + q.shape[2]]
+    ci = c[:, :, row_offset : row_offset + q.shape[2]]
     vis = _visible(q.shape[2], k.shape[2], key_mask, row_offset, q.device) > 0
-    arg = torch.where(vis, mk[..., None, :] - ci[..., :, None], torch.full((), NEG, device=q.device))
-    w = torch.matmul(phi_q, ek.transpose(-1, -2)) * torch.exp(arg) + eps * phi_q.sum(-1, keepdim=True) * vis
+    arg = torch.where(
+        vis, mk[..., None, :] - ci[..., :, None], torch.full((), NEG, device=q.device)
+    )
+    w = (
+        torch.matmul(phi_q, ek.transpose(-1, -2)) * torch.exp(arg)
+        + eps * phi_q.sum(-1, keepdim=True) * vis
+    )
     total = w.sum(dim=-1, keepdim=True)
     return w / torch.where(total > 0, total, torch.ones_like(total))
 
 
 def performer_causal_reference(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None,
-    omega: torch.Tensor, eps: float,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    key_mask: torch.Tensor | None,
+    omega: torch.Tensor,
+    eps: float,
 ) -> torch.Tensor:
     """Plain form, one row at a time: phi_i(k_j) = exp(z_j - c_i) + eps over the real j <= i."""
     cd = compute_dtype(q)
@@ -214,7 +255,11 @@ def performer_causal_reference(
         z = zk[:, :, : i + 1]
         c = z.masked_fill(~seen, float("-inf")).amax(dim=(-1, -2), keepdim=True)  # [B,H,1,1]
         c = torch.where(torch.isfinite(c), c, torch.zeros_like(c))
-        phi_k = torch.where(seen, torch.exp(torch.where(seen, z - c, torch.zeros_like(z))) + eps, torch.zeros_like(z))
+        phi_k = torch.where(
+            seen,
+            torch.exp(torch.where(seen, z - c, torch.zeros_like(z))) + eps,
+            torch.zeros_like(z),
+        )
         w = torch.matmul(phi_q[:, :, i : i + 1], phi_k.transpose(-1, -2))  # [B,H,1,i+1]
         den = w.sum(dim=-1, keepdim=True)
         num = torch.matmul(w, v[:, :, : i + 1].to(cd))
@@ -228,7 +273,13 @@ def performer_causal_reference(
 def linrec_causal_cost(shape, dtype) -> tuple[float, float, float]:
     """(flops, bytes, exps) of one causal LinRec attend, all users and heads (modelled):
     both feature maps, the C x C masked blocks (computed whole), the running state."""
-    n, d, dv, es, c = shape.n, shape.d, shape.value_dim, torch.empty((), dtype=dtype).element_size(), CHUNK
+    n, d, dv, es, c = (
+        shape.n,
+        shape.d,
+        shape.value_dim,
+        torch.empty((), dtype=dtype).element_size(),
+        CHUNK,
+    )
     flops = 12 * n * d + 2 * n * min(c, n) * (d + dv) + 4 * n * d * dv
     nbytes = es * n * (2 * d + 2 * dv)  # read q, k, v; write out
     return float(shape.bh * flops), float(shape.bh * nbytes), float(shape.bh * 2 * n * d)
@@ -236,7 +287,14 @@ def linrec_causal_cost(shape, dtype) -> tuple[float, float, float]:
 
 def performer_causal_cost(shape, features: int, dtype) -> tuple[float, float, float]:
     """(flops, bytes, exps) of one causal Performer attend, all users and heads (modelled)."""
-    n, d, dv, m, es, c = shape.n, shape.d, shape.value_dim, features, torch.empty((), dtype=dtype).element_size(), CHUNK
+    n, d, dv, m, es, c = (
+        shape.n,
+        shape.d,
+        shape.value_dim,
+        features,
+        torch.empty((), dtype=dtype).element_size(),
+        CHUNK,
+    )
     c = min(c, n)
     flops = 4 * n * d * m + 2 * n * c * (m + dv) + 4 * n * m * (dv + 1) + 10 * n * m
     nbytes = es * n * (2 * d + 2 * dv)

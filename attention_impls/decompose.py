@@ -141,7 +141,9 @@ def _eigh_basis(y: torch.Tensor) -> torch.Tensor:
     lam, e = torch.linalg.eigh(torch.matmul(y.transpose(-1, -2), y))
     lam_max = lam[..., -1:].clamp_min(torch.finfo(lam.dtype).tiny)
     keep = lam > lam_max * torch.finfo(lam.dtype).eps * 64
-    inv = torch.where(keep, lam.clamp_min(torch.finfo(lam.dtype).tiny).rsqrt(), torch.zeros_like(lam))
+    inv = torch.where(
+        keep, lam.clamp_min(torch.finfo(lam.dtype).tiny).rsqrt(), torch.zeros_like(lam)
+    )
     return (torch.matmul(y, e) * inv[..., None, :]).flip(-1)  # largest energy first
 
 
@@ -219,7 +221,11 @@ def _gram(x: torch.Tensor, r: int, q: int, cd: torch.dtype):
     if plain_gram_is_enough(evals, r):
         s, inv = _drop_unresolved(evals[..., :r].clamp_min(0).sqrt(), cd)
         w = evecs[..., :r]
-        return torch.matmul(x, w * inv[..., None, :]), s, w.transpose(-1, -2)  # scale W, not N x r U
+        return (
+            torch.matmul(x, w * inv[..., None, :]),
+            s,
+            w.transpose(-1, -2),
+        )  # scale W, not N x r U
     if q >= x.shape[-1]:
         return _gram_fp64(x, r, cd)
     return _gram_refined(x, evecs[..., :q], r, q, cd)
@@ -242,11 +248,16 @@ def _gram_refined(x: torch.Tensor, w0: torch.Tensor, r: int, q: int, cd: torch.d
     norms = yty.diagonal(dim1=-2, dim2=-1).clamp_min(0).sqrt()  # [B,H,q]
     eps = torch.finfo(cd).eps
     live = norms > norms.amax(-1, keepdim=True) * eps * 8  # columns above rounding noise
-    inv_n = torch.where(live, 1.0 / norms.clamp_min(torch.finfo(torch.float64).tiny), torch.zeros_like(norms))
+    inv_n = torch.where(
+        live, 1.0 / norms.clamp_min(torch.finfo(torch.float64).tiny), torch.zeros_like(norms)
+    )
     lam, e = torch.linalg.eigh(inv_n[..., :, None] * yty * inv_n[..., None, :])
     # keep every direction the fp64 eigh resolves: a nearly dependent pair of noisy columns
     # still carries its (tiny) share of X, and dropping it at fp32's eps cost 4e-6 of X
-    ok = lam > lam[..., -1:].clamp_min(torch.finfo(lam.dtype).tiny) * torch.finfo(lam.dtype).eps * 64 * q
+    ok = (
+        lam
+        > lam[..., -1:].clamp_min(torch.finfo(lam.dtype).tiny) * torch.finfo(lam.dtype).eps * 64 * q
+    )
     lam = torch.where(ok, lam, torch.ones_like(lam))  # excluded below; avoids 0 * inf
     root, inv_root = lam.sqrt() * ok, lam.rsqrt() * ok
     # Y diag(1/n) = Q diag(root) E^T with Q orthonormal, so Y = Q M, M = diag(root) E^T diag(n);
@@ -254,7 +265,9 @@ def _gram_refined(x: torch.Tensor, w0: torch.Tensor, r: int, q: int, cd: torch.d
     m = root[..., :, None] * e.transpose(-1, -2) * norms[..., None, :]  # [B,H,q,q]
     p, sig, zt = torch.linalg.svd(m, full_matrices=False)
     s, _ = _drop_unresolved(sig[..., :r].to(cd), cd)
-    coef = inv_n[..., :, None] * torch.matmul(e * inv_root[..., None, :], p[..., :r])  # Q P = Y coef
+    coef = inv_n[..., :, None] * torch.matmul(
+        e * inv_root[..., None, :], p[..., :r]
+    )  # Q P = Y coef
     u = torch.matmul(y, (coef * (s > 0).double()[..., None, :]).to(cd))  # [B,H,N,r]
     wt = torch.matmul(zt[..., :r, :], w1.transpose(-1, -2)).to(cd)  # [B,H,r,D]
     return u, s, wt

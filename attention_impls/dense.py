@@ -70,8 +70,9 @@ class DenseAttention(AttentionOperator):
         if self._backend(q, state) == "triton":
             from .kernels.flash_small_head import flash_small_head
 
-            return flash_small_head(q, state.k, state.v, scale=inv_sqrt(state.d), key_mask=state.key_mask,
-                                    causal=causal)
+            return flash_small_head(
+                q, state.k, state.v, scale=inv_sqrt(state.d), key_mask=state.key_mask, causal=causal
+            )
         return masked_sdpa(q, state.k, state.v, state.key_mask, state.empty_users, causal)
 
     def _implied_weights_chunk(self, state: DenseState, q, row_offset, causal):
@@ -83,9 +84,21 @@ class DenseAttention(AttentionOperator):
     def cost_attend(self, shape: Shape, dtype=torch.float32) -> Cost:
         es = element_size(dtype)
         frac = 0.5 if shape.causal else 1.0
-        flops = shape.bh * frac * (2 * shape.m * shape.n * shape.d + 2 * shape.m * shape.n * shape.value_dim)
+        flops = (
+            shape.bh
+            * frac
+            * (2 * shape.m * shape.n * shape.d + 2 * shape.m * shape.n * shape.value_dim)
+        )
         flops += shape.bh * frac * 5 * shape.m * shape.n  # softmax: max, sub, exp, sum, div
-        nbytes = es * shape.bh * (shape.m * shape.d + shape.n * (shape.d + shape.value_dim) + shape.m * shape.value_dim)
+        nbytes = (
+            es
+            * shape.bh
+            * (
+                shape.m * shape.d
+                + shape.n * (shape.d + shape.value_dim)
+                + shape.m * shape.value_dim
+            )
+        )
         exps = shape.bh * frac * shape.m * shape.n  # one exp per (visible) score
         return Cost(float(flops), float(nbytes), float(exps))
 

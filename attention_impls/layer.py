@@ -50,7 +50,9 @@ class AttentionLayer(nn.Module):
             self.w_comp = nn.Parameter(basis.clone())
             self.w_decomp = nn.Parameter(basis.T.clone())
         elif n is not None:
-            raise ValueError(f"n is only used by lrea (its learned N x r projection); {method} takes no n")
+            raise ValueError(
+                f"n is only used by lrea (its learned N x r projection); {method} takes no n"
+            )
 
     @property
     def params(self) -> dict[str, Any]:
@@ -60,7 +62,9 @@ class AttentionLayer(nn.Module):
         return repr(self.op)
 
     @torch.no_grad()
-    def init_lrea_from(self, k: torch.Tensor, key_mask: torch.Tensor | None = None, **fit_args: Any) -> dict[str, float]:
+    def init_lrea_from(
+        self, k: torch.Tensor, key_mask: torch.Tensor | None = None, **fit_args: Any
+    ) -> dict[str, float]:
         """Set W_comp / W_decomp to LREA's fit on sample keys k [B,H,N,d] (principal positions,
         optionally Adam steps: ``fit_args`` go to ``LreaAttention.fit``)."""
         if self.w_comp is None or self.w_decomp is None:
@@ -71,8 +75,13 @@ class AttentionLayer(nn.Module):
         self.w_decomp.copy_(self.op.w_decomp)
         return terms
 
-    def backend_used(self, device: torch.device | str, dtype: torch.dtype | str | None = None,
-                     requires_grad: bool = False, causal: bool = False) -> str:
+    def backend_used(
+        self,
+        device: torch.device | str,
+        dtype: torch.dtype | str | None = None,
+        requires_grad: bool = False,
+        causal: bool = False,
+    ) -> str:
         """``torch`` or ``triton``: what a call on ``device`` runs (torch whenever grad is needed)."""
         return self.op.backend_used(device, dtype, requires_grad=requires_grad, causal=causal)
 

@@ -73,7 +73,9 @@ class LinRecAttention(AttentionOperator):
 
     def _attend(self, state: LinRecState, q, causal):
         if causal:  # torch only (no kernel): prefix sums over the past
-            return causal_linear.linrec_causal(q, state.k, state.v, state.key_mask, self.params["eps"])
+            return causal_linear.linrec_causal(
+                q, state.k, state.v, state.key_mask, self.params["eps"]
+            )
         if self._backend(q, state) == "triton":
             from .kernels.row_mlp import linrec_attend
 
@@ -85,13 +87,19 @@ class LinRecAttention(AttentionOperator):
         eps = self.params["eps"]
         if causal:
             return causal_linear.linrec_causal_weights(q, state.k, state.key_mask, eps, row_offset)
-        return torch.matmul(elu_l2(q, eps), elu_l2(state.k, eps).transpose(-1, -2)) * inv_sqrt(state.d)
+        return torch.matmul(elu_l2(q, eps), elu_l2(state.k, eps).transpose(-1, -2)) * inv_sqrt(
+            state.d
+        )
 
     def cost_prepare(self, shape, dtype=torch.float32):
         n, d, dv, es = shape.n, shape.d, shape.value_dim, element_size(dtype)
         flops = 6 * n * d + 2 * n * d * dv
         exps = n * d  # ELU evaluates exp (expm1) on every key element
-        return Cost(float(shape.bh * flops), float(shape.bh * (es * n * (d + dv) + es * d * dv)), float(shape.bh * exps))
+        return Cost(
+            float(shape.bh * flops),
+            float(shape.bh * (es * n * (d + dv) + es * d * dv)),
+            float(shape.bh * exps),
+        )
 
     def cost_attend(self, shape, dtype=torch.float32):
         if shape.causal:  # prefix sums over the past (causal_linear.py)
@@ -99,8 +107,15 @@ class LinRecAttention(AttentionOperator):
         m, d, dv, es = shape.m, shape.d, shape.value_dim, element_size(dtype)
         flops = 6 * m * d + 2 * m * d * dv
         exps = m * d  # ELU on every query element
-        return Cost(float(shape.bh * flops), float(shape.bh * es * (m * d + d * dv + m * dv)), float(shape.bh * exps))
+        return Cost(
+            float(shape.bh * flops),
+            float(shape.bh * es * (m * d + d * dv + m * dv)),
+            float(shape.bh * exps),
+        )
 
     def memory_model(self, shape, dtype=torch.float32):
         es = element_size(dtype)
-        return float(shape.bh * (4 * shape.n * shape.d + 4 * shape.m * shape.d + es * shape.m * shape.value_dim))
+        return float(
+            shape.bh
+            * (4 * shape.n * shape.d + 4 * shape.m * shape.d + es * shape.m * shape.value_dim)
+        )

@@ -56,7 +56,9 @@ from .validate import check_choice, check_float, check_seed
 FORMS = ("absorbed", "training")
 
 
-def principal_positions(k: torch.Tensor, key_mask: torch.Tensor | None, rank: int, seed: int = 0) -> torch.Tensor:
+def principal_positions(
+    k: torch.Tensor, key_mask: torch.Tensor | None, rank: int, seed: int = 0
+) -> torch.Tensor:
     """Top-``rank`` principal directions of the position axis, pooled over users, heads and
     features: left singular vectors of [K_(b,h)]_(b,h) as an N x (B H d) matrix. fp32."""
     kz = zero_padded(k.float(), key_mask)
@@ -97,7 +99,9 @@ class LreaAttention(AttentionOperator):
     PARAMS = {"rank": 16, "slope": 0.01, "form": "absorbed", "seed": 0, "backend": "auto"}
     supports_causal = False
     weights_are_distribution = False
-    description = "low-rank compression of the sequence axis with LeakyReLU attention (absorbed serving form)"
+    description = (
+        "low-rank compression of the sequence axis with LeakyReLU attention (absorbed serving form)"
+    )
 
     def __init__(self, **params):
         super().__init__(**params)
@@ -142,7 +146,12 @@ class LreaAttention(AttentionOperator):
     def set_projection(self, w_comp: torch.Tensor, w_decomp: torch.Tensor) -> None:
         """Use given W_comp (N x r) and W_decomp (r x N) instead of the training-free default."""
         r = self.params["rank"]
-        if w_comp.dim() != 2 or w_decomp.dim() != 2 or w_comp.shape[1] != r or w_decomp.shape != (r, w_comp.shape[0]):
+        if (
+            w_comp.dim() != 2
+            or w_decomp.dim() != 2
+            or w_comp.shape[1] != r
+            or w_decomp.shape != (r, w_comp.shape[0])
+        ):
             raise ValueError(
                 f"{self.name}: W_comp must be N x {r} and W_decomp {r} x N; got "
                 f"{tuple(w_comp.shape)} and {tuple(w_decomp.shape)}"
@@ -159,9 +168,18 @@ class LreaAttention(AttentionOperator):
         a NaN/inf in K or V reaches C or W_decomp V. Cached per projection object and version
         (the cache holds the tensors, so an id is never reused; in-place edits bump _version)."""
         wc, wd, version, ok = self._covers_cache
-        if wc is not self.w_comp or wd is not self.w_decomp or version != (self.w_comp._version, self.w_decomp._version):
+        if (
+            wc is not self.w_comp
+            or wd is not self.w_decomp
+            or version != (self.w_comp._version, self.w_decomp._version)
+        ):
             ok = bool((self.w_comp != 0).any(dim=1).all() and (self.w_decomp != 0).any(dim=0).all())
-            self._covers_cache = (self.w_comp, self.w_decomp, (self.w_comp._version, self.w_decomp._version), ok)
+            self._covers_cache = (
+                self.w_comp,
+                self.w_decomp,
+                (self.w_comp._version, self.w_decomp._version),
+                ok,
+            )
         return ok
 
     def _inputs_proven_by_state(self) -> tuple[str, ...]:
@@ -199,7 +217,9 @@ class LreaAttention(AttentionOperator):
             for _ in range(steps):
                 opt.zero_grad()
                 rec = w_decomp.T @ (w_comp.T @ y)
-                loss = ((y - rec) ** 2).sum() / (y**2).sum() + nonneg_penalty * (w_decomp.clamp_max(0) ** 2).sum()
+                loss = ((y - rec) ** 2).sum() / (y**2).sum() + nonneg_penalty * (
+                    w_decomp.clamp_max(0) ** 2
+                ).sum()
                 loss.backward()
                 opt.step()
             w_comp, w_decomp = w_comp.detach(), w_decomp.detach()
@@ -257,7 +277,9 @@ class LreaAttention(AttentionOperator):
         return w
 
     def _attend(self, state: LreaState, q, causal):
-        if self._backend(q, state) == "triton":  # absorbed form (the training form resolves to torch)
+        if (
+            self._backend(q, state) == "triton"
+        ):  # absorbed form (the training form resolves to torch)
             from .kernels.row_mlp import lrea_attend
 
             return lrea_attend(q, state.c, state.bv, state.empty_users, self.params["slope"])
@@ -293,12 +315,27 @@ class LreaAttention(AttentionOperator):
         return float((out - ref).norm() / ref.norm().clamp_min(1e-30))
 
     def cost_prepare(self, shape, dtype=torch.float32):
-        n, d, dv, r, es = shape.n, shape.d, shape.value_dim, self.params["rank"], element_size(dtype)
+        n, d, dv, r, es = (
+            shape.n,
+            shape.d,
+            shape.value_dim,
+            self.params["rank"],
+            element_size(dtype),
+        )
         flops = shape.bh * (2 * n * d * r + 2 * n * r * dv)  # no fit: serving never refits
-        return Cost(float(flops), float(shape.bh * es * (n * (d + dv) + r * (d + dv))), 0.0)  # no exp: LeakyReLU
+        return Cost(
+            float(flops), float(shape.bh * es * (n * (d + dv) + r * (d + dv))), 0.0
+        )  # no exp: LeakyReLU
 
     def cost_attend(self, shape, dtype=torch.float32):
-        m, n, d, dv, r, es = shape.m, shape.n, shape.d, shape.value_dim, self.params["rank"], element_size(dtype)
+        m, n, d, dv, r, es = (
+            shape.m,
+            shape.n,
+            shape.d,
+            shape.value_dim,
+            self.params["rank"],
+            element_size(dtype),
+        )
         if self.params["form"] == "absorbed":
             flops = 2 * m * d * r + m * r + 2 * m * r * dv
             nbytes = es * (m * d + d * r + r * dv + m * dv)
@@ -324,7 +361,9 @@ def balance_gamma(c: torch.Tensor, bv: torch.Tensor) -> torch.Tensor:
     cmax = c.abs().amax(dim=-2, keepdim=True)  # [B,H,1,r]
     bmax = bv.abs().amax(dim=-1).unsqueeze(-2)  # [B,H,1,r]
     ok = (cmax > 0) & (bmax > 0)
-    ratio = torch.where(ok, bmax / torch.where(ok, cmax, torch.ones_like(cmax)), torch.ones_like(cmax))
+    ratio = torch.where(
+        ok, bmax / torch.where(ok, cmax, torch.ones_like(cmax)), torch.ones_like(cmax)
+    )
     return torch.exp2(torch.round(torch.log2(ratio) / 2))
 
 

@@ -56,6 +56,8 @@ EPS_DEFAULT = "auto"
 def resolve_eps(eps: float | str, features: int) -> float:
     """The floor a Performer with ``features`` random features uses for ``eps``."""
     return min(EPS_MAX, EPS_AT_256 * (256 / features) ** 2) if eps == "auto" else float(eps)
+
+
 # Upper bound on ``eps``: after the stabilisers every feature exp(.) lies in (0, 1], so a
 # floor above 1 would swamp the features it guards (the estimate tends to the plain mean).
 EPS_MAX = 1.0
@@ -112,7 +114,11 @@ def _needs_grad(*ts: torch.Tensor) -> bool:
 
 
 def key_state_inplace(
-    k: torch.Tensor, v: torch.Tensor, omega: torch.Tensor, eps: float, key_mask: torch.Tensor | None,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    omega: torch.Tensor,
+    eps: float,
+    key_mask: torch.Tensor | None,
     inv_n: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(kv, ksum, c) of ``key_features`` without its temporaries (no autograd: in place).
@@ -158,8 +164,17 @@ class PerformerState(BaseState):
 @register
 class PerformerAttention(AttentionOperator):
     name = "performer"
-    PARAMS = {"features": 256, "orthogonal": True, "seed": 0, "redraw": "fixed", "eps": EPS_DEFAULT, "backend": "auto"}
-    supports_causal = True  # causal form: chunked prefix sums, prefix-max stabiliser (causal_linear.py)
+    PARAMS = {
+        "features": 256,
+        "orthogonal": True,
+        "seed": 0,
+        "redraw": "fixed",
+        "eps": EPS_DEFAULT,
+        "backend": "auto",
+    }
+    supports_causal = (
+        True  # causal form: chunked prefix sums, prefix-max stabiliser (causal_linear.py)
+    )
     causal_kernel = False  # the Triton kernel is the non-causal form only
     weights_are_distribution = True
     description = "FAVOR+ positive orthogonal random features for the softmax kernel"
@@ -176,7 +191,9 @@ class PerformerAttention(AttentionOperator):
         check_int(self.name, "features", self.params["features"], 1, FEATURES_MAX)
         check_choice(self.name, "redraw", self.params["redraw"], REDRAW)
         if not isinstance(self.params["orthogonal"], bool):
-            raise ValueError(f"{self.name}: orthogonal must be True or False, got {self.params['orthogonal']!r}")
+            raise ValueError(
+                f"{self.name}: orthogonal must be True or False, got {self.params['orthogonal']!r}"
+            )
         eps = self.params["eps"]
         if eps != "auto":
             if isinstance(eps, str):
@@ -190,10 +207,14 @@ class PerformerAttention(AttentionOperator):
         """The projection the next prepare() will use (fixed policy: always the same)."""
         p = self.params
         if p["redraw"] == "per_prepare":
-            return draw_features(p["features"], d, p["orthogonal"], p["seed"] + self._draws).to(device)
+            return draw_features(p["features"], d, p["orthogonal"], p["seed"] + self._draws).to(
+                device
+            )
         key = (d, str(device))
         if key not in self._cache:
-            self._cache[key] = draw_features(p["features"], d, p["orthogonal"], p["seed"]).to(device)
+            self._cache[key] = draw_features(p["features"], d, p["orthogonal"], p["seed"]).to(
+                device
+            )
         return self._cache[key]
 
     def _prepare(self, k, v, key_mask):
@@ -212,16 +233,26 @@ class PerformerAttention(AttentionOperator):
             kv = torch.matmul(phi_k.transpose(-1, -2), v.float()) * inv_n
             ksum = phi_k.sum(dim=-2) * inv_n[..., 0]
         return PerformerState(
-            **self._base_state_kwargs(k, v, key_mask), omega=omega, kv=kv.to(k.dtype), ksum=ksum, key_max=c, k=k, v=v
+            **self._base_state_kwargs(k, v, key_mask),
+            omega=omega,
+            kv=kv.to(k.dtype),
+            ksum=ksum,
+            key_max=c,
+            k=k,
+            v=v,
         )
 
     def _attend(self, state: PerformerState, q, causal):
         if causal:  # torch only (no kernel): prefix sums over the past
-            return causal_linear.performer_causal(q, state.k, state.v, state.key_mask, state.omega, self.eps)
+            return causal_linear.performer_causal(
+                q, state.k, state.v, state.key_mask, state.omega, self.eps
+            )
         if self._backend(q, state) == "triton":
             from .kernels.row_mlp import performer_attend
 
-            return performer_attend(q, state.omega, state.kv, state.ksum, state.empty_users, self.eps)
+            return performer_attend(
+                q, state.omega, state.kv, state.ksum, state.empty_users, self.eps
+            )
         feats = query_features if _needs_grad(q) else query_features_inplace
         phi_q = feats(q, state.omega, self.eps).to(q.dtype)
         num = torch.matmul(phi_q, state.kv)
@@ -229,14 +260,18 @@ class PerformerAttention(AttentionOperator):
         # floors are subnormal and round away, and a numerator without them over an fp32
         # denominator with them was 0.2 off at large logits
         den = torch.matmul(phi_q.float(), state.ksum[..., None])  # fp32 [B,H,M,1]
-        den = torch.where(den > 0, den, torch.ones_like(den))  # not clamp(tiny): a subnormal den is valid
+        den = torch.where(
+            den > 0, den, torch.ones_like(den)
+        )  # not clamp(tiny): a subnormal den is valid
         out = (num.float() / den).to(q.dtype)
         return zero_empty_users(out, state.empty_users)
 
     def _implied_weights_chunk(self, state: PerformerState, q, row_offset, causal):
         eps = self.eps
         if causal:
-            return causal_linear.performer_causal_weights(q, state.k, state.key_mask, state.omega, eps, row_offset)
+            return causal_linear.performer_causal_weights(
+                q, state.k, state.key_mask, state.omega, eps, row_offset
+            )
         phi_q = query_features(q, state.omega, eps)
         # the stabiliser of these logits, not state.key_max: prepare's in-place logits round
         # differently, and at |x'|^2 ~ 1e9 (fp16 keys ~ 3e4) the two differ by hundreds, so
@@ -247,18 +282,36 @@ class PerformerAttention(AttentionOperator):
         return w / torch.where(total > 0, total, torch.ones_like(total))
 
     def cost_prepare(self, shape, dtype=torch.float32):
-        n, d, dv, m, es = shape.n, shape.d, shape.value_dim, self.params["features"], element_size(dtype)
+        n, d, dv, m, es = (
+            shape.n,
+            shape.d,
+            shape.value_dim,
+            self.params["features"],
+            element_size(dtype),
+        )
         flops = 2 * n * d * m + 4 * n * m + 2 * n * m * dv + n * m
         nbytes = es * n * (d + dv) + es * m * dv + 4 * m
-        return Cost(float(shape.bh * flops), float(shape.bh * nbytes), float(shape.bh * n * m))  # exp of N x m logits
+        return Cost(
+            float(shape.bh * flops), float(shape.bh * nbytes), float(shape.bh * n * m)
+        )  # exp of N x m logits
 
     def cost_attend(self, shape, dtype=torch.float32):
         if shape.causal:  # prefix sums over the past (causal_linear.py)
             return Cost(*causal_linear.performer_causal_cost(shape, self.params["features"], dtype))
-        mm, d, dv, m, es = shape.m, shape.d, shape.value_dim, self.params["features"], element_size(dtype)
+        mm, d, dv, m, es = (
+            shape.m,
+            shape.d,
+            shape.value_dim,
+            self.params["features"],
+            element_size(dtype),
+        )
         flops = 2 * mm * d * m + 4 * mm * m + 2 * mm * m * dv + 2 * mm * m + mm * dv
-        nbytes = es * (mm * d + m * dv + mm * dv) + 4 * m  # q, state kv, out + the fp32 ksum (was missing)
-        return Cost(float(shape.bh * flops), float(shape.bh * nbytes), float(shape.bh * mm * m))  # exp of M x m logits
+        nbytes = (
+            es * (mm * d + m * dv + mm * dv) + 4 * m
+        )  # q, state kv, out + the fp32 ksum (was missing)
+        return Cost(
+            float(shape.bh * flops), float(shape.bh * nbytes), float(shape.bh * mm * m)
+        )  # exp of M x m logits
 
     def memory_model(self, shape, dtype=torch.float32):
         m = self.params["features"]

@@ -141,10 +141,14 @@ def decompose_kv(op: AttentionOperator, k: torch.Tensor, v: torch.Tensor, key_ma
     if solver == "gram" and records_grad(k, v):
         solver = "gram_fp64"
     x = torch.cat([zero_padded(k, key_mask), zero_padded(v, key_mask)], dim=-1)
-    return truncated_svd(x, p["rank"], solver, p.get("oversample", 8), p.get("power_iters", 2), p.get("seed", 0))
+    return truncated_svd(
+        x, p["rank"], solver, p.get("oversample", 8), p.get("power_iters", 2), p.get("seed", 0)
+    )
 
 
-def decompose_kv_fixed_subspace(op: AttentionOperator, k: torch.Tensor, v: torch.Tensor, key_mask) -> Factors:
+def decompose_kv_fixed_subspace(
+    op: AttentionOperator, k: torch.Tensor, v: torch.Tensor, key_mask
+) -> Factors:
     """``decompose_kv`` for svd_exact, with the gradient rule of the module docstring.
 
     Without gradients: the solver's factors. With gradients at full rank (r = min(N, D)): the
@@ -160,7 +164,9 @@ def decompose_kv_fixed_subspace(op: AttentionOperator, k: torch.Tensor, v: torch
     p = op.params
     if p["rank"] < min(k.shape[-2], k.shape[-1] + v.shape[-1]):
         return decompose_kv(op, k, v, key_mask)
-    if k.shape[-2] <= k.shape[-1] + v.shape[-1]:  # N <= D: X = I X is its own full-rank factorisation
+    if (
+        k.shape[-2] <= k.shape[-1] + v.shape[-1]
+    ):  # N <= D: X = I X is its own full-rank factorisation
         x = torch.cat([zero_padded(k, key_mask), zero_padded(v, key_mask)], dim=-1)
         eye = torch.eye(x.shape[-2], dtype=x.dtype, device=x.device).expand(*x.shape[:-2], -1, -1)
         return Factors(u=eye, s=torch.ones(x.shape[:-1], dtype=x.dtype, device=x.device), wt=x)
@@ -176,7 +182,9 @@ def decompose_kv_fixed_subspace(op: AttentionOperator, k: torch.Tensor, v: torch
     return Factors(u=u, s=s, wt=f.wt)
 
 
-def svd_prepare_cost(shape: Shape, rank: int, solver: str, oversample: int, power_iters: int, dtype) -> Cost:
+def svd_prepare_cost(
+    shape: Shape, rank: int, solver: str, oversample: int, power_iters: int, dtype
+) -> Cost:
     n, dd, bh = shape.n, shape.d + shape.value_dim, shape.bh
     es = element_size(dtype)
     if solver == "svd":
@@ -186,10 +194,19 @@ def svd_prepare_cost(shape: Shape, rank: int, solver: str, oversample: int, powe
         flops = 2 * n * dd * q * (2 + 2 * power_iters) + 4 * n * q * q + 22 * q**3
     elif solver == "gram_lowrank":
         q = min(rank + oversample, dd)
-        flops = 2 * n * dd * dd + 2 * dd * dd * q * (2 + power_iters) + 20 * q**3 + 2 * n * dd * rank
+        flops = (
+            2 * n * dd * dd + 2 * dd * dd * q * (2 + power_iters) + 20 * q**3 + 2 * n * dd * rank
+        )
     elif solver == "gram" and min(rank + oversample, dd) < dd:  # fp32 Gram + refinement
         q = min(rank + oversample, dd)
-        flops = 2 * n * dd * dd + 9 * dd**3 + 6 * n * dd * q + 2 * n * q * q + 2 * n * q * rank + 40 * q**3
+        flops = (
+            2 * n * dd * dd
+            + 9 * dd**3
+            + 6 * n * dd * q
+            + 2 * n * q * q
+            + 2 * n * q * rank
+            + 40 * q**3
+        )
     else:  # gram_fp64 (and gram when r + oversample >= D)
         flops = 2 * n * dd * dd + 9 * dd**3 + 2 * n * dd * rank
     nbytes = es * n * dd + 4 * n * dd + es * n * rank  # read inputs, fp32 copy, write U
@@ -199,8 +216,15 @@ def svd_prepare_cost(shape: Shape, rank: int, solver: str, oversample: int, powe
 @register
 class SvdExactAttention(AttentionOperator):
     name = "svd_exact"
-    PARAMS = {"rank": 16, "solver": "gram", "oversample": 8, "power_iters": 2, "seed": 0,
-              "backend": "auto", "scores": "fp32"}
+    PARAMS = {
+        "rank": 16,
+        "solver": "gram",
+        "oversample": 8,
+        "power_iters": 2,
+        "seed": 0,
+        "backend": "auto",
+        "scores": "fp32",
+    }
     supports_causal = True
     weights_are_distribution = True
     description = "softmax over all N behaviours with scores in the rank-r subspace of [K|V]"
@@ -243,20 +267,34 @@ class SvdExactAttention(AttentionOperator):
         if self._backend(q, state) == "triton":  # one fused kernel: Q A^T, softmax over U, then B
             from .kernels.flash_small_head import flash_small_head
 
-            out = flash_small_head(qs, state.u, None, scale=inv_sqrt(state.d), key_mask=state.key_mask,
-                                   causal=causal, q_proj=state.a, out_proj=state.b)
+            out = flash_small_head(
+                qs,
+                state.u,
+                None,
+                scale=inv_sqrt(state.d),
+                key_mask=state.key_mask,
+                causal=causal,
+                q_proj=state.a,
+                out_proj=state.b,
+            )
             return out.to(q.dtype)
         qa = torch.matmul(qs, state.a.transpose(-1, -2))  # [B,H,M,rp]
-        o = masked_sdpa(qa, state.u, state.u, state.key_mask, state.empty_users, causal, scale=inv_sqrt(state.d))
+        o = masked_sdpa(
+            qa, state.u, state.u, state.key_mask, state.empty_users, causal, scale=inv_sqrt(state.d)
+        )
         return torch.matmul(o, state.b).to(q.dtype)
 
     def _implied_weights_chunk(self, state: SvdExactState, q, row_offset, causal):
         qa = torch.matmul(q.float(), state.a.float().transpose(-1, -2))
-        return softmax_weights(qa, state.u.float(), state.key_mask, inv_sqrt(state.d), causal, row_offset)
+        return softmax_weights(
+            qa, state.u.float(), state.key_mask, inv_sqrt(state.d), causal, row_offset
+        )
 
     def cost_prepare(self, shape, dtype=torch.float32):
         p = self.params
-        return svd_prepare_cost(shape, p["rank"], p["solver"], p["oversample"], p["power_iters"], dtype)
+        return svd_prepare_cost(
+            shape, p["rank"], p["solver"], p["oversample"], p["power_iters"], dtype
+        )
 
     def cost_attend(self, shape, dtype=torch.float32):
         r, es = self.params["rank"], element_size(dtype)
@@ -273,5 +311,9 @@ class SvdExactAttention(AttentionOperator):
         fs = element_size(score_dtype(self.params["scores"], dtype))
         dd = shape.d + shape.value_dim
         prep = 4 * shape.n * dd * 2 + fs * shape.n * r  # fp32 [K|V] + factors + U
-        att = fs * shape.m * (shape.d + r * 2 + shape.value_dim) + es * shape.m * shape.value_dim + 8 * shape.m
+        att = (
+            fs * shape.m * (shape.d + r * 2 + shape.value_dim)
+            + es * shape.m * shape.value_dim
+            + 8 * shape.m
+        )
         return float(shape.bh * (prep + att))

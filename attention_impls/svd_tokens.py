@@ -45,8 +45,15 @@ class SvdTokensState(BaseState):
 @register
 class SvdTokensAttention(AttentionOperator):
     name = "svd_tokens"
-    PARAMS = {"rank": 16, "token_scaling": "singular", "solver": "gram", "oversample": 8, "power_iters": 2, "seed": 0,
-              "backend": "auto"}
+    PARAMS = {
+        "rank": 16,
+        "token_scaling": "singular",
+        "solver": "gram",
+        "oversample": 8,
+        "power_iters": 2,
+        "seed": 0,
+        "backend": "auto",
+    }
     supports_causal = False
     weights_are_distribution = False
     description = "softmax over r principal tokens of [K|V] (O(N d r) per user)"
@@ -90,7 +97,9 @@ class SvdTokensAttention(AttentionOperator):
             from .kernels.row_mlp import svd_tokens_attend
 
             return svd_tokens_attend(q, state.zk, state.zv, state.empty_users, inv_sqrt(state.d))
-        out = torch.nn.functional.scaled_dot_product_attention(q, state.zk, state.zv, scale=inv_sqrt(state.d))
+        out = torch.nn.functional.scaled_dot_product_attention(
+            q, state.zk, state.zv, scale=inv_sqrt(state.d)
+        )
         return zero_empty_users(out, state.empty_users)
 
     def _token_probs(self, state: SvdTokensState, q):
@@ -103,16 +112,23 @@ class SvdTokensAttention(AttentionOperator):
 
     def cost_prepare(self, shape, dtype=torch.float32):
         p = self.params
-        return svd_prepare_cost(shape, p["rank"], p["solver"], p["oversample"], p["power_iters"], dtype)
+        return svd_prepare_cost(
+            shape, p["rank"], p["solver"], p["oversample"], p["power_iters"], dtype
+        )
 
     def cost_attend(self, shape, dtype=torch.float32):
         r, es = self.params["rank"], element_size(dtype)
         m, d, dv = shape.m, shape.d, shape.value_dim
         flops = 2 * m * r * d + 5 * m * r + 2 * m * r * dv
         nbytes = es * (m * d + r * (d + dv) + m * dv)
-        return Cost(float(shape.bh * flops), float(shape.bh * nbytes), float(shape.bh * m * r))  # softmax over r tokens
+        return Cost(
+            float(shape.bh * flops), float(shape.bh * nbytes), float(shape.bh * m * r)
+        )  # softmax over r tokens
 
     def memory_model(self, shape, dtype=torch.float32):
         r, es = self.params["rank"], element_size(dtype)
         dd = shape.d + shape.value_dim
-        return float(shape.bh * (4 * shape.n * dd * 2 + 4 * shape.n * r + es * shape.m * (r + shape.value_dim)))
+        return float(
+            shape.bh
+            * (4 * shape.n * dd * 2 + 4 * shape.n * r + es * shape.m * (r + shape.value_dim))
+        )

@@ -37,7 +37,14 @@ def check_int(op: str, key: str, value: Any, lo: int, hi: int | None = None) -> 
 
 
 def check_float(
-    op: str, key: str, value: Any, lo: float, hi: float, *, lo_open: bool = False, hi_open: bool = False
+    op: str,
+    key: str,
+    value: Any,
+    lo: float,
+    hi: float,
+    *,
+    lo_open: bool = False,
+    hi_open: bool = False,
 ) -> float:
     """A finite real number (not a bool) in the interval; returns it as a Python float."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
@@ -92,8 +99,11 @@ def check_state(op: Any, state: Any, q: torch.Tensor) -> None:
         )
     theirs, ours = state.params, state_params(op.params)
     if theirs != ours:
-        diff = ", ".join(f"{k}={theirs.get(k)!r} (this operator: {ours.get(k)!r})"
-                         for k in sorted(set(theirs) | set(ours)) if theirs.get(k) != ours.get(k))
+        diff = ", ".join(
+            f"{k}={theirs.get(k)!r} (this operator: {ours.get(k)!r})"
+            for k in sorted(set(theirs) | set(ours))
+            if theirs.get(k) != ours.get(k)
+        )
         raise ValueError(f"{op.name}: this state was prepared with other parameters: {diff}")
     if tuple(q.shape[:2]) != (state.batch, state.heads):
         raise ValueError(
@@ -117,14 +127,18 @@ def free_bytes(device: torch.device) -> int:
     return int(psutil.virtual_memory().available)
 
 
-def check_memory(what: str | Callable[[], str], estimate_bytes: float, device: torch.device) -> None:
+def check_memory(
+    what: str | Callable[[], str], estimate_bytes: float, device: torch.device
+) -> None:
     """Raise ``InsufficientMemoryError`` when ``estimate_bytes`` exceeds what is free
     (``what`` may be a callable: the name is then only built for the error)."""
     if estimate_bytes < MEMORY_CHECK_FLOOR or device.type not in ("cpu", "cuda"):
         return
     free = free_bytes(device)
     if estimate_bytes > free:
-        raise InsufficientMemoryError(what() if callable(what) else what, int(estimate_bytes), free, str(device))
+        raise InsufficientMemoryError(
+            what() if callable(what) else what, int(estimate_bytes), free, str(device)
+        )
 
 
 # ----------------------------------------------------------------------------- outputs
@@ -141,8 +155,12 @@ def all_finite_fast(t: torch.Tensor) -> bool:
     return t.dtype == torch.float16 and t.dim() > 1 and bool(torch.isfinite(t.sum(dim=-1)).all())
 
 
-def check_output(op_label: str | Callable[[], str], out: torch.Tensor, q: torch.Tensor,
-                 working_dtype: torch.dtype | None = None) -> torch.Tensor:
+def check_output(
+    op_label: str | Callable[[], str],
+    out: torch.Tensor,
+    q: torch.Tensor,
+    working_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
     """Finite inputs (already checked) must give a finite output, else a ValueError that
     names the cause: an intermediate left the working dtype's range (``working_dtype``:
     the dtype the intermediates had, when ``out`` was widened, e.g. fp32 implied weights)."""

@@ -44,19 +44,45 @@ def cascade_cases(cfg: SweepConfig, methods: list[str], device: str) -> list[Cas
             swept = {k: vals for k, vals in cfg.params_for(method).items() if k in accepted}
             for combo in itertools.product(*swept.values()):  # e.g. every svd_exact solver
                 params = {**base, **dict(zip(swept, combo, strict=True))}
-                out.append(Case(method=method, params=tuple(sorted(params.items())), family=c.family["kind"],
-                                family_params=fam, batch=c.batch, heads=c.heads, n=int(n),
-                                m=int(max(c.stages)), d=c.d, dv=c.d, dtype=c.dtype, setting="target",
-                                seed=c.seed, query_scale=1.0, padding=0.0, device=device))
+                out.append(
+                    Case(
+                        method=method,
+                        params=tuple(sorted(params.items())),
+                        family=c.family["kind"],
+                        family_params=fam,
+                        batch=c.batch,
+                        heads=c.heads,
+                        n=int(n),
+                        m=int(max(c.stages)),
+                        d=c.d,
+                        dv=c.d,
+                        dtype=c.dtype,
+                        setting="target",
+                        seed=c.seed,
+                        query_scale=1.0,
+                        padding=0.0,
+                        device=device,
+                    )
+                )
     return out
 
 
-def cascade_rows(case: Case, stages: tuple[int, ...], timer: PhaseTimer, env: dict[str, Any],
-                 inputs: Any = None) -> list[dict[str, Any]]:
+def cascade_rows(
+    case: Case, stages: tuple[int, ...], timer: PhaseTimer, env: dict[str, Any], inputs: Any = None
+) -> list[dict[str, Any]]:
     """One row per stage for one method and N (status oom/unsupported/error rows too)."""
-    base = {"case_id": case.case_id, "method": case.method, "n": case.n, "d": case.d,
-            "batch": case.batch, "heads": case.heads, "dtype": case.dtype, "family": case.family,
-            "params": str(case.params_dict), "label": case.method}
+    base = {
+        "case_id": case.case_id,
+        "method": case.method,
+        "n": case.n,
+        "d": case.d,
+        "batch": case.batch,
+        "heads": case.heads,
+        "dtype": case.dtype,
+        "family": case.family,
+        "params": str(case.params_dict),
+        "label": case.method,
+    }
     status, reason, times = "ok", None, {}
     try:
         op = ai.get(case.method, **case.params_dict)
@@ -72,10 +98,14 @@ def cascade_rows(case: Case, stages: tuple[int, ...], timer: PhaseTimer, env: di
                 state = op.prepare(inp.k, inp.v, inp.key_mask)
                 op.attend(state, inp.q)
                 times["prepare"] = summarise_times(
-                    timer.measure(lambda: op.prepare_unchecked(inp.k, inp.v, inp.key_mask)), "prepare")
+                    timer.measure(lambda: op.prepare_unchecked(inp.k, inp.v, inp.key_mask)),
+                    "prepare",
+                )
                 for m in stages:
                     qm = inp.q[:, :, :m].contiguous()
-                    times[m] = summarise_times(timer.measure(lambda qm=qm: op.attend_unchecked(state, qm)), "attend")
+                    times[m] = summarise_times(
+                        timer.measure(lambda qm=qm: op.attend_unchecked(state, qm)), "attend"
+                    )
             del state
     except Exception as exc:  # noqa: BLE001
         status = "oom" if is_oom(exc) else "error"
@@ -88,16 +118,31 @@ def cascade_rows(case: Case, stages: tuple[int, ...], timer: PhaseTimer, env: di
     total = prep + sum(attends) if prep is not None and None not in attends else None
     for s, (m, att) in enumerate(zip(stages, attends, strict=True), start=1):
         amort = None if prep is None else prep / len(stages)
-        rows.append({**base, "stage": s, "stages": len(stages), "m": m, "status": status, "reason": reason,
-                     "attend_ms_median": att, "attend_ms_iqr": times.get(m, {}).get("attend_ms_iqr"),
-                     "prepare_ms_median": prep, "prepare_amortised_ms": amort,
-                     "stage_ms": None if att is None or amort is None else att + amort,
-                     "total_ms": total, "timer": timer.name, **env, "timestamp": timestamp()})
+        rows.append(
+            {
+                **base,
+                "stage": s,
+                "stages": len(stages),
+                "m": m,
+                "status": status,
+                "reason": reason,
+                "attend_ms_median": att,
+                "attend_ms_iqr": times.get(m, {}).get("attend_ms_iqr"),
+                "prepare_ms_median": prep,
+                "prepare_amortised_ms": amort,
+                "stage_ms": None if att is None or amort is None else att + amort,
+                "total_ms": total,
+                "timer": timer.name,
+                **env,
+                "timestamp": timestamp(),
+            }
+        )
     return rows
 
 
-def run_cascade(cfg: SweepConfig, methods: list[str], device: str, out_dir: str | Path,
-                progress: bool = True) -> list[dict[str, Any]]:
+def run_cascade(
+    cfg: SweepConfig, methods: list[str], device: str, out_dir: str | Path, progress: bool = True
+) -> list[dict[str, Any]]:
     """Measure the cascade cases not yet in ``DIR/cascade.jsonl``; write ``DIR/cascade.csv``."""
     if cfg.cascade is None:
         return []
@@ -120,5 +165,7 @@ def run_cascade(cfg: SweepConfig, methods: list[str], device: str, out_dir: str 
     if rows:
         import pandas as pd
 
-        store._atomic_write(out / CASCADE_TABLE, lambda t: pd.DataFrame(rows).to_csv(t, index=False))
+        store._atomic_write(
+            out / CASCADE_TABLE, lambda t: pd.DataFrame(rows).to_csv(t, index=False)
+        )
     return rows

@@ -86,7 +86,9 @@ class Ceilings:
 # ----------------------------------------------------------------------------- probes
 
 
-def _cuda_median_s(fn: Callable[[], Any], device: torch.device, repeats: int, warmup: int = 2) -> float:
+def _cuda_median_s(
+    fn: Callable[[], Any], device: torch.device, repeats: int, warmup: int = 2
+) -> float:
     """Median seconds of ``fn`` over ``repeats`` calls, one pair of CUDA events per call."""
     with torch.cuda.device(device):
         for _ in range(warmup):
@@ -103,8 +105,9 @@ def _cuda_median_s(fn: Callable[[], Any], device: torch.device, repeats: int, wa
     return statistics.median(a.elapsed_time(b) for a, b in pairs) / 1e3
 
 
-def cuda_matmul_flops(device: str | torch.device, dtype: str = "bf16", size: int = 8192,
-                      repeats: int = 10) -> float:
+def cuda_matmul_flops(
+    device: str | torch.device, dtype: str = "bf16", size: int = 8192, repeats: int = 10
+) -> float:
     """FLOP/s of a ``size^3`` matmul in ``dtype`` (2 size^3 FLOPs per call, median of events)."""
     from attention_impls import dtype_from_name
 
@@ -147,8 +150,14 @@ def _exp_chain_kernel() -> Any:
     return exp_chain
 
 
-def triton_exp_rate(device: str | torch.device = "cuda", n: int = 2**22, iters: int = 512,
-                    block: int = 1024, repeats: int = 5, num_warps: int = 4) -> float:
+def triton_exp_rate(
+    device: str | torch.device = "cuda",
+    n: int = 2**22,
+    iters: int = 512,
+    block: int = 1024,
+    repeats: int = 5,
+    num_warps: int = 4,
+) -> float:
     """Exponentials per second of the ``exp_chain`` Triton kernel: n elements, ``iters``
     dependent exp2 each, ``n * iters / median time``.
 
@@ -178,7 +187,9 @@ def triton_exp_rate(device: str | torch.device = "cuda", n: int = 2**22, iters: 
             times.append(time.perf_counter() - t0)
         sec = statistics.median(times)
     if not bool(torch.isfinite(y).all()) or not bool(((y > 0.4) & (y < 1.01)).all()):
-        raise RuntimeError("exp_chain produced values outside [0.5, 1]: the kernel did not compute exp2(-x)")
+        raise RuntimeError(
+            "exp_chain produced values outside [0.5, 1]: the kernel did not compute exp2(-x)"
+        )
     return n * total / sec
 
 
@@ -186,7 +197,9 @@ def triton_cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def cpu_exp_rate(dtype: str = "fp32", numel: int = 2**16, calls: int = 64, repeats: int = 5) -> float:
+def cpu_exp_rate(
+    dtype: str = "fp32", numel: int = 2**16, calls: int = 64, repeats: int = 5
+) -> float:
     """Exponentials per second of ``torch.exp`` on this CPU (current torch threads): an
     in-cache tensor (256 KiB in fp32: large enough that the per-call dispatch is a few per
     cent, small enough for L2), ``calls`` calls per timed loop, best of ``repeats`` loops."""
@@ -228,8 +241,17 @@ def measure_ceilings(device: str, device_name: str = "", dtype: str = "fp32") ->
     """Ceilings of ``device`` for ``dtype``: measured where a probe can run, else the table."""
     if not device.startswith("cuda"):
         flops, bw = cpu_peaks(dtype)
-        return Ceilings(device, dtype, flops, bw, cpu_exp_rate(dtype), MEASURED, MEASURED, MEASURED,
-                        note="CPU: matmul, copy and torch.exp probes")
+        return Ceilings(
+            device,
+            dtype,
+            flops,
+            bw,
+            cpu_exp_rate(dtype),
+            MEASURED,
+            MEASURED,
+            MEASURED,
+            note="CPU: matmul, copy and torch.exp probes",
+        )
     tf, tb = gpu_peaks(device_name, dtype)
     te = gpu_exp_rate(device_name)
     values: dict[str, float | None] = {"matmul": tf, "memory": tb, "exp": te}
@@ -259,8 +281,20 @@ def measure_ceilings(device: str, device_name: str = "", dtype: str = "fp32") ->
                 torch.cuda.empty_cache()
             if val > 0 and val == val and val != float("inf"):
                 values[key], sources[key] = val, MEASURED
-    return Ceilings(device, dtype, values["matmul"], values["memory"], values["exp"],
-                    sources["matmul"], sources["memory"], sources["exp"], tf, tb, te, "; ".join(notes))
+    return Ceilings(
+        device,
+        dtype,
+        values["matmul"],
+        values["memory"],
+        values["exp"],
+        sources["matmul"],
+        sources["memory"],
+        sources["exp"],
+        tf,
+        tb,
+        te,
+        "; ".join(notes),
+    )
 
 
 @lru_cache(maxsize=32)

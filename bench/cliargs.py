@@ -21,14 +21,20 @@ def _subparser(parser: argparse.ArgumentParser, name: str | None) -> argparse.Ar
     return parser
 
 
-def parse(parser: argparse.ArgumentParser, argv: list[str] | None, dest: str = "cmd") -> argparse.Namespace:
+def parse(
+    parser: argparse.ArgumentParser, argv: list[str] | None, dest: str = "cmd"
+) -> argparse.Namespace:
     args, extra = parser.parse_known_args(argv)
     if extra:
-        _subparser(parser, getattr(args, dest, None)).error(f"unrecognized arguments: {' '.join(extra)}")
+        _subparser(parser, getattr(args, dest, None)).error(
+            f"unrecognized arguments: {' '.join(extra)}"
+        )
     return args
 
 
-def split_list(values: Iterable[str] | str | None, cast: Callable[[str], Any] = str) -> list[Any] | None:
+def split_list(
+    values: Iterable[str] | str | None, cast: Callable[[str], Any] = str
+) -> list[Any] | None:
     """Flatten space- and comma-separated values; None stays None."""
     if values is None:
         return None

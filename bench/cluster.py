@@ -37,8 +37,10 @@ from .config import Case, SweepConfig
 from .errors import ConfigError
 from .shard import input_groups
 
-INSTALL_HINT = ("--cluster ray needs Ray, an optional extra: pip install -e '.[cluster]' "
-                "(or pip install 'ray[default]>=2.9')")
+INSTALL_HINT = (
+    "--cluster ray needs Ray, an optional extra: pip install -e '.[cluster]' "
+    "(or pip install 'ray[default]>=2.9')"
+)
 MAX_DEATHS_PER_WORKER = 3  # replacements per worker slot before the run gives up
 
 
@@ -66,8 +68,10 @@ def cluster_device(cfg_device: str | None, arg: str | None, address: str | None)
     """``cuda`` when asked for (or by default) and the cluster has GPUs, else ``cpu``; a GPU
     index is refused: Ray assigns GPUs, and the index would change the case ids."""
     if arg and arg.startswith("cuda:"):
-        raise ConfigError(f"--device {arg} with --cluster: use --device cuda (Ray gives each "
-                          "worker its own GPU; an index would change the case ids)")
+        raise ConfigError(
+            f"--device {arg} with --cluster: use --device cuda (Ray gives each "
+            "worker its own GPU; an index would change the case ids)"
+        )
     wanted = arg or cfg_device
     if wanted == "cpu":
         return "cpu"
@@ -77,7 +81,9 @@ def cluster_device(cfg_device: str | None, arg: str | None, address: str | None)
     if wanted == "cuda":
         if arg:
             raise ConfigError("--device cuda but the Ray cluster reports no GPU")
-        logging.getLogger(__name__).warning("the preset targets CUDA but the Ray cluster has no GPU; running on CPU")
+        logging.getLogger(__name__).warning(
+            "the preset targets CUDA but the Ray cluster has no GPU; running on CPU"
+        )
     return "cpu"
 
 
@@ -121,8 +127,9 @@ class _Slot:
     retired: bool = False  # died too often: no more cases
 
 
-def _worker_count(ray: Any, device: str, cpus_per_worker: int, workers: int | None,
-                  groups: int) -> tuple[int, dict[str, Any]]:
+def _worker_count(
+    ray: Any, device: str, cpus_per_worker: int, workers: int | None, groups: int
+) -> tuple[int, dict[str, Any]]:
     res = ray.cluster_resources()
     if device.startswith("cuda"):
         slots = int(res.get("GPU", 0))
@@ -135,13 +142,21 @@ def _worker_count(ray: Any, device: str, cpus_per_worker: int, workers: int | No
     return max(1, min(slots, workers or slots, groups)), opts
 
 
-def run_sweep_ray(cfg: SweepConfig, cases: list[Case], out_dir: str | Path, *,
-                  preset: str | None = None, time_budget_min: float | None = None,
-                  progress: bool = True, address: str | None = None, cpus_per_worker: int = 1,
-                  workers: int | None = None, threads: int | None = None,
-                  worker_env: dict[str, str] | None = None,
-                  on_row: Callable[[dict[str, Any], list[Any]], None] | None = None,
-                  ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def run_sweep_ray(
+    cfg: SweepConfig,
+    cases: list[Case],
+    out_dir: str | Path,
+    *,
+    preset: str | None = None,
+    time_budget_min: float | None = None,
+    progress: bool = True,
+    address: str | None = None,
+    cpus_per_worker: int = 1,
+    workers: int | None = None,
+    threads: int | None = None,
+    worker_env: dict[str, str] | None = None,
+    on_row: Callable[[dict[str, Any], list[Any]], None] | None = None,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """:func:`bench.runner.run_sweep` on Ray actors; returns (all rows, run info).
 
     ``on_row(row, actors)`` is called after each row is written (tests use it to kill a worker);
@@ -155,9 +170,16 @@ def run_sweep_ray(cfg: SweepConfig, cases: list[Case], out_dir: str | Path, *,
     log_path = out / store.LOG_NAME
     done = {r.get("case_id") for r in store.read_rows(log_path) if finished(r)}
     pending = [c for c in cases if c.case_id not in done]
-    info: dict[str, Any] = {"total": len(cases), "already_done": len(cases) - len(pending),
-                            "measured": 0, "not_run": 0, "stopped": None, "workers": 0,
-                            "worker_deaths": 0, "lost": []}
+    info: dict[str, Any] = {
+        "total": len(cases),
+        "already_done": len(cases) - len(pending),
+        "measured": 0,
+        "not_run": 0,
+        "stopped": None,
+        "workers": 0,
+        "worker_deaths": 0,
+        "lost": [],
+    }
     if not pending:
         rows = store.dedupe(store.read_rows(log_path))
         store.write_table(store.to_frame(rows), out)
@@ -183,8 +205,13 @@ def run_sweep_ray(cfg: SweepConfig, cases: list[Case], out_dir: str | Path, *,
     start = time.monotonic()
     last_table = 0.0
     stopping = False
-    bar = tqdm(total=len(pending), desc=f"bench {name} on ray ({n_workers} workers)", unit="case",
-               disable=not progress, dynamic_ncols=True)
+    bar = tqdm(
+        total=len(pending),
+        desc=f"bench {name} on ray ({n_workers} workers)",
+        unit="case",
+        disable=not progress,
+        dynamic_ncols=True,
+    )
 
     def feed(slot: _Slot) -> None:
         """Send the slot's next case (taking a new group when its group is done)."""
@@ -200,8 +227,11 @@ def run_sweep_ray(cfg: SweepConfig, cases: list[Case], out_dir: str | Path, *,
         for s in slots:
             feed(s)
         while True:
-            if (not stopping and time_budget_min is not None
-                    and time.monotonic() - start > time_budget_min * 60):
+            if (
+                not stopping
+                and time_budget_min is not None
+                and time.monotonic() - start > time_budget_min * 60
+            ):
                 stopping = True
                 info["stopped"] = f"time budget of {time_budget_min:g} min reached"
             live = {s.running[0]: s for s in slots if s.running is not None}
@@ -219,9 +249,11 @@ def run_sweep_ray(cfg: SweepConfig, cases: list[Case], out_dir: str | Path, *,
                     info["worker_deaths"] += 1
                     info["lost"].append(case.case_id)
                     slot.deaths += 1
-                    warnings.warn(f"worker died while running {case.test_id} ({type(exc).__name__}); "
-                                  "no row for that case, re-run with the same --out to measure it",
-                                  stacklevel=1)
+                    warnings.warn(
+                        f"worker died while running {case.test_id} ({type(exc).__name__}); "
+                        "no row for that case, re-run with the same --out to measure it",
+                        stacklevel=1,
+                    )
                     ray.kill(slot.actor, no_restart=True)
                     bar.update(1)
                     if slot.deaths > MAX_DEATHS_PER_WORKER:  # retire the slot, keep its cases
@@ -231,8 +263,10 @@ def run_sweep_ray(cfg: SweepConfig, cases: list[Case], out_dir: str | Path, *,
                             slot.todo = deque()
                         if all(s.retired for s in slots):
                             stopping = True
-                            info["stopped"] = ("every worker died more than "
-                                               f"{MAX_DEATHS_PER_WORKER} times; see the Ray logs")
+                            info["stopped"] = (
+                                "every worker died more than "
+                                f"{MAX_DEATHS_PER_WORKER} times; see the Ray logs"
+                            )
                         continue
                     slot.actor = spawn()
                     feed(slot)
@@ -271,14 +305,32 @@ def run_sweep_ray(cfg: SweepConfig, cases: list[Case], out_dir: str | Path, *,
 
 def add_run_args(r: Any) -> None:
     """The cluster and shard options of ``bench run`` (kept here so the CLI edit stays small)."""
-    r.add_argument("--cluster", choices=["ray"], default=None,
-                   help="run the cases on Ray actors (pip install -e '.[cluster]')")
-    r.add_argument("--address", default=None,
-                   help="Ray address (default: RAY_ADDRESS, else a new local Ray)")
-    r.add_argument("--cpus-per-worker", type=int, default=1, metavar="N",
-                   help="CPU-only clusters: one actor (and N torch threads) per N cores (default 1)")
-    r.add_argument("--workers", type=int, default=None,
-                   help="at most this many actors (default: one per GPU, or per N cores)")
-    r.add_argument("--shard", default=None, metavar="I/N",
-                   help="run only shard I of N (0-based; input groups I, I+N, ...); "
-                        "join the shards' run directories with `python -m bench merge`")
+    r.add_argument(
+        "--cluster",
+        choices=["ray"],
+        default=None,
+        help="run the cases on Ray actors (pip install -e '.[cluster]')",
+    )
+    r.add_argument(
+        "--address", default=None, help="Ray address (default: RAY_ADDRESS, else a new local Ray)"
+    )
+    r.add_argument(
+        "--cpus-per-worker",
+        type=int,
+        default=1,
+        metavar="N",
+        help="CPU-only clusters: one actor (and N torch threads) per N cores (default 1)",
+    )
+    r.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="at most this many actors (default: one per GPU, or per N cores)",
+    )
+    r.add_argument(
+        "--shard",
+        default=None,
+        metavar="I/N",
+        help="run only shard I of N (0-based; input groups I, I+N, ...); "
+        "join the shards' run directories with `python -m bench merge`",
+    )

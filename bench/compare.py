@@ -32,8 +32,25 @@ from .store import read_table
 
 # configuration columns that identify a case across devices and commits (case_id includes the
 # device, so it cannot pair a CPU run with a GPU run)
-CASE_KEYS = ["method", "label", "params", "setting", "causal", "family", "family_params", "batch",
-             "heads", "n", "m", "d", "dv", "dtype", "seed", "query_scale", "padding"]
+CASE_KEYS = [
+    "method",
+    "label",
+    "params",
+    "setting",
+    "causal",
+    "family",
+    "family_params",
+    "batch",
+    "heads",
+    "n",
+    "m",
+    "d",
+    "dv",
+    "dtype",
+    "seed",
+    "query_scale",
+    "padding",
+]
 PHASES = ("prepare", "attend", "forward", "attend_graph")
 Z75 = 0.6744897501960817  # standard normal 75th percentile
 FLAGS = ("faster", "same", "slower")
@@ -55,8 +72,9 @@ def lognormal_sigma(median: float, iqr: float) -> float:
     return math.asinh(iqr / (2.0 * median)) / Z75
 
 
-def bootstrap_medians(median: float, iqr: float, samples: int, resamples: int,
-                      rng: np.random.Generator) -> np.ndarray:
+def bootstrap_medians(
+    median: float, iqr: float, samples: int, resamples: int, rng: np.random.Generator
+) -> np.ndarray:
     """Medians of ``resamples`` redraws of ``samples`` timings from the fitted log-normal."""
     n = max(1, int(samples))
     sigma = lognormal_sigma(median, iqr)
@@ -66,8 +84,12 @@ def bootstrap_medians(median: float, iqr: float, samples: int, resamples: int,
     return np.median(draws, axis=1)
 
 
-def ratio_interval(a: tuple[float, float, int], b: tuple[float, float, int],
-                   opts: CompareOptions, rng: np.random.Generator) -> tuple[float, float]:
+def ratio_interval(
+    a: tuple[float, float, int],
+    b: tuple[float, float, int],
+    opts: CompareOptions,
+    rng: np.random.Generator,
+) -> tuple[float, float]:
     """Bootstrap interval of median_B / median_A from (median, IQR, samples) of each run."""
     ma = bootstrap_medians(*a, opts.resamples, rng)
     mb = bootstrap_medians(*b, opts.resamples, rng)
@@ -90,8 +112,10 @@ def _keyed(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     out = df.copy()
     for k in keys:
         out["_k_" + k] = [
-            "" if v is None or (isinstance(v, float) and math.isnan(v))
-            else repr(float(v)).removesuffix(".0") if isinstance(v, (int, float, np.number)) and not isinstance(v, (bool, np.bool_))
+            ""
+            if v is None or (isinstance(v, float) and math.isnan(v))
+            else repr(float(v)).removesuffix(".0")
+            if isinstance(v, (int, float, np.number)) and not isinstance(v, (bool, np.bool_))
             else str(v)
             for v in out[k]
         ]
@@ -108,14 +132,18 @@ def _run_label(df: pd.DataFrame, path: str) -> str:
     return ", ".join(parts)
 
 
-def compare(a: pd.DataFrame, b: pd.DataFrame, opts: CompareOptions = CompareOptions()) -> pd.DataFrame:
+def compare(
+    a: pd.DataFrame, b: pd.DataFrame, opts: CompareOptions = CompareOptions()
+) -> pd.DataFrame:
     """One row per case x phase timed in both tables: medians, ratio, interval, flag."""
     bad = [p for p in opts.phases if p not in PHASES]
     if bad:
         raise ConfigError(f"unknown phase(s) {bad}; choose from {', '.join(PHASES)}")
     for name, df in (("A", a), ("B", b)):
         if "method" not in df.columns or "n" not in df.columns:
-            raise ResultsFileError(f"table {name} is not a bench results table (no method/n columns)")
+            raise ResultsFileError(
+                f"table {name} is not a bench results table (no method/n columns)"
+            )
     keys = [k for k in CASE_KEYS if k in a.columns and k in b.columns]
     ok_a = a[a["status"] == "ok"] if "status" in a.columns else a
     ok_b = b[b["status"] == "ok"] if "status" in b.columns else b
@@ -129,7 +157,8 @@ def compare(a: pd.DataFrame, b: pd.DataFrame, opts: CompareOptions = CompareOpti
         kcols = ["_k_" + k for k in keys]
         have = [c for c in cols(phase) if c in ok_a.columns and c in ok_b.columns]
         merged = _keyed(ok_a, keys)[kcols + keys + have].merge(
-            _keyed(ok_b, keys)[kcols + have], on=kcols, suffixes=("_a", "_b"))
+            _keyed(ok_b, keys)[kcols + have], on=kcols, suffixes=("_a", "_b")
+        )
         for _, r in merged.iterrows():
             med_a, med_b = r[f"{phase}_ms_median_a"], r[f"{phase}_ms_median_b"]
             if not (pd.notna(med_a) and pd.notna(med_b) and med_a > 0 and med_b > 0):
@@ -142,34 +171,76 @@ def compare(a: pd.DataFrame, b: pd.DataFrame, opts: CompareOptions = CompareOpti
             lo, hi = ratio_interval((med_a, iqr_a, n_a), (med_b, iqr_b, n_b), opts, rng)
             ratio = float(med_b / med_a)
             row = {k: r[k] for k in keys}
-            row.update(phase=phase, a_ms=float(med_a), b_ms=float(med_b), ratio=ratio,
-                       ci_low=lo, ci_high=hi, flag=flag(ratio, lo, hi, opts.min_effect),
-                       a_samples=n_a, b_samples=n_b)
+            row.update(
+                phase=phase,
+                a_ms=float(med_a),
+                b_ms=float(med_b),
+                ratio=ratio,
+                ci_low=lo,
+                ci_high=hi,
+                flag=flag(ratio, lo, hi, opts.min_effect),
+                a_samples=n_a,
+                b_samples=n_b,
+            )
             out.append(row)
-    cols_out = keys + ["phase", "a_ms", "b_ms", "ratio", "ci_low", "ci_high", "flag", "a_samples",
-                       "b_samples"]
+    cols_out = keys + [
+        "phase",
+        "a_ms",
+        "b_ms",
+        "ratio",
+        "ci_low",
+        "ci_high",
+        "flag",
+        "a_samples",
+        "b_samples",
+    ]
     return pd.DataFrame(out, columns=cols_out)
 
 
-SHOW = ["label", "setting", "family", "n", "m", "d", "dtype", "phase", "a_ms", "b_ms", "ratio",
-        "ci", "flag"]
+SHOW = [
+    "label",
+    "setting",
+    "family",
+    "n",
+    "m",
+    "d",
+    "dtype",
+    "phase",
+    "a_ms",
+    "b_ms",
+    "ratio",
+    "ci",
+    "flag",
+]
 
 
-def to_markdown(t: pd.DataFrame, label_a: str, label_b: str, fail_above: float | None = None) -> str:
+def to_markdown(
+    t: pd.DataFrame, label_a: str, label_b: str, fail_above: float | None = None
+) -> str:
     counts = t["flag"].value_counts().to_dict() if len(t) else {}
-    lines = [f"A: {label_a}", f"B: {label_b}", "",
-             f"{len(t)} case x phase pairs; ratio = median B / median A (above 1: B slower); "
-             f"95 % bootstrap interval; " + ", ".join(f"{counts.get(f, 0)} {f}" for f in FLAGS), ""]
+    lines = [
+        f"A: {label_a}",
+        f"B: {label_b}",
+        "",
+        f"{len(t)} case x phase pairs; ratio = median B / median A (above 1: B slower); "
+        f"95 % bootstrap interval; " + ", ".join(f"{counts.get(f, 0)} {f}" for f in FLAGS),
+        "",
+    ]
     if not len(t):
         note = t.attrs.get("note")
-        return "\n".join(lines + ["(no case timed in both runs" + (f"; {note})" if note else ")")]) + "\n"
+        return (
+            "\n".join(lines + ["(no case timed in both runs" + (f"; {note})" if note else ")")])
+            + "\n"
+        )
     d = t.copy()
     d["ci"] = [f"{lo:.3g}-{hi:.3g}" for lo, hi in zip(d["ci_low"], d["ci_high"], strict=True)]
     for c in ("a_ms", "b_ms", "ratio"):
         d[c] = d[c].map(lambda v: f"{v:.4g}")
     if fail_above is not None:
-        d["flag"] = [f"**{f}** (> {fail_above:g})" if f == "slower" and float(r) > fail_above else f
-                     for f, r in zip(d["flag"], t["ratio"], strict=True)]
+        d["flag"] = [
+            f"**{f}** (> {fail_above:g})" if f == "slower" and float(r) > fail_above else f
+            for f, r in zip(d["flag"], t["ratio"], strict=True)
+        ]
     show = [c for c in SHOW if c in d.columns]
     return "\n".join(lines + [md_table(d, show)]) + "\n"
 
@@ -197,8 +268,10 @@ def run_compare(a_path: str, b_path: str, opts: CompareOptions) -> tuple[pd.Data
     for p in (a_path, b_path):
         q = Path(p)
         if not (q.is_file() or (q / "results.csv").is_file()):
-            raise ResultsFileError(f"{p}: no results table (expected a run directory with "
-                                   "results.csv, or the CSV file)")
+            raise ResultsFileError(
+                f"{p}: no results table (expected a run directory with "
+                "results.csv, or the CSV file)"
+            )
     a, b = read_table(a_path), read_table(b_path)
     t = compare(a, b, opts)
     t.attrs["note"] = "" if len(t) else mismatch_note(a, b)

@@ -145,7 +145,9 @@ class CascadeCfg:
     batch: int = 1
     heads: int = 1
     dtype: str = "fp32"
-    family: dict = field(default_factory=lambda: {"kind": "powerlaw", "alpha": 1.0, "noise_floor": 1e-3})
+    family: dict = field(
+        default_factory=lambda: {"kind": "powerlaw", "alpha": 1.0, "noise_floor": 1e-3}
+    )
     seed: int = 0
 
 
@@ -167,8 +169,20 @@ class SweepConfig:
         return {k: v for name, items in self.method_params if name == method for k, v in items}
 
 
-TOP_KEYS = ("name", "methods", "grid", "method_params", "timing", "fidelity", "memory", "cascade",
-            "device", "threads", "malloc_tune", "description")
+TOP_KEYS = (
+    "name",
+    "methods",
+    "grid",
+    "method_params",
+    "timing",
+    "fidelity",
+    "memory",
+    "cascade",
+    "device",
+    "threads",
+    "malloc_tune",
+    "description",
+)
 
 
 @dataclass(frozen=True)
@@ -206,8 +220,22 @@ class Case:
 
     def input_key(self) -> tuple:
         """Cases with the same input key share inputs (built once for all methods)."""
-        return (self.family, self.family_params, self.batch, self.heads, self.n, self.m, self.d,
-                self.dv, self.dtype, self.setting, self.seed, self.query_scale, self.padding, self.device)
+        return (
+            self.family,
+            self.family_params,
+            self.batch,
+            self.heads,
+            self.n,
+            self.m,
+            self.d,
+            self.dv,
+            self.dtype,
+            self.setting,
+            self.seed,
+            self.query_scale,
+            self.padding,
+            self.device,
+        )
 
     def identity(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -223,8 +251,10 @@ class Case:
     @property
     def test_id(self) -> str:
         p = ",".join(f"{k}={v}" for k, v in self.params)
-        return (f"{self.method}{'[' + p + ']' if p else ''}-N{self.n}-M{self.m}-d{self.d}-B{self.batch}H{self.heads}-"
-                f"{self.dtype}-{self.setting}-{self.family}")
+        return (
+            f"{self.method}{'[' + p + ']' if p else ''}-N{self.n}-M{self.m}-d{self.d}-B{self.batch}H{self.heads}-"
+            f"{self.dtype}-{self.setting}-{self.family}"
+        )
 
     def to_json(self) -> dict[str, Any]:
         return self.identity()
@@ -244,14 +274,22 @@ def _family(where: str, raw: Any) -> dict:
     if isinstance(raw, str):
         raw = {"kind": raw}
     if not isinstance(raw, dict) or "kind" not in raw:
-        raise ConfigError(f"{where}: a family is a table with a `kind`; kinds: {', '.join(FAMILY_KEYS)}")
+        raise ConfigError(
+            f"{where}: a family is a table with a `kind`; kinds: {', '.join(FAMILY_KEYS)}"
+        )
     kind = raw["kind"]
     if not isinstance(kind, str) or kind not in FAMILY_KEYS:
-        raise ConfigError(f"{where}: unknown family kind {kind!r}; allowed: {', '.join(FAMILY_KEYS)}")
-    _check_keys(f"{where} (family {kind})", {k: v for k, v in raw.items() if k != "kind"},
-                FAMILY_KEYS[kind] + ("dataset",))
-    V.check_section(f"{where} (family {kind})", {k: v for k, v in raw.items() if k != "kind"},
-                    V.FAMILY_RULES)
+        raise ConfigError(
+            f"{where}: unknown family kind {kind!r}; allowed: {', '.join(FAMILY_KEYS)}"
+        )
+    _check_keys(
+        f"{where} (family {kind})",
+        {k: v for k, v in raw.items() if k != "kind"},
+        FAMILY_KEYS[kind] + ("dataset",),
+    )
+    V.check_section(
+        f"{where} (family {kind})", {k: v for k, v in raw.items() if k != "kind"}, V.FAMILY_RULES
+    )
     return dict(raw)
 
 
@@ -278,9 +316,13 @@ def parse_config(raw: dict[str, Any], *, source: str = "config") -> SweepConfig:
             if k == "family":
                 kw[k] = tuple(_family(where, f) for f in _as_tuple(f"{where}.family", v))
             elif k == "method_params":
-                kw[k] = {name: {pk: _as_tuple(f"{where}.method_params.{name}.{pk}", pv)
-                                for pk, pv in items.items()}
-                         for name, items in V.check_method_params(f"{where}.method_params", v).items()}
+                kw[k] = {
+                    name: {
+                        pk: _as_tuple(f"{where}.method_params.{name}.{pk}", pv)
+                        for pk, pv in items.items()
+                    }
+                    for name, items in V.check_method_params(f"{where}.method_params", v).items()
+                }
             elif k in V.GRID_RULES:
                 kw[k] = V.check_list(f"{where}.{k}", v, V.GRID_RULES[k])
             else:
@@ -298,7 +340,10 @@ def parse_config(raw: dict[str, Any], *, source: str = "config") -> SweepConfig:
         raise ConfigError(f"{source}: [method_params] must be a table of tables")
     V.check_method_params(f"{source} method_params", mp_raw)
     method_params = tuple(
-        (name, tuple((k, _as_tuple(f"method_params.{name}.{k}", v)) for k, v in sorted(items.items())))
+        (
+            name,
+            tuple((k, _as_tuple(f"method_params.{name}.{k}", v)) for k, v in sorted(items.items())),
+        )
         for name, items in sorted(mp_raw.items())
     )
     cascade = None
@@ -321,11 +366,15 @@ def parse_config(raw: dict[str, Any], *, source: str = "config") -> SweepConfig:
     device = raw.get("device")
     if device is not None:  # availability is checked where it is used (a CUDA preset may fall back)
         if not isinstance(device, str) or not V.DEVICE_RE.match(device):
-            raise ConfigError(f"{source}: device = {device!r} is not allowed; "
-                              "expected 'cpu', 'cuda' or 'cuda:<index>'")
+            raise ConfigError(
+                f"{source}: device = {device!r} is not allowed; "
+                "expected 'cpu', 'cuda' or 'cuda:<index>'"
+            )
     return SweepConfig(
         name=str(raw.get("name", Path(source).stem)),
-        methods=None if methods in (None, "all") else V.check_list(f"{source}.methods", methods, V.STR),
+        methods=None
+        if methods in (None, "all")
+        else V.check_list(f"{source}.methods", methods, V.STR),
         grids=tuple(grids),
         method_params=method_params,
         timing=_build(Timing, f"{source} [timing]", raw.get("timing")),
@@ -351,8 +400,9 @@ def load_config(preset: str | None = None, path: str | Path | None = None) -> Sw
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{p}: not valid TOML: {exc}") from None
         except UnicodeDecodeError as exc:
-            raise ConfigError(f"{p}: not UTF-8 text ({exc.reason} at byte {exc.start}); "
-                              "TOML files are UTF-8") from None
+            raise ConfigError(
+                f"{p}: not UTF-8 text ({exc.reason} at byte {exc.start}); TOML files are UTF-8"
+            ) from None
         except OSError as exc:
             raise ConfigError(f"{p}: cannot be read ({exc.strerror})") from None
         raw.setdefault("name", p.stem)
@@ -366,7 +416,9 @@ def load_config(preset: str | None = None, path: str | Path | None = None) -> Sw
 # ----------------------------------------------------------------------------- expansion
 
 
-def _method_variants(cfg: SweepConfig, method: str, grid: Grid, accepted: dict[str, Any]) -> list[dict]:
+def _method_variants(
+    cfg: SweepConfig, method: str, grid: Grid, accepted: dict[str, Any]
+) -> list[dict]:
     axes: dict[str, tuple] = {}
     if "rank" in accepted:
         axes["rank"] = grid.rank
@@ -382,7 +434,9 @@ def _method_variants(cfg: SweepConfig, method: str, grid: Grid, accepted: dict[s
             )
         axes[k] = values
     keys = list(axes)
-    return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(axes[k] for k in keys))]
+    return [
+        dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(axes[k] for k in keys))
+    ]
 
 
 def resolve_methods(cfg: SweepConfig, only: list[str] | None = None) -> tuple[list[str], list[str]]:
@@ -403,9 +457,19 @@ def expand(cfg: SweepConfig, methods: list[str], device: str) -> list[Case]:
     seen: set[str] = set()
     for grid in cfg.grids:
         block_methods = [m for m in methods if grid.methods is None or m in grid.methods]
-        for (fam, n, m, d, dv, batch, heads, dtype, setting, seed, qs, pad) in itertools.product(
-            grid.family, grid.n, grid.m, grid.d, grid.dv, grid.batch, grid.heads, grid.dtype,
-            grid.setting, grid.seed, grid.query_scale, grid.padding,
+        for fam, n, m, d, dv, batch, heads, dtype, setting, seed, qs, pad in itertools.product(
+            grid.family,
+            grid.n,
+            grid.m,
+            grid.d,
+            grid.dv,
+            grid.batch,
+            grid.heads,
+            grid.dtype,
+            grid.setting,
+            grid.seed,
+            grid.query_scale,
+            grid.padding,
         ):
             m_eff = n if setting == "self" else m
             fam_params = tuple(sorted((k, v) for k, v in fam.items() if k != "kind"))
@@ -413,10 +477,21 @@ def expand(cfg: SweepConfig, methods: list[str], device: str) -> list[Case]:
                 accepted = ai.method_class(method).PARAMS
                 for params in _method_variants(cfg, method, grid, accepted):
                     case = Case(
-                        method=method, params=tuple(sorted(params.items())), family=fam["kind"],
-                        family_params=fam_params, batch=int(batch), heads=int(heads), n=int(n),
-                        m=int(m_eff), d=int(d), dv=int(dv if dv is not None else d), dtype=dtype,
-                        setting=setting, seed=int(seed), query_scale=float(qs), padding=float(pad),
+                        method=method,
+                        params=tuple(sorted(params.items())),
+                        family=fam["kind"],
+                        family_params=fam_params,
+                        batch=int(batch),
+                        heads=int(heads),
+                        n=int(n),
+                        m=int(m_eff),
+                        d=int(d),
+                        dv=int(dv if dv is not None else d),
+                        dtype=dtype,
+                        setting=setting,
+                        seed=int(seed),
+                        query_scale=float(qs),
+                        padding=float(pad),
                         device=device,
                     )
                     if case.case_id not in seen:

@@ -32,8 +32,10 @@ class Estimate:
     dtypes: tuple[str, ...]
 
     def describe(self) -> str:
-        return (f"{self.cases} cases (N up to {self.largest_n:,}, {'/'.join(self.dtypes)}); "
-                f"rough estimate {_human(self.seconds)}")
+        return (
+            f"{self.cases} cases (N up to {self.largest_n:,}, {'/'.join(self.dtypes)}); "
+            f"rough estimate {_human(self.seconds)}"
+        )
 
 
 def _human(s: float) -> str:
@@ -58,8 +60,11 @@ def case_seconds(case: Case, cfg: SweepConfig, threads: int = 1) -> float:
         dense = ai.get("dense").cost_attend(shape, dt)
     except (ValueError, TypeError):
         return CASE_OVERHEAD_S["cuda" if cuda else "cpu"]  # unsupported cases end early
-    flops_rate = CUDA_FLOPS.get(case.dtype, 2e13) if cuda else \
-        CPU_FLOPS_PER_THREAD.get(case.dtype, 2e9) * max(1, threads)
+    flops_rate = (
+        CUDA_FLOPS.get(case.dtype, 2e13)
+        if cuda
+        else CPU_FLOPS_PER_THREAD.get(case.dtype, 2e9) * max(1, threads)
+    )
     bw = CUDA_BYTES_PER_S if cuda else CPU_BYTES_PER_S
     call = cost.flops / flops_rate + cost.bytes / bw + (1e-5 if cuda else 2e-6)
     t = cfg.timing
@@ -67,7 +72,9 @@ def case_seconds(case: Case, cfg: SweepConfig, threads: int = 1) -> float:
     timed = max(t.min_time_s, t.min_calls * call)
     phases = 3 * (warm + timed)
     # fidelity: dense weights for up to max_rows query rows (fp32), once per case
-    rows = min(cfg.fidelity.max_rows, case.m * case.batch * case.heads) if cfg.fidelity.enabled else 0
+    rows = (
+        min(cfg.fidelity.max_rows, case.m * case.batch * case.heads) if cfg.fidelity.enabled else 0
+    )
     fid = 0.0
     if rows:
         per_row = dense.flops / max(1, case.m * case.batch * case.heads)
@@ -78,25 +85,34 @@ def case_seconds(case: Case, cfg: SweepConfig, threads: int = 1) -> float:
 
 def estimate(cases: list[Case], cfg: SweepConfig, threads: int = 1) -> Estimate:
     secs = sum(case_seconds(c, cfg, threads) for c in cases)
-    return Estimate(len(cases), secs, max((c.n for c in cases), default=0),
-                    tuple(sorted({c.dtype for c in cases})))
+    return Estimate(
+        len(cases),
+        secs,
+        max((c.n for c in cases), default=0),
+        tuple(sorted({c.dtype for c in cases})),
+    )
 
 
-def refusal(est: Estimate, preset: str | None, device: str, yes: bool,
-            time_budget_min: float | None = None) -> str | None:
+def refusal(
+    est: Estimate, preset: str | None, device: str, yes: bool, time_budget_min: float | None = None
+) -> str | None:
     """Why the sweep should not start without ``--yes`` (None: go ahead). A time budget
     bounds the run, so only ``--preset paper`` on a CPU still needs ``--yes`` then."""
     if yes:
         return None
     if preset == "paper" and not device.startswith("cuda"):
-        return (f"--preset paper is the papers' GPU regime ({est.describe()} on this CPU). "
-                "bf16/fp16 matmuls have no fast CPU kernels and N reaches 64k, so the sweep "
-                "would take far longer than on a GPU and measure something else. Use --preset "
-                "quick on a CPU, or pass --yes to run it anyway.")
+        return (
+            f"--preset paper is the papers' GPU regime ({est.describe()} on this CPU). "
+            "bf16/fp16 matmuls have no fast CPU kernels and N reaches 64k, so the sweep "
+            "would take far longer than on a GPU and measure something else. Use --preset "
+            "quick on a CPU, or pass --yes to run it anyway."
+        )
     if est.seconds > ASK_ABOVE_S and time_budget_min is None:
-        return (f"this sweep is large for this machine: {est.describe()}. Pass --yes to start it "
-                "(it resumes when re-run), --time-budget MINUTES to stop cleanly, or "
-                "--dry-run to list the cases.")
+        return (
+            f"this sweep is large for this machine: {est.describe()}. Pass --yes to start it "
+            "(it resumes when re-run), --time-budget MINUTES to stop cleanly, or "
+            "--dry-run to list the cases."
+        )
     return None
 
 

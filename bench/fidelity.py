@@ -24,15 +24,25 @@ def _chunk_rows(n: int, budget_bytes: int = 256 * 2**20) -> int:
     return max(1, budget_bytes // max(1, n * 8 * 8))  # ~8 float64 temporaries per element
 
 
-def case_fidelity(case: Case, op: Any, state: Any, q: torch.Tensor, k: torch.Tensor,
-                  v: torch.Tensor, key_mask: torch.Tensor | None, out: torch.Tensor,
-                  cfg: FidelityCfg) -> dict[str, Any]:
+def case_fidelity(
+    case: Case,
+    op: Any,
+    state: Any,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    key_mask: torch.Tensor | None,
+    out: torch.Tensor,
+    cfg: FidelityCfg,
+) -> dict[str, Any]:
     """Fidelity columns (``kl_*``, ``tv_*``, ``js_*``, ``top10_recall_*``, ``out_err_*``...)."""
     cols: dict[str, Any] = {"kl_smoothing_a": cfg.smoothing_a}
     b, h, m, _ = q.shape
     if case.causal and case.n > cfg.max_causal_n:
         cols["fidelity_rows"] = 0
-        cols["fidelity_note"] = f"skipped: causal fidelity needs N x N weights (N > {cfg.max_causal_n})"
+        cols["fidelity_note"] = (
+            f"skipped: causal fidelity needs N x N weights (N > {cfg.max_causal_n})"
+        )
         return cols
     dense = ai.get("dense")
     with torch.inference_mode():
@@ -73,13 +83,20 @@ def case_fidelity(case: Case, op: Any, state: Any, q: torch.Tensor, k: torch.Ten
         for start in range(0, p2.shape[0], step):
             sl = slice(start, start + step)
             res = metrics.fidelity_rows(
-                p2[sl], w2[sl], None if s2 is None else s2[sl],
-                is_distribution=op.weights_are_distribution, a=cfg.smoothing_a, topk=cfg.topk)
+                p2[sl],
+                w2[sl],
+                None if s2 is None else s2[sl],
+                is_distribution=op.weights_are_distribution,
+                a=cfg.smoothing_a,
+                topk=cfg.topk,
+            )
             for key, val in res.items():
                 parts.setdefault(key, []).append(val.cpu())
-        err = metrics.output_error_rows(o.reshape(-1, o.shape[-1])[flat],
-                                        ref_out.reshape(-1, ref_out.shape[-1])[flat],
-                                        v_rms_rows.reshape(-1)[flat])
+        err = metrics.output_error_rows(
+            o.reshape(-1, o.shape[-1])[flat],
+            ref_out.reshape(-1, ref_out.shape[-1])[flat],
+            v_rms_rows.reshape(-1)[flat],
+        )
     res = {k2: torch.cat(v2) for k2, v2 in parts.items()} if parts else {}
     for name in ("kl", "tv", "js", "top10_recall"):
         cols.update(metrics.summarise(res.get(name, torch.empty(0)), name))

@@ -45,7 +45,9 @@ class Inputs:
 # ----------------------------------------------------------------------------- spectra
 
 
-def decay_profile(model: str, n_values: int, params: dict[str, float], noise_floor: float) -> np.ndarray:
+def decay_profile(
+    model: str, n_values: int, params: dict[str, float], noise_floor: float
+) -> np.ndarray:
     """Normalised singular values s_1 = 1 >= s_2 ... of a decay model with a noise floor
     relative to s_1: s_i = (1 - floor) f(i) + floor, f(1) = 1 (the definition the analysis
     package fits and exports in profile.json)."""
@@ -89,9 +91,12 @@ def read_profile(path: str | Path) -> tuple[np.ndarray | None, dict[str, Any]]:
         for key in ("alpha", "beta"):
             if key in prof:
                 params.setdefault(key, prof[key])
-        desc = {"model": prof["model"], "params": params,
-                "noise_floor": float(prof.get("noise_floor", params.pop("noise_floor", 0.0))),
-                "dataset": raw.get("dataset", p.parent.name)}
+        desc = {
+            "model": prof["model"],
+            "params": params,
+            "noise_floor": float(prof.get("noise_floor", params.pop("noise_floor", 0.0))),
+            "dataset": raw.get("dataset", p.parent.name),
+        }
         return None, desc
     if p.suffix == ".npy":
         s = np.load(p, allow_pickle=False)
@@ -121,7 +126,9 @@ def spectrum_for(case: Case, dims: int) -> tuple[np.ndarray, dict[str, Any]]:
             values = decay_profile(desc["model"], dims, desc["params"], floor)
             # the fit actually used, so a row stays interpretable after profile.json is re-fitted
             used["spectrum_profile"] = json.dumps(
-                {"model": desc["model"], "params": desc["params"], "noise_floor": floor}, sort_keys=True)
+                {"model": desc["model"], "params": desc["params"], "noise_floor": floor},
+                sort_keys=True,
+            )
         else:
             if values.size < dims:  # pad with the smallest value given (a noise floor)
                 values = np.concatenate([values, np.full(dims - values.size, values[-1])])
@@ -133,7 +140,9 @@ def spectrum_for(case: Case, dims: int) -> tuple[np.ndarray, dict[str, Any]]:
 # ----------------------------------------------------------------------------- builders
 
 
-def _orthonormal(rows: int, cols: int, bh: int, g: torch.Generator, device: torch.device) -> torch.Tensor:
+def _orthonormal(
+    rows: int, cols: int, bh: int, g: torch.Generator, device: torch.device
+) -> torch.Tensor:
     a = torch.randn(bh, rows, cols, generator=g, device=device)
     qmat, r = torch.linalg.qr(a)
     return qmat * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1)).unsqueeze(-2)
@@ -150,7 +159,8 @@ def synthetic_kv(case: Case, g: torch.Generator, device: torch.device) -> torch.
     if case.family == "exact_rank":
         r = int(case.family_dict.get("rank", 16))
         x = torch.randn(bh, n, r, generator=g, device=device) @ torch.randn(
-            bh, r, width, generator=g, device=device)
+            bh, r, width, generator=g, device=device
+        )
         return _unit_mean_square(x)
     dims = min(n, width)
     s, _ = spectrum_for(case, dims)
@@ -170,10 +180,16 @@ def real_kv(case: Case) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None
             raise UnsupportedInput(f"{path}: expected arrays 'k' and 'v' [users, N, dim]")
         k, v = z["k"], z["v"]
         mask = z["mask"] if "mask" in z else None
-    if k.shape[0] < case.batch or k.shape[1] < case.n or k.shape[2] != case.d or v.shape[2] != case.dv:
+    if (
+        k.shape[0] < case.batch
+        or k.shape[1] < case.n
+        or k.shape[2] != case.d
+        or v.shape[2] != case.dv
+    ):
         raise UnsupportedInput(
             f"{path}: holds k {k.shape}, v {v.shape}; case needs {case.batch} users, N >= {case.n}, "
-            f"d = {case.d}, dv = {case.dv}")
+            f"d = {case.d}, dv = {case.dv}"
+        )
     kt = torch.from_numpy(np.ascontiguousarray(k[: case.batch, : case.n])).float()
     vt = torch.from_numpy(np.ascontiguousarray(v[: case.batch, : case.n])).float()
     kt = kt[:, None].expand(-1, case.heads, -1, -1).contiguous()
@@ -209,7 +225,7 @@ def build_inputs(case: Case) -> Inputs:
         mask = None if mask is None else mask.to(device)
     else:
         x = synthetic_kv(case, g, device).reshape(case.batch, case.heads, case.n, case.d + case.dv)
-        k, v = x[..., : case.d], x[..., case.d:]
+        k, v = x[..., : case.d], x[..., case.d :]
         mask = padding_mask(case, device)
         if case.family == "spectrum_matched":
             used = spectrum_for(case, 2)[1]

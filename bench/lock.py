@@ -44,8 +44,11 @@ def _read(path: Path) -> dict[str, Any] | None:
 
 def _holder(info: dict[str, Any]) -> str:
     started = info.get("started")
-    when = (time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(started))
-            if isinstance(started, (int, float)) else "an unknown time")
+    when = (
+        time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(started))
+        if isinstance(started, (int, float))
+        else "an unknown time"
+    )
     return f"pid {info.get('pid')} on host {info.get('host')}, started {when}"
 
 
@@ -55,8 +58,12 @@ class RunLock:
     def __init__(self, out_dir: str | Path, log: Any = None) -> None:
         self.path = Path(out_dir) / LOCK_NAME
         self.log = log or logging.getLogger(__name__).warning
-        self.info = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
-                     "argv": sys.argv[:8]}
+        self.info = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": time.time(),
+            "argv": sys.argv[:8],
+        }
         self.held = False
 
     def _try_create(self) -> bool:
@@ -86,12 +93,20 @@ class RunLock:
                 return self
             info = _read(self.path)
             if info is None:
-                self.log(f"{self.path} is unreadable (a crash while it was written?); "
-                         "taking it over")
-            elif info.get("host") == self.info["host"] and isinstance(info.get("pid"), int) \
-                    and (not _alive(info["pid"]) or info["pid"] == os.getpid()):
-                gone = "that process is gone" if info["pid"] != os.getpid() else "left by this process"
-                self.log(f"taking over a stale lock on {self.path.parent} ({_holder(info)}; {gone})")
+                self.log(
+                    f"{self.path} is unreadable (a crash while it was written?); taking it over"
+                )
+            elif (
+                info.get("host") == self.info["host"]
+                and isinstance(info.get("pid"), int)
+                and (not _alive(info["pid"]) or info["pid"] == os.getpid())
+            ):
+                gone = (
+                    "that process is gone" if info["pid"] != os.getpid() else "left by this process"
+                )
+                self.log(
+                    f"taking over a stale lock on {self.path.parent} ({_holder(info)}; {gone})"
+                )
             else:
                 same_host = info.get("host") == self.info["host"]
                 raise OutputError(

@@ -23,6 +23,11 @@ def cell(v: Any) -> str:
 def table(df: pd.DataFrame, columns: list[str] | None = None) -> str:
     """``df`` (or its ``columns``) as a GitHub markdown table, without a trailing newline."""
     cols = list(columns if columns is not None else df.columns)
-    lines = ["| " + " | ".join(map(str, cols)) + " |", "| " + " | ".join("---" for _ in cols) + " |"]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df[cols].itertuples(index=False)]
+    lines = [
+        "| " + " | ".join(map(str, cols)) + " |",
+        "| " + " | ".join("---" for _ in cols) + " |",
+    ]
+    lines += [
+        "| " + " | ".join(cell(v) for v in row) + " |" for row in df[cols].itertuples(index=False)
+    ]
     return "\n".join(lines)

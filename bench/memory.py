@@ -65,8 +65,9 @@ def _child(case_json: dict, threads: int, conn: Any) -> None:
                 pass
             reset = _reset_peak_rss()  # forget the peak of building the inputs
             base = psutil.Process().memory_info().rss
-            out = op.attend_unchecked(op.prepare_unchecked(inp.k, inp.v, inp.key_mask), inp.q,
-                                      case.causal)
+            out = op.attend_unchecked(
+                op.prepare_unchecked(inp.k, inp.v, inp.key_mask), inp.q, case.causal
+            )
             del out
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         conn.send(("ok", (max(0, peak - base), reset)))

@@ -84,7 +84,9 @@ def topk_recall_rows(p: torch.Tensor, q: torch.Tensor, k: int = 10) -> torch.Ten
     return torch.where(best > 0, got / best.clamp_min(1e-300), torch.ones_like(best))
 
 
-def output_error_rows(out: torch.Tensor, ref: torch.Tensor, v_rms: torch.Tensor | float) -> torch.Tensor:
+def output_error_rows(
+    out: torch.Tensor, ref: torch.Tensor, v_rms: torch.Tensor | float
+) -> torch.Tensor:
     """||o - o_ref|| / RMS value norm per row (``v_rms`` broadcast over the rows)."""
     err = (out.double() - ref.double()).norm(dim=-1)
     v_rms = torch.as_tensor(v_rms, dtype=torch.float64, device=err.device)
@@ -93,7 +95,11 @@ def output_error_rows(out: torch.Tensor, ref: torch.Tensor, v_rms: torch.Tensor 
 
 def summarise(values: torch.Tensor | np.ndarray, prefix: str) -> dict[str, float | None]:
     """``{prefix}_mean, _p50, _p99, _max`` of a 1-D set of per-row values (None if empty)."""
-    x = values.detach().double().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values, float)
+    x = (
+        values.detach().double().cpu().numpy()
+        if isinstance(values, torch.Tensor)
+        else np.asarray(values, float)
+    )
     x = x[np.isfinite(x)] if x.size else x
     if x.size == 0:
         return {f"{prefix}_{s}": None for s in ("mean", "p50", "p99", "max")}
@@ -119,13 +125,20 @@ def fidelity_rows(
         sup = _support(w, support)
         q = torch.where(sup, w.double().clamp_min(0), torch.zeros_like(w, dtype=torch.float64))
         s = q.sum(-1, keepdim=True)
-        q = torch.where(s > 0, q / s.clamp_min(1e-300), sup.double() / sup.sum(-1, keepdim=True).clamp_min(1))
+        q = torch.where(
+            s > 0, q / s.clamp_min(1e-300), sup.double() / sup.sum(-1, keepdim=True).clamp_min(1)
+        )
         neg = torch.zeros(q.shape[:-1], dtype=torch.float64, device=q.device)
-        zero = (s.squeeze(-1) <= 0)
+        zero = s.squeeze(-1) <= 0
     else:
         q, neg, zero = signed_to_distribution(w, support)
     kl, needed = kl_rows(p, q, support, a)
     return {
-        "kl": kl, "kl_needed": needed, "tv": tv_rows(p, q), "js": js_rows(p, q),
-        "top10_recall": topk_recall_rows(p, q, topk), "neg_mass": neg, "zero_rows": zero,
+        "kl": kl,
+        "kl_needed": needed,
+        "tv": tv_rows(p, q),
+        "js": js_rows(p, q),
+        "top10_recall": topk_recall_rows(p, q, topk),
+        "neg_mass": neg,
+        "zero_rows": zero,
     }

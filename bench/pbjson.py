@@ -25,9 +25,13 @@ def rows_from_json(data: dict[str, Any], source: str = "json") -> list[dict[str,
         row.setdefault("label", b.get("name"))
         row["test_name"] = b.get("fullname") or b.get("name")
         if st:
-            row.update(forward_ms_median=st.get("median", 0) * 1e3, forward_ms_iqr=st.get("iqr", 0) * 1e3,
-                       forward_ms_min=st.get("min", 0) * 1e3, forward_calls=(st.get("rounds") or 0) * (st.get("iterations") or 1),
-                       timer=row.get("timer") or "pytest-benchmark")
+            row.update(
+                forward_ms_median=st.get("median", 0) * 1e3,
+                forward_ms_iqr=st.get("iqr", 0) * 1e3,
+                forward_ms_min=st.get("min", 0) * 1e3,
+                forward_calls=(st.get("rounds") or 0) * (st.get("iterations") or 1),
+                timer=row.get("timer") or "pytest-benchmark",
+            )
             row.setdefault("timing_samples_forward", st.get("rounds"))
             row.setdefault("timing_inner_calls_forward", st.get("iterations") or 1)
             if row.get("flops") and st.get("median"):

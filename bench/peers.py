@@ -31,9 +31,31 @@ import torch.nn.functional as F
 
 import attention_impls as ai
 
-COLUMNS = ["pair", "ours", "peer", "status", "reason", "phase", "n", "m", "d", "bh", "rounds",
-           "ours_ms", "peer_ms", "ratio", "ratio_lo", "ratio_hi", "max_abs_diff", "max_rel_diff",
-           "tolerance", "agree", "seed", "machine", "torch"]
+COLUMNS = [
+    "pair",
+    "ours",
+    "peer",
+    "status",
+    "reason",
+    "phase",
+    "n",
+    "m",
+    "d",
+    "bh",
+    "rounds",
+    "ours_ms",
+    "peer_ms",
+    "ratio",
+    "ratio_lo",
+    "ratio_hi",
+    "max_abs_diff",
+    "max_rel_diff",
+    "tolerance",
+    "agree",
+    "seed",
+    "machine",
+    "torch",
+]
 
 
 @dataclass
@@ -50,7 +72,9 @@ class Pair:
     peer: Callable[[], torch.Tensor] | None = None
     status: str = "ok"
     reason: str = ""
-    out_ours: Callable[[], torch.Tensor] | None = field(default=None)  # output to compare, if not ours()
+    out_ours: Callable[[], torch.Tensor] | None = field(
+        default=None
+    )  # output to compare, if not ours()
     out_peer: Callable[[], torch.Tensor] | None = field(default=None)
 
 
@@ -69,7 +93,9 @@ def machine_name() -> str:
     return f"{model}, {cores} visible core(s), load {load:.2f}"
 
 
-def interleaved_thread_times(fns: dict[str, Callable[[], object]], rounds: int, warmup: int = 1) -> dict[str, list[float]]:
+def interleaved_thread_times(
+    fns: dict[str, Callable[[], object]], rounds: int, warmup: int = 1
+) -> dict[str, list[float]]:
     """Thread CPU seconds of each callable per round; round i starts at callable i mod k, so
     no callable always runs first (after another's cache or allocator state)."""
     names = list(fns)
@@ -86,7 +112,9 @@ def interleaved_thread_times(fns: dict[str, Callable[[], object]], rounds: int, 
     return out
 
 
-def ratio_interval(ours: list[float], peer: list[float], confidence: float = 0.95) -> tuple[float, float, float]:
+def ratio_interval(
+    ours: list[float], peer: list[float], confidence: float = 0.95
+) -> tuple[float, float, float]:
     """Geometric mean of ours_i / peer_i with a t-interval on the log ratios (rounds pair up:
     both ran in the same round). NaN interval with fewer than 2 rounds."""
     from scipy import stats
@@ -151,8 +179,17 @@ def build_pairs(n: int, m: int, d: int, bh: int, rank: int, features: int, seed:
     try:
         from performer_pytorch.performer_pytorch import linear_attention, softmax_kernel
     except ImportError as exc:
-        pairs.append(Pair("performer", label, "performer-pytorch", "forward", 1e-4,
-                          status="skipped", reason=f"performer-pytorch not installed ({exc})"))
+        pairs.append(
+            Pair(
+                "performer",
+                label,
+                "performer-pytorch",
+                "forward",
+                1e-4,
+                status="skipped",
+                reason=f"performer-pytorch not installed ({exc})",
+            )
+        )
     else:
         omega = perf.features_for(d)
 
@@ -161,8 +198,17 @@ def build_pairs(n: int, m: int, d: int, bh: int, rank: int, features: int, seed:
             kp = softmax_kernel(k, projection_matrix=omega, is_query=False, eps=0.0)
             return linear_attention(qp, kp, v)
 
-        pairs.append(Pair("performer", label, "performer-pytorch softmax_kernel + linear_attention (same features)",
-                          "forward", 1e-4, ours=lambda: perf.forward(q, k, v), peer=peer_performer))
+        pairs.append(
+            Pair(
+                "performer",
+                label,
+                "performer-pytorch softmax_kernel + linear_attention (same features)",
+                "forward",
+                1e-4,
+                ours=lambda: perf.forward(q, k, v),
+                peer=peer_performer,
+            )
+        )
 
     # causal LinRec vs fla's torch reference of chunked causal linear attention: the same job
     # (o_t = sum_{s<=t} (q^_t . k^_s) v_s / sqrt(d)) once both sides use LinRec's feature map
@@ -172,38 +218,82 @@ def build_pairs(n: int, m: int, d: int, bh: int, rank: int, features: int, seed:
     try:
         from fla.ops.linear_attn.naive import naive_chunk_linear_attn
     except ImportError as exc:
-        pairs.append(Pair("causal_linear", "linrec causal forward", "fla naive_chunk_linear_attn", "forward",
-                          1e-4, status="skipped", reason=f"flash-linear-attention (fla) not importable ({exc})"))
+        pairs.append(
+            Pair(
+                "causal_linear",
+                "linrec causal forward",
+                "fla naive_chunk_linear_attn",
+                "forward",
+                1e-4,
+                status="skipped",
+                reason=f"flash-linear-attention (fla) not importable ({exc})",
+            )
+        )
     else:
         t = (n // 64) * 64
         ks, vs = k[:, :, :t].contiguous(), v[:, :, :t].contiguous()
-        qs = torch.randn(ks.shape, generator=torch.Generator().manual_seed(seed + 1))  # synthetic queries
+        qs = torch.randn(
+            ks.shape, generator=torch.Generator().manual_seed(seed + 1)
+        )  # synthetic queries
 
         def peer_causal() -> torch.Tensor:
             def fmap(x: torch.Tensor) -> torch.Tensor:
                 return F.normalize(F.elu(x), p=2.0, dim=-1, eps=1e-12).transpose(1, 2)
 
-            o = naive_chunk_linear_attn(fmap(qs), fmap(ks), vs.transpose(1, 2), scale=d ** -0.5)
+            o = naive_chunk_linear_attn(fmap(qs), fmap(ks), vs.transpose(1, 2), scale=d**-0.5)
             return o.transpose(1, 2)
 
-        pairs.append(Pair("causal_linear", "linrec causal forward (self-attention, M = N)",
-                          "fla.ops.linear_attn.naive.naive_chunk_linear_attn (same feature map)", "forward",
-                          1e-4, ours=lambda: lin_c.forward(qs, ks, vs, causal=True), peer=peer_causal,
-                          reason=f"N = {t} queries over N keys"))
+        pairs.append(
+            Pair(
+                "causal_linear",
+                "linrec causal forward (self-attention, M = N)",
+                "fla.ops.linear_attn.naive.naive_chunk_linear_attn (same feature map)",
+                "forward",
+                1e-4,
+                ours=lambda: lin_c.forward(qs, ks, vs, causal=True),
+                peer=peer_causal,
+                reason=f"N = {t} queries over N keys",
+            )
+        )
 
     # LinRec vs the authors' core (both readings of K's normalisation axis)
     lin = ai.get("linrec", backend="torch")
-    pairs.append(Pair("linrec", "linrec forward", "LinRec core, K normalised over features (suite's reading)",
-                      "forward", 1e-5, ours=lambda: lin.forward(q, k, v), peer=lambda: linrec_core(q, k, v, -1)))
-    pairs.append(Pair("linrec_unchecked", "linrec attend_unchecked(prepare_unchecked)",
-                      "LinRec core, K normalised over features (suite's reading)", "forward", 1e-5,
-                      ours=lambda: lin.attend_unchecked(lin.prepare_unchecked(k, v, None), q, False),
-                      peer=lambda: linrec_core(q, k, v, -1),
-                      reason="without input validation (the harness times this path)"))
-    pairs.append(Pair("linrec_seq_axis", "linrec forward", "LinRec core, K normalised over the sequence (paper)",
-                      "forward", 1e-5, ours=lambda: lin.forward(q, k, v), peer=lambda: linrec_core(q, k, v, -2),
-                      reason="another operator: keys normalised over the sequence, not over features as the "
-                      "suite's linrec (DESIGN.md) does; timing of the same-cost core, outputs differ"))
+    pairs.append(
+        Pair(
+            "linrec",
+            "linrec forward",
+            "LinRec core, K normalised over features (suite's reading)",
+            "forward",
+            1e-5,
+            ours=lambda: lin.forward(q, k, v),
+            peer=lambda: linrec_core(q, k, v, -1),
+        )
+    )
+    pairs.append(
+        Pair(
+            "linrec_unchecked",
+            "linrec attend_unchecked(prepare_unchecked)",
+            "LinRec core, K normalised over features (suite's reading)",
+            "forward",
+            1e-5,
+            ours=lambda: lin.attend_unchecked(lin.prepare_unchecked(k, v, None), q, False),
+            peer=lambda: linrec_core(q, k, v, -1),
+            reason="without input validation (the harness times this path)",
+        )
+    )
+    pairs.append(
+        Pair(
+            "linrec_seq_axis",
+            "linrec forward",
+            "LinRec core, K normalised over the sequence (paper)",
+            "forward",
+            1e-5,
+            ours=lambda: lin.forward(q, k, v),
+            peer=lambda: linrec_core(q, k, v, -2),
+            reason="another operator: keys normalised over the sequence, not over features as the "
+            "suite's linrec (DESIGN.md) does; timing of the same-cost core, outputs differ",
+        )
+    )
 
     # svd_exact prepare vs a plain fp32 Gram + eigh: compare the reconstructions of [K|V]
     svd = ai.get("svd_exact", rank=rank)
@@ -217,21 +307,46 @@ def build_pairs(n: int, m: int, d: int, bh: int, rank: int, features: int, seed:
         u, s, wt = plain_gram_eigh(x, rank)
         return (u * s[..., None, :]) @ wt
 
-    pairs.append(Pair("svd_prepare", f"svd_exact[rank={rank},solver=gram] prepare",
-                      "plain fp32 Gram + eigh + U = XW/S", "prepare", 1e-5,
-                      ours=lambda: svd.prepare(k, v), peer=lambda: plain_gram_eigh(torch.cat([k, v], -1), rank),
-                      out_ours=ours_rec, out_peer=peer_rec))
-    pairs.append(Pair("svd_prepare_unchecked", f"svd_exact[rank={rank},solver=gram] prepare_unchecked",
-                      "plain fp32 Gram + eigh + U = XW/S", "prepare", 1e-5,
-                      ours=lambda: svd.prepare_unchecked(k, v, None),
-                      peer=lambda: plain_gram_eigh(torch.cat([k, v], -1), rank),
-                      out_ours=ours_rec, out_peer=peer_rec,
-                      reason="without input validation (the harness times this path)"))
+    pairs.append(
+        Pair(
+            "svd_prepare",
+            f"svd_exact[rank={rank},solver=gram] prepare",
+            "plain fp32 Gram + eigh + U = XW/S",
+            "prepare",
+            1e-5,
+            ours=lambda: svd.prepare(k, v),
+            peer=lambda: plain_gram_eigh(torch.cat([k, v], -1), rank),
+            out_ours=ours_rec,
+            out_peer=peer_rec,
+        )
+    )
+    pairs.append(
+        Pair(
+            "svd_prepare_unchecked",
+            f"svd_exact[rank={rank},solver=gram] prepare_unchecked",
+            "plain fp32 Gram + eigh + U = XW/S",
+            "prepare",
+            1e-5,
+            ours=lambda: svd.prepare_unchecked(k, v, None),
+            peer=lambda: plain_gram_eigh(torch.cat([k, v], -1), rank),
+            out_ours=ours_rec,
+            out_peer=peer_rec,
+            reason="without input validation (the harness times this path)",
+        )
+    )
     return pairs
 
 
-def run_peers(n: int = 4096, m: int = 256, d: int = 64, bh: int = 1, rank: int = 16, features: int = 256,
-              rounds: int = 11, seed: int = 0) -> list[dict]:
+def run_peers(
+    n: int = 4096,
+    m: int = 256,
+    d: int = 64,
+    bh: int = 1,
+    rank: int = 16,
+    features: int = 256,
+    rounds: int = 11,
+    seed: int = 0,
+) -> list[dict]:
     """Build the pairs, time every runnable callable in one interleaved run, return table rows."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -248,17 +363,39 @@ def run_peers(n: int = 4096, m: int = 256, d: int = 64, bh: int = 1, rank: int =
             rows = []
             for p in pairs:
                 row = {c: None for c in COLUMNS}
-                row.update(pair=p.name, ours=p.ours_label, peer=p.peer_label, status=p.status, reason=p.reason,
-                           phase=p.phase, n=n, m=m, d=d, bh=bh, rounds=rounds, tolerance=p.tolerance, seed=seed,
-                           machine=machine, torch=torch.__version__)
+                row.update(
+                    pair=p.name,
+                    ours=p.ours_label,
+                    peer=p.peer_label,
+                    status=p.status,
+                    reason=p.reason,
+                    phase=p.phase,
+                    n=n,
+                    m=m,
+                    d=d,
+                    bh=bh,
+                    rounds=rounds,
+                    tolerance=p.tolerance,
+                    seed=seed,
+                    machine=machine,
+                    torch=torch.__version__,
+                )
                 if p.status == "ok":
                     to, tp = times[f"{p.name}:ours"], times[f"{p.name}:peer"]
                     ratio, lo, hi = ratio_interval(to, tp)
                     a = (p.out_ours or p.ours)()
                     b = (p.out_peer or p.peer)()
                     mad, mrd = max_diffs(a, b)
-                    row.update(ours_ms=_median(to) * 1e3, peer_ms=_median(tp) * 1e3, ratio=ratio, ratio_lo=lo,
-                               ratio_hi=hi, max_abs_diff=mad, max_rel_diff=mrd, agree=bool(mrd <= p.tolerance))
+                    row.update(
+                        ours_ms=_median(to) * 1e3,
+                        peer_ms=_median(tp) * 1e3,
+                        ratio=ratio,
+                        ratio_lo=lo,
+                        ratio_hi=hi,
+                        max_abs_diff=mad,
+                        max_rel_diff=mrd,
+                        agree=bool(mrd <= p.tolerance),
+                    )
                 rows.append(row)
             return rows
     finally:
@@ -291,12 +428,15 @@ def to_markdown(rows: list[dict]) -> str:
         note = r.get("reason") or ""
         note = "" if not isinstance(note, str) else note
         if r["status"] != "ok":
-            lines.append(f"| {r['pair']} | {r['n']} | {r['ours']} | {r['peer']} | {r['status']} | | | | | | | {note} |")
+            lines.append(
+                f"| {r['pair']} | {r['n']} | {r['ours']} | {r['peer']} | {r['status']} | | | | | | | {note} |"
+            )
             continue
         lines.append(
             f"| {r['pair']} | {r['n']} | {r['ours']} | {r['peer']} | ok | {r['ours_ms']:.3g} | {r['peer_ms']:.3g} | "
             f"{r['ratio']:.2f} [{r['ratio_lo']:.2f}, {r['ratio_hi']:.2f}] | {r['max_abs_diff']:.2g} | "
-            f"{r['max_rel_diff']:.2g} | {'yes' if r['agree'] else 'NO'} ({r['tolerance']:g}) | {note} |")
+            f"{r['max_rel_diff']:.2g} | {'yes' if r['agree'] else 'NO'} ({r['tolerance']:g}) | {note} |"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -77,7 +77,10 @@ def phase_pairs(op, state, q, k, v) -> dict[str, tuple[Callable[[], object], Cal
     return {
         "prepare": (lambda: op.prepare(k, v), lambda: op.prepare_unchecked(k, v)),
         "attend": (lambda: op.attend(state, q), lambda: op.attend_unchecked(state, q)),
-        "forward": (lambda: op.forward(q, k, v), lambda: op.attend_unchecked(op.prepare_unchecked(k, v), q)),
+        "forward": (
+            lambda: op.forward(q, k, v),
+            lambda: op.attend_unchecked(op.prepare_unchecked(k, v), q),
+        ),
     }
 
 
@@ -101,17 +104,30 @@ def checked(ns: list[int], rounds: int, methods: list[str]) -> list[dict]:
                         t_unchk.append(times[id(unchk)])
                         ratios.append(times[id(chk)] / times[id(unchk)])
                     med, lo, hi = median_ci(np.array(ratios))
-                    row = {"n": n, "method": name, "phase": phase, "ratio": med, "lo": lo, "hi": hi,
-                           "checked_ms": 1e3 * float(np.median(t_chk)),
-                           "unchecked_ms": 1e3 * float(np.median(t_unchk)), "rounds": rounds, "inner": inner}
+                    row = {
+                        "n": n,
+                        "method": name,
+                        "phase": phase,
+                        "ratio": med,
+                        "lo": lo,
+                        "hi": hi,
+                        "checked_ms": 1e3 * float(np.median(t_chk)),
+                        "unchecked_ms": 1e3 * float(np.median(t_unchk)),
+                        "rounds": rounds,
+                        "inner": inner,
+                    }
                     rows.append(row)
-                    print(f"N={n:<6d} {name:10s} {phase:8s} checked/unchecked {med:.3f} [{lo:.3f}, {hi:.3f}]  "
-                          f"({row['checked_ms']:.2f} ms vs {row['unchecked_ms']:.2f} ms, {inner} calls x {rounds} rounds)",
-                          flush=True)
+                    print(
+                        f"N={n:<6d} {name:10s} {phase:8s} checked/unchecked {med:.3f} [{lo:.3f}, {hi:.3f}]  "
+                        f"({row['checked_ms']:.2f} ms vs {row['unchecked_ms']:.2f} ms, {inner} calls x {rounds} rounds)",
+                        flush=True,
+                    )
     return rows
 
 
-def forward_fn(name: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> Callable[[], object]:
+def forward_fn(
+    name: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
+) -> Callable[[], object]:
     """An unchecked forward; ``performer-reference``: Performer's out-of-place reference
     feature maps (what ``prepare``/``attend`` ran before they worked in place)."""
     if name != "performer-reference":
@@ -151,17 +167,27 @@ def alloc_child(tune: bool, n: int, calls: int) -> dict:
             t0 = time.thread_time()
             for _ in range(calls):
                 fwd()
-            out[name] = {"faults": (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0) / calls,
-                         "ms": 1e3 * (time.thread_time() - t0) / calls}
+            out[name] = {
+                "faults": (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0) / calls,
+                "ms": 1e3 * (time.thread_time() - t0) / calls,
+            }
     return out
 
 
 def allocator(rounds: int, n: int, calls: int) -> list[dict]:
     results = []
     for r in range(rounds):
-        for tune in ((False, True) if r % 2 == 0 else (True, False)):
-            cmd = [sys.executable, "-m", "bench.probe_overhead", "alloc-child", "--n", str(n),
-                   "--calls", str(calls)] + (["--tune"] if tune else [])
+        for tune in (False, True) if r % 2 == 0 else (True, False):
+            cmd = [
+                sys.executable,
+                "-m",
+                "bench.probe_overhead",
+                "alloc-child",
+                "--n",
+                str(n),
+                "--calls",
+                str(calls),
+            ] + (["--tune"] if tune else [])
             res = subprocess.run(cmd, capture_output=True, text=True, check=True)
             results.append(json.loads(res.stdout.strip().splitlines()[-1]))
     for name in ALLOC_METHODS:
@@ -169,10 +195,13 @@ def allocator(rounds: int, n: int, calls: int) -> list[dict]:
         on = [x[name] for x in results if x["tuned"]]
         ratio = np.array([a["ms"] / b["ms"] for a, b in zip(on, off, strict=True)])
         med, lo, hi = median_ci(ratio)
-        print(f"N={n} {name:10s} faults/forward off {np.median([x['faults'] for x in off]):.0f} "
-              f"on {np.median([x['faults'] for x in on]):.0f}; ms/forward off "
-              f"{np.median([x['ms'] for x in off]):.2f} on {np.median([x['ms'] for x in on]):.2f}; "
-              f"on/off {med:.3f} [{lo:.3f}, {hi:.3f}] ({rounds} process pairs x {calls} calls)", flush=True)
+        print(
+            f"N={n} {name:10s} faults/forward off {np.median([x['faults'] for x in off]):.0f} "
+            f"on {np.median([x['faults'] for x in on]):.0f}; ms/forward off "
+            f"{np.median([x['ms'] for x in off]):.2f} on {np.median([x['ms'] for x in on]):.2f}; "
+            f"on/off {med:.3f} [{lo:.3f}, {hi:.3f}] ({rounds} process pairs x {calls} calls)",
+            flush=True,
+        )
     print("tuning:", next(x["note"] for x in results if x["tuned"]))
     return results
 

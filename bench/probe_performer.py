@@ -30,7 +30,9 @@ SCALES = (0.25, 0.5, 1.0, 2.0)
 FAMILIES = ("full_rank", "rank16")
 
 
-def inputs(family: str, scale: float, n: int, m: int, d: int, seed: int) -> tuple[torch.Tensor, ...]:
+def inputs(
+    family: str, scale: float, n: int, m: int, d: int, seed: int
+) -> tuple[torch.Tensor, ...]:
     g = torch.Generator().manual_seed(seed)
     if family == "rank16":
         kv = torch.randn(1, 1, n, 16, generator=g) @ torch.randn(16, 2 * d, generator=g)
@@ -45,7 +47,9 @@ def softmax_p(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     return torch.softmax(q.double() @ k.double().transpose(-1, -2) / math.sqrt(q.shape[-1]), dim=-1)
 
 
-def raw_max_weights(q: torch.Tensor, k: torch.Tensor, omega: torch.Tensor, eps: float) -> torch.Tensor:
+def raw_max_weights(
+    q: torch.Tensor, k: torch.Tensor, omega: torch.Tensor, eps: float
+) -> torch.Tensor:
     """FAVOR+ with the peer's stabilisers, written out (fp32)."""
     s = q.shape[-1] ** -0.25
     qd, kd = (q * s) @ omega.T, (k * s) @ omega.T
@@ -71,7 +75,9 @@ def mean_kl(p: torch.Tensor, w: torch.Tensor) -> float:
     return float(kl_rows(p[0, 0], w[0, 0])[0].mean())
 
 
-def run(seeds: int, n: int, m: int, features: int, eps_ours: list[float], eps_raw: list[float]) -> list[dict]:
+def run(
+    seeds: int, n: int, m: int, features: int, eps_ours: list[float], eps_raw: list[float]
+) -> list[dict]:
     d = 64
     omega = draw_features(features, d, True, 0)
     rows = []
@@ -86,7 +92,9 @@ def run(seeds: int, n: int, m: int, features: int, eps_ours: list[float], eps_ra
                     w = op.implied_weights(op.prepare(k, v), q)
                     acc.setdefault(f"ours eps={eps:g}", []).append(mean_kl(p, w))
                 for eps in eps_raw:
-                    acc.setdefault(f"raw-max eps={eps:g}", []).append(mean_kl(p, raw_max_weights(q, k, omega, eps)))
+                    acc.setdefault(f"raw-max eps={eps:g}", []).append(
+                        mean_kl(p, raw_max_weights(q, k, omega, eps))
+                    )
                 acc.setdefault("uniform", []).append(mean_kl(p, torch.full_like(p, 1.0 / n)))
                 pw = package_weights(q, k, omega)
                 if pw is not None:
@@ -94,8 +102,19 @@ def run(seeds: int, n: int, m: int, features: int, eps_ours: list[float], eps_ra
             for variant, vals in acc.items():
                 t = torch.tensor(vals, dtype=torch.float64)
                 se = float(t.std() / math.sqrt(len(vals))) if len(vals) > 1 else float("nan")
-                rows.append({"family": family, "scale": scale, "variant": variant, "kl": float(t.mean()), "se": se})
-                print(f"{family:9s} scale={scale:<5g} {variant:22s} KL {float(t.mean()):.4f} +- {se:.4f}", flush=True)
+                rows.append(
+                    {
+                        "family": family,
+                        "scale": scale,
+                        "variant": variant,
+                        "kl": float(t.mean()),
+                        "se": se,
+                    }
+                )
+                print(
+                    f"{family:9s} scale={scale:<5g} {variant:22s} KL {float(t.mean()):.4f} +- {se:.4f}",
+                    flush=True,
+                )
     return rows
 
 
@@ -128,7 +147,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--features", type=int, default=256)
     ap.add_argument("--eps", type=float, nargs="*", default=[1e-6, 1e-4, 1e-3, 1e-2, 3e-2, 1e-1])
     ap.add_argument("--eps-raw", type=float, nargs="*", default=[1e-6, 1e-4])
-    ap.add_argument("--convergence", action="store_true", help="the d = 16 KL-against-m table instead")
+    ap.add_argument(
+        "--convergence", action="store_true", help="the d = 16 KL-against-m table instead"
+    )
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
     if a.convergence:

@@ -25,10 +25,22 @@ GPU_PEAKS: dict[str, tuple[dict[str, float], float]] = {
     "H100 NVL": ({"fp32": 60 * TB, "bf16": 835 * TB, "fp16": 835 * TB, "fp64": 60 * TB}, 3.9 * TB),
     "H100 PCIe": ({"fp32": 51 * TB, "bf16": 756 * TB, "fp16": 756 * TB, "fp64": 51 * TB}, 2.0 * TB),
     "H100 SXM": ({"fp32": 67 * TB, "bf16": 989 * TB, "fp16": 989 * TB, "fp64": 67 * TB}, 3.35 * TB),
-    "A100 SXM 80GB": ({"fp32": 19.5 * TB, "bf16": 312 * TB, "fp16": 312 * TB, "fp64": 19.5 * TB}, 2.039 * TB),
-    "A100 SXM 40GB": ({"fp32": 19.5 * TB, "bf16": 312 * TB, "fp16": 312 * TB, "fp64": 19.5 * TB}, 1.555 * TB),
-    "A100 PCIe 80GB": ({"fp32": 19.5 * TB, "bf16": 312 * TB, "fp16": 312 * TB, "fp64": 19.5 * TB}, 1.935 * TB),
-    "A100 PCIe 40GB": ({"fp32": 19.5 * TB, "bf16": 312 * TB, "fp16": 312 * TB, "fp64": 19.5 * TB}, 1.555 * TB),
+    "A100 SXM 80GB": (
+        {"fp32": 19.5 * TB, "bf16": 312 * TB, "fp16": 312 * TB, "fp64": 19.5 * TB},
+        2.039 * TB,
+    ),
+    "A100 SXM 40GB": (
+        {"fp32": 19.5 * TB, "bf16": 312 * TB, "fp16": 312 * TB, "fp64": 19.5 * TB},
+        1.555 * TB,
+    ),
+    "A100 PCIe 80GB": (
+        {"fp32": 19.5 * TB, "bf16": 312 * TB, "fp16": 312 * TB, "fp64": 19.5 * TB},
+        1.935 * TB,
+    ),
+    "A100 PCIe 40GB": (
+        {"fp32": 19.5 * TB, "bf16": 312 * TB, "fp16": 312 * TB, "fp64": 19.5 * TB},
+        1.555 * TB,
+    ),
 }
 
 # Exponentials per second: SMs x 16 special-function results per clock per SM (MUFU.EX2;
@@ -112,11 +124,20 @@ def cpu_peaks(dtype: str = "fp32", size: int = 1024, repeats: int = 5) -> tuple[
     return 2.0 * size**3 / best, 2.0 * src.numel() * 4 / bw_best
 
 
-def roofline_fraction(flops: float | None, nbytes: float | None, seconds: float | None,
-                      peak_flops: float | None, peak_bw: float | None) -> dict[str, float | None]:
+def roofline_fraction(
+    flops: float | None,
+    nbytes: float | None,
+    seconds: float | None,
+    peak_flops: float | None,
+    peak_bw: float | None,
+) -> dict[str, float | None]:
     """Achieved rates and the fraction of the attainable min(peak, AI x bandwidth)."""
-    out: dict[str, float | None] = {"flops_per_s": None, "bytes_per_s": None,
-                                    "arithmetic_intensity": None, "roofline_fraction": None}
+    out: dict[str, float | None] = {
+        "flops_per_s": None,
+        "bytes_per_s": None,
+        "arithmetic_intensity": None,
+        "roofline_fraction": None,
+    }
     if not flops or not nbytes or not seconds or seconds <= 0:
         return out
     out["flops_per_s"] = flops / seconds
@@ -128,9 +149,14 @@ def roofline_fraction(flops: float | None, nbytes: float | None, seconds: float 
     return out
 
 
-def roofline_floor(flops: float | None, nbytes: float | None, exps: float | None,
-                   peak_flops: float | None, peak_bw: float | None,
-                   peak_exp: float | None) -> tuple[float | None, str | None]:
+def roofline_floor(
+    flops: float | None,
+    nbytes: float | None,
+    exps: float | None,
+    peak_flops: float | None,
+    peak_bw: float | None,
+    peak_exp: float | None,
+) -> tuple[float | None, str | None]:
     """(floor in seconds, bound) with floor = max(flops / peak_flops, bytes / peak_bw,
     exps / peak_exp) over the terms whose work and peak are both known; bound is the name
     of the largest term ("matmul", "memory", "exp"; first in that order on a tie).
@@ -138,7 +164,9 @@ def roofline_floor(flops: float | None, nbytes: float | None, exps: float | None
     (None, None) when no term can be computed; (0.0, None) when the modelled work is zero
     (dense's prepare)."""
     terms = {}
-    for name, work, peak in zip(BOUNDS, (flops, nbytes, exps), (peak_flops, peak_bw, peak_exp), strict=True):
+    for name, work, peak in zip(
+        BOUNDS, (flops, nbytes, exps), (peak_flops, peak_bw, peak_exp), strict=True
+    ):
         if work is not None and peak and peak > 0 and work == work and work >= 0:
             terms[name] = float(work) / float(peak)
     if not terms:
@@ -149,9 +177,16 @@ def roofline_floor(flops: float | None, nbytes: float | None, exps: float | None
     return terms[bound], bound
 
 
-def phase_roofline(phase: str, flops: float | None, nbytes: float | None, exps: float | None,
-                   ms: float | None, peak_flops: float | None, peak_bw: float | None,
-                   peak_exp: float | None) -> dict[str, float | str | None]:
+def phase_roofline(
+    phase: str,
+    flops: float | None,
+    nbytes: float | None,
+    exps: float | None,
+    ms: float | None,
+    peak_flops: float | None,
+    peak_bw: float | None,
+    peak_exp: float | None,
+) -> dict[str, float | str | None]:
     """``roofline_floor_ms_<phase>``, ``roofline_bound_<phase>`` and
     ``roofline_fraction_<phase>`` = floor / measured median (not clipped: above 1 means
     the cost model undercounts the work, or a peak is too low)."""
@@ -159,6 +194,8 @@ def phase_roofline(phase: str, flops: float | None, nbytes: float | None, exps: 
     frac = None
     if bound is not None and floor is not None and ms is not None and ms == ms and ms > 0:
         frac = floor * 1e3 / ms
-    return {f"roofline_floor_ms_{phase}": None if floor is None else floor * 1e3,
-            f"roofline_bound_{phase}": bound,
-            f"roofline_fraction_{phase}": frac}
+    return {
+        f"roofline_floor_ms_{phase}": None if floor is None else floor * 1e3,
+        f"roofline_bound_{phase}": bound,
+        f"roofline_fraction_{phase}": frac,
+    }

@@ -22,12 +22,25 @@ STATUSES = ("ok", "oom", "error", "unsupported")
 INT_COLUMNS = ("n", "m", "d", "dv", "batch", "heads", "seed")
 NUMBER_COLUMNS = (
     ("query_scale", "padding")
-    + tuple(f"{p}_{s}" for p in ("prepare", "attend", "forward", "attend_graph")
-            for s in ("ms_median", "ms_iqr", "ms_min", "calls", "ms_iqr_rel"))
-    + tuple(f"{m}_{s}" for m in ("kl", "tv", "js", "top10_recall", "out_err")
-            for s in ("mean", "p50", "p99", "max"))
-    + ("peak_mem_alloc_bytes", "peak_mem_nvml_bytes", "peak_mem_cpu_bytes", "mem_model_bytes",
-       "flops", "bytes", "exps")
+    + tuple(
+        f"{p}_{s}"
+        for p in ("prepare", "attend", "forward", "attend_graph")
+        for s in ("ms_median", "ms_iqr", "ms_min", "calls", "ms_iqr_rel")
+    )
+    + tuple(
+        f"{m}_{s}"
+        for m in ("kl", "tv", "js", "top10_recall", "out_err")
+        for s in ("mean", "p50", "p99", "max")
+    )
+    + (
+        "peak_mem_alloc_bytes",
+        "peak_mem_nvml_bytes",
+        "peak_mem_cpu_bytes",
+        "mem_model_bytes",
+        "flops",
+        "bytes",
+        "exps",
+    )
 )
 _CASE_FIELDS = [f.name for f in fields(Case)]
 
@@ -78,8 +91,9 @@ def problem(row: dict[str, Any], known_ids: set[str] | frozenset[str] = frozense
     return None
 
 
-def split(rows: list[dict[str, Any]], known_ids: set[str] | frozenset[str] = frozenset()
-          ) -> tuple[list[dict[str, Any]], Counter]:
+def split(
+    rows: list[dict[str, Any]], known_ids: set[str] | frozenset[str] = frozenset()
+) -> tuple[list[dict[str, Any]], Counter]:
     """(result rows, reason -> count of the lines skipped)."""
     good: list[dict[str, Any]] = []
     skipped: Counter = Counter()
@@ -96,5 +110,7 @@ def describe(path: Any, skipped: Counter) -> str:
     """One line for the user: how many lines were skipped and why."""
     total = sum(skipped.values())
     reasons = "; ".join(f"{n} x {why}" for why, n in skipped.most_common())
-    return (f"{path}: skipped {total} line(s) that are not result rows of this harness ({reasons}); "
-            "they stay in the log but are not in results.csv")
+    return (
+        f"{path}: skipped {total} line(s) that are not result rows of this harness ({reasons}); "
+        "they stay in the log but are not in results.csv"
+    )

@@ -38,12 +38,18 @@ INPUT_UNAVAILABLE = "input unavailable: "
 
 
 def finished(row: dict[str, Any]) -> bool:
-    return not (row.get("status") == "unsupported"
-                and str(row.get("reason") or "").startswith(INPUT_UNAVAILABLE))
+    return not (
+        row.get("status") == "unsupported"
+        and str(row.get("reason") or "").startswith(INPUT_UNAVAILABLE)
+    )
 
 
-OOM_MESSAGES = ("out of memory", "can't allocate memory", "cannot allocate memory",
-                "not enough memory")
+OOM_MESSAGES = (
+    "out of memory",
+    "can't allocate memory",
+    "cannot allocate memory",
+    "not enough memory",
+)
 
 
 def is_oom(exc: BaseException) -> bool:
@@ -80,19 +86,41 @@ def free_memory(device: str) -> None:
 def base_row(case: Case, preset: str) -> dict[str, Any]:
     p = case.params_dict
     return {
-        "case_id": case.case_id, "preset": preset, "method": case.method, "label": case.method,
-        "params": json.dumps(p, sort_keys=True), "rank": p.get("rank"), "features": p.get("features"),
-        "solver": p.get("solver"), "setting": case.setting, "causal": case.causal,
-        "family": case.family, "family_params": json.dumps(case.family_dict, sort_keys=True),
-        "synthetic": case.family != "real", "dataset": case.family_dict.get("dataset"),
-        "batch": case.batch, "heads": case.heads, "n": case.n, "m": case.m, "d": case.d,
-        "dv": case.dv, "dtype": case.dtype, "seed": case.seed, "query_scale": case.query_scale,
-        "padding": case.padding, "status": None, "reason": None,
+        "case_id": case.case_id,
+        "preset": preset,
+        "method": case.method,
+        "label": case.method,
+        "params": json.dumps(p, sort_keys=True),
+        "rank": p.get("rank"),
+        "features": p.get("features"),
+        "solver": p.get("solver"),
+        "setting": case.setting,
+        "causal": case.causal,
+        "family": case.family,
+        "family_params": json.dumps(case.family_dict, sort_keys=True),
+        "synthetic": case.family != "real",
+        "dataset": case.family_dict.get("dataset"),
+        "batch": case.batch,
+        "heads": case.heads,
+        "n": case.n,
+        "m": case.m,
+        "d": case.d,
+        "dv": case.dv,
+        "dtype": case.dtype,
+        "seed": case.seed,
+        "query_scale": case.query_scale,
+        "padding": case.padding,
+        "status": None,
+        "reason": None,
     }
 
 
 def _nvml_cols(case: Case, when: str) -> dict[str, Any]:
-    snap = nvml_snapshot(device_index(case.device)) if case.device.startswith("cuda") else nvml_snapshot(None)
+    snap = (
+        nvml_snapshot(device_index(case.device))
+        if case.device.startswith("cuda")
+        else nvml_snapshot(None)
+    )
     return {f"nvml_{k}_{when}": v for k, v in snap.items()}
 
 
@@ -140,28 +168,43 @@ def clone_state(state: Any) -> Any:
     return dataclasses.replace(state, **new) if new else state
 
 
-def time_phases(op: Any, inp: Inputs, state: Any, causal: bool, timer: PhaseTimer) -> dict[str, Any]:
+def time_phases(
+    op: Any, inp: Inputs, state: Any, causal: bool, timer: PhaseTimer
+) -> dict[str, Any]:
     """Time prepare, attend and forward with input rotation (bench/timing.py): independent
     copies of (k, v, mask), q and the prepared state, enough that the calls of one cycle read
     at least twice the cache, within a memory budget; consecutive calls cycle through them."""
     k, v, mask, q = inp.k, inp.v, inp.key_mask, inp.q
-    plan = timer.rotation_plan({"kv": tensor_bytes(k, v, mask), "q": tensor_bytes(q),
-                                "state": tensor_bytes(state)})
-    kvs = [(k, v, mask)] + [(k.clone(), v.clone(), None if mask is None else mask.clone())
-                            for _ in range(plan.copies["kv"] - 1)]
+    plan = timer.rotation_plan(
+        {"kv": tensor_bytes(k, v, mask), "q": tensor_bytes(q), "state": tensor_bytes(state)}
+    )
+    kvs = [(k, v, mask)] + [
+        (k.clone(), v.clone(), None if mask is None else mask.clone())
+        for _ in range(plan.copies["kv"] - 1)
+    ]
     qs = [q] + [q.clone() for _ in range(plan.copies["q"] - 1)]
     states = [state] + [clone_state(state) for _ in range(plan.copies["state"] - 1)]
     fns = {
-        "prepare": [lambda kk=kk, vv=vv, mm=mm: op.prepare_unchecked(kk, vv, mm)
-                    for kk, vv, mm in kvs[: plan.sets["prepare"]]],
-        "attend": [lambda st=st, qq=qq: op.attend_unchecked(st, qq, causal)
-                   for st, qq in zip(states[: plan.sets["attend"]], qs, strict=False)],
-        "forward": [lambda kk=kk, vv=vv, mm=mm, qq=qq: op.attend_unchecked(op.prepare_unchecked(kk, vv, mm), qq, causal)
-                    for (kk, vv, mm), qq in zip(kvs[: plan.sets["forward"]], qs, strict=False)],
+        "prepare": [
+            lambda kk=kk, vv=vv, mm=mm: op.prepare_unchecked(kk, vv, mm)
+            for kk, vv, mm in kvs[: plan.sets["prepare"]]
+        ],
+        "attend": [
+            lambda st=st, qq=qq: op.attend_unchecked(st, qq, causal)
+            for st, qq in zip(states[: plan.sets["attend"]], qs, strict=False)
+        ],
+        "forward": [
+            lambda kk=kk, vv=vv, mm=mm, qq=qq: op.attend_unchecked(
+                op.prepare_unchecked(kk, vv, mm), qq, causal
+            )
+            for (kk, vv, mm), qq in zip(kvs[: plan.sets["forward"]], qs, strict=False)
+        ],
     }
-    cols: dict[str, Any] = {"timing_input_sets": max(plan.sets.values()),
-                            "timing_rotation_note": plan.note,
-                            "timing_sample_min_ms": timer.sample_min_ms}
+    cols: dict[str, Any] = {
+        "timing_input_sets": max(plan.sets.values()),
+        "timing_rotation_note": plan.note,
+        "timing_sample_min_ms": timer.sample_min_ms,
+    }
     for phase, phase_fns in fns.items():
         pt = timer.run(phase_fns, working_set_bytes=plan.working_set[phase])
         cols.update(summarise_phase(pt, phase))
@@ -182,7 +225,11 @@ def cpu_load_columns(cols: dict[str, Any], threads: int) -> dict[str, Any]:
     ratios = [cols.get(f"{p}_wall_per_cpu") for p in ("prepare", "attend", "forward")]
     worst = max((r for r in ratios if r is not None), default=None)
     warning = wall_warning(load["load_per_core"], worst, threads)
-    return {**load, "timing_wall_warning": warning, "timing_rank_by": "process_cpu" if warning else "wall"}
+    return {
+        **load,
+        "timing_wall_warning": warning,
+        "timing_rank_by": "process_cpu" if warning else "wall",
+    }
 
 
 def time_attend_graph(timer: PhaseTimer, fns: list, working_set: int | None) -> dict[str, Any]:
@@ -194,14 +241,22 @@ def time_attend_graph(timer: PhaseTimer, fns: list, working_set: int | None) -> 
         if is_oom(exc):
             raise
         torch.cuda.synchronize(timer.device)
-        return {"timing_graph_note": f"CUDA graph capture failed: {type(exc).__name__}: {exc}"[:300]}
+        return {
+            "timing_graph_note": f"CUDA graph capture failed: {type(exc).__name__}: {exc}"[:300]
+        }
     cols = summarise_phase(pt, "attend_graph")
     cols["timing_graph_calls_attend"] = pt.extra.get("graph_calls")
     return cols
 
 
-def measure(case: Case, op: Any, inp: Inputs, cfg: SweepConfig, timer: PhaseTimer | None,
-            env: dict[str, Any]) -> dict[str, Any]:
+def measure(
+    case: Case,
+    op: Any,
+    inp: Inputs,
+    cfg: SweepConfig,
+    timer: PhaseTimer | None,
+    env: dict[str, Any],
+) -> dict[str, Any]:
     """Time, memory, fidelity and work columns of one supported case (may raise OOM)."""
     cols: dict[str, Any] = {}
     q, k, v, mask, causal = inp.q, inp.k, inp.v, inp.key_mask, case.causal
@@ -222,8 +277,11 @@ def measure(case: Case, op: Any, inp: Inputs, cfg: SweepConfig, timer: PhaseTime
         if cfg.memory.enabled:
             if case.device.startswith("cuda"):
                 alloc, nv = cuda_peak_bytes(fwd, torch.device(case.device))
-                cols.update(peak_mem_alloc_bytes=alloc, peak_mem_nvml_bytes=nv,
-                            mem_method="cuda_allocator_peak_above_inputs;nvml_used_delta")
+                cols.update(
+                    peak_mem_alloc_bytes=alloc,
+                    peak_mem_nvml_bytes=nv,
+                    mem_method="cuda_allocator_peak_above_inputs;nvml_used_delta",
+                )
             else:
                 peak, err, how = cpu_peak_bytes(case)
                 cols.update(peak_mem_cpu_bytes=peak, mem_method=how)
@@ -239,24 +297,49 @@ def measure(case: Case, op: Any, inp: Inputs, cfg: SweepConfig, timer: PhaseTime
     # work (modelled) and the three-bound roofline per phase (docs/bench.md, "Roofline")
     cp, ca = op.cost_prepare(shape, dt), op.cost_attend(shape, dt)
     cf = cp + ca
-    cols.update(flops=cf.flops, bytes=cf.bytes, exps=cf.exps, flops_prepare=cp.flops, flops_attend=ca.flops,
-                bytes_prepare=cp.bytes, bytes_attend=ca.bytes, exps_prepare=cp.exps, exps_attend=ca.exps)
-    ce = ceilings(case.device, env.get("device_name") or "", case.dtype)  # measured once per device+dtype
+    cols.update(
+        flops=cf.flops,
+        bytes=cf.bytes,
+        exps=cf.exps,
+        flops_prepare=cp.flops,
+        flops_attend=ca.flops,
+        bytes_prepare=cp.bytes,
+        bytes_attend=ca.bytes,
+        exps_prepare=cp.exps,
+        exps_attend=ca.exps,
+    )
+    ce = ceilings(
+        case.device, env.get("device_name") or "", case.dtype
+    )  # measured once per device+dtype
     cols.update(ce.columns())
     pf, pb, pe = ce.matmul_flops_per_s, ce.bytes_per_s, ce.exp_per_s
     fwd_ms = cols.get("forward_ms_median")
-    cols.update(roofline_fraction(cf.flops, cf.bytes, None if fwd_ms is None else fwd_ms / 1e3, pf, pb))
+    cols.update(
+        roofline_fraction(cf.flops, cf.bytes, None if fwd_ms is None else fwd_ms / 1e3, pf, pb)
+    )
     phases = [("prepare", cp), ("attend", ca), ("forward", cf)]
     if cols.get("attend_graph_ms_median") is not None:
         phases.append(("attend_graph", ca))  # the same work, without the host's launch cost
     for phase, c in phases:
-        cols.update(phase_roofline(phase, c.flops, c.bytes, c.exps, cols.get(f"{phase}_ms_median"), pf, pb, pe))
-    cols["roofline_fraction"] = cols["roofline_fraction_forward"]  # the forward fraction, three bounds
+        cols.update(
+            phase_roofline(
+                phase, c.flops, c.bytes, c.exps, cols.get(f"{phase}_ms_median"), pf, pb, pe
+            )
+        )
+    cols["roofline_fraction"] = cols[
+        "roofline_fraction_forward"
+    ]  # the forward fraction, three bounds
     return cols
 
 
-def run_case(case: Case, inp: Inputs | BaseException, cfg: SweepConfig, timer: PhaseTimer | None,
-             env: dict[str, Any], preset: str) -> dict[str, Any]:
+def run_case(
+    case: Case,
+    inp: Inputs | BaseException,
+    cfg: SweepConfig,
+    timer: PhaseTimer | None,
+    env: dict[str, Any],
+    preset: str,
+) -> dict[str, Any]:
     """One row; never raises for OOM, unsupported or operator errors."""
     row = base_row(case, preset)
     row.update(env)
@@ -302,13 +385,23 @@ def _build(case: Case) -> Inputs | BaseException:
     try:
         return build_inputs(case)
     except (UnsupportedInput, MemoryError, RuntimeError) as exc:
-        return exc if (isinstance(exc, UnsupportedInput) or is_oom(exc)) else UnsupportedInput(
-            f"input generation failed: {type(exc).__name__}: {exc}")
+        return (
+            exc
+            if (isinstance(exc, UnsupportedInput) or is_oom(exc))
+            else UnsupportedInput(f"input generation failed: {type(exc).__name__}: {exc}")
+        )
 
 
-def run_sweep(cfg: SweepConfig, cases: list[Case], out_dir: str | Path, *, preset: str | None = None,
-              time_budget_min: float | None = None, progress: bool = True,
-              log: Callable[[str], None] = print) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def run_sweep(
+    cfg: SweepConfig,
+    cases: list[Case],
+    out_dir: str | Path,
+    *,
+    preset: str | None = None,
+    time_budget_min: float | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Measure the cases not yet in ``out_dir``; returns (all rows, run info)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -324,8 +417,14 @@ def run_sweep(cfg: SweepConfig, cases: list[Case], out_dir: str | Path, *, prese
     info_skipped = sum(skipped.values())
     done = {r.get("case_id") for r in good if finished(r)}
     pending = [c for c in cases if c.case_id not in done]
-    info: dict[str, Any] = {"total": len(cases), "already_done": len(cases) - len(pending),
-                            "measured": 0, "not_run": 0, "stopped": None, "skipped_lines": info_skipped}
+    info: dict[str, Any] = {
+        "total": len(cases),
+        "already_done": len(cases) - len(pending),
+        "measured": 0,
+        "not_run": 0,
+        "stopped": None,
+        "skipped_lines": info_skipped,
+    }
     if not pending:
         rows = logged()
         store.write_table(store.to_frame(rows), out)
@@ -336,8 +435,13 @@ def run_sweep(cfg: SweepConfig, cases: list[Case], out_dir: str | Path, *, prese
     start = time.monotonic()
     last_table = 0.0
     cache_key, cache_val = None, None
-    bar = tqdm(pending, desc=f"bench {preset or cfg.name}", unit="case", disable=not progress,
-               dynamic_ncols=True)
+    bar = tqdm(
+        pending,
+        desc=f"bench {preset or cfg.name}",
+        unit="case",
+        disable=not progress,
+        dynamic_ncols=True,
+    )
     try:
         for i, case in enumerate(bar):
             if time_budget_min is not None and time.monotonic() - start > time_budget_min * 60:

@@ -32,10 +32,16 @@ def _cols(kind: str, type_: str, names: list[str]) -> list[Column]:
 
 
 def _bench_columns() -> list[Column]:
-    time_cols = [f"{p}_{s}" for p in (*PHASES, "attend_graph")
-                 for s in ("ms_median", "ms_iqr", "ms_min", "calls", "ms_iqr_rel")]
-    fidelity = [f"{m}_{s}" for m in ("kl", "tv", "js", "top10_recall", "out_err")
-                for s in ("mean", "p50", "p99", "max")]
+    time_cols = [
+        f"{p}_{s}"
+        for p in (*PHASES, "attend_graph")
+        for s in ("ms_median", "ms_iqr", "ms_min", "calls", "ms_iqr_rel")
+    ]
+    fidelity = [
+        f"{m}_{s}"
+        for m in ("kl", "tv", "js", "top10_recall", "out_err")
+        for s in ("mean", "p50", "p99", "max")
+    ]
     return (
         _cols("config", "string", ["case_id", "preset", "method", "label", "params"])
         + _cols("config", "int", ["rank", "features"])
@@ -57,37 +63,99 @@ def _bench_columns() -> list[Column]:
         + _cols("measurement", "string", ["timing_rotation_note"])
         + _cols("measurement", "int", ["timing_graph_calls_attend"])
         + _cols("measurement", "string", ["timing_graph_note"])
-        + [Column(f"timing_{s}_{p}", "string" if s == "cache" else "float", "measurement")
-           for p in PHASES for s in ("inner_calls", "samples", "input_sets", "cache", "working_set_bytes")]
+        + [
+            Column(f"timing_{s}_{p}", "string" if s == "cache" else "float", "measurement")
+            for p in PHASES
+            for s in ("inner_calls", "samples", "input_sets", "cache", "working_set_bytes")
+        ]
         # CPU runs: CPU time of the same samples (issue 11); empty on CUDA and in older files
-        + _cols("measurement", "float", [f"{p}_{s}" for p in PHASES
-                                         for s in ("thread_cpu_ms_median", "thread_cpu_ms_iqr",
-                                                   "process_cpu_ms_median", "process_cpu_ms_iqr",
-                                                   "wall_per_cpu")])
+        + _cols(
+            "measurement",
+            "float",
+            [
+                f"{p}_{s}"
+                for p in PHASES
+                for s in (
+                    "thread_cpu_ms_median",
+                    "thread_cpu_ms_iqr",
+                    "process_cpu_ms_median",
+                    "process_cpu_ms_iqr",
+                    "wall_per_cpu",
+                )
+            ],
+        )
         + _cols("env", "float", ["load_avg_1m", "load_per_core"])
         + _cols("measurement", "string", ["timing_rank_by", "timing_wall_warning"])
-        + _cols("measurement", "float", ["peak_mem_alloc_bytes", "peak_mem_nvml_bytes", "peak_mem_cpu_bytes"])
+        + _cols(
+            "measurement",
+            "float",
+            ["peak_mem_alloc_bytes", "peak_mem_nvml_bytes", "peak_mem_cpu_bytes"],
+        )
         + _cols("model", "float", ["mem_model_bytes"])
         + _cols("measurement", "string", ["mem_method"])
         + _cols("measurement", "float", fidelity)
-        + _cols("measurement", "float", ["neg_mass_mean", "neg_mass_max", "kl_smoothed_rows", "kl_uniform_rows",
-                                         "kl_rows", "padded_rows_excluded", "kl_smoothing_a", "fidelity_rows"])
-        + _cols("measurement", "float", ["q_norm_mean", "q_norm_max", "k_norm_mean", "k_norm_max", "logit_scale"])
-        + _cols("model", "float", ["flops", "bytes", "exps", "flops_prepare", "flops_attend", "bytes_prepare",
-                                   "bytes_attend", "exps_prepare", "exps_attend"])
+        + _cols(
+            "measurement",
+            "float",
+            [
+                "neg_mass_mean",
+                "neg_mass_max",
+                "kl_smoothed_rows",
+                "kl_uniform_rows",
+                "kl_rows",
+                "padded_rows_excluded",
+                "kl_smoothing_a",
+                "fidelity_rows",
+            ],
+        )
+        + _cols(
+            "measurement",
+            "float",
+            ["q_norm_mean", "q_norm_max", "k_norm_mean", "k_norm_max", "logit_scale"],
+        )
+        + _cols(
+            "model",
+            "float",
+            [
+                "flops",
+                "bytes",
+                "exps",
+                "flops_prepare",
+                "flops_attend",
+                "bytes_prepare",
+                "bytes_attend",
+                "exps_prepare",
+                "exps_attend",
+            ],
+        )
         + _cols("measurement", "float", ["flops_per_s", "bytes_per_s"])
         + _cols("model", "float", ["peak_flops", "peak_bytes_per_s", "peak_exp_per_s"])
         + _cols("model", "string", ["peak_source"])
-        + _cols("model", "float", ["peak_flops_table", "peak_bytes_per_s_table", "peak_exp_per_s_table"])
+        + _cols(
+            "model", "float", ["peak_flops_table", "peak_bytes_per_s_table", "peak_exp_per_s_table"]
+        )
         + _cols("measurement", "float", ["roofline_fraction", "arithmetic_intensity"])
-        + [Column(f"roofline_{k}_{p}", "string" if k == "bound" else "float", "model" if k != "fraction"
-                  else "measurement") for p in (*PHASES, "attend_graph") for k in ("floor_ms", "bound", "fraction")]
-        + _cols("env", "string", ["device", "device_name", "driver", "cuda_version", "torch_version",
-                                  "cpu_model"])
+        + [
+            Column(
+                f"roofline_{k}_{p}",
+                "string" if k == "bound" else "float",
+                "model" if k != "fraction" else "measurement",
+            )
+            for p in (*PHASES, "attend_graph")
+            for k in ("floor_ms", "bound", "fraction")
+        ]
+        + _cols(
+            "env",
+            "string",
+            ["device", "device_name", "driver", "cuda_version", "torch_version", "cpu_model"],
+        )
         + _cols("env", "int", ["threads"])
         + _cols("env", "string", ["git_commit", "hostname", "timestamp", "malloc_tuning"])
-        + [Column(f"nvml_{f}_{w}", "string" if f == "throttle" else "float", "env")
-           for f in ("sm_clock_mhz", "temp_c", "power_w", "throttle") for w in ("before", "after")]
+        + [
+            Column(f"nvml_{f}_{w}", "string" if f == "throttle" else "float", "env")
+            for f in ("sm_clock_mhz", "temp_c", "power_w", "throttle")
+            for w in ("before", "after")
+        ]
     )
 
 
@@ -97,8 +165,11 @@ COLUMNS: list[str] = [c.name for c in BENCH]
 ENV_COLUMNS: list[str] = [c.name for c in BENCH if c.kind == "env"]
 # Columns some rows carry besides the schema's (method-specific diagnostics); typed when present.
 OPTIONAL: dict[str, str] = {
-    "lrea_fit_reconstruction_err": "float", "lrea_absorption_err": "float",
-    "lrea_uncompressed_err": "float", "fidelity_note": "string", "spectrum_profile": "string",
+    "lrea_fit_reconstruction_err": "float",
+    "lrea_absorption_err": "float",
+    "lrea_uncompressed_err": "float",
+    "fidelity_note": "string",
+    "spectrum_profile": "string",
     "mem_estimate_bytes": "float",
 }
 # A table without these is not a bench results table.
@@ -135,8 +206,11 @@ def apply_types(df: pd.DataFrame) -> pd.DataFrame:
     for col in out.columns:
         t = type_of(str(col))
         if t == "string":
-            out[col] = out[col].map(lambda v: v if v is None or isinstance(v, str) or v != v else str(v)
-                                    ).astype("string")
+            out[col] = (
+                out[col]
+                .map(lambda v: v if v is None or isinstance(v, str) or v != v else str(v))
+                .astype("string")
+            )
         elif t == "float":
             out[col] = pd.to_numeric(out[col], errors="coerce").astype("float64")
         elif t == "int":
@@ -154,9 +228,14 @@ def check_bench_table(df: pd.DataFrame, source: str) -> None:
         unknown = [str(c) for c in df.columns if type_of(str(c)) is None]
         raise ResultsFileError(
             f"{source}: not a bench results table: missing column(s) {', '.join(missing)}"
-            + (f"; columns the schema does not know: {', '.join(unknown[:12])}"
-               + (f" (+{len(unknown) - 12} more)" if len(unknown) > 12 else "") if unknown else "")
-            + " (the columns are listed in docs/contracts.md, section 2)")
+            + (
+                f"; columns the schema does not know: {', '.join(unknown[:12])}"
+                + (f" (+{len(unknown) - 12} more)" if len(unknown) > 12 else "")
+                if unknown
+                else ""
+            )
+            + " (the columns are listed in docs/contracts.md, section 2)"
+        )
 
 
 def pandas_dtype(name: str) -> str | None:

@@ -80,7 +80,7 @@ def merge_runs(dirs: list[str | Path], out_dir: str | Path) -> dict[str, int]:
     tmp = out / f".{store.LOG_NAME}.{os.getpid()}.tmp"
     try:
         for i in range(0, len(merged), 1000):
-            store.append_row(tmp, merged[i:i + 1000])
+            store.append_row(tmp, merged[i : i + 1000])
         if not merged:
             tmp.touch()
         os.replace(tmp, out / store.LOG_NAME)

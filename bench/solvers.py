@@ -34,7 +34,11 @@ def family_input(family: str, n: int, bh: int, d: int, rank: int, seed: int) -> 
     g = torch.Generator().manual_seed(seed)
     dd = 2 * d
     if family == "rank16":
-        return torch.randn(1, bh, n, rank, generator=g) @ torch.randn(1, bh, rank, dd, generator=g) / math.sqrt(rank)
+        return (
+            torch.randn(1, bh, n, rank, generator=g)
+            @ torch.randn(1, bh, rank, dd, generator=g)
+            / math.sqrt(rank)
+        )
     if family == "full":
         return torch.randn(1, bh, n, dd, generator=g)
     if family == "illcond16":
@@ -45,7 +49,9 @@ def family_input(family: str, n: int, bh: int, d: int, rank: int, seed: int) -> 
     raise ValueError(f"unknown input family {family!r}; use rank16, full or illcond16")
 
 
-def recon_error(x: torch.Tensor, u: torch.Tensor, s: torch.Tensor, wt: torch.Tensor, rank: int) -> float:
+def recon_error(
+    x: torch.Tensor, u: torch.Tensor, s: torch.Tensor, wt: torch.Tensor, rank: int
+) -> float:
     xd = x.double()
     uo, so, wo = torch.linalg.svd(xd, full_matrices=False)
     best = (uo[..., :rank] * so[..., None, :rank]) @ wo[..., :rank, :]
@@ -53,7 +59,9 @@ def recon_error(x: torch.Tensor, u: torch.Tensor, s: torch.Tensor, wt: torch.Ten
     return float((rec - best).norm() / xd.norm())
 
 
-def run_case(n: int, bh: int, family: str, d: int = 64, rank: int = 16, rounds: int = 7, seed: int = 0) -> list[dict]:
+def run_case(
+    n: int, bh: int, family: str, d: int = 64, rank: int = 16, rounds: int = 7, seed: int = 0
+) -> list[dict]:
     x = family_input(family, n, bh, d, rank, seed)
     k, v = x[..., :d].contiguous(), x[..., d:].contiguous()
     ops = {sv: ai.get("svd_exact", rank=rank, solver=sv) for sv in SOLVERS}
@@ -74,9 +82,23 @@ def run_case(n: int, bh: int, family: str, d: int = 64, rank: int = 16, rounds: 
             f = truncated_svd(x, rank, name)
             u, s, wt = f.u, f.s, f.wt
         ratio, lo, hi = ratio_interval(ts, times["gram"])
-        rows.append(dict(n=n, bh=bh, family=family, d=d, rank=rank, solver=name, rounds=rounds, seed=seed,
-                         prepare_ms=sorted(ts)[len(ts) // 2] * 1e3, vs_gram=ratio, vs_gram_lo=lo, vs_gram_hi=hi,
-                         recon_err=recon_error(x, u, s, wt, rank)))
+        rows.append(
+            dict(
+                n=n,
+                bh=bh,
+                family=family,
+                d=d,
+                rank=rank,
+                solver=name,
+                rounds=rounds,
+                seed=seed,
+                prepare_ms=sorted(ts)[len(ts) // 2] * 1e3,
+                vs_gram=ratio,
+                vs_gram_lo=lo,
+                vs_gram_hi=hi,
+                recon_err=recon_error(x, u, s, wt, rank),
+            )
+        )
     return rows
 
 
@@ -96,8 +118,10 @@ def to_markdown(t: pd.DataFrame, machine: str) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for _, r in t.iterrows():
-        lines.append(f"| {r['n']} | {r['bh']} | {r['family']} | {r['solver']} | {r['prepare_ms']:.3g} | "
-                     f"{r['vs_gram']:.2f} [{r['vs_gram_lo']:.2f}, {r['vs_gram_hi']:.2f}] | {r['recon_err']:.1e} |")
+        lines.append(
+            f"| {r['n']} | {r['bh']} | {r['family']} | {r['solver']} | {r['prepare_ms']:.3g} | "
+            f"{r['vs_gram']:.2f} [{r['vs_gram_lo']:.2f}, {r['vs_gram_hi']:.2f}] | {r['recon_err']:.1e} |"
+        )
     return "\n".join(lines) + "\n"
 
 

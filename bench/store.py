@@ -38,8 +38,9 @@ def _clean(value: Any) -> Any:
 def append_row(path: str | Path, row: dict[str, Any] | list[dict[str, Any]]) -> None:
     """Append row(s), one line each, with a single write + fsync (atomic for our purposes)."""
     rows = row if isinstance(row, list) else [row]
-    line = "".join(json.dumps({k: _clean(v) for k, v in r.items()}, default=str) + "\n"
-                   for r in rows).encode()
+    line = "".join(
+        json.dumps({k: _clean(v) for k, v in r.items()}, default=str) + "\n" for r in rows
+    ).encode()
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, line)
@@ -68,8 +69,10 @@ def read_rows(path: str | Path, repair: bool = True) -> list[dict[str, Any]]:
                 raise ValueError("not a JSON object")
         except (ValueError, UnicodeDecodeError) as exc:
             if last:  # no newline after it: a write cut short by a crash
-                warnings.warn(f"{p}: dropping a truncated last line (line {i + 1}, {len(raw)} bytes)",
-                              stacklevel=2)
+                warnings.warn(
+                    f"{p}: dropping a truncated last line (line {i + 1}, {len(raw)} bytes)",
+                    stacklevel=2,
+                )
                 if repair:
                     with open(p, "r+b") as fh:
                         fh.truncate(good_end)
@@ -113,8 +116,9 @@ def _atomic_write(path: Path, writer: Any) -> None:
             tmp.unlink()
 
 
-def write_table(df: pd.DataFrame, out_dir: str | Path, name: str = TABLE_NAME,
-                parquet: bool = True) -> Path:
+def write_table(
+    df: pd.DataFrame, out_dir: str | Path, name: str = TABLE_NAME, parquet: bool = True
+) -> Path:
     """Write ``DIR/name`` (CSV) and its parquet twin atomically; returns the CSV path."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

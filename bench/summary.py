@@ -25,10 +25,16 @@ def rank_by(df: pd.DataFrame) -> tuple[str, str]:
     if "timing_rank_by" in df.columns and col in df.columns and df[col].notna().any():
         loaded = df[df["timing_rank_by"] == "process_cpu"]
         if len(loaded):
-            why = loaded["timing_wall_warning"].dropna() if "timing_wall_warning" in df.columns else []
+            why = (
+                loaded["timing_wall_warning"].dropna()
+                if "timing_wall_warning" in df.columns
+                else []
+            )
             detail = f" ({why.iloc[0]})" if len(why) else ""
-            return "process_cpu", (f"ranked by process CPU time: {len(loaded)} of {len(df)} rows were timed on "
-                                   f"a loaded machine, where wall times are unusable{detail}")
+            return "process_cpu", (
+                f"ranked by process CPU time: {len(loaded)} of {len(df)} rows were timed on "
+                f"a loaded machine, where wall times are unusable{detail}"
+            )
     return "wall", "ranked by wall time (median per call)"
 
 
@@ -50,7 +56,9 @@ def first_from(faster: np.ndarray) -> int | None:
     return idx
 
 
-def crossover(df: pd.DataFrame, time_col: str = "forward_ms_median", timing: str | None = None) -> pd.DataFrame:
+def crossover(
+    df: pd.DataFrame, time_col: str = "forward_ms_median", timing: str | None = None
+) -> pd.DataFrame:
     """One row per (label, M, d, dtype, batch, heads, family, setting).
 
     Columns: ``crossover_n`` (smallest measured N from which the method's forward, prepare +
@@ -66,15 +74,24 @@ def crossover(df: pd.DataFrame, time_col: str = "forward_ms_median", timing: str
         time_col, attend_col = TIME_COLUMNS[timing]
     ok = _ok(df)
     group = [c for c in GROUP if c in ok.columns]
-    dense = ok[ok["method"] == "dense"][group + ["n", time_col]].rename(columns={time_col: "dense_ms"})
+    dense = ok[ok["method"] == "dense"][group + ["n", time_col]].rename(
+        columns={time_col: "dense_ms"}
+    )
     dense = dense.groupby(group + ["n"], dropna=False, as_index=False)["dense_ms"].median()
     other = ok[ok["method"] != "dense"]
     merged = other.merge(dense, on=group + ["n"], how="inner")
     out = []
-    attend = ok[ok["method"] == "dense"][group + ["n", attend_col]].rename(
-        columns={attend_col: "dense_attend_ms"}) if attend_col in ok else None
+    attend = (
+        ok[ok["method"] == "dense"][group + ["n", attend_col]].rename(
+            columns={attend_col: "dense_attend_ms"}
+        )
+        if attend_col in ok
+        else None
+    )
     if attend is not None:
-        attend = attend.groupby(group + ["n"], dropna=False, as_index=False)["dense_attend_ms"].median()
+        attend = attend.groupby(group + ["n"], dropna=False, as_index=False)[
+            "dense_attend_ms"
+        ].median()
         merged = merged.merge(attend, on=group + ["n"], how="left")
     for key, g in merged.groupby(["method", "label"] + group, dropna=False):
         g = g.sort_values("n")
@@ -85,7 +102,11 @@ def crossover(df: pd.DataFrame, time_col: str = "forward_ms_median", timing: str
             att_idx = first_from(g[attend_col].to_numpy() < g["dense_attend_ms"].to_numpy())
         speed = (g["dense_ms"] / g[time_col]).to_numpy()
         kl = g["kl_mean"].to_numpy(dtype=float) if "kl_mean" in g else np.full(len(g), np.nan)
-        err = g["out_err_mean"].to_numpy(dtype=float) if "out_err_mean" in g else np.full(len(g), np.nan)
+        err = (
+            g["out_err_mean"].to_numpy(dtype=float)
+            if "out_err_mean" in g
+            else np.full(len(g), np.nan)
+        )
         rec = dict(zip(["method", "label"] + group, key, strict=True))
         rec.update(
             crossover_n=float(ns[cross_idx]) if cross_idx is not None else np.nan,
@@ -103,12 +124,30 @@ def crossover(df: pd.DataFrame, time_col: str = "forward_ms_median", timing: str
 
 def summary_table(df: pd.DataFrame) -> pd.DataFrame:
     """Compact view printed at the end of a run."""
-    cols = ["label", "setting", "family", "n", "m", "d", "dtype", "forward_ms_median",
-            "forward_process_cpu_ms_median", "kl_mean", "status"]
+    cols = [
+        "label",
+        "setting",
+        "family",
+        "n",
+        "m",
+        "d",
+        "dtype",
+        "forward_ms_median",
+        "forward_process_cpu_ms_median",
+        "kl_mean",
+        "status",
+    ]
     cols = [c for c in cols if c in df.columns]
     out = df[cols].copy()
     if "forward_process_cpu_ms_median" in out and out["forward_process_cpu_ms_median"].isna().all():
         out = out.drop(columns="forward_process_cpu_ms_median")  # CUDA or an older file
-    out = out.rename(columns={"forward_ms_median": "fwd_ms", "forward_process_cpu_ms_median": "fwd_cpu_ms",
-                              "kl_mean": "kl_mean"})
-    return out.sort_values([c for c in ("setting", "family", "m", "n", "label") if c in out.columns])
+    out = out.rename(
+        columns={
+            "forward_ms_median": "fwd_ms",
+            "forward_process_cpu_ms_median": "fwd_cpu_ms",
+            "kl_mean": "kl_mean",
+        }
+    )
+    return out.sort_values(
+        [c for c in ("setting", "family", "m", "n", "label") if c in out.columns]
+    )

@@ -35,19 +35,39 @@ PHASES = ("prepare", "attend", "forward")
 def _phases(df: pd.DataFrame) -> tuple[str, ...]:
     """The timed phases a table has: the three, plus ``attend_graph`` on CUDA tables."""
     return PHASES + (("attend_graph",) if "attend_graph_ms_median" in df.columns else ())
+
+
 NOISE_LIMIT = 0.03
 ROOFLINE_MIN = 0.5
-TARGET_CASE: dict[str, Any] = {"n": 10000, "m": 2048, "d": 64, "dtype": "bf16", "batch": 4,
-                               "heads": 2, "family": "powerlaw", "setting": "target"}
+TARGET_CASE: dict[str, Any] = {
+    "n": 10000,
+    "m": 2048,
+    "d": 64,
+    "dtype": "bf16",
+    "batch": 4,
+    "heads": 2,
+    "family": "powerlaw",
+    "setting": "target",
+}
 TARGET_RANK = 16
 TARGET_FEATURES = 256
 # method -> attend ratio goal (None: shown without a target)
-ATTEND_RATIO_GOALS: dict[str, float | None] = {"svd_exact": 0.5, "svd_tokens": 0.05,
-                                               "linrec": 0.05, "lrea": 0.05, "performer": None}
+ATTEND_RATIO_GOALS: dict[str, float | None] = {
+    "svd_exact": 0.5,
+    "svd_tokens": 0.05,
+    "linrec": 0.05,
+    "lrea": 0.05,
+    "performer": None,
+}
 TARGETS_CSV = "targets.csv"
 
-PASS, FAIL, NOT_MEASURED, NOT_RECORDED, NO_TARGET = ("pass", "fail", "not measured", "not recorded",
-                                                     "no target")
+PASS, FAIL, NOT_MEASURED, NOT_RECORDED, NO_TARGET = (
+    "pass",
+    "fail",
+    "not measured",
+    "not recorded",
+    "no target",
+)
 
 
 # ----------------------------------------------------------------------------- reading
@@ -115,13 +135,32 @@ def _check(value: float | None, op: str, limit: float | None, missing: str) -> s
     return PASS if ok else FAIL
 
 
-def _row(target: str, what: str, method: str | None, value: float | None, op: str,
-         limit: float | None, status: str, rows: pd.DataFrame, case: str = "",
-         detail: str = "") -> dict[str, Any]:
-    return {"target": target, "what": what, "method": method, "value": value,
-            "goal": "" if limit is None else f"{op} {limit:g}", "op": op, "limit": limit,
-            "status": status, "device_name": _uniq(rows, "device_name"),
-            "commit": _uniq(rows, "git_commit"), "case": case, "detail": detail}
+def _row(
+    target: str,
+    what: str,
+    method: str | None,
+    value: float | None,
+    op: str,
+    limit: float | None,
+    status: str,
+    rows: pd.DataFrame,
+    case: str = "",
+    detail: str = "",
+) -> dict[str, Any]:
+    return {
+        "target": target,
+        "what": what,
+        "method": method,
+        "value": value,
+        "goal": "" if limit is None else f"{op} {limit:g}",
+        "op": op,
+        "limit": limit,
+        "status": status,
+        "device_name": _uniq(rows, "device_name"),
+        "commit": _uniq(rows, "git_commit"),
+        "case": case,
+        "detail": detail,
+    }
 
 
 def _case_label(r: pd.Series) -> str:
@@ -158,8 +197,10 @@ def attend_ratio_targets(df: pd.DataFrame, phase: str = "attend") -> list[dict[s
     of a ratio come from the same phase."""
     ok = _ok(df)
     case = _match(ok, TARGET_CASE)
-    desc = (f"N={TARGET_CASE['n']}, M={TARGET_CASE['m']}, d={TARGET_CASE['d']}, {TARGET_CASE['dtype']}, "
-            f"B{TARGET_CASE['batch']} x H{TARGET_CASE['heads']}, {TARGET_CASE['family']}")
+    desc = (
+        f"N={TARGET_CASE['n']}, M={TARGET_CASE['m']}, d={TARGET_CASE['d']}, {TARGET_CASE['dtype']}, "
+        f"B{TARGET_CASE['batch']} x H{TARGET_CASE['heads']}, {TARGET_CASE['family']}"
+    )
     col_ms = f"{phase}_ms_median"
     tag = "attend_ratio" if phase == "attend" else f"{phase}_ratio"
     how = "" if phase == "attend" else " (CUDA graph replay)"
@@ -183,19 +224,49 @@ def attend_ratio_targets(df: pd.DataFrame, phase: str = "attend") -> list[dict[s
             if t is not None and dense_med:
                 ratios.append((t / dense_med, str(r.get("label") or method), r.get("solver")))
         if not has_col or dense_med is None or not ratios:
-            why = (f"no {col_ms} column" if not has_col else
-                   "no ok dense row at this case" if dense_med is None else
-                   f"no ok {method} row at this case")
-            out.append(_row(f"{tag}.{method}", what, method, None, "<=", goal, NOT_MEASURED,
-                            pd.concat([dense, sel]), desc, why))
+            why = (
+                f"no {col_ms} column"
+                if not has_col
+                else "no ok dense row at this case"
+                if dense_med is None
+                else f"no ok {method} row at this case"
+            )
+            out.append(
+                _row(
+                    f"{tag}.{method}",
+                    what,
+                    method,
+                    None,
+                    "<=",
+                    goal,
+                    NOT_MEASURED,
+                    pd.concat([dense, sel]),
+                    desc,
+                    why,
+                )
+            )
             continue
         best = min(ratios)
         detail = f"dense {phase} {dense_med:.4g} ms"
         if len(ratios) > 1:
-            detail += "; " + "; ".join(f"{lab}: {x:.3g}" for x, lab, _ in sorted(ratios, key=lambda t: t[1]))
+            detail += "; " + "; ".join(
+                f"{lab}: {x:.3g}" for x, lab, _ in sorted(ratios, key=lambda t: t[1])
+            )
             detail += f"; best: {best[1]}"
-        out.append(_row(f"{tag}.{method}", what, method, best[0], "<=", goal,
-                        _check(best[0], "<=", goal, NOT_MEASURED), pd.concat([dense, sel]), desc, detail))
+        out.append(
+            _row(
+                f"{tag}.{method}",
+                what,
+                method,
+                best[0],
+                "<=",
+                goal,
+                _check(best[0], "<=", goal, NOT_MEASURED),
+                pd.concat([dense, sel]),
+                desc,
+                detail,
+            )
+        )
     return out
 
 
@@ -228,40 +299,85 @@ def largest_cases(df: pd.DataFrame) -> pd.DataFrame:
         size = size * pd.to_numeric(ok[c], errors="coerce").fillna(0)
     ok["_size"] = size
     ok["_not_bf16"] = (ok["dtype"].astype(str) != "bf16") if "dtype" in ok.columns else True
-    ok["_mis"] = [_default_mismatches(m, p) for m, p in zip(ok["method"], ok.get("params", [None] * len(ok)),
-                                                               strict=True)]
+    ok["_mis"] = [
+        _default_mismatches(m, p)
+        for m, p in zip(ok["method"], ok.get("params", [None] * len(ok)), strict=True)
+    ]
     ok["_d"] = pd.to_numeric(ok["d"], errors="coerce").fillna(0) if "d" in ok.columns else 0
     ok["_not_pl"] = (ok["family"].astype(str) != "powerlaw") if "family" in ok.columns else True
     ok["_id"] = ok["case_id"].astype(str) if "case_id" in ok.columns else ""
-    ok = ok.sort_values(["method", "_size", "_not_bf16", "_mis", "_d", "_not_pl", "_id"],
-                        ascending=[True, False, True, True, False, True, True])
-    return ok.groupby("method", sort=True).head(1).drop(columns=["_size", "_not_bf16", "_mis", "_d",
-                                                                  "_not_pl", "_id"])
+    ok = ok.sort_values(
+        ["method", "_size", "_not_bf16", "_mis", "_d", "_not_pl", "_id"],
+        ascending=[True, False, True, True, False, True, True],
+    )
+    return (
+        ok.groupby("method", sort=True)
+        .head(1)
+        .drop(columns=["_size", "_not_bf16", "_mis", "_d", "_not_pl", "_id"])
+    )
 
 
 def roofline_targets(df: pd.DataFrame) -> list[dict[str, Any]]:
     out = []
     big = largest_cases(df)
     if not len(big):
-        return [_row("roofline", "roofline fraction of each method's largest case", None, None, ">=",
-                     ROOFLINE_MIN, NOT_MEASURED, big, "", "no ok rows")]
+        return [
+            _row(
+                "roofline",
+                "roofline fraction of each method's largest case",
+                None,
+                None,
+                ">=",
+                ROOFLINE_MIN,
+                NOT_MEASURED,
+                big,
+                "",
+                "no ok rows",
+            )
+        ]
     for _, r in big.iterrows():
         method = str(r["method"])
         one = big[big["method"] == method]
         bound = r.get("roofline_bound_attend") if "roofline_bound_attend" in big.columns else None
-        bound_txt = (f"attend bound: {bound}" if isinstance(bound, str) and bound
-                     else "attend bound: not recorded")
+        bound_txt = (
+            f"attend bound: {bound}"
+            if isinstance(bound, str) and bound
+            else "attend bound: not recorded"
+        )
         for phase in ("attend", "forward"):
             col = f"roofline_fraction_{phase}"
             what = f"roofline_fraction_{phase} of {method}'s largest case"
             if col not in big.columns:
-                out.append(_row(f"roofline.{phase}.{method}", what, method, None, ">=", ROOFLINE_MIN,
-                                NOT_RECORDED, one, _case_label(r), f"no {col} column; {bound_txt}"))
+                out.append(
+                    _row(
+                        f"roofline.{phase}.{method}",
+                        what,
+                        method,
+                        None,
+                        ">=",
+                        ROOFLINE_MIN,
+                        NOT_RECORDED,
+                        one,
+                        _case_label(r),
+                        f"no {col} column; {bound_txt}",
+                    )
+                )
                 continue
             v = _num(r.get(col))
-            out.append(_row(f"roofline.{phase}.{method}", what, method, v, ">=", ROOFLINE_MIN,
-                            _check(v, ">=", ROOFLINE_MIN, NOT_RECORDED), one, _case_label(r),
-                            bound_txt if v is not None else f"{col} empty in this row; {bound_txt}"))
+            out.append(
+                _row(
+                    f"roofline.{phase}.{method}",
+                    what,
+                    method,
+                    v,
+                    ">=",
+                    ROOFLINE_MIN,
+                    _check(v, ">=", ROOFLINE_MIN, NOT_RECORDED),
+                    one,
+                    _case_label(r),
+                    bound_txt if v is not None else f"{col} empty in this row; {bound_txt}",
+                )
+            )
     return out
 
 
@@ -273,13 +389,27 @@ def noise_table(df: pd.DataFrame) -> pd.DataFrame:
     over phases and ``noise_phase`` (which phase)."""
     ok = _ok(df)
     out = pd.DataFrame(index=ok.index)
-    for c in ("case_id", "method", "label", "batch", "heads", "n", "m", "d", "dtype", "setting",
-              "family"):
+    for c in (
+        "case_id",
+        "method",
+        "label",
+        "batch",
+        "heads",
+        "n",
+        "m",
+        "d",
+        "dtype",
+        "setting",
+        "family",
+    ):
         if c in ok.columns:
             out[c] = ok[c]
     for p in _phases(ok):
-        rel = pd.to_numeric(ok[f"{p}_ms_iqr_rel"], errors="coerce") if f"{p}_ms_iqr_rel" in ok.columns \
+        rel = (
+            pd.to_numeric(ok[f"{p}_ms_iqr_rel"], errors="coerce")
+            if f"{p}_ms_iqr_rel" in ok.columns
             else pd.Series(np.nan, index=ok.index)
+        )
         if f"{p}_ms_iqr" in ok.columns and f"{p}_ms_median" in ok.columns:
             med = pd.to_numeric(ok[f"{p}_ms_median"], errors="coerce")
             derived = pd.to_numeric(ok[f"{p}_ms_iqr"], errors="coerce") / med.where(med > 0)
@@ -291,11 +421,15 @@ def noise_table(df: pd.DataFrame) -> pd.DataFrame:
     has = vals.notna().any(axis=1)
     out["noise_phase"] = None
     if has.any():
-        out.loc[has, "noise_phase"] = vals[has].idxmax(axis=1).str.replace("iqr_rel_", "", regex=False)
+        out.loc[has, "noise_phase"] = (
+            vals[has].idxmax(axis=1).str.replace("iqr_rel_", "", regex=False)
+        )
     return out
 
 
-def noise_targets(df: pd.DataFrame, limit: float = NOISE_LIMIT, worst: int = 5) -> list[dict[str, Any]]:
+def noise_targets(
+    df: pd.DataFrame, limit: float = NOISE_LIMIT, worst: int = 5
+) -> list[dict[str, Any]]:
     nt = noise_table(df)
     ok = _ok(df)
     out = []
@@ -303,27 +437,64 @@ def noise_targets(df: pd.DataFrame, limit: float = NOISE_LIMIT, worst: int = 5) 
         col = nt[f"iqr_rel_{p}"].dropna()
         what = f"timing noise {p}: largest IQR/median over ok cases"
         if not len(col):
-            out.append(_row(f"noise.{p}", what, None, None, "<", limit, NOT_MEASURED, ok, "",
-                            f"no {p} timings"))
+            out.append(
+                _row(
+                    f"noise.{p}",
+                    what,
+                    None,
+                    None,
+                    "<",
+                    limit,
+                    NOT_MEASURED,
+                    ok,
+                    "",
+                    f"no {p} timings",
+                )
+            )
             continue
         i = col.idxmax()
         over = int((col >= limit).sum())
-        out.append(_row(f"noise.{p}", what, None, float(col[i]), "<", limit,
-                        _check(float(col[i]), "<", limit, NOT_MEASURED), ok,
-                        _case_label(ok.loc[i]), f"{over} of {len(col)} cases at or over {limit:g}"))
+        out.append(
+            _row(
+                f"noise.{p}",
+                what,
+                None,
+                float(col[i]),
+                "<",
+                limit,
+                _check(float(col[i]), "<", limit, NOT_MEASURED),
+                ok,
+                _case_label(ok.loc[i]),
+                f"{over} of {len(col)} cases at or over {limit:g}",
+            )
+        )
     allv = nt["noise_max"].dropna()
     what = "timing noise: max over phases of IQR/median, every ok case"
     if not len(allv):
-        out.append(_row("noise.all", what, None, None, "<", limit, NOT_MEASURED, ok, "", "no timings"))
+        out.append(
+            _row("noise.all", what, None, None, "<", limit, NOT_MEASURED, ok, "", "no timings")
+        )
         return out
     over = nt.loc[allv.index][allv >= limit].sort_values("noise_max", ascending=False)
     worst_rows = nt.loc[allv.sort_values(ascending=False).index[:worst]]
-    listing = "; ".join(f"{_case_label(ok.loc[i])} ({r['noise_phase']}) {r['noise_max']:.3g}"
-                        for i, r in worst_rows.iterrows())
-    out.append(_row("noise.all", what, None, float(allv.max()), "<", limit,
-                    _check(float(allv.max()), "<", limit, NOT_MEASURED), ok,
-                    f"{len(allv)} ok cases",
-                    f"{len(over)} of {len(allv)} cases at or over {limit:g}; worst: {listing}"))
+    listing = "; ".join(
+        f"{_case_label(ok.loc[i])} ({r['noise_phase']}) {r['noise_max']:.3g}"
+        for i, r in worst_rows.iterrows()
+    )
+    out.append(
+        _row(
+            "noise.all",
+            what,
+            None,
+            float(allv.max()),
+            "<",
+            limit,
+            _check(float(allv.max()), "<", limit, NOT_MEASURED),
+            ok,
+            f"{len(allv)} ok cases",
+            f"{len(over)} of {len(allv)} cases at or over {limit:g}; worst: {listing}",
+        )
+    )
     return out
 
 
@@ -354,8 +525,23 @@ def evaluate(df: pd.DataFrame) -> pd.DataFrame:
     if "attend_graph_ms_median" in df.columns:  # CUDA tables: device time without launch cost
         rows += attend_ratio_targets(df, "attend_graph")
     rows += roofline_targets(df) + noise_targets(df)
-    return pd.DataFrame(rows, columns=["target", "what", "method", "value", "goal", "op", "limit",
-                                       "status", "device_name", "commit", "case", "detail"])
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "target",
+            "what",
+            "method",
+            "value",
+            "goal",
+            "op",
+            "limit",
+            "status",
+            "device_name",
+            "commit",
+            "case",
+            "detail",
+        ],
+    )
 
 
 def _fmt(v: Any) -> str:
@@ -364,24 +550,38 @@ def _fmt(v: Any) -> str:
 
 
 def _cell(s: Any) -> str:
-    return "" if s is None or (isinstance(s, float) and math.isnan(s)) else str(s).replace("|", "\\|")
+    return (
+        "" if s is None or (isinstance(s, float) and math.isnan(s)) else str(s).replace("|", "\\|")
+    )
 
 
 def to_markdown(targets: pd.DataFrame, source: str = "") -> str:
     lines = ["# Targets" + (f" of `{source}`" if source else ""), ""]
     counts = targets["status"].value_counts().to_dict()
-    lines.append(", ".join(f"{k}: {counts[k]}" for k in (PASS, FAIL, NOT_MEASURED, NOT_RECORDED, NO_TARGET)
-                           if k in counts))
-    lines += ["", "| target | value | goal | result | case | device | commit | detail |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines.append(
+        ", ".join(
+            f"{k}: {counts[k]}"
+            for k in (PASS, FAIL, NOT_MEASURED, NOT_RECORDED, NO_TARGET)
+            if k in counts
+        )
+    )
+    lines += [
+        "",
+        "| target | value | goal | result | case | device | commit | detail |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for _, r in targets.iterrows():
-        lines.append(f"| {_cell(r['what'])} | {_fmt(r['value'])} | {_cell(r['goal']) or '-'} | "
-                     f"{_cell(r['status'])} | {_cell(r['case'])} | {_cell(r['device_name'])} | "
-                     f"{_cell(r['commit'])} | {_cell(r['detail'])} |")
+        lines.append(
+            f"| {_cell(r['what'])} | {_fmt(r['value'])} | {_cell(r['goal']) or '-'} | "
+            f"{_cell(r['status'])} | {_cell(r['case'])} | {_cell(r['device_name'])} | "
+            f"{_cell(r['commit'])} | {_cell(r['detail'])} |"
+        )
     return "\n".join(lines) + "\n"
 
 
-def run_targets(path: str | Path, md_out: str | Path | None = None) -> tuple[pd.DataFrame, str, Path]:
+def run_targets(
+    path: str | Path, md_out: str | Path | None = None
+) -> tuple[pd.DataFrame, str, Path]:
     """Read a table, evaluate, write ``targets.csv`` next to it (and the markdown to
     ``md_out``); returns (targets, markdown, csv path)."""
     df, where = read_results(path)

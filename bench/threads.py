@@ -44,7 +44,11 @@ class ThreadPlan:
             "OMP_NUM_THREADS": "from OMP_NUM_THREADS",
             "auto": "auto: idle cores / processes; --threads N to override",
         }[self.source]
-        warn = "  (more threads than cores: expect slow, noisy timings)" if self.total > self.cores else ""
+        warn = (
+            "  (more threads than cores: expect slow, noisy timings)"
+            if self.total > self.cores
+            else ""
+        )
         return f"threads: {self.threads} per process{pool} ({self.cores} cores available{free}; {why}){warn}"
 
 

@@ -63,12 +63,20 @@ def is_stable(times: list[float], window: int = 3, rtol: float = 0.1) -> bool:
 def summarise_times(times_ms: list[float], prefix: str) -> dict[str, Any]:
     """``{prefix}_ms_median, _ms_iqr, _ms_min, _calls``."""
     if not times_ms:
-        return {f"{prefix}_ms_median": None, f"{prefix}_ms_iqr": None, f"{prefix}_ms_min": None,
-                f"{prefix}_calls": 0}
+        return {
+            f"{prefix}_ms_median": None,
+            f"{prefix}_ms_iqr": None,
+            f"{prefix}_ms_min": None,
+            f"{prefix}_calls": 0,
+        }
     x = np.asarray(times_ms, dtype=float)
     q1, q3 = np.percentile(x, [25, 75])
-    return {f"{prefix}_ms_median": float(np.median(x)), f"{prefix}_ms_iqr": float(q3 - q1),
-            f"{prefix}_ms_min": float(x.min()), f"{prefix}_calls": int(x.size)}
+    return {
+        f"{prefix}_ms_median": float(np.median(x)),
+        f"{prefix}_ms_iqr": float(q3 - q1),
+        f"{prefix}_ms_min": float(x.min()),
+        f"{prefix}_calls": int(x.size),
+    }
 
 
 def iqr_rel(iqr: float | None, median: float | None) -> float | None:
@@ -112,7 +120,9 @@ def grow_inner(inner: int, sample_ms: float, min_sample_ms: float, inner_max: in
         return min(inner, cap)
     if sample_ms <= 0:
         return min(cap, max(inner + 1, inner * 10))
-    return int(min(cap, max(inner + 1, math.ceil(round(inner * 1.1 * min_sample_ms / sample_ms, 6)))))
+    return int(
+        min(cap, max(inner + 1, math.ceil(round(inner * 1.1 * min_sample_ms / sample_ms, 6))))
+    )
 
 
 def plan_samples(per_call_ms: float, inner: int, cfg: Timing) -> int:
@@ -129,7 +139,9 @@ def calls_per_graph(input_sets: int, calls_max: int) -> int:
     return sets * max(1, int(calls_max) // sets)
 
 
-def rotation_sets(working_set_bytes: float | None, cache_bytes: float | None, rotate_max: int) -> int:
+def rotation_sets(
+    working_set_bytes: float | None, cache_bytes: float | None, rotate_max: int
+) -> int:
     """Input copies needed so that the calls of one cycle touch >= 2x the cache:
     ``min(rotate_max, ceil(2 cache / working set))``, 1 when one call alone already does."""
     if not working_set_bytes or working_set_bytes <= 0 or not cache_bytes or cache_bytes <= 0:
@@ -160,13 +172,21 @@ def _extra(copies: dict[str, int], comp_bytes: dict[str, int]) -> int:
     return int(sum((n - 1) * int(comp_bytes.get(c, 0)) for c, n in copies.items()))
 
 
-def plan_rotation(comp_bytes: dict[str, int], cache_bytes: float | None, rotate_max: int,
-                  budget_bytes: float | None, enabled: bool = True) -> RotationPlan:
+def plan_rotation(
+    comp_bytes: dict[str, int],
+    cache_bytes: float | None,
+    rotate_max: int,
+    budget_bytes: float | None,
+    enabled: bool = True,
+) -> RotationPlan:
     """Input sets per phase from the bytes of each component (``kv``: k, v and the mask;
     ``q``; ``state``: the prepared state), the cache size and a memory budget for the extra
     copies. When the copies would not fit, the number of sets is capped at the largest that
     fits (no rotation when not even two do), and ``note`` says so."""
-    ws = {p: int(sum(int(comp_bytes.get(c, 0)) for c in comps)) for p, comps in PHASE_COMPONENTS.items()}
+    ws = {
+        p: int(sum(int(comp_bytes.get(c, 0)) for c in comps))
+        for p, comps in PHASE_COMPONENTS.items()
+    }
     if not enabled:
         sets = dict.fromkeys(PHASE_COMPONENTS, 1)
         return RotationPlan(sets, _copies(sets), ws, 0, None)
@@ -174,21 +194,35 @@ def plan_rotation(comp_bytes: dict[str, int], cache_bytes: float | None, rotate_
     note = None
     if budget_bytes is not None:
         cap = max(wanted.values())
-        while cap > 1 and _extra(_copies({p: min(n, cap) for p, n in wanted.items()}), comp_bytes) > budget_bytes:
+        while (
+            cap > 1
+            and _extra(_copies({p: min(n, cap) for p, n in wanted.items()}), comp_bytes)
+            > budget_bytes
+        ):
             cap -= 1
         if cap < max(wanted.values()):
             full = _extra(_copies(wanted), comp_bytes)
-            what = (f"rotation skipped: {max(wanted.values())} input sets" if cap <= 1 else
-                    f"rotation capped at {cap} input set(s): {max(wanted.values())}")
-            note = (f"{what} would take {full / 2**20:.0f} MiB more, over the budget of "
-                    f"{budget_bytes / 2**20:.0f} MiB")
+            what = (
+                f"rotation skipped: {max(wanted.values())} input sets"
+                if cap <= 1
+                else f"rotation capped at {cap} input set(s): {max(wanted.values())}"
+            )
+            note = (
+                f"{what} would take {full / 2**20:.0f} MiB more, over the budget of "
+                f"{budget_bytes / 2**20:.0f} MiB"
+            )
         wanted = {p: min(n, cap) for p, n in wanted.items()}
     copies = _copies(wanted)
     return RotationPlan(wanted, copies, ws, _extra(copies, comp_bytes), note)
 
 
-def cache_mode(cuda: bool, flush_l2: bool, sets: int, working_set_bytes: float | None,
-               cache_bytes: float | None) -> str:
+def cache_mode(
+    cuda: bool,
+    flush_l2: bool,
+    sets: int,
+    working_set_bytes: float | None,
+    cache_bytes: float | None,
+) -> str:
     """How a phase keeps caches cold: rotation, the old flush per call, a working set that is
     large enough by itself, or nothing."""
     if sets > 1:
@@ -314,7 +348,9 @@ WALL_PER_CPU_MAX = 1.5  # single-thread wall / CPU above which a third of the wa
 
 
 def visible_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return (
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    )
 
 
 def machine_load() -> dict[str, Any]:
@@ -327,7 +363,9 @@ def machine_load() -> dict[str, Any]:
     return {"load_avg_1m": load, "load_per_core": load / max(1, visible_cores())}
 
 
-def wall_warning(load_per_core: float | None, wall_per_cpu: float | None, threads: int = 1) -> str | None:
+def wall_warning(
+    load_per_core: float | None, wall_per_cpu: float | None, threads: int = 1
+) -> str | None:
     """Why wall times of a CPU run are unusable, or None: the 1-minute load average exceeds the
     visible cores (our own process counts for ``threads`` of it), or wall time exceeds CPU
     time x threads by more than ``WALL_PER_CPU_MAX`` (the calls waited for a core)."""
@@ -335,8 +373,10 @@ def wall_warning(load_per_core: float | None, wall_per_cpu: float | None, thread
     if load_per_core is not None and load_per_core > LOAD_PER_CORE_MAX:
         reasons.append(f"load average {load_per_core:.2f} per core (> {LOAD_PER_CORE_MAX:g})")
     if wall_per_cpu is not None and wall_per_cpu * max(1, threads) > WALL_PER_CPU_MAX:
-        reasons.append(f"wall time {wall_per_cpu * max(1, threads):.2f}x the CPU time per thread "
-                       f"(> {WALL_PER_CPU_MAX:g})")
+        reasons.append(
+            f"wall time {wall_per_cpu * max(1, threads):.2f}x the CPU time per thread "
+            f"(> {WALL_PER_CPU_MAX:g})"
+        )
     return "; ".join(reasons) or None
 
 
@@ -349,8 +389,9 @@ class PhaseTimer:
         self.cuda = self.device.type == "cuda"
         self._flush_buf: torch.Tensor | None = None
         if self.cuda and cfg.flush_l2:
-            self._flush_buf = torch.empty(l2_flush_bytes(self.device), dtype=torch.uint8,
-                                          device=self.device)
+            self._flush_buf = torch.empty(
+                l2_flush_bytes(self.device), dtype=torch.uint8, device=self.device
+            )
 
     @property
     def name(self) -> str:
@@ -390,7 +431,9 @@ class PhaseTimer:
         return self._sample_cpu_all(fns, start, inner)[0]
 
     @staticmethod
-    def _sample_cpu_all(fns: Sequence[Callable[[], Any]], start: int, inner: int) -> tuple[float, float, float]:
+    def _sample_cpu_all(
+        fns: Sequence[Callable[[], Any]], start: int, inner: int
+    ) -> tuple[float, float, float]:
         """(wall, thread CPU, process CPU) ms per call of one sample."""
         r = len(fns)
         c0, p0, t0 = time.thread_time(), time.process_time(), time.perf_counter()
@@ -399,8 +442,9 @@ class PhaseTimer:
         t1, p1, c1 = time.perf_counter(), time.process_time(), time.thread_time()
         return (t1 - t0) * 1e3 / inner, (c1 - c0) * 1e3 / inner, (p1 - p0) * 1e3 / inner
 
-    def _samples(self, fns: Sequence[Callable[[], Any]], start: int, inner: int, count: int,
-                 flush: bool) -> list[float]:
+    def _samples(
+        self, fns: Sequence[Callable[[], Any]], start: int, inner: int, count: int, flush: bool
+    ) -> list[float]:
         """``count`` samples of ``inner`` calls, cycling through ``fns`` from ``start``; on CUDA
         the events of all samples are recorded back to back, one synchronise at the end."""
         r = len(fns)
@@ -420,7 +464,9 @@ class PhaseTimer:
         torch.cuda.synchronize(self.device)
         return [float(s.elapsed_time(e)) / inner for s, e in pairs]
 
-    def warmup(self, fn: Callable[[], Any] | Sequence[Callable[[], Any]], flush: bool | None = None) -> list[float]:
+    def warmup(
+        self, fn: Callable[[], Any] | Sequence[Callable[[], Any]], flush: bool | None = None
+    ) -> list[float]:
         """Single calls (cycling through the input sets) until stable or out of budget."""
         fns = [fn] if callable(fn) else list(fn)
         flush = self.cfg.flush_l2 if flush is None else flush
@@ -434,8 +480,11 @@ class PhaseTimer:
                 break
         return times
 
-    def run(self, fn: Callable[[], Any] | Sequence[Callable[[], Any]],
-            working_set_bytes: float | None = None) -> PhaseTiming:
+    def run(
+        self,
+        fn: Callable[[], Any] | Sequence[Callable[[], Any]],
+        working_set_bytes: float | None = None,
+    ) -> PhaseTiming:
         """Warm up, choose ``inner``, then time samples: at least ``min_calls`` samples and
         ``min_time_s`` seconds of calls, at most ``max_calls`` samples.
 
@@ -449,7 +498,7 @@ class PhaseTimer:
         flush = mode == CACHE_FLUSH
         min_ms = self.sample_min_ms
         warm = self.warmup(fns, flush)
-        per_call = max(float(np.median(warm[-cfg.stable_window:])), 1e-6)
+        per_call = max(float(np.median(warm[-cfg.stable_window :])), 1e-6)
         calls = len(warm)
         if flush:
             inner = 1  # old configs keep their meaning: every timed call starts cold
@@ -472,11 +521,22 @@ class PhaseTimer:
             triples = [self._sample_cpu_all(fns, calls + i * inner, inner) for i in range(planned)]
             times = [t[0] for t in triples]
             thread_ms, proc_ms = [t[1] for t in triples], [t[2] for t in triples]
-        return PhaseTiming(times, inner=inner, input_sets=len(fns), cache=mode, warmup_calls=calls,
-                           sample_min_ms=min_ms, thread_cpu_ms=thread_ms, process_cpu_ms=proc_ms)
+        return PhaseTiming(
+            times,
+            inner=inner,
+            input_sets=len(fns),
+            cache=mode,
+            warmup_calls=calls,
+            sample_min_ms=min_ms,
+            thread_cpu_ms=thread_ms,
+            process_cpu_ms=proc_ms,
+        )
 
-    def run_graph(self, fn: Callable[[], Any] | Sequence[Callable[[], Any]],
-                  working_set_bytes: float | None = None) -> PhaseTiming:
+    def run_graph(
+        self,
+        fn: Callable[[], Any] | Sequence[Callable[[], Any]],
+        working_set_bytes: float | None = None,
+    ) -> PhaseTiming:
         """CUDA only: the same calls captured in one CUDA graph and timed by replaying it.
 
         Eager samples include the host's launch cost (Python, the launcher), which for a
@@ -502,18 +562,27 @@ class PhaseTimer:
                 fns[j % r]()
         try:
             warm = self.warmup(graph.replay, flush=False)
-            per_replay = max(float(np.median(warm[-cfg.stable_window:])), 1e-6)
+            per_replay = max(float(np.median(warm[-cfg.stable_window :])), 1e-6)
             reps = choose_inner(per_replay, self.sample_min_ms, max(1, cfg.inner_max // n_calls))
             planned = plan_samples(per_replay, reps, cfg)
             times = [t / n_calls for t in self._samples([graph.replay], 0, reps, planned, False)]
         finally:
             graph.reset()  # give the graph's memory pool back
         mode = cache_mode(True, False, r, working_set_bytes, self.cache_bytes)
-        return PhaseTiming(times, inner=reps * n_calls, input_sets=r, cache=mode,
-                           warmup_calls=len(warm) * n_calls, sample_min_ms=self.sample_min_ms,
-                           extra={"graph_calls": n_calls})
+        return PhaseTiming(
+            times,
+            inner=reps * n_calls,
+            input_sets=r,
+            cache=mode,
+            warmup_calls=len(warm) * n_calls,
+            sample_min_ms=self.sample_min_ms,
+            extra={"graph_calls": n_calls},
+        )
 
-    def measure(self, fn: Callable[[], Any] | Sequence[Callable[[], Any]],
-                working_set_bytes: float | None = None) -> list[float]:
+    def measure(
+        self,
+        fn: Callable[[], Any] | Sequence[Callable[[], Any]],
+        working_set_bytes: float | None = None,
+    ) -> list[float]:
         """Per-call times in ms, one per sample (see :meth:`run`)."""
         return self.run(fn, working_set_bytes).times_ms

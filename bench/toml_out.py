@@ -24,7 +24,11 @@ def _scalar(v: Any) -> str:
     if isinstance(v, str):
         return json.dumps(v)  # a JSON string is a valid TOML basic string
     if isinstance(v, dict):
-        return "{" + ", ".join(f"{_key(k)} = {_scalar(x)}" for k, x in v.items() if x is not None) + "}"
+        return (
+            "{"
+            + ", ".join(f"{_key(k)} = {_scalar(x)}" for k, x in v.items() if x is not None)
+            + "}"
+        )
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(_scalar(x) for x in v) + "]"
     raise TypeError(f"cannot write {type(v).__name__} as TOML")
@@ -43,8 +47,11 @@ def _is_table_array(v: Any) -> bool:
 
 
 def _body(d: dict[str, Any], path: str, out: list[str], top: bool) -> None:
-    simple = [(k, v) for k, v in d.items()
-              if v is not None and not _is_table(v) and not (_is_table_array(v) and top)]
+    simple = [
+        (k, v)
+        for k, v in d.items()
+        if v is not None and not _is_table(v) and not (_is_table_array(v) and top)
+    ]
     for k, v in simple:
         out.append(f"{_key(k)} = {_scalar(v)}")
     for k, v in d.items():

@@ -73,7 +73,9 @@ def check(where: str, value: Any, rule: Rule) -> Any:
     elif rule.kind == "int":
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif rule.kind == "float":
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        ok = (
+            isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        )
         if ok:
             value = float(value)
     elif rule.kind == "str":
@@ -106,42 +108,80 @@ def check_list(where: str, value: Any, rule: Rule) -> tuple:
 
 def check_table(where: str, value: Any) -> dict:
     if not isinstance(value, dict):
-        raise ConfigError(f"{where} must be a table ([section] or {{key = value}}), got {_show(value)}")
+        raise ConfigError(
+            f"{where} must be a table ([section] or {{key = value}}), got {_show(value)}"
+        )
     return value
 
 
 # ----------------------------------------------------------------------------- schema
 
 GRID_RULES: dict[str, Rule] = {
-    "n": POS_INT, "m": POS_INT, "d": POS_INT, "dv": POS_INT, "rank": POS_INT, "features": POS_INT,
-    "batch": POS_INT, "heads": POS_INT, "seed": SEED, "query_scale": NONNEG_FLOAT,
+    "n": POS_INT,
+    "m": POS_INT,
+    "d": POS_INT,
+    "dv": POS_INT,
+    "rank": POS_INT,
+    "features": POS_INT,
+    "batch": POS_INT,
+    "heads": POS_INT,
+    "seed": SEED,
+    "query_scale": NONNEG_FLOAT,
     # 1.0 is meaningful: the last user fully padded (bench/inputs.py, the smoke preset)
     "padding": FRACTION,
     "methods": STR,
 }
 CASCADE_RULES: dict[str, Rule] = {
-    "d": POS_INT, "rank": POS_INT, "features": POS_INT, "batch": POS_INT, "heads": POS_INT,
+    "d": POS_INT,
+    "rank": POS_INT,
+    "features": POS_INT,
+    "batch": POS_INT,
+    "heads": POS_INT,
     "seed": SEED,
 }
 CASCADE_LIST_RULES: dict[str, Rule] = {"n": POS_INT, "stages": POS_INT}
 TIMING_RULES: dict[str, Rule] = {
-    "min_calls": POS_INT, "max_calls": POS_INT, "min_time_s": NONNEG_FLOAT,
-    "warmup_min": NONNEG_INT, "warmup_max": NONNEG_INT, "warmup_time_s": NONNEG_FLOAT,
-    "stable_window": POS_INT, "stable_rtol": POS_FLOAT, "flush_l2": BOOL,
-    "sample_min_ms": POS_FLOAT, "inner_max": POS_INT, "rotate": BOOL, "rotate_max": POS_INT,
-    "rotate_mem_fraction": FRACTION, "cache_bytes": NONNEG_INT, "graph_attend": BOOL,
+    "min_calls": POS_INT,
+    "max_calls": POS_INT,
+    "min_time_s": NONNEG_FLOAT,
+    "warmup_min": NONNEG_INT,
+    "warmup_max": NONNEG_INT,
+    "warmup_time_s": NONNEG_FLOAT,
+    "stable_window": POS_INT,
+    "stable_rtol": POS_FLOAT,
+    "flush_l2": BOOL,
+    "sample_min_ms": POS_FLOAT,
+    "inner_max": POS_INT,
+    "rotate": BOOL,
+    "rotate_max": POS_INT,
+    "rotate_mem_fraction": FRACTION,
+    "cache_bytes": NONNEG_INT,
+    "graph_attend": BOOL,
     "graph_calls_max": POS_INT,
 }
 FIDELITY_RULES: dict[str, Rule] = {
-    "enabled": BOOL, "max_rows": POS_INT, "max_causal_n": POS_INT,
-    "smoothing_a": Rule("float", 0, 1, hi_open=True), "topk": POS_INT,
+    "enabled": BOOL,
+    "max_rows": POS_INT,
+    "max_causal_n": POS_INT,
+    "smoothing_a": Rule("float", 0, 1, hi_open=True),
+    "topk": POS_INT,
 }
 MEMORY_RULES: dict[str, Rule] = {"enabled": BOOL}
 FAMILY_RULES: dict[str, Rule] = {
-    "alpha": NONNEG_FLOAT, "beta": NONNEG_FLOAT, "noise_floor": NONNEG_FLOAT, "rank": POS_INT,
-    "profile": STR, "path": STR, "dataset": STR,
+    "alpha": NONNEG_FLOAT,
+    "beta": NONNEG_FLOAT,
+    "noise_floor": NONNEG_FLOAT,
+    "rank": POS_INT,
+    "profile": STR,
+    "path": STR,
+    "dataset": STR,
 }
-TOP_RULES: dict[str, Rule] = {"name": STR, "description": STR, "threads": POS_INT, "malloc_tune": BOOL}
+TOP_RULES: dict[str, Rule] = {
+    "name": STR,
+    "description": STR,
+    "threads": POS_INT,
+    "malloc_tune": BOOL,
+}
 
 
 def check_section(where: str, raw: Any, rules: dict[str, Rule], sep: str = ".") -> dict:
@@ -173,26 +213,35 @@ def check_method_params(where: str, raw: Any) -> dict:
             for v in vals:
                 ok = isinstance(v, (bool, int, str)) or (isinstance(v, float) and math.isfinite(v))
                 if not ok:
-                    raise ConfigError(f"{where}.{name}.{pk} = {_show(v)} is not allowed; expected "
-                                      "a number, a string, true/false, or a list of them")
+                    raise ConfigError(
+                        f"{where}.{name}.{pk} = {_show(v)} is not allowed; expected "
+                        "a number, a string, true/false, or a list of them"
+                    )
     return raw
 
 
 def check_device(where: str, value: Any) -> str:
     """``cpu``, ``cuda`` or ``cuda:i``, and available on this machine."""
     if not isinstance(value, str) or not DEVICE_RE.match(value):
-        raise ConfigError(f"{where} = {_show(value)} is not allowed; expected 'cpu', 'cuda' or 'cuda:<index>'")
+        raise ConfigError(
+            f"{where} = {_show(value)} is not allowed; expected 'cpu', 'cuda' or 'cuda:<index>'"
+        )
     if value.startswith("cuda"):
         import torch
 
         if not torch.cuda.is_available():
-            why = ("this torch is built without CUDA" if torch.version.cuda is None
-                   else "no CUDA device is visible")
+            why = (
+                "this torch is built without CUDA"
+                if torch.version.cuda is None
+                else "no CUDA device is visible"
+            )
             raise ConfigError(f"{where} = {value!r}: {why}; use 'cpu'")
         idx = int(value.split(":")[1]) if ":" in value else 0
         if idx >= torch.cuda.device_count():
-            raise ConfigError(f"{where} = {value!r}: only {torch.cuda.device_count()} CUDA device(s) "
-                              f"visible (cuda:0..cuda:{torch.cuda.device_count() - 1})")
+            raise ConfigError(
+                f"{where} = {value!r}: only {torch.cuda.device_count()} CUDA device(s) "
+                f"visible (cuda:0..cuda:{torch.cuda.device_count() - 1})"
+            )
     return value
 
 
@@ -205,11 +254,15 @@ def arg_type(rule: Rule) -> Any:
         try:
             value = int(text) if rule.kind == "int" else float(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not allowed (expected {rule.describe()})") from None
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not allowed (expected {rule.describe()})"
+            ) from None
         try:
             return check("value", value, rule)
         except ConfigError:
-            raise argparse.ArgumentTypeError(f"{text} is not allowed (expected {rule.describe()})") from None
+            raise argparse.ArgumentTypeError(
+                f"{text} is not allowed (expected {rule.describe()})"
+            ) from None
 
     return parse
 

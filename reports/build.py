@@ -26,7 +26,9 @@ def _subtitle(rs: ResultSet) -> str:
     parts = []
     if rs.has_bench:
         parts.append("devices: " + ", ".join(sorted(rs.bench["device"].astype(str).unique())))
-        parts.append("presets: " + ", ".join(sorted(rs.bench["preset"].dropna().astype(str).unique())) or "-")
+        parts.append(
+            "presets: " + ", ".join(sorted(rs.bench["preset"].dropna().astype(str).unique())) or "-"
+        )
         commits = sorted(rs.bench["git_commit"].dropna().astype(str).str[:10].unique())
         if commits:
             parts.append("commit " + ", ".join(commits))
@@ -48,8 +50,13 @@ def save_readme_figures(sections: list[Section], out: Path, dpi: int = 110) -> l
     return written
 
 
-def build(results: list[Path], out: Path, title: str = "Efficient attention for lifelong behaviour sequences",
-          make_pdf: bool = True, progress: Callable[[str], None] | None = None) -> dict[str, Path | list[Path]]:
+def build(
+    results: list[Path],
+    out: Path,
+    title: str = "Efficient attention for lifelong behaviour sequences",
+    make_pdf: bool = True,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Path | list[Path]]:
     """Build OUT/index.html (+ OUT/report.pdf, README PNGs). Raises ReportInputError on bad inputs.
 
     ``progress`` (e.g. ``print``) gets a line per step with its time: the build takes minutes
@@ -61,13 +68,17 @@ def build(results: list[Path], out: Path, title: str = "Efficient attention for 
     rs = load(results)
     for w in rs.warnings:  # also in the report (the first section)
         logging.getLogger(__name__).warning(w)
-    say(f"read {len(rs.bench)} bench rows, {len(rs.cascade)} cascade rows, {len(rs.spectra)} spectra "
-        f"datasets ({time.perf_counter() - t0:.1f} s)")
+    say(
+        f"read {len(rs.bench)} bench rows, {len(rs.cascade)} cascade rows, {len(rs.spectra)} spectra "
+        f"datasets ({time.perf_counter() - t0:.1f} s)"
+    )
     sections = build_sections(rs, progress=say)
     subtitle = _subtitle(rs)
     try:
         t1 = time.perf_counter()
-        say(f"rendering {sum(len(s.figures) for s in sections)} figures into {out / 'index.html'} ...")
+        say(
+            f"rendering {sum(len(s.figures) for s in sections)} figures into {out / 'index.html'} ..."
+        )
         written: dict[str, Path | list[Path]] = {"html": html.write(sections, out, title, subtitle)}
         written["png"] = save_readme_figures(sections, out)
         say(f"wrote {written['html']} ({time.perf_counter() - t1:.1f} s)")

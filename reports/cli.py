@@ -15,14 +15,28 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m reports", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="build OUT/index.html and OUT/report.pdf from result tables")
-    b.add_argument("--results", action="append", required=True, type=Path, metavar="DIR",
-                   help="bench run dir (results.csv [+cascade.csv]), results/spectra, or one dataset dir; "
-                   "repeatable: runs of one device at different commits, thread counts or folders are "
-                   "drawn as separate series labelled by run")
-    b.add_argument("--out", required=True, type=Path, metavar="OUTDIR",
-                   help="folder for index.html, report.pdf and the README figures")
-    b.add_argument("--title", default="Efficient attention for lifelong behaviour sequences",
-                   help="the report's title")
+    b.add_argument(
+        "--results",
+        action="append",
+        required=True,
+        type=Path,
+        metavar="DIR",
+        help="bench run dir (results.csv [+cascade.csv]), results/spectra, or one dataset dir; "
+        "repeatable: runs of one device at different commits, thread counts or folders are "
+        "drawn as separate series labelled by run",
+    )
+    b.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        metavar="OUTDIR",
+        help="folder for index.html, report.pdf and the README figures",
+    )
+    b.add_argument(
+        "--title",
+        default="Efficient attention for lifelong behaviour sequences",
+        help="the report's title",
+    )
     b.add_argument("--no-pdf", action="store_true", help="skip report.pdf")
     b.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     f = sub.add_parser("fixtures", help="write small made-up result tables (for trying the report)")
@@ -46,8 +60,13 @@ def main(argv: list[str] | None = None) -> int:
     from .build import build
 
     try:
-        written = build(args.results, args.out, title=args.title, make_pdf=not args.no_pdf,
-                        progress=None if args.quiet else lambda m: print(m, file=sys.stderr, flush=True))
+        written = build(
+            args.results,
+            args.out,
+            title=args.title,
+            make_pdf=not args.no_pdf,
+            progress=None if args.quiet else lambda m: print(m, file=sys.stderr, flush=True),
+        )
     except ReportInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

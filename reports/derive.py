@@ -14,7 +14,18 @@ from bench.summary import first_from
 
 METHOD_ORDER = ["dense", "svd_exact", "svd_tokens", "linrec", "lrea", "performer"]
 # Case parameters that must match before two timings are compared.
-CASE_KEYS = ["device", "dtype", "setting", "causal", "batch", "heads", "m", "d", "padding", "query_scale"]
+CASE_KEYS = [
+    "device",
+    "dtype",
+    "setting",
+    "causal",
+    "batch",
+    "heads",
+    "m",
+    "d",
+    "padding",
+    "query_scale",
+]
 SECONDARY = ("batch", "heads", "causal", "padding", "query_scale")
 
 
@@ -57,7 +68,9 @@ def fix_secondary(df: pd.DataFrame, cols=SECONDARY) -> tuple[pd.DataFrame, list[
     return df, notes
 
 
-def representative_labels(ok: pd.DataFrame, target_rank: float = 16, target_features: float = 256) -> dict[str, str]:
+def representative_labels(
+    ok: pd.DataFrame, target_rank: float = 16, target_features: float = 256
+) -> dict[str, str]:
     """One label per method for 'one line per method' plots.
 
     The label with the most measured rows wins; ties go to rank nearest 16, then
@@ -72,8 +85,12 @@ def representative_labels(ok: pd.DataFrame, target_rank: float = 16, target_feat
             t=("forward_ms_median", "median"),
         )
         stats["rdist"] = (np.log2(stats["rank"].fillna(target_rank)) - np.log2(target_rank)).abs()
-        stats["fdist"] = (np.log2(stats["features"].fillna(target_features)) - np.log2(target_features)).abs()
-        stats = stats.sort_values(["count", "rdist", "fdist", "t"], ascending=[False, True, True, True])
+        stats["fdist"] = (
+            np.log2(stats["features"].fillna(target_features)) - np.log2(target_features)
+        ).abs()
+        stats = stats.sort_values(
+            ["count", "rdist", "fdist", "t"], ascending=[False, True, True, True]
+        )
         out[str(method)] = str(stats.index[0])
     return out
 
@@ -138,9 +155,15 @@ def crossover_table(ok: pd.DataFrame, min_ns: int = 2) -> pd.DataFrame:
                 continue
             rec = dict(zip(keys + ["method", "label"], gk, strict=False))
             rec["kind"] = kind
-            rec["crossover_n"] = _crossover(g["n"].to_numpy(), g[col].to_numpy(), g[col + "_dense"].to_numpy())
+            rec["crossover_n"] = _crossover(
+                g["n"].to_numpy(), g[col].to_numpy(), g[col + "_dense"].to_numpy()
+            )
             rec["n_range"] = f"{int(g['n'].min())}-{int(g['n'].max())}"
-            rec["speedup_at_max_n"] = float(g[col + "_dense"].iloc[-1] / g[col].iloc[-1]) if g[col].iloc[-1] > 0 else np.nan
+            rec["speedup_at_max_n"] = (
+                float(g[col + "_dense"].iloc[-1] / g[col].iloc[-1])
+                if g[col].iloc[-1] > 0
+                else np.nan
+            )
             rows.append(rec)
     if not rows:
         return pd.DataFrame()
@@ -170,7 +193,11 @@ def pareto_front(points: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
 def status_rows(bench: pd.DataFrame) -> pd.DataFrame:
     """Rows that did not produce numbers (oom / unsupported / error / unknown)."""
     bad = bench[bench["status"] != "ok"]
-    cols = [c for c in ["device", "status", "method", "label", "family", "n", "m", "d", "dtype", "reason"] if c in bad.columns]
+    cols = [
+        c
+        for c in ["device", "status", "method", "label", "family", "n", "m", "d", "dtype", "reason"]
+        if c in bad.columns
+    ]
     return bad[cols].sort_values(["device", "status", "method"]).reset_index(drop=True)
 
 
@@ -233,18 +260,27 @@ def roofline_phases(ok: pd.DataFrame) -> pd.DataFrame:
     pf, pb, pe = _col(d, "peak_flops"), _col(d, "peak_bytes_per_s"), _col(d, "peak_exp_per_s")
     for phase in ROOFLINE_PHASES:
         fcol, bcol, ecol = PHASE_WORK[phase]
-        floor_c, bound_c, frac_c = (f"roofline_floor_ms_{phase}", f"roofline_bound_{phase}",
-                                    f"roofline_fraction_{phase}")
+        floor_c, bound_c, frac_c = (
+            f"roofline_floor_ms_{phase}",
+            f"roofline_bound_{phase}",
+            f"roofline_fraction_{phase}",
+        )
         floor, frac = _col(d, floor_c), _col(d, frac_c)
-        bound = (d[bound_c].astype(object) if bound_c in d.columns
-                 else pd.Series(None, index=d.index, dtype=object))
+        bound = (
+            d[bound_c].astype(object)
+            if bound_c in d.columns
+            else pd.Series(None, index=d.index, dtype=object)
+        )
         bound = bound.where(bound.notna() & bound.astype(str).isin(ROOFLINE_BOUNDS), None)
         recorded = floor.notna()
-        terms = pd.DataFrame({
-            "matmul": _col(d, fcol) / pf,
-            "memory": _col(d, bcol) / pb,
-            "exp": _col(d, ecol) / pe,
-        }, index=d.index)
+        terms = pd.DataFrame(
+            {
+                "matmul": _col(d, fcol) / pf,
+                "memory": _col(d, bcol) / pb,
+                "exp": _col(d, ecol) / pe,
+            },
+            index=d.index,
+        )
         can = ~recorded & terms["matmul"].notna() & terms["memory"].notna()
         has_exp = terms["exp"].notna()
         t = terms[list(ROOFLINE_BOUNDS)].where(terms.notna(), -np.inf)
@@ -263,7 +299,9 @@ def roofline_phases(ok: pd.DataFrame) -> pd.DataFrame:
         exp_state[can & ~has_exp] = EXP_NOT_RECORDED
         d[f"roofline_exp_{phase}"] = exp_state
     old = _col(d, "roofline_fraction")
-    d["roofline_fraction"] = old.where(d["roofline_exp_forward"] == "recorded", d["roofline_fraction_forward"])
+    d["roofline_fraction"] = old.where(
+        d["roofline_exp_forward"] == "recorded", d["roofline_fraction_forward"]
+    )
     d["roofline_fraction"] = d["roofline_fraction"].where(d["roofline_fraction"].notna(), old)
     return d
 
@@ -287,11 +325,17 @@ def largest_cases(ok: pd.DataFrame) -> pd.DataFrame:
         g["_not_rep"] = g["label"].astype(str) != g["method"].map(reps).astype(str)
         g["_not_pl"] = g["family"].astype(str) != "powerlaw"
         g["_id"] = g["case_id"].astype(str)
-        g = g.sort_values(["_size", "_not_bf16", "_not_rep", "d", "_not_pl", "_id"],
-                          ascending=[False, True, True, False, True, True], na_position="last")
+        g = g.sort_values(
+            ["_size", "_not_bf16", "_not_rep", "d", "_not_pl", "_id"],
+            ascending=[False, True, True, False, True, True],
+            na_position="last",
+        )
         for method in sorted_methods(g["method"].unique()):
-            out.append(g[g["method"] == method].iloc[0].drop(labels=["_size", "_not_bf16", "_not_rep",
-                                                                     "_not_pl", "_id"]))
+            out.append(
+                g[g["method"] == method]
+                .iloc[0]
+                .drop(labels=["_size", "_not_bf16", "_not_rep", "_not_pl", "_id"])
+            )
     return pd.DataFrame(out).reset_index(drop=True) if out else need.iloc[0:0]
 
 
@@ -306,8 +350,16 @@ def roofline_case_table(ok: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame()
     rows = []
     for rd in big.to_dict("records"):
-        rec = {"device": rd["device"], "method": rd["method"], "label": rd["label"], "dtype": rd["dtype"],
-               "n": rd["n"], "m": rd["m"], "d": rd["d"], "B x H": f"{int(rd['batch'])} x {int(rd['heads'])}"}
+        rec = {
+            "device": rd["device"],
+            "method": rd["method"],
+            "label": rd["label"],
+            "dtype": rd["dtype"],
+            "n": rd["n"],
+            "m": rd["m"],
+            "d": rd["d"],
+            "B x H": f"{int(rd['batch'])} x {int(rd['heads'])}",
+        }
         for phase in ("attend", "forward"):
             bound = rd.get(f"roofline_bound_{phase}")
             exp_state = rd.get(f"roofline_exp_{phase}") or ""

@@ -32,14 +32,23 @@ def table_html(t: Table, titles: dict[str, str]) -> str:
         links = []
         for alts in t.df["see"]:
             k = resolve_anchor(str(alts), titles)
-            links.append(f'<a href="#{k}">{html_mod.escape(titles[k])}</a>' if k else "(not drawn: no data)")
+            links.append(
+                f'<a href="#{k}">{html_mod.escape(titles[k])}</a>' if k else "(not drawn: no data)"
+            )
         d["see"] = links
     if "verdict" in d.columns:
         d["verdict"] = [f'<span class="{_verdict_class(v)}">{v}</span>' for v in d["verdict"]]
     # Short cells (numbers, "4 x 2", "matmul") never wrap; long ones (labels, notes) wrap, and
     # variant labels may break after ",", so wide tables fit 1400 px without scrolling.
-    wrap_cols = [c for c in d.columns if c not in ("see", "verdict")
-                 and d[c].str.len().max() > WRAP_ABOVE_CHARS] if len(d) else []
+    wrap_cols = (
+        [
+            c
+            for c in d.columns
+            if c not in ("see", "verdict") and d[c].str.len().max() > WRAP_ABOVE_CHARS
+        ]
+        if len(d)
+        else []
+    )
     for c in wrap_cols:
         d[c] = d[c].str.replace(",", ",<wbr>", regex=False)
     classes = pd.DataFrame("", index=d.index, columns=d.columns)
@@ -48,13 +57,19 @@ def table_html(t: Table, titles: dict[str, str]) -> str:
     # a stable id per table (pandas picks a random one), so rebuilding a report from the same
     # tables only changes its build time
     uid = "".join(ch if ch.isalnum() else "_" for ch in t.key)
-    sty = (d.style.set_uuid(uid).hide(axis="index").set_td_classes(classes)
-           .set_table_attributes('class="data"'))
+    sty = (
+        d.style.set_uuid(uid)
+        .hide(axis="index")
+        .set_td_classes(classes)
+        .set_table_attributes('class="data"')
+    )
     return sty.to_html()
 
 
 def render(sections: list[Section], title: str, subtitle: str, dpi: int = 96) -> str:
-    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html", "j2"]))
+    env = Environment(
+        loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html", "j2"])
+    )
     from markupsafe import Markup
 
     titles = anchor_titles(sections)
@@ -65,26 +80,55 @@ def render(sections: list[Section], title: str, subtitle: str, dpi: int = 96) ->
             if f.png is None:
                 tidy_log_axes(f.fig)
                 f.png = png_bytes(f.fig, dpi=dpi)
-            figs.append({"key": f.key, "title": f.title, "caption": f.caption,
-                         "b64": base64.b64encode(f.png).decode("ascii")})
-        tabs = [{"key": t.key, "title": t.title, "caption": t.caption, "html": Markup(table_html(t, titles)),
-                 "long": len(t.df) > 18 and not t.full}
-                for t in s.tables]
-        views.append({"num": s.num, "key": s.key, "title": s.title, "badge": s.badge, "intro": s.intro,
-                      "missing": s.missing, "figures": figs, "tables": tabs})
+            figs.append(
+                {
+                    "key": f.key,
+                    "title": f.title,
+                    "caption": f.caption,
+                    "b64": base64.b64encode(f.png).decode("ascii"),
+                }
+            )
+        tabs = [
+            {
+                "key": t.key,
+                "title": t.title,
+                "caption": t.caption,
+                "html": Markup(table_html(t, titles)),
+                "long": len(t.df) > 18 and not t.full,
+            }
+            for t in s.tables
+        ]
+        views.append(
+            {
+                "num": s.num,
+                "key": s.key,
+                "title": s.title,
+                "badge": s.badge,
+                "intro": s.intro,
+                "missing": s.missing,
+                "figures": figs,
+                "tables": tabs,
+            }
+        )
     glance = []
     for s in sections:
         for t in s.tables:
             if t.key == "tbl-claims":
-                glance = [{"verdict": r["verdict"], "claim": r["claim"], "cls": _verdict_class(r["verdict"])}
-                          for _, r in t.df.iterrows()]
+                glance = [
+                    {
+                        "verdict": r["verdict"],
+                        "claim": r["claim"],
+                        "cls": _verdict_class(r["verdict"]),
+                    }
+                    for _, r in t.df.iterrows()
+                ]
     answer = [line for s in sections for line in s.answer]
-    return env.get_template("report.html.j2").render(title=title, subtitle=subtitle, sections=views, glance=glance,
-                                                     answer=answer)
+    return env.get_template("report.html.j2").render(
+        title=title, subtitle=subtitle, sections=views, glance=glance, answer=answer
+    )
 
 
 def write(sections: list[Section], out: Path, title: str, subtitle: str) -> Path:
     path = out / "index.html"
     path.write_text(render(sections, title, subtitle), encoding="utf-8")
     return path
-

@@ -38,7 +38,12 @@ SPECTRA_FILES = (
 BENCH_STR_COLS = [c.name for c in schema.BENCH if c.type == "string"]
 BENCH_NUM_COLS = [c.name for c in schema.BENCH if c.type in ("float", "int")]
 CASCADE_NUM_COLS = [
-    "n", "m", "rank", "attend_ms_median", "prepare_ms_median", "prepare_amortised_ms",
+    "n",
+    "m",
+    "rank",
+    "attend_ms_median",
+    "prepare_ms_median",
+    "prepare_amortised_ms",
     "total_ms",
 ]
 
@@ -140,8 +145,14 @@ def normalise_bench(df: pd.DataFrame, default_device: str) -> pd.DataFrame:
             "results table lacks the required columns 'method' and 'n' "
             f"(has: {', '.join(map(str, df.columns[:20]))})"
         )
-    missing = {c: pd.Series(pd.NA, index=df.index, dtype=object) for c in BENCH_STR_COLS if c not in df.columns}
-    missing.update({c: pd.Series(np.nan, index=df.index) for c in BENCH_NUM_COLS if c not in df.columns})
+    missing = {
+        c: pd.Series(pd.NA, index=df.index, dtype=object)
+        for c in BENCH_STR_COLS
+        if c not in df.columns
+    }
+    missing.update(
+        {c: pd.Series(np.nan, index=df.index) for c in BENCH_NUM_COLS if c not in df.columns}
+    )
     if missing:  # one concat, not one insert per column (keeps the frame unfragmented)
         df = pd.concat([df, pd.DataFrame(missing, index=df.index)], axis=1)
     df = _coerce_numeric(df, BENCH_NUM_COLS)
@@ -257,7 +268,11 @@ def read_dataset_dir(d: Path, warnings: list[str]) -> DatasetSpectra:
         t = _read_optional_csv(sub / "decisions.csv", warnings)
         if t is not None:
             ds.decision_sets[sub.name] = t
-            sj = _read_json(sub / "decisions.json", warnings) if (sub / "decisions.json").is_file() else None
+            sj = (
+                _read_json(sub / "decisions.json", warnings)
+                if (sub / "decisions.json").is_file()
+                else None
+            )
             if isinstance(sj, dict) and isinstance(sj.get("verdict"), list):
                 ds.verdicts[sub.name] = [str(x) for x in sj["verdict"]]
     prof = _read_json(d / "profile.json", warnings)
@@ -285,15 +300,15 @@ def detect(path: Path) -> list[Source]:
         path = path.parent
     found: list[Source] = []
     candidates = [path] + sorted(p for p in path.iterdir() if p.is_dir())
-    candidates += sorted(
-        q for p in path.iterdir() if p.is_dir() for q in p.iterdir() if q.is_dir()
-    )
+    candidates += sorted(q for p in path.iterdir() if p.is_dir() for q in p.iterdir() if q.is_dir())
     seen: set[Path] = set()
     for d in candidates:
         if any(s in d.parents for s in seen):
             continue
         if _is_bench_dir(d):
-            found.append(Source(d, "bench", [f for f in BENCH_FILES + CASCADE_FILES if (d / f).is_file()]))
+            found.append(
+                Source(d, "bench", [f for f in BENCH_FILES + CASCADE_FILES if (d / f).is_file()])
+            )
             seen.add(d)
         elif _is_spectra_dataset_dir(d):
             found.append(Source(d, "spectra", [f for f in SPECTRA_FILES if (d / f).is_file()]))
@@ -326,7 +341,11 @@ def load(paths: list[Path]) -> ResultSet:
                     try:
                         df = _read_table(f, warnings)
                     except Exception as exc:  # noqa: BLE001
-                        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                        msg = (
+                            str(exc).strip().splitlines()[0]
+                            if str(exc).strip()
+                            else type(exc).__name__
+                        )
                         raise ReportInputError(f"cannot read {f}: {msg}") from None
                     if not df.empty:
                         df = normalise_bench(df, device).assign(source_dir=str(src.path))
@@ -346,7 +365,9 @@ def load(paths: list[Path]) -> ResultSet:
                     try:
                         cdf = _read_table(c)
                         if not cdf.empty:
-                            cascades.append(normalise_cascade(cdf, device).assign(source_dir=str(src.path)))
+                            cascades.append(
+                                normalise_cascade(cdf, device).assign(source_dir=str(src.path))
+                            )
                             usable += 1
                     except ReportInputError:
                         raise
@@ -363,17 +384,27 @@ def load(paths: list[Path]) -> ResultSet:
                     usable += 1
             sources.append(src)
         if usable == 0:
-            detail = "; ".join(warnings) if warnings else "found none of " + ", ".join(
-                BENCH_FILES + CASCADE_FILES + SPECTRA_FILES
+            detail = (
+                "; ".join(warnings)
+                if warnings
+                else "found none of " + ", ".join(BENCH_FILES + CASCADE_FILES + SPECTRA_FILES)
             )
             raise ReportInputError(
                 f"--results {path}: no readable result table ({detail}). Point it at a "
                 "bench run directory (results.csv), results/spectra, or one dataset folder."
             )
-    bench = pd.concat(benches, ignore_index=True) if benches else normalise_bench(
-        pd.DataFrame({"method": [], "n": []}), "none"
+    bench = (
+        pd.concat(benches, ignore_index=True)
+        if benches
+        else normalise_bench(pd.DataFrame({"method": [], "n": []}), "none")
     )
     cascade = pd.concat(cascades, ignore_index=True) if cascades else pd.DataFrame()
     bench, cascade = separate_runs(bench, cascade)
-    return ResultSet(bench=bench, cascade=cascade, spectra=spectra, sources=sources, warnings=warnings,
-                     targets=pd.concat(targets, ignore_index=True) if targets else None)
+    return ResultSet(
+        bench=bench,
+        cascade=cascade,
+        spectra=spectra,
+        sources=sources,
+        warnings=warnings,
+        targets=pd.concat(targets, ignore_index=True) if targets else None,
+    )

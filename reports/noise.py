@@ -18,8 +18,9 @@ Z75 = 0.6744897501960817
 RUN_SIGMA = 0.05
 
 
-def _draws(rows: pd.DataFrame, phase: str, rng: np.random.Generator, resamples: int,
-           run_sigma: float) -> np.ndarray | None:
+def _draws(
+    rows: pd.DataFrame, phase: str, rng: np.random.Generator, resamples: int, run_sigma: float
+) -> np.ndarray | None:
     per = []
     for _, r in rows.iterrows():
         med = r.get(f"{phase}_ms_median")
@@ -30,20 +31,33 @@ def _draws(rows: pd.DataFrame, phase: str, rng: np.random.Generator, resamples: 
         k = r.get(f"timing_samples_{phase}")
         k = int(k) if k is not None and np.isfinite(k) and k >= 1 else 1
         sigma = math.asinh(iqr / (2.0 * med)) / Z75
-        d = np.median(rng.lognormal(math.log(med), sigma, size=(resamples, k)), axis=1) if sigma > 0 \
+        d = (
+            np.median(rng.lognormal(math.log(med), sigma, size=(resamples, k)), axis=1)
+            if sigma > 0
             else np.full(resamples, float(med))
+        )
         if run_sigma > 0:
             d = d * np.exp(rng.normal(0.0, run_sigma, resamples))
         per.append(d)
     return np.median(np.vstack(per), axis=0) if per else None
 
 
-def speedup_interval(ref: pd.DataFrame, mine: pd.DataFrame, phase: str = "forward", resamples: int = 2000,
-                     confidence: float = 0.95, run_sigma: float = RUN_SIGMA, seed: int = 0) -> tuple[float, float]:
+def speedup_interval(
+    ref: pd.DataFrame,
+    mine: pd.DataFrame,
+    phase: str = "forward",
+    resamples: int = 2000,
+    confidence: float = 0.95,
+    run_sigma: float = RUN_SIGMA,
+    seed: int = 0,
+) -> tuple[float, float]:
     """95 % interval of median(ref) / median(mine) (above 1: ``mine`` is faster); NaNs when a
     side has no timed row."""
     rng = np.random.default_rng(seed)
-    a, b = _draws(ref, phase, rng, resamples, run_sigma), _draws(mine, phase, rng, resamples, run_sigma)
+    a, b = (
+        _draws(ref, phase, rng, resamples, run_sigma),
+        _draws(mine, phase, rng, resamples, run_sigma),
+    )
     if a is None or b is None:
         return math.nan, math.nan
     tail = (1.0 - confidence) / 2.0 * 100.0

@@ -17,7 +17,12 @@ PARTS = ("git_commit", "threads", "source_dir")
 
 
 def _part(col: str, value) -> str:
-    if value is None or (isinstance(value, float) and pd.isna(value)) or value is pd.NA or value == "":
+    if (
+        value is None
+        or (isinstance(value, float) and pd.isna(value))
+        or value is pd.NA
+        or value == ""
+    ):
         return ""
     if col == "git_commit":
         return "@" + str(value)[:7]
@@ -37,12 +42,19 @@ def _keys(df: pd.DataFrame) -> pd.DataFrame:
 
 def run_labels(frames: list[pd.DataFrame]) -> dict[tuple, str]:
     """{(device, commit, threads, source): label} over the rows of all frames."""
-    keys = pd.concat([_keys(f) for f in frames if not f.empty], ignore_index=True).drop_duplicates() \
-        if any(not f.empty for f in frames) else pd.DataFrame(columns=["device", *PARTS])
+    keys = (
+        pd.concat([_keys(f) for f in frames if not f.empty], ignore_index=True).drop_duplicates()
+        if any(not f.empty for f in frames)
+        else pd.DataFrame(columns=["device", *PARTS])
+    )
     labels = {}
     for dev, g in keys.groupby("device"):
         varying = [c for c in PARTS if g[c].nunique() > 1]
-        if "source_dir" in varying and len(varying) > 1 and not g.duplicated(["git_commit", "threads"]).any():
+        if (
+            "source_dir" in varying
+            and len(varying) > 1
+            and not g.duplicated(["git_commit", "threads"]).any()
+        ):
             varying.remove("source_dir")  # commit/threads already tell the runs apart
         for _, r in g.iterrows():
             tag = ", ".join(p for p in (r[c] for c in varying) if p)

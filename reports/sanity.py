@@ -24,8 +24,10 @@ def read_csv_whole_lines(path: Path, warnings: list[str]) -> pd.DataFrame:
     data = path.read_bytes()
     if data and not data.endswith(b"\n"):
         cut = data.rfind(b"\n")
-        warnings.append(f"{path}: the last line is cut short (no newline at the end: an "
-                        "interrupted write or copy?); that row was dropped")
+        warnings.append(
+            f"{path}: the last line is cut short (no newline at the end: an "
+            "interrupted write or copy?); that row was dropped"
+        )
         data = data[: cut + 1] if cut >= 0 else b""
     if not data.strip():
         return pd.DataFrame()
@@ -37,15 +39,21 @@ def bad_times(df: pd.DataFrame, source: Path | str, warnings: list[str]) -> pd.D
     df = df.copy()
     no_time = None
     if "status" in df.columns and "forward_ms_median" in df.columns:  # before the cleaning below
-        no_time = (df["status"] == "ok") & pd.to_numeric(df["forward_ms_median"], errors="coerce").isna()
+        no_time = (df["status"] == "ok") & pd.to_numeric(
+            df["forward_ms_median"], errors="coerce"
+        ).isna()
     for col in [c for c in df.columns if c.endswith(TIME_SUFFIXES)]:
         vals = pd.to_numeric(df[col], errors="coerce")
         bad = np.isinf(vals) | (vals < 0)
         if bad.any():
-            warnings.append(f"{source}: {int(bad.sum())} value(s) of {col} are negative or infinite; "
-                            "left out of the figures and tables")
+            warnings.append(
+                f"{source}: {int(bad.sum())} value(s) of {col} are negative or infinite; "
+                "left out of the figures and tables"
+            )
             df.loc[bad, col] = np.nan
     if no_time is not None and no_time.any():
-        warnings.append(f"{source}: {int(no_time.sum())} ok row(s) have no forward time "
-                        "(forward_ms_median empty or not a number)")
+        warnings.append(
+            f"{source}: {int(no_time.sum())} ok row(s) have no forward time "
+            "(forward_ms_median empty or not a number)"
+        )
     return df

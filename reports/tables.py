@@ -35,7 +35,10 @@ def fmt_cell(v) -> str:
 def display_frame(df: pd.DataFrame) -> pd.DataFrame:
     """Every cell as a short string; numbers to 3 significant digits."""
     out = df.copy()
-    out.columns = [str(c).replace("_", " ") if c == c.lower() and "_" in str(c) else str(c) for c in out.columns]
+    out.columns = [
+        str(c).replace("_", " ") if c == c.lower() and "_" in str(c) else str(c)
+        for c in out.columns
+    ]
     for c in out.columns:
         out[c] = [fmt_cell(v.item() if hasattr(v, "item") else v) for v in out[c].tolist()]
     return out.reset_index(drop=True)

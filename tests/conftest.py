@@ -27,7 +27,9 @@ def device(request) -> torch.device:
     return torch.device(request.param)
 
 
-def make_qkv(b=2, h=2, n=48, m=7, d=16, dv=None, device="cpu", dtype=torch.float32, seed=0, scale=1.0):
+def make_qkv(
+    b=2, h=2, n=48, m=7, d=16, dv=None, device="cpu", dtype=torch.float32, seed=0, scale=1.0
+):
     g = torch.Generator(device="cpu").manual_seed(seed)
     dv = d if dv is None else dv
     q = torch.randn(b, h, m, d, generator=g) * scale
@@ -76,7 +78,11 @@ def gaussian_factor_kv(b=2, h=2, n=64, d=16, rank=32, seed=32):
     recorded that the fp32 Gram lost 2e-4. Measured now, the plain fp32 Gram loses 1.7e-6 of
     the output here; ``ill_conditioned_kv`` reproduces the loss."""
     g = torch.Generator(device="cpu").manual_seed(seed)
-    x = torch.randn(b, h, n, rank, generator=g) @ torch.randn(b, h, rank, 2 * d, generator=g) / rank**0.5
+    x = (
+        torch.randn(b, h, n, rank, generator=g)
+        @ torch.randn(b, h, rank, 2 * d, generator=g)
+        / rank**0.5
+    )
     return x[..., :d].contiguous(), x[..., d:].contiguous()
 
 
@@ -87,21 +93,38 @@ def padding_mask(b, n, lengths, device="cpu"):
     return mask.to(device)
 
 
-def tiny_sweep(path: Path, *, name: str = "tiny", methods: list[str] | None = None,
-               n: tuple[int, ...] = (64, 128), m: int = 4, timing: dict | None = None,
-               memory: bool = False, fidelity: bool = True, grid_extra: str = "") -> Path:
+def tiny_sweep(
+    path: Path,
+    *,
+    name: str = "tiny",
+    methods: list[str] | None = None,
+    n: tuple[int, ...] = (64, 128),
+    m: int = 4,
+    timing: dict | None = None,
+    memory: bool = False,
+    fidelity: bool = True,
+    grid_extra: str = "",
+) -> Path:
     """Write a TOML sweep of a few tiny CPU cases to ``path/<name>.toml`` and return it: the
     shared starting point of the harness tests (``timing`` overrides or adds [timing] keys)."""
     lines = [f'name = "{name}"', "threads = 1", 'device = "cpu"']
     if methods is not None:
         lines.append("methods = [" + ", ".join(f'"{x}"' for x in methods) + "]")
     tim = {"min_calls": 2, "max_calls": 3, "min_time_s": 0.0, "warmup_max": 1, **(timing or {})}
-    lines += ["[timing]"] + [f"{k} = {str(v).lower() if isinstance(v, bool) else v}" for k, v in tim.items()]
+    lines += ["[timing]"] + [
+        f"{k} = {str(v).lower() if isinstance(v, bool) else v}" for k, v in tim.items()
+    ]
     lines += ["[memory]", f"enabled = {str(memory).lower()}"]
     if not fidelity:
         lines += ["[fidelity]", "enabled = false"]
-    lines += ["[[grid]]", f"n = [{', '.join(map(str, n))}]", f"m = [{m}]", "d = [8]", "rank = [2]",
-              grid_extra.strip()]
+    lines += [
+        "[[grid]]",
+        f"n = [{', '.join(map(str, n))}]",
+        f"m = [{m}]",
+        "d = [8]",
+        "rank = [2]",
+        grid_extra.strip(),
+    ]
     f = Path(path) / f"{name}.toml"
     f.write_text("\n".join(x for x in lines if x) + "\n")
     return f

@@ -32,16 +32,27 @@ def fuzz(calls: int, rng_seed: int) -> dict:
     per_method = -(-calls // len(METHODS))
 
     for method in METHODS:
+
         @seed(rng_seed)
-        @settings(max_examples=per_method, database=None, deadline=None, phases=[Phase.generate],
-                  suppress_health_check=list(HealthCheck))
+        @settings(
+            max_examples=per_method,
+            database=None,
+            deadline=None,
+            phases=[Phase.generate],
+            suppress_health_check=list(HealthCheck),
+        )
         @given(cases(methods=(method,)))
         def run(case: Case) -> None:
             try:
                 check_case(case, tally)
             except Exception as exc:  # noqa: BLE001 - every failure is recorded, none stops the run
-                failures.append({"case": repr(case), "error": f"{type(exc).__name__}: {exc}",
-                                 "traceback": traceback.format_exc(limit=3)})
+                failures.append(
+                    {
+                        "case": repr(case),
+                        "error": f"{type(exc).__name__}: {exc}",
+                        "traceback": traceback.format_exc(limit=3),
+                    }
+                )
 
         run()
     return {"calls": tally.calls, "outcomes": tally.outcomes, "failures": failures}
@@ -49,7 +60,9 @@ def fuzz(calls: int, rng_seed: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--calls", type=int, default=10_000, help="operator calls in all (split over the methods)")
+    ap.add_argument(
+        "--calls", type=int, default=10_000, help="operator calls in all (split over the methods)"
+    )
     ap.add_argument("--seed", type=int, default=0, help="hypothesis seed (the run is reproducible)")
     ap.add_argument("--out", type=Path, help="write the summary as JSON here")
     args = ap.parse_args(argv)
@@ -58,11 +71,18 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     t0, c0 = time.perf_counter(), time.process_time()
     result = fuzz(args.calls, args.seed)
-    result.update(wall_s=round(time.perf_counter() - t0, 1), cpu_s=round(time.process_time() - c0, 1),
-                  seed=args.seed, torch=torch.__version__, machine=platform.processor() or platform.machine(),
-                  cpus=os.cpu_count())
-    print(f"{result['calls']} operator calls in {result['wall_s']} s wall ({result['cpu_s']} s CPU), "
-          f"seed {args.seed}, torch {torch.__version__}")
+    result.update(
+        wall_s=round(time.perf_counter() - t0, 1),
+        cpu_s=round(time.process_time() - c0, 1),
+        seed=args.seed,
+        torch=torch.__version__,
+        machine=platform.processor() or platform.machine(),
+        cpus=os.cpu_count(),
+    )
+    print(
+        f"{result['calls']} operator calls in {result['wall_s']} s wall ({result['cpu_s']} s CPU), "
+        f"seed {args.seed}, torch {torch.__version__}"
+    )
     for outcome, count in sorted(result["outcomes"].items(), key=lambda kv: -kv[1]):
         print(f"  {count:6d}  {outcome}")
     print(f"{len(result['failures'])} failures")

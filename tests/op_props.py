@@ -45,7 +45,11 @@ from attention_impls.linrec import elu_l2
 C_TOL = 64.0
 UNIT = {torch.float16: 2.0**-11, torch.bfloat16: 2.0**-8, torch.float32: 2.0**-24}
 U32 = 2.0**-24
-SUB = {torch.float16: 2.0**-24, torch.bfloat16: 2.0**-133, torch.float32: 2.0**-149}  # smallest subnormal
+SUB = {
+    torch.float16: 2.0**-24,
+    torch.bfloat16: 2.0**-133,
+    torch.float32: 2.0**-149,
+}  # smallest subnormal
 DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 METHODS = ("dense", "svd_exact", "svd_tokens", "linrec", "lrea", "performer")
 CAUSAL = ("dense", "svd_exact", "linrec", "performer")
@@ -81,18 +85,30 @@ def _params(draw, method: str, n: int, d: int, dv: int) -> dict[str, Any]:
     if method == "svd_exact":
         full = min(n, d + dv)
         rank = draw(st.one_of(st.just(full), st.integers(1, full + 1)))  # full + 1: a ValueError
-        return {"rank": rank, "solver": draw(st.sampled_from(SOLVERS)),
-                "scores": draw(st.sampled_from(("fp32", "fp32", "working")))}
+        return {
+            "rank": rank,
+            "solver": draw(st.sampled_from(SOLVERS)),
+            "scores": draw(st.sampled_from(("fp32", "fp32", "working"))),
+        }
     if method == "svd_tokens":
-        return {"rank": draw(st.integers(1, min(n, d + dv))), "solver": draw(st.sampled_from(SOLVERS)),
-                "token_scaling": draw(st.sampled_from(("singular", "rms")))}
+        return {
+            "rank": draw(st.integers(1, min(n, d + dv))),
+            "solver": draw(st.sampled_from(SOLVERS)),
+            "token_scaling": draw(st.sampled_from(("singular", "rms"))),
+        }
     if method == "lrea":
-        return {"rank": draw(st.integers(1, n)), "form": draw(st.sampled_from(("absorbed", "training"))),
-                "slope": draw(st.sampled_from((0.0, 0.01, 0.2)))}
+        return {
+            "rank": draw(st.integers(1, n)),
+            "form": draw(st.sampled_from(("absorbed", "training"))),
+            "slope": draw(st.sampled_from((0.0, 0.01, 0.2))),
+        }
     if method == "performer":
-        return {"features": draw(st.integers(1, 48)), "orthogonal": draw(st.booleans()),
-                "redraw": draw(st.sampled_from(("fixed", "per_prepare"))),
-                "eps": draw(st.sampled_from((0.0, 1e-6, 1e-3, "auto")))}
+        return {
+            "features": draw(st.integers(1, 48)),
+            "orthogonal": draw(st.booleans()),
+            "redraw": draw(st.sampled_from(("fixed", "per_prepare"))),
+            "eps": draw(st.sampled_from((0.0, 1e-6, 1e-3, "auto"))),
+        }
     if method == "linrec":
         return {"eps": draw(st.sampled_from((1e-12, 1e-6)))}
     return {}
@@ -118,8 +134,22 @@ def cases(draw, methods: tuple[str, ...] = METHODS) -> Case:
         mask = [draw(st.lists(st.booleans(), min_size=n, max_size=n)) for _ in range(b)]
         if draw(st.booleans()):
             mask[draw(st.integers(0, b - 1))] = [False] * n  # a user with no real behaviour
-    return Case(method, _params(draw, method, n, d, dv), dtype, b, h, n, m, d, dv, scales, mean, mask,
-                causal, draw(st.integers(0, 2**31 - 1)))
+    return Case(
+        method,
+        _params(draw, method, n, d, dv),
+        dtype,
+        b,
+        h,
+        n,
+        m,
+        d,
+        dv,
+        scales,
+        mean,
+        mask,
+        causal,
+        draw(st.integers(0, 2**31 - 1)),
+    )
 
 
 # ----------------------------------------------------------------------------- the property
@@ -136,7 +166,8 @@ class Tally:
 
 def _exact(case: Case) -> bool:
     return case.method == "dense" or (
-        case.method == "svd_exact" and case.params["rank"] >= min(case.n, case.d + case.dv))
+        case.method == "svd_exact" and case.params["rank"] >= min(case.n, case.d + case.dv)
+    )
 
 
 def _real(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -190,8 +221,20 @@ def check_case(case: Case, tally: Tally | None = None) -> str:
         out = op.forward(q, k, v, mask, causal=case.causal)
     except ValueError as exc:
         msg = str(exc)
-        kind = next((key for key in ("contains inf", "contains NaN", "larger than the data allows",
-                                     "exceeded the dtype's range", "would leak the future") if key in msg), msg[:60])
+        kind = next(
+            (
+                key
+                for key in (
+                    "contains inf",
+                    "contains NaN",
+                    "larger than the data allows",
+                    "exceeded the dtype's range",
+                    "would leak the future",
+                )
+                if key in msg
+            ),
+            msg[:60],
+        )
         outcome = f"ValueError: {kind}"
         if tally is not None:
             tally.add(f"{case.method} {str(case.dtype)[6:]}: {outcome}")
@@ -201,24 +244,33 @@ def check_case(case: Case, tally: Tally | None = None) -> str:
     assert bool(torch.isfinite(out).all()), f"non-finite output without an error: {case}"
     if mask is not None:
         empty = ~mask.any(dim=1)
-        assert float(out[empty].abs().max()) == 0.0 if bool(empty.any()) else True, "all-padding user not zero"
+        assert float(out[empty].abs().max()) == 0.0 if bool(empty.any()) else True, (
+            "all-padding user not zero"
+        )
     try:
         w = op.implied_weights(op.prepare(k, v, mask), q, causal=case.causal)
     except ValueError as exc:  # a clear range error is allowed (e.g. fp16 token scales past 65504)
         assert "exceeded the dtype's range" in str(exc), str(exc)
         if tally is not None:
-            tally.add(f"{case.method} {str(case.dtype)[6:]}: implied weights: exceeded the dtype's range")
+            tally.add(
+                f"{case.method} {str(case.dtype)[6:]}: implied weights: exceeded the dtype's range"
+            )
         return "ok (implied weights out of range)"
-    assert w.shape == (case.b, case.h, case.m, case.n) and bool(torch.isfinite(w).all()), "implied weights"
+    assert w.shape == (case.b, case.h, case.m, case.n) and bool(torch.isfinite(w).all()), (
+        "implied weights"
+    )
     if op.weights_are_distribution:  # rows sum to 1, or 0 where nothing is visible
         sums = w.double().sum(-1)
-        assert bool(((sums - 1).abs() < 1e-3).logical_or(sums.abs() < 1e-6).all()), "weights not a distribution"
+        assert bool(((sums - 1).abs() < 1e-3).logical_or(sums.abs() < 1e-6).all()), (
+            "weights not a distribution"
+        )
     if _exact(case):
         ref = ai.get("dense").forward(q.double(), k.double(), v.double(), mask, causal=case.causal)
     else:
         try:
-            ref = ai.get(case.method, **case.params).forward(q.float(), k.float(), v.float(), mask,
-                                                           causal=case.causal)
+            ref = ai.get(case.method, **case.params).forward(
+                q.float(), k.float(), v.float(), mask, causal=case.causal
+            )
         except ValueError:  # the fp32 run itself out of range: nothing finite to compare with
             ref = None
     if ref is not None:

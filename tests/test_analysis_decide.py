@@ -51,12 +51,33 @@ CRAFTED = _kl_rows(
 )
 
 
-def _row(method: str, n: int, m: int, prep: float, att: float, rank: float = np.nan,
-         iqr_rel: float = 0.02, samples: int = 20, **kw) -> dict:
+def _row(
+    method: str,
+    n: int,
+    m: int,
+    prep: float,
+    att: float,
+    rank: float = np.nan,
+    iqr_rel: float = 0.02,
+    samples: int = 20,
+    **kw,
+) -> dict:
     """A bench row with median/IQR/samples per phase (forward = prepare + attend)."""
-    row = {"method": method, "n": n, "m": m, "d": 64, "rank": rank, "status": "ok", "device": "cpu",
-           "device_name": "TestCPU", "dtype": "fp32", "batch": 1, "heads": 1, "setting": "target",
-           "solver": "gram" if method == "svd_exact" else np.nan}
+    row = {
+        "method": method,
+        "n": n,
+        "m": m,
+        "d": 64,
+        "rank": rank,
+        "status": "ok",
+        "device": "cpu",
+        "device_name": "TestCPU",
+        "dtype": "fp32",
+        "batch": 1,
+        "heads": 1,
+        "setting": "target",
+        "solver": "gram" if method == "svd_exact" else np.nan,
+    }
     for ph, t in (("prepare", prep), ("attend", att), ("forward", prep + att)):
         row[f"{ph}_ms_median"] = t
         row[f"{ph}_ms_iqr"] = t * iqr_rel
@@ -79,7 +100,12 @@ def _bench() -> pd.DataFrame:
 
 
 def _one(dec: pd.DataFrame, nb: str, b: float, m, scen: str) -> pd.Series:
-    sel = dec[(dec["n_bin"] == nb) & (dec["kl_budget"] == b) & (dec["m"] == m) & dec["scenario"].str.startswith(scen)]
+    sel = dec[
+        (dec["n_bin"] == nb)
+        & (dec["kl_budget"] == b)
+        & (dec["m"] == m)
+        & dec["scenario"].str.startswith(scen)
+    ]
     assert len(sel) == 1, sel
     return sel.iloc[0]
 
@@ -98,14 +124,24 @@ def test_decide_without_bench(tmp_path: Path) -> None:
     assert dec["why"].str.contains("no bench table").all()
     # every method has a row per regime, none dropped, none silently empty
     assert set(cand["method"]) == set(METHODS)
-    svd = cand[(cand["method"] == "svd_exact") & (cand["n_bin"] == "[256,1000)") & (cand["kl_budget"] == 1e-2)]
-    assert svd["rank"].iloc[0] == 8 and svd["expected_kl"].iloc[0] == pytest.approx((5e-3 + 8e-3) / 2)
+    svd = cand[
+        (cand["method"] == "svd_exact")
+        & (cand["n_bin"] == "[256,1000)")
+        & (cand["kl_budget"] == 1e-2)
+    ]
+    assert svd["rank"].iloc[0] == 8 and svd["expected_kl"].iloc[0] == pytest.approx(
+        (5e-3 + 8e-3) / 2
+    )
     for meth in ("linrec", "lrea", "performer"):
         assert cand.loc[cand["method"] == meth, "quality"].str.startswith("quality unknown").all()
-    assert cand.loc[cand["method"] == "svd_tokens", "quality"].str.contains("not measured: run").all()
+    assert (
+        cand.loc[cand["method"] == "svd_tokens", "quality"].str.contains("not measured: run").all()
+    )
     paths = write_decisions(dec, cand, tmp_path, {"note": "no bench"})
     back = json.loads(paths[1].read_text())
-    assert back["note"] == "no bench" and len(back["decisions"]) == len(dec) == len(pd.read_csv(paths[0]))
+    assert back["note"] == "no bench" and len(back["decisions"]) == len(dec) == len(
+        pd.read_csv(paths[0])
+    )
 
 
 def test_decide_with_bench_picks_faster_with_interval(tmp_path: Path) -> None:
@@ -135,17 +171,28 @@ def test_faster_method_outside_budget_loses() -> None:
     r = _one(dec, "[256,1000)", 1e-2, 1024, "per-request")
     assert r["method"] == "svd_exact"
     tok_rows = cand[cand["method"] == "svd_tokens"]
-    assert tok_rows["quality"].str.startswith("over the KL budget").all() and not tok_rows["eligible"].any()
+    assert (
+        tok_rows["quality"].str.startswith("over the KL budget").all()
+        and not tok_rows["eligible"].any()
+    )
 
 
 def test_interval_straddling_one_is_no_faster() -> None:
     # svd_exact 1.05x faster than dense at one case, but with a noisy dense (IQR 40 %, 3 samples)
-    bench = pd.DataFrame([_row("dense", 500, 64, 1e-3, 1.05, iqr_rel=0.4, samples=3),
-                          _row("svd_exact", 500, 64, 0.0, 1.0, rank=8, iqr_rel=0.4, samples=3)])
+    bench = pd.DataFrame(
+        [
+            _row("dense", 500, 64, 1e-3, 1.05, iqr_rel=0.4, samples=3),
+            _row("svd_exact", 500, 64, 0.0, 1.0, rank=8, iqr_rel=0.4, samples=3),
+        ]
+    )
     bench.loc[1, ["prepare_ms_median", "prepare_ms_iqr"]] = [1e-3, 0.0]
     dec, cand, _ = decide(CRAFTED[CRAFTED["n"] >= 256], bench, DecideOpts(m_values=(64,)))
     r = _one(dec, "[256,1000)", 1e-2, 64, "per-request")
-    c = cand[(cand["method"] == "svd_exact") & (cand["scenario"] == "per-request") & (cand["kl_budget"] == 1e-2)]
+    c = cand[
+        (cand["method"] == "svd_exact")
+        & (cand["scenario"] == "per-request")
+        & (cand["kl_budget"] == 1e-2)
+    ]
     assert c["speedup"].iloc[0] > 1 and c["speedup_lo"].iloc[0] < 1 < c["speedup_hi"].iloc[0]
     assert c["verdict"].iloc[0].startswith("no faster") and r["method"] == "dense"
 
@@ -153,14 +200,22 @@ def test_interval_straddling_one_is_no_faster() -> None:
 def test_prestored_state_wins_when_prepare_dominates() -> None:
     # svd_exact: prepare 10 ms, attend 0.2 ms; dense: attend 1 ms. Per request dense wins;
     # pre-stored over R = 100 requests svd_exact wins, crossover R = ceil(10 / 0.8) = 13.
-    bench = pd.DataFrame([_row("dense", 500, 64, 0.0, 1.0, iqr_rel=0.0),
-                          _row("svd_exact", 500, 64, 10.0, 0.2, rank=8, iqr_rel=0.0)])
+    bench = pd.DataFrame(
+        [
+            _row("dense", 500, 64, 0.0, 1.0, iqr_rel=0.0),
+            _row("svd_exact", 500, 64, 10.0, 0.2, rank=8, iqr_rel=0.0),
+        ]
+    )
     bench.loc[0, "prepare_ms_median"] = 0.0
     opts = DecideOpts(m_values=(64,), time=TimeOpts(run_sigma=0.0))
     dec, cand, _ = decide(CRAFTED[CRAFTED["n"] >= 256], bench, opts)
     assert _one(dec, "[256,1000)", 1e-2, 64, "per-request")["method"] == "dense"
     r = _one(dec, "[256,1000)", 1e-2, 64, "pre-stored")
-    assert r["method"] == "svd_exact" and r["crossover_r"] == 13 and r["scenario"] == "pre-stored (R=100)"
+    assert (
+        r["method"] == "svd_exact"
+        and r["crossover_r"] == 13
+        and r["scenario"] == "pre-stored (R=100)"
+    )
     assert r["state_bytes_per_user_head"] > 0
 
 
@@ -169,7 +224,10 @@ def test_not_benched_rank_is_not_bounded(tmp_path: Path) -> None:
     bench = bench[~((bench["method"] == "svd_exact") & (bench["rank"] > 4))]
     dec, cand, missing = decide(CRAFTED, bench)
     r = _one(dec, "[256,1000)", 1e-2, 64, "per-request")
-    assert r["method"] == "dense" and "svd_exact r=8: not benched with dense in one run at N = 500, rank 8" in r["why"]
+    assert (
+        r["method"] == "dense"
+        and "svd_exact r=8: not benched with dense in one run at N = 500, rank 8" in r["why"]
+    )
     assert "missing_cases.toml" in r["why"]
     assert ("svd_exact", 500, 64, 64, 8) in missing and ("dense", 500, 64, 64, None) in missing
     # the sweep it writes parses as a bench config
@@ -184,11 +242,19 @@ def test_not_benched_rank_is_not_bounded(tmp_path: Path) -> None:
 def test_speedup_pairs_rows_of_one_run() -> None:
     # dense re-timed in a second (loaded) run at 10x its time: svd_exact, timed only in the
     # first run, is compared with the first run's dense (2x), never with the second's (20x)
-    quick = pd.DataFrame([_row("dense", 500, 64, 0.0, 10.0), _row("svd_exact", 500, 64, 1.0, 4.0, rank=8)])
+    quick = pd.DataFrame(
+        [_row("dense", 500, 64, 0.0, 10.0), _row("svd_exact", 500, 64, 1.0, 4.0, rank=8)]
+    )
     loaded = pd.DataFrame([_row("dense", 500, 64, 0.0, 100.0)])
-    bench = pd.concat([quick.assign(source="quick"), loaded.assign(source="loaded")], ignore_index=True)
+    bench = pd.concat(
+        [quick.assign(source="quick"), loaded.assign(source="loaded")], ignore_index=True
+    )
     _, cand, _ = decide(CRAFTED[CRAFTED["n"] >= 256], bench, DecideOpts(m_values=(64,)))
-    c = cand[(cand["method"] == "svd_exact") & (cand["scenario"] == "per-request") & (cand["kl_budget"] == 1e-2)]
+    c = cand[
+        (cand["method"] == "svd_exact")
+        & (cand["scenario"] == "per-request")
+        & (cand["kl_budget"] == 1e-2)
+    ]
     assert c["speedup"].iloc[0] == pytest.approx(2.0) and c["bench_source"].iloc[0] == "quick"
 
 
@@ -237,11 +303,19 @@ def test_kl_by_rank_exact_at_full_rank(tmp_path: Path) -> None:
 def test_kl_by_rank_svd_tokens_rows_feed_decide(tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
     f = tmp_path / "input.txt"
-    f.write_text("\n".join(" ".join(map(str, rng.integers(0, 60, n))) for n in (20, 30, 300, 320)) + "\n")
+    f.write_text(
+        "\n".join(" ".join(map(str, rng.integers(0, 60, n))) for n in (20, 30, 300, 320)) + "\n"
+    )
     data = load(f)
     emb = RouteEmbeddings("random", rng.standard_normal((data.n_items, 8)).astype(np.float32))
-    kl = kl_by_rank(data, emb, ranks=(1, 4, 16), n_candidates=5, progress=False,
-                    methods=("svd_exact", "svd_tokens"))
+    kl = kl_by_rank(
+        data,
+        emb,
+        ranks=(1, 4, 16),
+        n_candidates=5,
+        progress=False,
+        methods=("svd_exact", "svd_tokens"),
+    )
     assert set(kl["method"]) == {"svd_exact", "svd_tokens"} and len(kl) == 4 * 3 * 2
     assert (kl["kl_mean"] >= 0).all()
     # svd_exact at full rank is exact; svd_tokens (another operator) is not
@@ -267,7 +341,10 @@ def test_loaded_run_is_timed_by_process_cpu_time() -> None:
             r[f"{ph}_process_cpu_ms_iqr"] = 0.02 * t
         rows.append(r)
     v = view(pd.DataFrame(rows))
-    assert set(v.timing.values()) == {"process_cpu"} and "process CPU time: loaded run" in v.device_label
+    assert (
+        set(v.timing.values()) == {"process_cpu"}
+        and "process CPU time: loaded run" in v.device_label
+    )
     dense, lin = (v.draws(v.select(m, 500, 1024, 64), "attend")[0] for m in ("dense", "linrec"))
     assert (dense, lin) == (4.0, 5.0)  # wall would have said 8.0 and 5.0
     idle = pd.DataFrame([_row("dense", 500, 1024, 0.001, 8.0)])

@@ -22,8 +22,12 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def _log(path: Path, users: int = 60, items: int = 25, length: int = 18) -> Path:
     """A generated (synthetic) cyclic log: user u walks item i -> i+1 from a random start."""
     rng = np.random.default_rng(0)
-    rows = [(f"u{u}", f"i{(s + t) % items}", t)
-            for u in range(users) for s in [int(rng.integers(items))] for t in range(length)]
+    rows = [
+        (f"u{u}", f"i{(s + t) % items}", t)
+        for u in range(users)
+        for s in [int(rng.integers(items))]
+        for t in range(length)
+    ]
     f = path / "log.csv"
     pd.DataFrame(rows, columns=["user", "item", "timestamp"]).to_csv(f, index=False)
     return f
@@ -31,8 +35,20 @@ def _log(path: Path, users: int = 60, items: int = 25, length: int = 18) -> Path
 
 def test_smoke_end_to_end_schema_resume_and_unsupported(tmp_path: Path) -> None:
     log, out = _log(tmp_path), tmp_path / "q"
-    argv = ["quality", "--data", str(log), "--methods", "dense,linrec,mean_pool,pop,lrea",
-            "--seeds", "0,1", "--preset", "smoke", "--out", str(out), "--quiet"]
+    argv = [
+        "quality",
+        "--data",
+        str(log),
+        "--methods",
+        "dense,linrec,mean_pool,pop,lrea",
+        "--seeds",
+        "0,1",
+        "--preset",
+        "smoke",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     assert main(argv) == 0
     df = pd.read_csv(out / "results.csv")
     assert list(df.columns[: len(QUALITY_COLUMNS)]) == QUALITY_COLUMNS
@@ -60,8 +76,20 @@ def test_smoke_end_to_end_schema_resume_and_unsupported(tmp_path: Path) -> None:
 
 def test_svd_exact_below_full_rank_is_an_unsupported_row(tmp_path: Path) -> None:
     out = tmp_path / "q"
-    argv = ["quality", "--data", str(_log(tmp_path)), "--methods", "svd_exact:rank=4",
-            "--seeds", "0", "--preset", "smoke", "--out", str(out), "--quiet"]
+    argv = [
+        "quality",
+        "--data",
+        str(_log(tmp_path)),
+        "--methods",
+        "svd_exact:rank=4",
+        "--seeds",
+        "0",
+        "--preset",
+        "smoke",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     assert main(argv) == 0
     row = pd.read_csv(out / "results.csv").iloc[0]
     assert row["status"] == "unsupported" and "leak the future" in row["reason"]
@@ -70,7 +98,9 @@ def test_svd_exact_below_full_rank_is_an_unsupported_row(tmp_path: Path) -> None
 
 def test_parse_methods_and_bad_input() -> None:
     assert parse_methods("dense, performer:features=64:eps=auto") == [
-        ("dense", {}), ("performer", {"features": 64, "eps": "auto"})]
+        ("dense", {}),
+        ("performer", {"features": 64, "eps": "auto"}),
+    ]
     with pytest.raises(ValueError, match="key=value"):
         parse_methods("performer:64")
     with pytest.raises(ValueError, match="empty"):

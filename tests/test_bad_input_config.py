@@ -41,17 +41,20 @@ def test_bad_grid_values_name_file_key_and_what_is_accepted(tmp_path, line, key,
     assert str(f) in msg and key in msg and accepted in msg
 
 
-@pytest.mark.parametrize(("doc", "key"), [
-    ("[timing]\nmax_calls = 0", "max_calls"),
-    ("[timing]\nmin_calls = -1", "min_calls"),
-    ("[timing]\nmin_calls = 5\nmax_calls = 2", "larger than max_calls"),
-    ('[fidelity]\nenabled = "no"', "enabled"),  # was: fidelity still computed
-    ("[fidelity]\nenabled = 1", "enabled"),
-    ("[memory]\nenabled = 0", "enabled"),
-    ("[cascade]\nstages = []", "stages"),  # was: failed after the whole sweep
-    ("[cascade]\nn = [0]", "n[0]"),
-    ('[cascade]\ndtype = "fp8"', "dtype"),
-])
+@pytest.mark.parametrize(
+    ("doc", "key"),
+    [
+        ("[timing]\nmax_calls = 0", "max_calls"),
+        ("[timing]\nmin_calls = -1", "min_calls"),
+        ("[timing]\nmin_calls = 5\nmax_calls = 2", "larger than max_calls"),
+        ('[fidelity]\nenabled = "no"', "enabled"),  # was: fidelity still computed
+        ("[fidelity]\nenabled = 1", "enabled"),
+        ("[memory]\nenabled = 0", "enabled"),
+        ("[cascade]\nstages = []", "stages"),  # was: failed after the whole sweep
+        ("[cascade]\nn = [0]", "n[0]"),
+        ('[cascade]\ndtype = "fp8"', "dtype"),
+    ],
+)
 def test_bad_sections(tmp_path, doc, key):
     f = tmp_path / "bad.toml"
     f.write_text(f'name = "x"\n{doc}\n[[grid]]\nn = [64]\n')
@@ -59,10 +62,17 @@ def test_bad_sections(tmp_path, doc, key):
         load_config(path=f)
 
 
-@pytest.mark.parametrize(("top", "key"), [
-    ('threads = "abc"', "threads"), ("threads = -1", "threads"), ("threads = 1.5", "threads"),
-    ('device = "tpu"', "device"), ('name = 3', "name"), ("grid = [1]", "grid"),
-])
+@pytest.mark.parametrize(
+    ("top", "key"),
+    [
+        ('threads = "abc"', "threads"),
+        ("threads = -1", "threads"),
+        ("threads = 1.5", "threads"),
+        ('device = "tpu"', "device"),
+        ("name = 3", "name"),
+        ("grid = [1]", "grid"),
+    ],
+)
 def test_bad_top_level_values(top, key):
     raw = tomllib.loads(top + ("" if "grid" in top else "\n[[grid]]\nn = [64]\n"))
     with pytest.raises(ConfigError, match=key):
@@ -70,15 +80,24 @@ def test_bad_top_level_values(top, key):
 
 
 def test_valid_values_still_parse():
-    cfg = parse_config({"threads": 2, "device": "cuda:1", "grid": [
-        {"n": [64], "padding": [0.0, 1.0], "seed": [0, 2**63 - 1], "query_scale": [0, 2]}]})
+    cfg = parse_config(
+        {
+            "threads": 2,
+            "device": "cuda:1",
+            "grid": [
+                {"n": [64], "padding": [0.0, 1.0], "seed": [0, 2**63 - 1], "query_scale": [0, 2]}
+            ],
+        }
+    )
     assert cfg.grids[0].padding == (0.0, 1.0) and cfg.threads == 2
     assert isinstance(cfg.grids[0].query_scale[0], float)
 
 
 def _run(tmp_path, *extra, config=None):
     cfg = config or tiny_sweep(tmp_path, methods=["dense"], n=(32,))
-    return main(["run", "--config", str(cfg), "--out", str(tmp_path / "run"), "--no-progress", *extra])
+    return main(
+        ["run", "--config", str(cfg), "--out", str(tmp_path / "run"), "--no-progress", *extra]
+    )
 
 
 def test_cli_exit_2_one_line_before_any_work(tmp_path, capsys):
@@ -98,11 +117,14 @@ def test_cascade_without_stages_fails_before_the_sweep(tmp_path, capsys):
     assert not (tmp_path / "run" / "rows.jsonl").exists()
 
 
-@pytest.mark.parametrize(("flags", "words"), [
-    (["--device", "tpu"], "'cpu', 'cuda'"),
-    (["--device", "meta"], "'cpu', 'cuda'"),
-    (["--methods", "nope"], "available: dense"),
-])
+@pytest.mark.parametrize(
+    ("flags", "words"),
+    [
+        (["--device", "tpu"], "'cpu', 'cuda'"),
+        (["--device", "meta"], "'cpu', 'cuda'"),
+        (["--methods", "nope"], "available: dense"),
+    ],
+)
 def test_bad_flags_exit_2(tmp_path, capsys, flags, words):
     assert _run(tmp_path, *flags) == 2
     assert words in capsys.readouterr().err
@@ -125,7 +147,9 @@ def test_unknown_methods_and_zero_cases_are_errors(tmp_path, capsys):
     cfg = tiny_sweep(tmp_path, methods=["nope"], n=(32,))
     assert _run(tmp_path, config=cfg) == 2  # was: exit 0 with 0 cases
     assert "unknown method(s) ['nope']" in capsys.readouterr().err
-    cfg = tiny_sweep(tmp_path, name="zero", methods=["dense"], n=(32,), grid_extra='methods = ["svd_exact"]')
+    cfg = tiny_sweep(
+        tmp_path, name="zero", methods=["dense"], n=(32,), grid_extra='methods = ["svd_exact"]'
+    )
     assert _run(tmp_path, config=cfg) == 2
     assert "no case" in capsys.readouterr().err
 
@@ -150,12 +174,23 @@ def test_cascade_family_given_by_kind_is_a_table():
     assert cfg.cascade.family == {"kind": "powerlaw"}  # was a bare string, failing after the sweep
 
 
-@pytest.mark.parametrize("flags", [["--threads", "-3"], ["--dim", "0"], ["--window", "0"],
-                                   ["--kl-users", "0"], ["--seed", "-1"], ["--seed", str(2**70)],
-                                   ["--sasrec-seconds", "nan"]])
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--threads", "-3"],
+        ["--dim", "0"],
+        ["--window", "0"],
+        ["--kl-users", "0"],
+        ["--seed", "-1"],
+        ["--seed", str(2**70)],
+        ["--sasrec-seconds", "nan"],
+    ],
+)
 def test_analysis_numeric_flags_are_checked(tmp_path, capsys, flags):
     from analysis.cli import main as analysis_main
 
     with pytest.raises(SystemExit) as ex:
-        analysis_main(["spectrum", "--data", str(tmp_path / "x.txt"), "--out", str(tmp_path / "o"), *flags])
+        analysis_main(
+            ["spectrum", "--data", str(tmp_path / "x.txt"), "--out", str(tmp_path / "o"), *flags]
+        )
     assert ex.value.code == 2 and flags[0] in capsys.readouterr().err

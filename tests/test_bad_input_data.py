@@ -31,9 +31,14 @@ def test_utf16_csv_needs_and_takes_an_encoding(tmp_path):
     assert load(f, encoding="utf-16").n_interactions == 3
 
 
-@pytest.mark.parametrize(("kind", "words"), [
-    ("truncated", "truncated"), ("not_gzip", "not a valid gzip"), ("parquet", "not a readable parquet"),
-])
+@pytest.mark.parametrize(
+    ("kind", "words"),
+    [
+        ("truncated", "truncated"),
+        ("not_gzip", "not a valid gzip"),
+        ("parquet", "not a readable parquet"),
+    ],
+)
 def test_broken_compressed_and_parquet_files(tmp_path, kind, words):
     if kind == "parquet":
         f = tmp_path / "log.parquet"
@@ -55,8 +60,19 @@ def test_dataset_names_cannot_escape_a_folder(tmp_path, capsys, name):
     f = tmp_path / "pairs.txt"
     f.write_text("1 2\n1 3\n2 4\n")
     with pytest.raises(SystemExit) as ex:
-        analysis_main(["spectrum", "--data", str(f), "--name", name, "--out", str(tmp_path / "o"),
-                       "--cache", str(tmp_path / "c" / "d")])
+        analysis_main(
+            [
+                "spectrum",
+                "--data",
+                str(f),
+                "--name",
+                name,
+                "--out",
+                str(tmp_path / "o"),
+                "--cache",
+                str(tmp_path / "c" / "d"),
+            ]
+        )
     assert ex.value.code == 2 and "--name" in capsys.readouterr().err
     assert not any(tmp_path.parent.glob("escaped*"))
 
@@ -64,8 +80,19 @@ def test_dataset_names_cannot_escape_a_folder(tmp_path, capsys, name):
 @pytest.mark.parametrize("flag", ["--out", "--cache"])
 def test_analysis_output_folders_are_checked_before_loading(tmp_path, capsys, flag):
     (tmp_path / "f").write_text("x")
-    paths = {"--out": str(tmp_path / "o"), "--cache": str(tmp_path / "c"), flag: str(tmp_path / "f")}
-    rc = analysis_main(["spectrum", "--data", str(tmp_path / "missing.txt"), *[x for kv in paths.items() for x in kv]])
+    paths = {
+        "--out": str(tmp_path / "o"),
+        "--cache": str(tmp_path / "c"),
+        flag: str(tmp_path / "f"),
+    }
+    rc = analysis_main(
+        [
+            "spectrum",
+            "--data",
+            str(tmp_path / "missing.txt"),
+            *[x for kv in paths.items() for x in kv],
+        ]
+    )
     assert rc == 2 and f"{flag} " in capsys.readouterr().err
 
 

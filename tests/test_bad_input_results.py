@@ -27,23 +27,34 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _run(cfg: Path, out: Path, *extra: str) -> int:
-    return main(["run", "--config", str(cfg), "--out", str(out), "--no-progress", "--no-cascade", *extra])
+    return main(
+        ["run", "--config", str(cfg), "--out", str(out), "--no-progress", "--no-cascade", *extra]
+    )
 
 
 def test_sweep_without_any_ok_row_summarises_instead_of_keyerror(tmp_path, capsys):
-    cfg = tiny_sweep(tmp_path, methods=["dense", "svd_exact"], n=(32,),
-                     grid_extra='family = [{kind = "real", path = "/nonexistent/emb.npz"}]')
+    cfg = tiny_sweep(
+        tmp_path,
+        methods=["dense", "svd_exact"],
+        n=(32,),
+        grid_extra='family = [{kind = "real", path = "/nonexistent/emb.npz"}]',
+    )
     assert _run(cfg, tmp_path / "run") == 0  # was KeyError: 'forward_ms_median', exit 1
     out = capsys.readouterr().out
     assert "no case ran ok (2 unsupported)" in out and "input unavailable" in out
     assert len(store.read_table(tmp_path / "run")) == 2  # the rows are written
 
 
-@pytest.mark.parametrize("exc", [
-    RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate "
-                 "memory: you tried to allocate 160000000000 bytes. Error code 12 (Cannot allocate memory)"),
-    MemoryError(),
-])
+@pytest.mark.parametrize(
+    "exc",
+    [
+        RuntimeError(
+            "[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate "
+            "memory: you tried to allocate 160000000000 bytes. Error code 12 (Cannot allocate memory)"
+        ),
+        MemoryError(),
+    ],
+)
 def test_cpu_out_of_memory_is_an_oom_row(tmp_path, monkeypatch, exc):
     cfg = load_config(path=tiny_sweep(tmp_path, methods=["dense"], n=(32,)))
     cases = expand(cfg, ["dense"], "cpu")
@@ -71,8 +82,9 @@ def test_memory_error_with_an_estimate_records_it(tmp_path, monkeypatch):
 
 def _lock_file(out: Path, pid: int, host: str | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    (out / LOCK_NAME).write_text(json.dumps({"pid": pid, "host": host or socket.gethostname(),
-                                             "started": time.time()}))
+    (out / LOCK_NAME).write_text(
+        json.dumps({"pid": pid, "host": host or socket.gethostname(), "started": time.time()})
+    )
 
 
 def test_second_run_on_the_same_folder_says_who_holds_it(tmp_path, capsys):
@@ -131,8 +143,12 @@ def test_committed_logs_pass_the_row_check():
 def test_unusable_output_folder_fails_before_any_work(tmp_path, capsys, kind):
     cfg = tiny_sweep(tmp_path, methods=["dense"], n=(32,))
     (tmp_path / "f").write_text("x")
-    out = {"file": tmp_path / "f", "under_file": tmp_path / "f" / "sub", "devnull": Path("/dev/null"),
-           "readonly": tmp_path / "ro"}[kind]
+    out = {
+        "file": tmp_path / "f",
+        "under_file": tmp_path / "f" / "sub",
+        "devnull": Path("/dev/null"),
+        "readonly": tmp_path / "ro",
+    }[kind]
     if kind == "readonly":
         if os.geteuid() == 0:
             pytest.skip("root writes into read-only folders")
@@ -156,9 +172,14 @@ def test_read_only_folder_fails_before_the_first_case_even_as_root(tmp_path, cap
     assert not (tmp_path / "ro" / store.LOG_NAME).exists()  # was: first case measured, then OSError
 
 
-@pytest.mark.parametrize(("what", "words"), [
-    ("missing", "no such file or folder"), ("empty_dir", "no results.csv"), ("other", "not a bench results table"),
-])
+@pytest.mark.parametrize(
+    ("what", "words"),
+    [
+        ("missing", "no such file or folder"),
+        ("empty_dir", "no results.csv"),
+        ("other", "not a bench results table"),
+    ],
+)
 def test_crossover_on_the_wrong_input(tmp_path, capsys, what, words):
     path = {"missing": tmp_path / "nope", "empty_dir": tmp_path, "other": tmp_path / "o.csv"}[what]
     (tmp_path / "o.csv").write_text("a,b\n1,2\n")
@@ -169,10 +190,22 @@ def test_crossover_on_the_wrong_input(tmp_path, capsys, what, words):
 def test_sigint_keeps_rows_releases_the_lock_and_resumes(tmp_path):
     cfg = tiny_sweep(tmp_path, methods=["dense"], n=(16, 24, 32, 48), fidelity=False)
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "bench", "run", "--config", str(cfg), "--out", str(out),
-           "--no-progress", "--no-cascade"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench",
+        "run",
+        "--config",
+        str(cfg),
+        "--out",
+        str(out),
+        "--no-progress",
+        "--no-cascade",
+    ]
     env = {**os.environ, "BENCH_TEST_DELAY_S": "0.3", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     log = out / store.LOG_NAME
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline and not (log.exists() and log.read_bytes().count(b"\n") >= 2):

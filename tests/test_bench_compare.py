@@ -13,17 +13,38 @@ from bench.cli import main
 from bench.compare import CompareOptions, compare, lognormal_sigma, regressions
 
 
-def _table(scale: dict[str, float] | None = None, iqr_rel: float = 0.02, device: str = "cpu",
-           samples: int = 20) -> pd.DataFrame:
+def _table(
+    scale: dict[str, float] | None = None,
+    iqr_rel: float = 0.02,
+    device: str = "cpu",
+    samples: int = 20,
+) -> pd.DataFrame:
     rows = []
     for method in ("dense", "svd_exact", "linrec"):
         for n in (256, 1024):
             med = (1.0 if method == "dense" else 0.5) * n / 256 * (scale or {}).get(method, 1.0)
-            rows.append({"case_id": f"{device}-{method}-{n}", "method": method, "label": method,
-                         "setting": "target", "family": "powerlaw", "batch": 1, "heads": 1, "n": n,
-                         "m": 16, "d": 64, "dv": 64, "dtype": "fp32", "seed": 0, "status": "ok",
-                         "device": device, "forward_ms_median": med,
-                         "forward_ms_iqr": med * iqr_rel, "timing_samples_forward": samples})
+            rows.append(
+                {
+                    "case_id": f"{device}-{method}-{n}",
+                    "method": method,
+                    "label": method,
+                    "setting": "target",
+                    "family": "powerlaw",
+                    "batch": 1,
+                    "heads": 1,
+                    "n": n,
+                    "m": 16,
+                    "d": 64,
+                    "dv": 64,
+                    "dtype": "fp32",
+                    "seed": 0,
+                    "status": "ok",
+                    "device": device,
+                    "forward_ms_median": med,
+                    "forward_ms_iqr": med * iqr_rel,
+                    "timing_samples_forward": samples,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -60,8 +81,11 @@ def test_slower_faster_and_noisy_cases_are_flagged() -> None:
     noisy = compare(_table(iqr_rel=0.6, samples=5), _table({"dense": 1.3}, iqr_rel=0.6, samples=5))
     assert (noisy[noisy["method"] == "dense"]["flag"] == "same").all()
     # a real but tiny change stays 'same' under min_effect
-    tiny = compare(_table(iqr_rel=0.001), _table({"dense": 1.02}, iqr_rel=0.001),
-                   CompareOptions(min_effect=0.05))
+    tiny = compare(
+        _table(iqr_rel=0.001),
+        _table({"dense": 1.02}, iqr_rel=0.001),
+        CompareOptions(min_effect=0.05),
+    )
     assert (tiny["flag"] == "same").all()
 
 

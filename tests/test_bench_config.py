@@ -24,10 +24,10 @@ def test_bad_toml_key_lists_allowed(tmp_path):
         load_config(path=f)
     msg = str(err.value)
     assert "nn" in msg and "allowed" in msg and "features" in msg
-    f.write_text('speed = 3\n[[grid]]\nn = [64]\n')
+    f.write_text("speed = 3\n[[grid]]\nn = [64]\n")
     with pytest.raises(ConfigError, match="allowed: .*grid"):
         load_config(path=f)
-    f.write_text('[timing]\nmin_calls = 2\nfoo = 1\n[[grid]]\nn = [64]\n')
+    f.write_text("[timing]\nmin_calls = 2\nfoo = 1\n[[grid]]\nn = [64]\n")
     with pytest.raises(ConfigError, match="warmup_max"):
         load_config(path=f)
 
@@ -56,8 +56,9 @@ def test_toml_file_expands_and_case_ids_are_stable(tmp_path):
     f.write_text(
         'methods = ["dense", "svd_exact"]\n'
         '[method_params.svd_exact]\nsolver = ["gram", "svd"]\n'
-        '[[grid]]\nn = [64, 128]\nm = [8]\nd = [16]\nrank = [4, 8]\n'
-        'family = [{kind = "exponential", beta = 0.3, noise_floor = 0.01}]\n')
+        "[[grid]]\nn = [64, 128]\nm = [8]\nd = [16]\nrank = [4, 8]\n"
+        'family = [{kind = "exponential", beta = 0.3, noise_floor = 0.01}]\n'
+    )
     cfg = load_config(path=f)
     assert cfg.name == "mine"
     methods, missing = resolve_methods(cfg)

@@ -13,10 +13,24 @@ from bench.inputs import UnsupportedInput, build_inputs, read_profile
 
 
 def case(**kw):
-    base = dict(method="dense", params=(), family="powerlaw",
-                family_params=(("alpha", 1.0), ("noise_floor", 1e-3)), batch=1, heads=2, n=96,
-                m=5, d=8, dv=8, dtype="fp32", setting="target", seed=3, query_scale=1.0,
-                padding=0.0, device="cpu")
+    base = dict(
+        method="dense",
+        params=(),
+        family="powerlaw",
+        family_params=(("alpha", 1.0), ("noise_floor", 1e-3)),
+        batch=1,
+        heads=2,
+        n=96,
+        m=5,
+        d=8,
+        dv=8,
+        dtype="fp32",
+        setting="target",
+        seed=3,
+        query_scale=1.0,
+        padding=0.0,
+        device="cpu",
+    )
     base.update(kw)
     return Case(**base)
 
@@ -42,19 +56,27 @@ def test_exact_rank_family_has_that_rank():
 def test_powerlaw_and_exponential_spectra():
     s = _sv(build_inputs(case()))
     i = torch.arange(1, 17, dtype=torch.float64)
-    expected = i ** -1.0 + 1e-3
+    expected = i**-1.0 + 1e-3
     assert torch.allclose(s / s[0], expected / expected[0], rtol=1e-4)
-    s = _sv(build_inputs(case(family="exponential", family_params=(("beta", 0.5), ("noise_floor", 0.0)))))
+    s = _sv(
+        build_inputs(
+            case(family="exponential", family_params=(("beta", 0.5), ("noise_floor", 0.0)))
+        )
+    )
     assert float(s[1] / s[0]) == pytest.approx(np.exp(-0.5), rel=1e-4)
 
 
 def test_spectrum_matched_profile_formats(tmp_path):
     flat = tmp_path / "ds1" / "profile.json"
     flat.parent.mkdir()
-    flat.write_text(json.dumps({"dataset": "ds1", "model": "powerlaw", "alpha": 0.5, "noise_floor": 0.01}))
+    flat.write_text(
+        json.dumps({"dataset": "ds1", "model": "powerlaw", "alpha": 0.5, "noise_floor": 0.01})
+    )
     nested = tmp_path / "ds2" / "profile.json"
     nested.parent.mkdir()
-    nested.write_text(json.dumps({"model": "exponential", "params": {"beta": 0.5}, "noise_floor": 0.0}))
+    nested.write_text(
+        json.dumps({"model": "exponential", "params": {"beta": 0.5}, "noise_floor": 0.0})
+    )
     _, d1 = read_profile(flat)
     _, d2 = read_profile(nested)
     assert d1["params"]["alpha"] == 0.5 and d1["dataset"] == "ds1"
@@ -66,15 +88,20 @@ def test_spectrum_matched_profile_formats(tmp_path):
     npy = tmp_path / "sv.npy"
     np.save(npy, np.array([4.0, 2.0, 1.0]))
     s = _sv(build_inputs(case(family="spectrum_matched", family_params=(("profile", str(npy)),))))
-    assert float(s[1] / s[0]) == pytest.approx(0.5, rel=1e-4) and float(s[5] / s[0]) == pytest.approx(0.25, rel=1e-4)
+    assert float(s[1] / s[0]) == pytest.approx(0.5, rel=1e-4) and float(
+        s[5] / s[0]
+    ) == pytest.approx(0.25, rel=1e-4)
 
 
 def test_real_family_without_data_is_unsupported(tmp_path):
     with pytest.raises(UnsupportedInput, match="not found"):
         build_inputs(case(family="real", family_params=(("path", str(tmp_path / "none.npz")),)))
     f = tmp_path / "u.npz"
-    np.savez(f, k=np.random.default_rng(0).normal(size=(2, 100, 8)).astype("f4"),
-             v=np.ones((2, 100, 8), "f4"))
+    np.savez(
+        f,
+        k=np.random.default_rng(0).normal(size=(2, 100, 8)).astype("f4"),
+        v=np.ones((2, 100, 8), "f4"),
+    )
     inp = build_inputs(case(family="real", family_params=(("path", str(f)),), batch=2))
     assert inp.k.shape == (2, 2, 96, 8) and not inp.info["synthetic"]
 

@@ -18,15 +18,20 @@ def test_stability_rule():
 
 def test_summarise_times():
     s = timing.summarise_times([4.0, 1.0, 3.0, 2.0], "attend")
-    assert s == {"attend_ms_median": 2.5, "attend_ms_iqr": pytest.approx(1.5), "attend_ms_min": 1.0,
-                 "attend_calls": 4}
+    assert s == {
+        "attend_ms_median": 2.5,
+        "attend_ms_iqr": pytest.approx(1.5),
+        "attend_ms_min": 1.0,
+        "attend_calls": 4,
+    }
     assert timing.summarise_times([], "x")["x_calls"] == 0
 
 
 def test_phase_timer_bounds_calls_on_cpu():
     calls = []
-    t = timing.PhaseTimer("cpu", Timing(min_calls=3, max_calls=7, min_time_s=10.0, warmup_max=4,
-                                        sample_min_ms=0.0))  # one call per sample
+    t = timing.PhaseTimer(
+        "cpu", Timing(min_calls=3, max_calls=7, min_time_s=10.0, warmup_max=4, sample_min_ms=0.0)
+    )  # one call per sample
     times = t.measure(lambda: calls.append(1))
     assert len(times) == 7 and t.name == "perf_counter"
     assert 1 + 7 <= len(calls) <= 4 + 7
@@ -38,15 +43,18 @@ def test_l2_flush_size_falls_back_without_cuda():
     assert timing.l2_flush_bytes(torch.device("cuda")) == 128 * 2**20
 
 
-@pytest.mark.parametrize("name,key", [
-    ("NVIDIA H100 80GB HBM3", "H100 SXM"),
-    ("NVIDIA H100 PCIe", "H100 PCIe"),
-    ("NVIDIA H100 NVL", "H100 NVL"),
-    ("NVIDIA H200", "H200"),
-    ("NVIDIA A100-SXM4-80GB", "A100 SXM 80GB"),
-    ("NVIDIA A100-PCIE-40GB", "A100 PCIe 40GB"),
-    ("NVIDIA GeForce RTX 4090", None),
-])
+@pytest.mark.parametrize(
+    "name,key",
+    [
+        ("NVIDIA H100 80GB HBM3", "H100 SXM"),
+        ("NVIDIA H100 PCIe", "H100 PCIe"),
+        ("NVIDIA H100 NVL", "H100 NVL"),
+        ("NVIDIA H200", "H200"),
+        ("NVIDIA A100-SXM4-80GB", "A100 SXM 80GB"),
+        ("NVIDIA A100-PCIE-40GB", "A100 PCIe 40GB"),
+        ("NVIDIA GeForce RTX 4090", None),
+    ],
+)
 def test_roofline_lookup_by_device_name(name, key):
     assert roofline.gpu_model_key(name) == key
     f, b = roofline.gpu_peaks(name, "bf16")

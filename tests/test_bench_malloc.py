@@ -45,7 +45,9 @@ FAULTS = textwrap.dedent("""
 
 @pytest.mark.skipif(not GLIBC, reason="needs glibc (mallopt)")
 def test_tuning_removes_the_page_faults_of_fresh_temporaries():
-    out = subprocess.run([sys.executable, "-c", FAULTS], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", FAULTS], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr
     r = json.loads(out.stdout.strip().splitlines()[-1])
     assert r["applied"]
@@ -65,8 +67,15 @@ def test_not_glibc_is_a_no_op_with_a_reason(monkeypatch):
     assert "not Linux" in allocator.tune_glibc_malloc().reason
 
 
-@pytest.mark.parametrize("kw", [{"mmap_threshold": 64 * 2**20}, {"mmap_threshold": -1},
-                                {"trim_threshold": 1.5}, {"mmap_threshold": True}])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"mmap_threshold": 64 * 2**20},
+        {"mmap_threshold": -1},
+        {"trim_threshold": 1.5},
+        {"mmap_threshold": True},
+    ],
+)
 def test_bad_thresholds_are_value_errors(kw):
     with pytest.raises(ValueError, match="must be an int in"):
         allocator.tune_glibc_malloc(**kw)
@@ -74,16 +83,21 @@ def test_bad_thresholds_are_value_errors(kw):
 
 def test_harness_column_says_on_or_off_and_why(monkeypatch):
     monkeypatch.setattr(malloc, "malloc_tuning", lambda: None)
-    monkeypatch.setattr(malloc, "tune_glibc_malloc",
-                        lambda: allocator.MallocTuning(True, 2**25, 2**28))
+    monkeypatch.setattr(
+        malloc, "tune_glibc_malloc", lambda: allocator.MallocTuning(True, 2**25, 2**28)
+    )
     monkeypatch.delenv("BENCH_MALLOC_TUNE", raising=False)
-    assert malloc.apply_malloc_tuning(True, "cpu")["malloc_tuning"].startswith("on: glibc malloc tuned")
+    assert malloc.apply_malloc_tuning(True, "cpu")["malloc_tuning"].startswith(
+        "on: glibc malloc tuned"
+    )
     assert "not a CPU run" in malloc.apply_malloc_tuning(True, "cuda:0")["malloc_tuning"]
     assert "sweep config" in malloc.apply_malloc_tuning(False, "cpu")["malloc_tuning"]
     monkeypatch.setenv("BENCH_MALLOC_TUNE", "0")
     assert "BENCH_MALLOC_TUNE=0" in malloc.apply_malloc_tuning(True, "cpu")["malloc_tuning"]
     monkeypatch.setattr(malloc, "malloc_tuning", lambda: allocator.MallocTuning(True, 1, 2))
-    assert malloc.apply_malloc_tuning(False, "cpu")["malloc_tuning"].startswith("on: ")  # cannot be undone
+    assert malloc.apply_malloc_tuning(False, "cpu")["malloc_tuning"].startswith(
+        "on: "
+    )  # cannot be undone
 
 
 def test_config_switch():
@@ -111,8 +125,14 @@ def test_cpu_sweep_rows_record_the_tuning(tmp_path):
         print(json.dumps(sorted({{r["malloc_tuning"] for r in rows}})))
     """)
     env = {k: v for k, v in __import__("os").environ.items() if k != "BENCH_MALLOC_TUNE"}
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
-                         timeout=300, env={**env, "PYTHONPATH": f"{ROOT}:{ROOT / 'tests'}"})
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**env, "PYTHONPATH": f"{ROOT}:{ROOT / 'tests'}"},
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     values = json.loads(out.stdout.strip().splitlines()[-1])
     assert len(values) == 1 and values[0].startswith("on: glibc malloc tuned: mmap_threshold=")

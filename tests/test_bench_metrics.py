@@ -32,7 +32,8 @@ def test_kl_known_pair():
     assert float(metrics.tv_rows(p, q)[0]) == pytest.approx(0.25)
     mix = [0.375, 0.625]
     js = 0.5 * (0.5 * math.log(0.5 / mix[0]) + 0.5 * math.log(0.5 / mix[1])) + 0.5 * (
-        0.25 * math.log(0.25 / mix[0]) + 0.75 * math.log(0.75 / mix[1]))
+        0.25 * math.log(0.25 / mix[0]) + 0.75 * math.log(0.75 / mix[1])
+    )
     assert float(metrics.js_rows(p, q)[0]) == pytest.approx(js, abs=1e-12)
     assert js == pytest.approx(0.033822, abs=1e-6)
 
@@ -81,7 +82,9 @@ def test_summarise_and_fidelity_rows():
     s = metrics.summarise(torch.tensor([1.0, 2.0, 3.0, 4.0]), "kl")
     assert s["kl_mean"] == 2.5 and s["kl_p50"] == 2.5 and s["kl_max"] == 4.0
     assert s["kl_p99"] == pytest.approx(3.97)
-    assert metrics.summarise(torch.empty(0), "x") == {f"x_{k}": None for k in ("mean", "p50", "p99", "max")}
+    assert metrics.summarise(torch.empty(0), "x") == {
+        f"x_{k}": None for k in ("mean", "p50", "p99", "max")
+    }
     p = torch.softmax(torch.randn(5, 7, generator=torch.Generator().manual_seed(0)), -1)
     res = metrics.fidelity_rows(p, p, is_distribution=True)
     assert float(res["kl"].max()) < 1e-5 and float(res["tv"].max()) < 1e-6

@@ -14,13 +14,37 @@ from bench.peers import COLUMNS, linrec_core, plain_gram_eigh, ratio_interval
 
 
 def test_bench_peers_tiny(tmp_path, capsys):
-    rc = main(["peers", "--n", "128", "--m", "8", "--d", "16", "--rank", "4", "--features", "32",
-               "--rounds", "3", "--out", str(tmp_path)])
+    rc = main(
+        [
+            "peers",
+            "--n",
+            "128",
+            "--m",
+            "8",
+            "--d",
+            "16",
+            "--rank",
+            "4",
+            "--features",
+            "32",
+            "--rounds",
+            "3",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     assert rc == 0
     t = pd.read_csv(tmp_path / "peers.csv")
     assert list(t.columns) == COLUMNS
-    assert set(t["pair"]) >= {"performer", "causal_linear", "linrec", "linrec_unchecked", "linrec_seq_axis",
-                              "svd_prepare", "svd_prepare_unchecked"}
+    assert set(t["pair"]) >= {
+        "performer",
+        "causal_linear",
+        "linrec",
+        "linrec_unchecked",
+        "linrec_seq_axis",
+        "svd_prepare",
+        "svd_prepare_unchecked",
+    }
     assert set(t["status"]) <= {"ok", "skipped", "unsupported"}
     # the causal pair runs wherever fla is installed (the test extra does not install it)
     causal = t[t["pair"] == "causal_linear"].iloc[0]
@@ -34,7 +58,10 @@ def test_bench_peers_tiny(tmp_path, capsys):
         if r["pair"] == "linrec_seq_axis":  # another operator: must be flagged as differing
             assert not r["agree"] and "another operator" in r["reason"]
         else:
-            assert r["agree"] and r["max_rel_diff"] <= r["tolerance"], (r["pair"], r["max_rel_diff"])
+            assert r["agree"] and r["max_rel_diff"] <= r["tolerance"], (
+                r["pair"],
+                r["max_rel_diff"],
+            )
     md = (tmp_path / "peers.md").read_text()
     assert "thread CPU time" in md and "| svd_prepare |" in md
     assert "wrote" in capsys.readouterr().out
@@ -42,7 +69,9 @@ def test_bench_peers_tiny(tmp_path, capsys):
 
 def test_ratio_interval_brackets_the_geometric_mean():
     ratio, lo, hi = ratio_interval([2.0, 2.2, 1.8, 2.1], [1.0, 1.0, 1.0, 1.0])
-    assert lo < ratio < hi and ratio == pytest.approx(math.exp(sum(map(math.log, [2.0, 2.2, 1.8, 2.1])) / 4))
+    assert lo < ratio < hi and ratio == pytest.approx(
+        math.exp(sum(map(math.log, [2.0, 2.2, 1.8, 2.1])) / 4)
+    )
     assert math.isnan(ratio_interval([1.0], [2.0])[1])
 
 

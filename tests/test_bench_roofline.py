@@ -47,14 +47,17 @@ B, H, N, M, D = 2, 3, 100, 10, 8
 BH = B * H
 
 
-@pytest.mark.parametrize("name,params,prepare,attend", [
-    ("dense", {}, 0, BH * M * N),
-    ("svd_exact", {"rank": 4}, 0, BH * M * N),
-    ("svd_tokens", {"rank": 4}, 0, BH * M * 4),
-    ("performer", {"features": 16}, BH * N * 16, BH * M * 16),
-    ("linrec", {}, BH * N * D, BH * M * D),
-    ("lrea", {"rank": 4}, 0, 0),
-])
+@pytest.mark.parametrize(
+    "name,params,prepare,attend",
+    [
+        ("dense", {}, 0, BH * M * N),
+        ("svd_exact", {"rank": 4}, 0, BH * M * N),
+        ("svd_tokens", {"rank": 4}, 0, BH * M * 4),
+        ("performer", {"features": 16}, BH * N * 16, BH * M * 16),
+        ("linrec", {}, BH * N * D, BH * M * D),
+        ("lrea", {"rank": 4}, 0, 0),
+    ],
+)
 def test_exps_counted_per_method(name, params, prepare, attend):
     op = ai.get(name, **params)
     shape = Shape(B, H, N, M, D, D)
@@ -78,7 +81,9 @@ def test_each_bound_wins_somewhere():
     peaks = dict(peak_flops=1e12, peak_bw=1e9, peak_exp=1e9)
 
     def floor(flops, nbytes, exps):
-        return roofline.roofline_floor(flops, nbytes, exps, peaks["peak_flops"], peaks["peak_bw"], peaks["peak_exp"])
+        return roofline.roofline_floor(
+            flops, nbytes, exps, peaks["peak_flops"], peaks["peak_bw"], peaks["peak_exp"]
+        )
 
     assert floor(2e12, 1e6, 1e6) == (pytest.approx(2.0), "matmul")
     assert floor(1e9, 3e9, 1e6) == (pytest.approx(3.0), "memory")
@@ -87,16 +92,27 @@ def test_each_bound_wins_somewhere():
     assert floor(0.0, 0.0, 0.0) == (0.0, None)  # no modelled work (dense prepare)
     assert floor(None, None, None) == (None, None)
     # a missing peak drops its term
-    assert roofline.roofline_floor(1e9, 1e6, 4e9, 1e12, 1e9, None) == (pytest.approx(1e-3), "matmul")
+    assert roofline.roofline_floor(1e9, 1e6, 4e9, 1e12, 1e9, None) == (
+        pytest.approx(1e-3),
+        "matmul",
+    )
 
 
 def test_phase_columns_and_fraction_not_clipped():
     cols = roofline.phase_roofline("attend", 1e9, 1e6, 4e9, 2000.0, 1e12, 1e9, 1e9)
-    assert cols == {"roofline_floor_ms_attend": pytest.approx(4000.0), "roofline_bound_attend": "exp",
-                    "roofline_fraction_attend": pytest.approx(2.0)}  # > 1: the model overcounts the time
+    assert cols == {
+        "roofline_floor_ms_attend": pytest.approx(4000.0),
+        "roofline_bound_attend": "exp",
+        "roofline_fraction_attend": pytest.approx(2.0),
+    }  # > 1: the model overcounts the time
     empty = roofline.phase_roofline("prepare", 0.0, 0.0, 0.0, 0.01, 1e12, 1e9, 1e9)
     assert empty["roofline_bound_prepare"] is None and empty["roofline_fraction_prepare"] is None
-    assert roofline.phase_roofline("forward", 1.0, 1.0, 1.0, None, 1.0, 1.0, 1.0)["roofline_fraction_forward"] is None
+    assert (
+        roofline.phase_roofline("forward", 1.0, 1.0, 1.0, None, 1.0, 1.0, 1.0)[
+            "roofline_fraction_forward"
+        ]
+        is None
+    )
 
 
 def test_two_bound_fraction_equals_the_floor_without_exps():
@@ -106,7 +122,9 @@ def test_two_bound_fraction_equals_the_floor_without_exps():
 
 
 def test_exp_table_rates():
-    assert roofline.gpu_exp_rate("NVIDIA H100 80GB HBM3") == pytest.approx(132 * 16 * 1.83e9)  # ~3.9e12
+    assert roofline.gpu_exp_rate("NVIDIA H100 80GB HBM3") == pytest.approx(
+        132 * 16 * 1.83e9
+    )  # ~3.9e12
     assert roofline.gpu_exp_rate("NVIDIA H200") == roofline.gpu_exp_rate("NVIDIA H100 80GB HBM3")
     assert roofline.gpu_exp_rate("NVIDIA H100 PCIe") == pytest.approx(114 * 16 * 1.755e9)
     assert roofline.gpu_exp_rate("NVIDIA H100 NVL") == pytest.approx(132 * 16 * 1.785e9)
@@ -160,11 +178,19 @@ def test_triton_exp_probe_runs_tiny():
 
 # ----------------------------------------------------------------------------- smoke sweep
 
+
 @pytest.fixture(scope="module")
 def sweep_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("roof")
-    cfg = load_config(path=tiny_sweep(root, name="tiny-roofline", m=8, fidelity=False,
-                                      grid_extra="features = [8]\nbatch = [1]\nheads = [2]"))
+    cfg = load_config(
+        path=tiny_sweep(
+            root,
+            name="tiny-roofline",
+            m=8,
+            fidelity=False,
+            grid_extra="features = [8]\nbatch = [1]\nheads = [2]",
+        )
+    )
     cases = expand(cfg, resolve_methods(cfg)[0], "cpu")
     runner.run_sweep(cfg, cases, root / "cpu", progress=False)
     return root / "cpu"
@@ -173,14 +199,25 @@ def sweep_dir(tmp_path_factory) -> Path:
 def test_sweep_writes_the_three_bound_columns(sweep_dir):
     df = store.read_table(sweep_dir)
     assert (df["status"] == "ok").all() and set(df["method"]) == set(ai.available())
-    for col in ("exps", "exps_attend", "exps_prepare", "peak_exp_per_s", "peak_source", "peak_flops_table",
-                "bytes_attend", "roofline_fraction"):
+    for col in (
+        "exps",
+        "exps_attend",
+        "exps_prepare",
+        "peak_exp_per_s",
+        "peak_source",
+        "peak_flops_table",
+        "bytes_attend",
+        "roofline_fraction",
+    ):
         assert col in df.columns, col
     for phase in ("prepare", "attend", "forward"):
         for kind in ("floor_ms", "bound", "fraction"):
             assert f"roofline_{kind}_{phase}" in df.columns
     assert (df["peak_exp_per_s"] > 0).all() and (df["peak_source"] == "measured").all()
-    assert df["roofline_bound_attend"].isin(BOUNDS).all() and df["roofline_bound_forward"].isin(BOUNDS).all()
+    assert (
+        df["roofline_bound_attend"].isin(BOUNDS).all()
+        and df["roofline_bound_forward"].isin(BOUNDS).all()
+    )
     assert (df["roofline_floor_ms_attend"] > 0).all() and (df["roofline_fraction_attend"] > 0).all()
     assert (df["roofline_fraction"] == df["roofline_fraction_forward"]).all()
     dense = df[df["method"] == "dense"]
@@ -191,7 +228,11 @@ def test_sweep_writes_the_three_bound_columns(sweep_dir):
     assert (ratio - df["roofline_fraction_forward"]).abs().max() < 1e-9
     # the floor is the max of the three terms
     r = df[df["method"] == "svd_exact"].iloc[0]
-    terms = [r["flops"] / r["peak_flops"], r["bytes"] / r["peak_bytes_per_s"], r["exps"] / r["peak_exp_per_s"]]
+    terms = [
+        r["flops"] / r["peak_flops"],
+        r["bytes"] / r["peak_bytes_per_s"],
+        r["exps"] / r["peak_exp_per_s"],
+    ]
     assert r["roofline_floor_ms_forward"] == pytest.approx(max(terms) * 1e3)
 
 
@@ -226,12 +267,17 @@ def test_report_roofline_from_a_table_without_the_new_columns(tmp_path):
     # the fixture's self-attention rows (the largest for dense, svd_exact) carry no work columns
     work = t[t["n"] != t["m"]]
     assert len(work) == 4 and (t.loc[t["n"] == t["m"], "forward bound"] == "not recorded").all()
-    assert work["forward bound"].str.endswith("(no exp term)").all() and (work["forward fraction"] > 0).all()
+    assert (
+        work["forward bound"].str.endswith("(no exp term)").all()
+        and (work["forward fraction"] > 0).all()
+    )
     assert EXP_NOT_RECORDED in s.figures[0].caption
     # derived forward fraction = the two-bound fraction the old table recorded (peaks and work as given)
     ph = roofline_phases(rs.ok)
     has = rs.ok["flops"].notna()
-    two = (rs.ok["flops"] / rs.ok["peak_flops"]).combine(rs.ok["bytes"] / rs.ok["peak_bytes_per_s"], max) * 1e3
+    two = (rs.ok["flops"] / rs.ok["peak_flops"]).combine(
+        rs.ok["bytes"] / rs.ok["peak_bytes_per_s"], max
+    ) * 1e3
     assert (ph.loc[has, "roofline_floor_ms_forward"] - two[has]).abs().max() < 1e-12
 
 
@@ -240,7 +286,9 @@ def test_recorded_columns_are_kept_and_exp_bounds_show():
     ok = df[df["status"] == "ok"]
     ph = roofline_phases(ok)
     rec = ok["roofline_floor_ms_attend"].notna()
-    assert (ph.loc[rec, "roofline_floor_ms_attend"] == ok.loc[rec, "roofline_floor_ms_attend"]).all()
+    assert (
+        ph.loc[rec, "roofline_floor_ms_attend"] == ok.loc[rec, "roofline_floor_ms_attend"]
+    ).all()
     assert (ph.loc[rec, "roofline_exp_attend"] == "recorded").all()
     t = roofline_case_table(ph[ph["setting"] == "target"])
     assert "exp" in set(t["attend bound"]) and len(t) == len(set(ok["method"]))
@@ -248,14 +296,38 @@ def test_recorded_columns_are_kept_and_exp_bounds_show():
 
 
 def test_derived_bound_uses_exps_when_the_table_has_them():
-    rows = [{"method": "dense", "label": "dense", "n": 1024, "m": 64, "d": 64, "status": "ok", "device": "cuda",
-             "forward_ms_median": 4.0, "attend_ms_median": 4.0, "prepare_ms_median": 0.0,
-             "flops": 1e9, "bytes": 1e6, "exps": 4e9, "flops_attend": 1e9, "bytes_attend": 1e6, "exps_attend": 4e9,
-             "peak_flops": 1e12, "peak_bytes_per_s": 1e9, "peak_exp_per_s": 2e12}]
+    rows = [
+        {
+            "method": "dense",
+            "label": "dense",
+            "n": 1024,
+            "m": 64,
+            "d": 64,
+            "status": "ok",
+            "device": "cuda",
+            "forward_ms_median": 4.0,
+            "attend_ms_median": 4.0,
+            "prepare_ms_median": 0.0,
+            "flops": 1e9,
+            "bytes": 1e6,
+            "exps": 4e9,
+            "flops_attend": 1e9,
+            "bytes_attend": 1e6,
+            "exps_attend": 4e9,
+            "peak_flops": 1e12,
+            "peak_bytes_per_s": 1e9,
+            "peak_exp_per_s": 2e12,
+        }
+    ]
     ph = roofline_phases(normalise_bench(pd.DataFrame(rows), "cuda"))
     r = ph.iloc[0]
-    assert r["roofline_bound_attend"] == "exp" and r["roofline_floor_ms_attend"] == pytest.approx(2.0)
-    assert r["roofline_fraction_forward"] == pytest.approx(0.5) and r["roofline_exp_forward"] == "derived"
+    assert r["roofline_bound_attend"] == "exp" and r["roofline_floor_ms_attend"] == pytest.approx(
+        2.0
+    )
+    assert (
+        r["roofline_fraction_forward"] == pytest.approx(0.5)
+        and r["roofline_exp_forward"] == "derived"
+    )
     assert r["roofline_fraction"] == pytest.approx(0.5)
 
 

@@ -37,7 +37,9 @@ def test_corrupt_middle_line_is_a_clear_error(tmp_path, capsys):
     out = tmp_path / "run"
     out.mkdir()
     log = out / "rows.jsonl"
-    log.write_text(json.dumps({"case_id": "a"}) + "\n#garbage!\n" + json.dumps({"case_id": "b"}) + "\n")
+    log.write_text(
+        json.dumps({"case_id": "a"}) + "\n#garbage!\n" + json.dumps({"case_id": "b"}) + "\n"
+    )
     with pytest.raises(ResultsFileError, match=r"rows.jsonl, line 2"):
         store.read_rows(log)
     assert main(["run", "--preset", "smoke", "--out", str(out), "--no-progress"]) == 2

@@ -11,21 +11,57 @@ from bench import store, targets
 from bench.cli import main
 
 H100 = "NVIDIA H100 80GB HBM3"
-TARGET = {"n": 10000, "m": 2048, "d": 64, "dtype": "bf16", "batch": 4, "heads": 2,
-          "family": "powerlaw", "setting": "target"}
+TARGET = {
+    "n": 10000,
+    "m": 2048,
+    "d": 64,
+    "dtype": "bf16",
+    "batch": 4,
+    "heads": 2,
+    "family": "powerlaw",
+    "setting": "target",
+}
 
 
-def row(method, attend, *, rank=None, features=None, solver=None, rel=0.01, roof=(0.6, 0.55),
-        bound="memory", **case):
-    params = {k: v for k, v in (("rank", rank), ("features", features), ("solver", solver)) if v is not None}
+def row(
+    method,
+    attend,
+    *,
+    rank=None,
+    features=None,
+    solver=None,
+    rel=0.01,
+    roof=(0.6, 0.55),
+    bound="memory",
+    **case,
+):
+    params = {
+        k: v
+        for k, v in (("rank", rank), ("features", features), ("solver", solver))
+        if v is not None
+    }
     label = method + (f"[{','.join(f'{k}={v}' for k, v in params.items())}]" if params else "")
-    r = {"case_id": f"{label}-{sorted(case.items())}", "method": method, "label": label,
-         "params": json.dumps(params), "rank": rank, "features": features, "solver": solver,
-         **{**TARGET, **case}, "status": "ok", "device_name": H100, "git_commit": "abc123"}
+    r = {
+        "case_id": f"{label}-{sorted(case.items())}",
+        "method": method,
+        "label": label,
+        "params": json.dumps(params),
+        "rank": rank,
+        "features": features,
+        "solver": solver,
+        **{**TARGET, **case},
+        "status": "ok",
+        "device_name": H100,
+        "git_commit": "abc123",
+    }
     for p in ("prepare", "attend", "forward"):
         med = attend if p == "attend" else 2 * attend
         r.update({f"{p}_ms_median": med, f"{p}_ms_iqr": rel * med, f"{p}_ms_iqr_rel": rel})
-    r.update(roofline_fraction_attend=roof[0], roofline_fraction_forward=roof[1], roofline_bound_attend=bound)
+    r.update(
+        roofline_fraction_attend=roof[0],
+        roofline_fraction_forward=roof[1],
+        roofline_bound_attend=bound,
+    )
     return r
 
 
@@ -41,8 +77,16 @@ def table(**over) -> pd.DataFrame:
         row("dense", 9.0, n=65536, m=4096, roof=(0.7, 0.65), bound="compute"),  # dense's largest
         row("dense", 9.0, n=65536, m=4096, dtype="fp32", roof=(0.2, 0.2)),  # tie: bf16 wins
         row("svd_exact", 5.0, rank=16, solver="gram_lowrank", n=65536, m=4096, roof=(0.3, 0.2)),
-        row("svd_exact", 5.0, rank=16, solver="gram", n=65536, m=4096, roof=(0.52, 0.51),
-            bound="exp"),  # tie: default parameters win
+        row(
+            "svd_exact",
+            5.0,
+            rank=16,
+            solver="gram",
+            n=65536,
+            m=4096,
+            roof=(0.52, 0.51),
+            bound="exp",
+        ),  # tie: default parameters win
         {**row("lrea", 0.01, rank=16), "status": "oom"},  # not ok: lrea not measured
     ]
     df = pd.DataFrame(rows)
@@ -62,8 +106,13 @@ def test_attend_ratios_pass_fail_and_not_measured():
     assert "gram_lowrank" in ex["detail"] and "0.6" in ex["detail"]  # each solver's row shown
     assert ex["device_name"] == H100 and ex["commit"] == "abc123"
     assert t["attend_ratio.svd_tokens"]["status"] == "pass"
-    assert t["attend_ratio.linrec"]["value"] == pytest.approx(0.1) and t["attend_ratio.linrec"]["status"] == "fail"
-    assert t["attend_ratio.lrea"]["status"] == "not measured" and pd.isna(t["attend_ratio.lrea"]["value"])
+    assert (
+        t["attend_ratio.linrec"]["value"] == pytest.approx(0.1)
+        and t["attend_ratio.linrec"]["status"] == "fail"
+    )
+    assert t["attend_ratio.lrea"]["status"] == "not measured" and pd.isna(
+        t["attend_ratio.lrea"]["value"]
+    )
     perf = t["attend_ratio.performer"]
     assert perf["value"] == pytest.approx(0.3) and perf["status"] == "no target"
 
@@ -87,7 +136,9 @@ def test_roofline_of_largest_cases_with_ties():
     assert d["value"] == pytest.approx(0.7) and d["status"] == "pass" and "compute" in d["detail"]
     assert "N65536" in d["case"] and "bf16" in d["case"]
     s = t["roofline.attend.svd_exact"]
-    assert s["value"] == pytest.approx(0.52) and "solver=gram]" in s["case"] and "exp" in s["detail"]
+    assert (
+        s["value"] == pytest.approx(0.52) and "solver=gram]" in s["case"] and "exp" in s["detail"]
+    )
     assert t["roofline.forward.svd_exact"]["status"] == "pass"
     assert t["roofline.forward.linrec"]["value"] == pytest.approx(0.55)
     df = table()
@@ -97,8 +148,9 @@ def test_roofline_of_largest_cases_with_ties():
 
 
 def test_roofline_columns_missing_are_not_recorded():
-    df = table().drop(columns=["roofline_fraction_attend", "roofline_fraction_forward",
-                               "roofline_bound_attend"])
+    df = table().drop(
+        columns=["roofline_fraction_attend", "roofline_fraction_forward", "roofline_bound_attend"]
+    )
     t = targets.evaluate(df)
     roof = t[t["target"].str.startswith("roofline")]
     assert len(roof) and (roof["status"] == "not recorded").all()
@@ -120,9 +172,13 @@ def test_noise_pass_fail_and_derived_from_iqr():
     assert "1 of 11 cases" in t["noise.all"]["detail"] and "linrec" in t["noise.all"]["detail"]
     # no _iqr_rel columns (an older table): IQR / median
     old = table().drop(columns=[f"{p}_ms_iqr_rel" for p in targets.PHASES])
-    old.loc[old["method"] == "dense", "attend_ms_iqr"] = 0.04  # dense attend medians are 1.0 and 9.0
+    old.loc[old["method"] == "dense", "attend_ms_iqr"] = (
+        0.04  # dense attend medians are 1.0 and 9.0
+    )
     t = by_target(targets.evaluate(old))
-    assert t["noise.attend"]["value"] == pytest.approx(0.04) and t["noise.attend"]["status"] == "fail"
+    assert (
+        t["noise.attend"]["value"] == pytest.approx(0.04) and t["noise.attend"]["status"] == "fail"
+    )
     none = table().drop(columns=[c for c in table().columns if "_ms_" in c])
     assert by_target(targets.evaluate(none))["noise.all"]["status"] == "not measured"
 

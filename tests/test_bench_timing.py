@@ -111,7 +111,9 @@ def test_cache_mode():
 def test_iqr_rel_and_summarise_phase():
     assert timing.iqr_rel(0.03, 1.5) == pytest.approx(0.02)
     assert timing.iqr_rel(None, 1.0) is None and timing.iqr_rel(0.1, 0.0) is None
-    pt = timing.PhaseTiming([1.0, 2.0, 3.0, 4.0], inner=50, input_sets=4, cache=timing.CACHE_ROTATION)
+    pt = timing.PhaseTiming(
+        [1.0, 2.0, 3.0, 4.0], inner=50, input_sets=4, cache=timing.CACHE_ROTATION
+    )
     s = timing.summarise_phase(pt, "attend")
     assert s["attend_ms_median"] == 2.5 and s["attend_ms_iqr"] == pytest.approx(1.5)
     assert s["attend_ms_iqr_rel"] == pytest.approx(0.6) and s["attend_calls"] == 200
@@ -141,7 +143,9 @@ def test_cpu_samples_hold_inner_calls_and_report_per_call_time():
 def test_inner_max_caps_and_rotation_cycles_through_input_sets():
     seen = []
     fns = [lambda i=i: seen.append(i) for i in range(3)]
-    cfg = Timing(min_calls=2, max_calls=2, min_time_s=0.0, warmup_max=2, sample_min_ms=5.0, inner_max=7)
+    cfg = Timing(
+        min_calls=2, max_calls=2, min_time_s=0.0, warmup_max=2, sample_min_ms=5.0, inner_max=7
+    )
     pt = timing.PhaseTimer("cpu", cfg).run(fns)
     assert pt.inner == 7 and pt.input_sets == 3 and pt.cache == timing.CACHE_ROTATION
     assert seen == [i % 3 for i in range(len(seen))]  # consecutive calls never repeat a set
@@ -175,7 +179,9 @@ def test_cuda_decisions_flush_fallback_and_rotation():
     # rotation: no flush, 1 ms samples of 1 us calls
     t.log.clear()
     pt = t.run([lambda: None] * 8, working_set_bytes=1 * MiB)
-    assert pt.inner == 1000 and pt.cache == timing.CACHE_ROTATION and not any(f for _, _, f in t.log)
+    assert (
+        pt.inner == 1000 and pt.cache == timing.CACHE_ROTATION and not any(f for _, _, f in t.log)
+    )
     # a working set of >= 2 x L2 needs neither
     pt = t.run(lambda: None, working_set_bytes=200 * MiB)
     assert pt.inner == 1000 and pt.cache == timing.CACHE_LARGE
@@ -202,15 +208,27 @@ def test_rotation_copies_are_independent(tmp_path):
         assert runner.tensor_bytes(inp.k, inp.k) == inp.k.numel() * inp.k.element_size()
         cols = runner.time_phases(op, inp, state, False, timing.PhaseTimer("cpu", cfg.timing))
     assert cols["timing_input_sets"] > 1 and cols["timing_cache_attend"] == "rotation"
-    assert cols["timing_working_set_bytes_prepare"] == runner.tensor_bytes(inp.k, inp.v, inp.key_mask)
+    assert cols["timing_working_set_bytes_prepare"] == runner.tensor_bytes(
+        inp.k, inp.v, inp.key_mask
+    )
 
 
 # ----------------------------------------------------------------------------- a tiny sweep
 
+
 def _tiny(tmp_path: Path, **timing_extra) -> Path:
-    return tiny_sweep(tmp_path, methods=["dense", "svd_exact", "linrec"], fidelity=False,
-                      timing={"min_calls": 3, "max_calls": 4, "warmup_max": 2, "sample_min_ms": 0.3,
-                              **timing_extra})
+    return tiny_sweep(
+        tmp_path,
+        methods=["dense", "svd_exact", "linrec"],
+        fidelity=False,
+        timing={
+            "min_calls": 3,
+            "max_calls": 4,
+            "warmup_max": 2,
+            "sample_min_ms": 0.3,
+            **timing_extra,
+        },
+    )
 
 
 def test_sweep_writes_timing_columns(tmp_path):
@@ -227,15 +245,34 @@ def test_sweep_writes_timing_columns(tmp_path):
         assert (df[f"{p}_calls"] == inner * samples).all()
         rel = df[f"{p}_ms_iqr_rel"]
         assert (rel >= 0).all()
-        assert rel.to_numpy() == pytest.approx((df[f"{p}_ms_iqr"] / df[f"{p}_ms_median"]).to_numpy())
-        assert (df[f"timing_cache_{p}"] == "rotation").all() and (df[f"timing_input_sets_{p}"] > 1).all()
+        assert rel.to_numpy() == pytest.approx(
+            (df[f"{p}_ms_iqr"] / df[f"{p}_ms_median"]).to_numpy()
+        )
+        assert (df[f"timing_cache_{p}"] == "rotation").all() and (
+            df[f"timing_input_sets_{p}"] > 1
+        ).all()
     cols = list(df.columns)
-    assert cols.index("attend_ms_iqr_rel") < cols.index("timer") < cols.index("timing_inner_calls_attend")
+    assert (
+        cols.index("attend_ms_iqr_rel")
+        < cols.index("timer")
+        < cols.index("timing_inner_calls_attend")
+    )
 
 
 def test_run_prints_the_noise_summary(tmp_path, capsys):
-    rc = main(["run", "--config", str(_tiny(tmp_path)), "--out", str(tmp_path / "run"), "--no-progress",
-               "--methods", "dense", "linrec"])
+    rc = main(
+        [
+            "run",
+            "--config",
+            str(_tiny(tmp_path)),
+            "--out",
+            str(tmp_path / "run"),
+            "--no-progress",
+            "--methods",
+            "dense",
+            "linrec",
+        ]
+    )
     assert rc == 0
     out = capsys.readouterr().out
     assert "timing noise (IQR/median per case; target < 3%)" in out
@@ -249,7 +286,9 @@ def test_run_prints_the_noise_summary(tmp_path, capsys):
 
 
 @pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA events and L2 rotation need a CUDA device")
+@pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="CUDA events and L2 rotation need a CUDA device"
+)
 def test_cuda_event_samples_with_rotation():
     dev = torch.device("cuda")
     cfg = Timing(min_calls=5, max_calls=10, min_time_s=0.0)
@@ -282,7 +321,9 @@ def test_cuda_graph_replay_timing_and_capture_failure_note():
     from bench import runner
 
     dev = torch.device("cuda")
-    t = timing.PhaseTimer(dev, Timing(min_calls=5, max_calls=10, min_time_s=0.0, graph_calls_max=16))
+    t = timing.PhaseTimer(
+        dev, Timing(min_calls=5, max_calls=10, min_time_s=0.0, graph_calls_max=16)
+    )
     xs = [torch.randn(256, 256, device=dev) for _ in range(3)]
     pt = t.run_graph([lambda x=x: x @ x for x in xs], working_set_bytes=xs[0].numel() * 4)
     assert pt.extra["graph_calls"] == 15 and pt.samples >= 5 and min(pt.times_ms) > 0
@@ -308,7 +349,9 @@ def test_cpu_phase_records_thread_and_process_cpu_time():
     cols = timing.summarise_phase(pt, "forward")
     assert cols["forward_thread_cpu_ms_median"] == pytest.approx(sorted(pt.thread_cpu_ms)[1])
     assert cols["forward_process_cpu_ms_median"] >= 0.9 * cols["forward_thread_cpu_ms_median"]
-    assert cols["forward_wall_per_cpu"] == pytest.approx(cols["forward_ms_median"] / cols["forward_process_cpu_ms_median"])
+    assert cols["forward_wall_per_cpu"] == pytest.approx(
+        cols["forward_ms_median"] / cols["forward_process_cpu_ms_median"]
+    )
     assert set(cols) >= {f"forward_{c}" for c in ("thread_cpu_ms_iqr", "process_cpu_ms_iqr")}
     assert set(cols) <= set(store.COLUMNS)  # every column the timer writes is in the schema
 
@@ -344,16 +387,28 @@ def test_cuda_rows_have_no_cpu_time():
 def test_rank_by_names_the_column_and_old_files_rank_by_wall():
     from bench.summary import crossover, rank_by
 
-    old = store.to_frame([{"case_id": "a", "method": "dense", "status": "ok", "forward_ms_median": 1.0}])
+    old = store.to_frame(
+        [{"case_id": "a", "method": "dense", "status": "ok", "forward_ms_median": 1.0}]
+    )
     assert rank_by(old)[0] == "wall"  # an older file: CPU-time columns empty
     base = dict(status="ok", m=4, d=8, dtype="fp32", batch=1, heads=1, family="x", setting="target")
     rows = []
     for n, dense_cpu, fast_cpu in ((64, 1.0, 2.0), (128, 2.0, 1.0)):
         for method, cpu in (("dense", dense_cpu), ("svd_exact", fast_cpu)):
-            rows.append({**base, "n": n, "method": method, "label": method, "forward_ms_median": 5.0,
-                         "attend_ms_median": 5.0, "forward_process_cpu_ms_median": cpu,
-                         "attend_process_cpu_ms_median": cpu, "timing_rank_by": "process_cpu",
-                         "timing_wall_warning": "load average 3.00 per core (> 1)"})
+            rows.append(
+                {
+                    **base,
+                    "n": n,
+                    "method": method,
+                    "label": method,
+                    "forward_ms_median": 5.0,
+                    "attend_ms_median": 5.0,
+                    "forward_process_cpu_ms_median": cpu,
+                    "attend_process_cpu_ms_median": cpu,
+                    "timing_rank_by": "process_cpu",
+                    "timing_wall_warning": "load average 3.00 per core (> 1)",
+                }
+            )
     df = store.to_frame(rows)
     timing_kind, why = rank_by(df)
     assert timing_kind == "process_cpu" and "process CPU time" in why and "load average" in why

@@ -38,8 +38,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     cfg = load_config(preset)
     methods, _ = resolve_methods(cfg)
     cases = expand(cfg, methods, _device(cfg.device))
-    metafunc.parametrize("method,n,m,bench_case", [(c.method, c.n, c.m, c) for c in cases],
-                         ids=[c.test_id for c in cases])
+    metafunc.parametrize(
+        "method,n,m,bench_case",
+        [(c.method, c.n, c.m, c) for c in cases],
+        ids=[c.test_id for c in cases],
+    )
 
 
 def _inputs(case):
@@ -70,7 +73,9 @@ def test_forward(benchmark, request, method, n, m, bench_case) -> None:
 
     def forward() -> None:
         with torch.inference_mode():
-            op.attend_unchecked(op.prepare_unchecked(inp.k, inp.v, inp.key_mask), inp.q, case.causal)
+            op.attend_unchecked(
+                op.prepare_unchecked(inp.k, inp.v, inp.key_mask), inp.q, case.causal
+            )
         if cuda:
             torch.cuda.synchronize()
 
@@ -86,12 +91,16 @@ def test_forward(benchmark, request, method, n, m, bench_case) -> None:
         for _ in range(3):
             forward()
         per_call_ms = (time.perf_counter() - t0) / 3 * 1e3
-        inner = timing.choose_inner(per_call_ms, timing.sample_min_ms(cfg.timing, cuda),
-                                    cfg.timing.inner_max)
+        inner = timing.choose_inner(
+            per_call_ms, timing.sample_min_ms(cfg.timing, cuda), cfg.timing.inner_max
+        )
         rounds = timing.plan_samples(per_call_ms, inner, cfg.timing)
     benchmark.extra_info.update({k: store._clean(v) for k, v in row.items()})
     benchmark.extra_info["timer"] = "pytest-benchmark" + ("+cuda_sync" if cuda else "")
-    benchmark.extra_info.update(timing_inner_calls_forward=inner, timing_samples_forward=rounds,
-                                timing_sample_min_ms=timing.sample_min_ms(cfg.timing, cuda))
+    benchmark.extra_info.update(
+        timing_inner_calls_forward=inner,
+        timing_samples_forward=rounds,
+        timing_sample_min_ms=timing.sample_min_ms(cfg.timing, cuda),
+    )
     benchmark.pedantic(forward, rounds=rounds, warmup_rounds=1, iterations=inner)
     assert row["kl_mean"] is None or row["kl_mean"] >= 0

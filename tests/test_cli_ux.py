@@ -24,8 +24,11 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
-PARSERS = {"bench": bench_cli._parser, "analysis": analysis_cli.build_parser,
-           "reports": reports_cli.build_parser}
+PARSERS = {
+    "bench": bench_cli._parser,
+    "analysis": analysis_cli.build_parser,
+    "reports": reports_cli.build_parser,
+}
 
 
 def _subparsers(p: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
@@ -37,19 +40,31 @@ def _subparsers(p: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser
 
 @pytest.mark.parametrize("prog", sorted(PARSERS))
 def test_every_option_has_help(prog: str) -> None:
-    missing = [f"{name} {'/'.join(a.option_strings) or a.dest}"
-               for name, sp in _subparsers(PARSERS[prog]()).items() for a in sp._actions
-               if not isinstance(a, argparse._HelpAction) and not a.help]
+    missing = [
+        f"{name} {'/'.join(a.option_strings) or a.dest}"
+        for name, sp in _subparsers(PARSERS[prog]()).items()
+        for a in sp._actions
+        if not isinstance(a, argparse._HelpAction) and not a.help
+    ]
     assert not missing, f"{prog}: options without help: {missing}"
 
 
-@pytest.mark.parametrize("prog,argv,usage", [
-    ("bench", ["run", "--out", "x", "--nope"], "python -m bench run"),
-    ("analysis", ["decide", "--spectra", "x", "--out", "y", "--nope"], "python -m analysis decide"),
-    ("reports", ["build", "--results", "x", "--out", "y", "--nope"], "python -m reports build"),
-])
+@pytest.mark.parametrize(
+    "prog,argv,usage",
+    [
+        ("bench", ["run", "--out", "x", "--nope"], "python -m bench run"),
+        (
+            "analysis",
+            ["decide", "--spectra", "x", "--out", "y", "--nope"],
+            "python -m analysis decide",
+        ),
+        ("reports", ["build", "--results", "x", "--out", "y", "--nope"], "python -m reports build"),
+    ],
+)
 def test_unknown_option_shows_the_subcommand_usage(prog, argv, usage, capsys) -> None:
-    main = {"bench": bench_cli.main, "analysis": analysis_cli.main, "reports": reports_cli.main}[prog]
+    main = {"bench": bench_cli.main, "analysis": analysis_cli.main, "reports": reports_cli.main}[
+        prog
+    ]
     with pytest.raises(SystemExit) as exc:
         main(argv)
     err = capsys.readouterr().err
@@ -67,10 +82,14 @@ def test_one_list_syntax() -> None:
     assert split_list(["dense,svd_exact", "linrec"]) == ["dense", "svd_exact", "linrec"]
     assert split_list("1e-2, 1e-3", float) == [1e-2, 1e-3]
     assert split_list(None) is None
-    a = analysis_cli.build_parser().parse_args(["decide", "--spectra", "s", "--out", "o", "--m", "64,256", "1024"])
+    a = analysis_cli.build_parser().parse_args(
+        ["decide", "--spectra", "s", "--out", "o", "--m", "64,256", "1024"]
+    )
     assert split_list(a.m, int) == [64, 256, 1024]
     with pytest.raises(SystemExit):
-        analysis_cli.build_parser().parse_args(["spectrum", "--out", "o", "--embedding", "ppmi,bogus"])
+        analysis_cli.build_parser().parse_args(
+            ["spectrum", "--out", "o", "--embedding", "ppmi,bogus"]
+        )
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
@@ -81,7 +100,7 @@ def test_presets_show_round_trips(name: str, capsys) -> None:
     a, b = load_config(name), parse_config(tomllib.loads(text), source="shown")
     ma, _ = resolve_methods(a)
     assert [c.case_id for c in expand(a, ma, "cpu")] == [c.case_id for c in expand(b, ma, "cpu")]
-    assert dumps({"x": [{"a": 1}], "y": {"z": "q\"uote"}}).count("[[x]]") == 1
+    assert dumps({"x": [{"a": 1}], "y": {"z": 'q"uote'}}).count("[[x]]") == 1
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "examples").glob("*.toml")), ids=lambda p: p.name)
@@ -100,13 +119,17 @@ def test_sweep_guard() -> None:
     why = refusal(est, "paper", "cpu", yes=False)
     assert why and "--yes" in why and "GPU" in why and str(est.cases) in why
     assert refusal(est, "paper", "cpu", yes=True) is None
-    assert refusal(est, "paper", "cpu", yes=False, time_budget_min=5) is not None  # still not on a CPU
+    assert (
+        refusal(est, "paper", "cpu", yes=False, time_budget_min=5) is not None
+    )  # still not on a CPU
     assert refusal(est, "mine", "cpu", yes=False) is not None
     assert refusal(est, "mine", "cpu", yes=False, time_budget_min=5) is None  # the budget bounds it
 
 
 def test_paper_on_cpu_is_refused_without_yes(tmp_path: Path, capsys) -> None:
-    rc = bench_cli.main(["run", "--preset", "paper", "--device", "cpu", "--out", str(tmp_path / "p")])
+    rc = bench_cli.main(
+        ["run", "--preset", "paper", "--device", "cpu", "--out", str(tmp_path / "p")]
+    )
     assert rc == 2
     assert "--yes" in capsys.readouterr().err
     assert not (tmp_path / "p" / "rows.jsonl").exists()
@@ -125,10 +148,23 @@ def test_main_job_passes_column_flags_through(tmp_path: Path) -> None:
     stub.mkdir()
     (stub / "python").write_text(f'#!/bin/sh\necho "$@" >> {tmp_path / "calls.txt"}\n')
     (stub / "python").chmod(0o755)
-    env = {**os.environ, "PATH": f"{stub}:{os.environ['PATH']}", "DATA": "my/log.csv",
-           "FORMAT": "csv", "USER_COL": "uid", "ITEM_COL": "iid", "TIME_COL": "ts", "YES": "1"}
-    subprocess.run(["bash", str(ROOT / "main_job.sh"), str(tmp_path / "out")], env=env, check=True,
-                   capture_output=True, timeout=60)
+    env = {
+        **os.environ,
+        "PATH": f"{stub}:{os.environ['PATH']}",
+        "DATA": "my/log.csv",
+        "FORMAT": "csv",
+        "USER_COL": "uid",
+        "ITEM_COL": "iid",
+        "TIME_COL": "ts",
+        "YES": "1",
+    }
+    subprocess.run(
+        ["bash", str(ROOT / "main_job.sh"), str(tmp_path / "out")],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     calls = (tmp_path / "calls.txt").read_text().splitlines()
     spectrum = next(c for c in calls if " spectrum " in c)
     assert "--format csv --user-col uid --item-col iid --time-col ts" in spectrum

@@ -23,18 +23,46 @@ from conftest import tiny_sweep  # noqa: E402
 
 # columns that must match between a local run and a Ray run (timings, memory peaks, the
 # machine's ceilings and environment columns are measurements and may differ)
-SAME = ["case_id", "method", "label", "params", "family", "n", "m", "d", "batch", "heads", "dtype",
-        "setting", "status", "reason", "backend", "kl_mean", "kl_max", "tv_mean", "out_err_max",
-        "top10_recall_mean", "flops", "bytes", "exps", "mem_model_bytes"]
+SAME = [
+    "case_id",
+    "method",
+    "label",
+    "params",
+    "family",
+    "n",
+    "m",
+    "d",
+    "batch",
+    "heads",
+    "dtype",
+    "setting",
+    "status",
+    "reason",
+    "backend",
+    "kl_mean",
+    "kl_max",
+    "tv_mean",
+    "out_err_max",
+    "top10_recall_mean",
+    "flops",
+    "bytes",
+    "exps",
+    "mem_model_bytes",
+]
 
 
 @pytest.fixture(scope="module")
 def local_ray():
     started = not ray.is_initialized()
     if started:
-        ray.init(address="local", num_cpus=2, object_store_memory=80 * 2**20,
-                 include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}})
+        ray.init(
+            address="local",
+            num_cpus=2,
+            object_store_memory=80 * 2**20,
+            include_dashboard=False,
+            log_to_driver=False,
+            runtime_env={"env_vars": {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}},
+        )
     yield ray
     if started:
         ray.shutdown()
@@ -86,8 +114,15 @@ def test_killed_worker_then_resume_loses_and_duplicates_nothing(local_ray, tmp_p
             killed.append(pid)
 
     out = tmp_path / "run"
-    rows, info = run_sweep_ray(cfg, cases, out, progress=False, workers=2, on_row=kill_one,
-                               worker_env={"BENCH_TEST_DELAY_S": "0.2"})
+    rows, info = run_sweep_ray(
+        cfg,
+        cases,
+        out,
+        progress=False,
+        workers=2,
+        on_row=kill_one,
+        worker_env={"BENCH_TEST_DELAY_S": "0.2"},
+    )
     assert killed and info["worker_deaths"] >= 1
     lost = set(info["lost"])
     assert lost and not lost & {r["case_id"] for r in rows}  # the dead worker's case: no row

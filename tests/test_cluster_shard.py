@@ -44,14 +44,31 @@ def test_shard_runs_merge_into_one_row_per_case(tmp_path, capsys):
     path = tiny_sweep(tmp_path, methods=["dense", "svd_exact"], n=(32, 48, 64))
     _, cases = _cases(path)
     for i in range(2):
-        assert bench_main(["run", "--config", str(path), "--out", str(tmp_path / f"s{i}"),
-                           "--shard", f"{i}/2", "--no-progress"]) == 0
+        assert (
+            bench_main(
+                [
+                    "run",
+                    "--config",
+                    str(path),
+                    "--out",
+                    str(tmp_path / f"s{i}"),
+                    "--shard",
+                    f"{i}/2",
+                    "--no-progress",
+                ]
+            )
+            == 0
+        )
     # a duplicated row (a shard re-run by hand) and a stale "input unavailable" row
     rows0 = store.read_rows(tmp_path / "s0" / store.LOG_NAME)
     stale = dict(rows0[0], status="unsupported", reason="input unavailable: later")
     store.append_row(tmp_path / "s1" / store.LOG_NAME, [rows0[1], stale])
-    assert bench_main(["merge", str(tmp_path / "s0"), str(tmp_path / "s1"),
-                       "--out", str(tmp_path / "all")]) == 0
+    assert (
+        bench_main(
+            ["merge", str(tmp_path / "s0"), str(tmp_path / "s1"), "--out", str(tmp_path / "all")]
+        )
+        == 0
+    )
     merged = store.read_rows(tmp_path / "all" / store.LOG_NAME)
     ids = [r["case_id"] for r in merged]
     assert sorted(ids) == sorted(c.case_id for c in cases) and len(ids) == len(set(ids))
@@ -67,20 +84,49 @@ def test_shard_runs_merge_into_one_row_per_case(tmp_path, capsys):
 def test_cluster_flag_without_ray_says_how_to_install(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
     path = tiny_sweep(tmp_path, methods=["dense"])
-    assert bench_main(["run", "--config", str(path), "--out", str(tmp_path / "r"),
-                       "--cluster", "ray", "--device", "cpu"]) == 2
+    assert (
+        bench_main(
+            [
+                "run",
+                "--config",
+                str(path),
+                "--out",
+                str(tmp_path / "r"),
+                "--cluster",
+                "ray",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 2
+    )
     assert "pip install -e '.[cluster]'" in capsys.readouterr().err
     from analysis.cli import main as analysis_main
 
     write_synthetic_log(tmp_path / "log", users=20, mean_len=5, items=40, dim=8)
-    assert analysis_main(["spectrum", "--data", str(tmp_path / "log"), "--cluster", "ray",
-                          "--buckets", "2", "--out", str(tmp_path / "o")]) == 2
+    assert (
+        analysis_main(
+            [
+                "spectrum",
+                "--data",
+                str(tmp_path / "log"),
+                "--cluster",
+                "ray",
+                "--buckets",
+                "2",
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 2
+    )
     assert "pip install -e '.[cluster]'" in capsys.readouterr().err
 
 
 def test_bucketing_keeps_every_row_and_each_user_in_one_bucket(tmp_path):
-    meta = write_synthetic_log(tmp_path / "log", users=300, mean_len=12, items=200, dim=8,
-                               files=2, seed=1)
+    meta = write_synthetic_log(
+        tmp_path / "log", users=300, mean_len=12, items=200, dim=8, files=2, seed=1
+    )
     bl = acl.bucket_log(tmp_path / "log", tmp_path / "b", 5, buffer_rows=500)  # several flushes
     per = [acl.read_bucket(b) for b in bl]
     assert sum(len(p) for p in per) == meta["rows"]
@@ -103,8 +149,9 @@ def test_histogram_quantiles_equal_numpy():
 
 
 def test_bucketed_spectra_equal_the_plain_route_and_summaries(tmp_path):
-    write_synthetic_log(tmp_path / "log", users=400, mean_len=30, items=300, dim=16, files=2,
-                        seed=2)
+    write_synthetic_log(
+        tmp_path / "log", users=400, mean_len=30, items=300, dim=16, files=2, seed=2
+    )
     table = tmp_path / "log" / "item_embeddings.npy"
     bl = acl.bucket_log(tmp_path / "log", tmp_path / "b", 3)
     run = acl.run_spectra(bl, table, tmp_path / "s", dataset="log")
@@ -119,10 +166,15 @@ def test_bucketed_spectra_equal_the_plain_route_and_summaries(tmp_path):
     assert list(run.summary.columns) == list(want.columns)
     m = run.summary.merge(want, on=["centred", "n_bin"], suffixes=("", "_ref"))
     assert len(m) == len(want)
-    exact = [c for c in want.columns if c != "n_bin"
-             and c.startswith(("r90", "r95", "r99", "n_", "users", "frac_"))]
+    exact = [
+        c
+        for c in want.columns
+        if c != "n_bin" and c.startswith(("r90", "r95", "r99", "n_", "users", "frac_"))
+    ]
     for c in exact:  # integer ranks: exact medians and quantiles from the merged histograms
-        np.testing.assert_allclose(m[c].astype(float), m[f"{c}_ref"].astype(float), rtol=0, atol=1e-12)
+        np.testing.assert_allclose(
+            m[c].astype(float), m[f"{c}_ref"].astype(float), rtol=0, atol=1e-12
+        )
     for c in ("effective_rank", "stable_rank"):
         np.testing.assert_allclose(m[f"{c}_mean"], m[f"{c}_mean_ref"], rtol=1e-12)
         for s in ("median", "p10", "p90"):

@@ -10,10 +10,17 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _row(ds: str, budget: float, scen: str, file: str = "decisions.csv", method: str | None = None) -> pd.Series:
+def _row(
+    ds: str, budget: float, scen: str, file: str = "decisions.csv", method: str | None = None
+) -> pd.Series:
     t = pd.read_csv(ROOT / "results" / "spectra" / ds / file, dtype={"m": str})
-    t = t[(t["route"] == "sasrec") & (t["kl_budget"] == budget) & (t["n_bin"] == "[1000,inf)")
-          & (t["m"] == "1024") & t["scenario"].str.startswith(scen)]
+    t = t[
+        (t["route"] == "sasrec")
+        & (t["kl_budget"] == budget)
+        & (t["n_bin"] == "[1000,inf)")
+        & (t["m"] == "1024")
+        & t["scenario"].str.startswith(scen)
+    ]
     if method:
         t = t[t["method"] == method]
     assert len(t) == 1, t
@@ -28,7 +35,11 @@ def _text() -> str:
 def test_analysis_md_prestored_figures(ds: str) -> None:
     r = _row(ds, 0.01, "pre-stored")
     assert r["method"] == "svd_exact" and r["rank"] == 16 and r["crossover_r"] == 1
-    assert f"{r['speedup']:.2f}x" == "2.93x" and 2.48 <= round(r["speedup_lo"], 2) and round(r["speedup_hi"], 2) <= 3.43
+    assert (
+        f"{r['speedup']:.2f}x" == "2.93x"
+        and 2.48 <= round(r["speedup_lo"], 2)
+        and round(r["speedup_hi"], 2) <= 3.43
+    )
     assert round(r["state_bytes_per_user_head"] / 1024) == 72
     assert "2.93x faster than dense" in _text() and "paying off from R = 1 request" in _text()
 
@@ -50,4 +61,7 @@ def test_analysis_md_lrea_figure() -> None:
 def test_bench_md_quick_time_is_the_committed_one() -> None:
     readme = (ROOT / "results" / "cpu" / "README.md").read_text()
     assert "Wall time: 106.2 s" in readme and "Threads: **1**" in readme
-    assert "106.2 s for the committed `results/cpu` (run with `--threads 1`" in (ROOT / "docs" / "bench.md").read_text()
+    assert (
+        "106.2 s for the committed `results/cpu` (run with `--threads 1`"
+        in (ROOT / "docs" / "bench.md").read_text()
+    )

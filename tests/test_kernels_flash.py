@@ -20,7 +20,9 @@ from attention_impls.dense import softmax_weights
 from attention_impls.kernels import resolve_backend, triton_installed
 
 pytestmark = [
-    pytest.mark.skipif(not triton_installed(), reason="Triton is not installed (pip install triton)"),
+    pytest.mark.skipif(
+        not triton_installed(), reason="Triton is not installed (pip install triton)"
+    ),
     pytest.mark.usefixtures("one_thread"),
 ]
 
@@ -81,7 +83,15 @@ def make_case(case, dtype, seed):
     def conv(t):
         return None if t is None else t.to(DEVICE, dtype)
 
-    return conv(q), conv(k), conv(v), None if mask is None else mask.to(DEVICE), causal, conv(a), conv(bo)
+    return (
+        conv(q),
+        conv(k),
+        conv(v),
+        None if mask is None else mask.to(DEVICE),
+        causal,
+        conv(a),
+        conv(bo),
+    )
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
@@ -91,12 +101,21 @@ def test_kernel_matches_reference(name, dtype):
     case = CASES[name]
     q, k, v, mask, causal, a, bo = make_case(case, dtype, seed=zlib.crc32(name.encode()) % 1000)
     b, h, m, n = case[0], case[1], case[2], case[3]
-    plan = fsh.plan_launch(m, n, b * h, max(case[5], case[6]), causal=causal, dtype=dtype,
-                           sms=fsh.sm_count(q.device), splits=case[12])
+    plan = fsh.plan_launch(
+        m,
+        n,
+        b * h,
+        max(case[5], case[6]),
+        causal=causal,
+        dtype=dtype,
+        sms=fsh.sm_count(q.device),
+        splits=case[12],
+    )
     do = case[7] if case[8] else case[6]
     out = torch.full((b, h, m, do), float("nan"), dtype=dtype, device=DEVICE)  # poison
-    got = fsh.flash_small_head(q, k, v, scale=0.3, key_mask=mask, causal=causal, q_proj=a,
-                               out_proj=bo, plan=plan, out=out)
+    got = fsh.flash_small_head(
+        q, k, v, scale=0.3, key_mask=mask, causal=causal, q_proj=a, out_proj=bo, plan=plan, out=out
+    )
     assert got.data_ptr() == out.data_ptr()
     assert bool(torch.isfinite(got).all()), "unwritten (NaN) or non-finite outputs"
     ref = reference(q, k, v, 0.3, mask, causal, a, bo)
@@ -115,9 +134,19 @@ def test_kernel_matches_reference(name, dtype):
 def test_split_and_unsplit_agree():
     fsh = _kernel()
     q, k, v, mask, causal, a, bo = make_case(CASES["svd_exact_shape"], torch.float32, seed=3)
-    outs = [fsh.flash_small_head(q, k, v, scale=0.25, key_mask=mask, q_proj=a, out_proj=bo,
-                                 plan=fsh.plan_launch(37, 150, 4, 16, splits=s))
-            for s in (1, 2, 3)]
+    outs = [
+        fsh.flash_small_head(
+            q,
+            k,
+            v,
+            scale=0.25,
+            key_mask=mask,
+            q_proj=a,
+            out_proj=bo,
+            plan=fsh.plan_launch(37, 150, 4, 16, splits=s),
+        )
+        for s in (1, 2, 3)
+    ]
     for o in outs[1:]:
         assert rel(o, outs[0].double()) < 1e-6
 
@@ -280,16 +309,33 @@ def test_kernel_check_plan_grid_and_rows():
 
     case = CheckCase()
     grid = plan_grid(case, 16)
-    assert len(grid) > 100 and all(p["splits"] == 1 or case.n // p["splits"] >= p["block_n"] for p in grid)
-    assert not [p for p in plan_grid(case, 64) if p["block_m"] == 128 and p["block_n"] == 128 and p["num_warps"] == 4]
+    assert len(grid) > 100 and all(
+        p["splits"] == 1 or case.n // p["splits"] >= p["block_n"] for p in grid
+    )
+    assert not [
+        p
+        for p in plan_grid(case, 64)
+        if p["block_m"] == 128 and p["block_n"] == 128 and p["num_warps"] == 4
+    ]
     r = row("x", 0.1, case, exp_per_s=3.9e12, dense_ms=0.2, err=1e-3)
     floor = 2048 * 10000 * 8 / 3.9e12 * 1e3
     assert r["exp_floor_ms"] == pytest.approx(floor)
     assert r["fraction_of_exp_floor"] == pytest.approx(floor / 0.1)
     assert r["ratio_to_sdpa_dense"] == pytest.approx(0.5)
-    assert row("x", 0.1, case, exp_per_s=None, dense_ms=None, err=None)["fraction_of_exp_floor"] is None
+    assert (
+        row("x", 0.1, case, exp_per_s=None, dense_ms=None, err=None)["fraction_of_exp_floor"]
+        is None
+    )
     bc = case.bench_case("cpu")
-    assert (bc.n, bc.m, bc.d, bc.batch, bc.heads, bc.dtype, bc.family) == (10000, 2048, 64, 4, 2, "bf16", "powerlaw")
+    assert (bc.n, bc.m, bc.d, bc.batch, bc.heads, bc.dtype, bc.family) == (
+        10000,
+        2048,
+        64,
+        4,
+        2,
+        "bf16",
+        "powerlaw",
+    )
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA message")

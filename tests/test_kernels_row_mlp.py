@@ -60,11 +60,16 @@ def kernel_call(name, op, state, q, **kw):
     if name == "linrec":
         return row_mlp.linrec_attend(q, state.kv, state.empty_users, op.params["eps"], **kw)
     if name == "lrea":
-        return row_mlp.lrea_attend(q, state.c, state.bv, state.empty_users, op.params["slope"], **kw)
+        return row_mlp.lrea_attend(
+            q, state.c, state.bv, state.empty_users, op.params["slope"], **kw
+        )
     if name == "svd_tokens":
-        return row_mlp.svd_tokens_attend(q, state.zk, state.zv, state.empty_users, inv_sqrt(state.d), **kw)
-    return row_mlp.performer_attend(q, state.omega, state.kv, state.ksum, state.empty_users,
-                                    op.eps, **kw)  # the resolved floor (eps="auto" -> a number)
+        return row_mlp.svd_tokens_attend(
+            q, state.zk, state.zv, state.empty_users, inv_sqrt(state.d), **kw
+        )
+    return row_mlp.performer_attend(
+        q, state.omega, state.kv, state.ksum, state.empty_users, op.eps, **kw
+    )  # the resolved floor (eps="auto" -> a number)
 
 
 def scramble_user(state, user):
@@ -80,10 +85,14 @@ def poisoned(b, h, m, dv, dtype):
     return torch.full((b, h, m, dv), float("nan"), dtype=dtype, device=DEV)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=["fp32", "fp16", "bf16"])
+@pytest.mark.parametrize(
+    "dtype", [torch.float32, torch.float16, torch.bfloat16], ids=["fp32", "fp16", "bf16"]
+)
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_triton_matches_torch(name, dtype):
-    seed = sorted(CASES).index(name) * 10 + [torch.float32, torch.float16, torch.bfloat16].index(dtype)
+    seed = sorted(CASES).index(name) * 10 + [torch.float32, torch.float16, torch.bfloat16].index(
+        dtype
+    )
     q, k, v = inputs(seed, dtype)
     mask = padding_mask(B, N, [31, 0], DEV)  # user 1: all padding
     tri = ai.get(name, backend="triton", **CASES[name])
@@ -118,15 +127,21 @@ def test_row_and_hidden_chunks_and_no_mask(name):
     state = tri.prepare(k, v, None)
     assert state.empty_users is None
     ref = ai.get(name, backend="torch", **params).attend(state, q)
-    out = kernel_call(name, tri, state, q, block_m=16, block_r=16, out=poisoned(B, H, 40, DV, torch.float32))
+    out = kernel_call(
+        name, tri, state, q, block_m=16, block_r=16, out=poisoned(B, H, 40, DV, torch.float32)
+    )
     assert torch.isfinite(out).all()
     assert rel(out, ref) < 1e-4
 
 
 def upcast(state):
     """The same prepared state with its working-dtype tensors in fp32."""
-    low = {f.name: getattr(state, f.name).float() for f in dataclasses.fields(state)
-           if isinstance(getattr(state, f.name), torch.Tensor) and getattr(state, f.name).dtype == state.dtype}
+    low = {
+        f.name: getattr(state, f.name).float()
+        for f in dataclasses.fields(state)
+        if isinstance(getattr(state, f.name), torch.Tensor)
+        and getattr(state, f.name).dtype == state.dtype
+    }
     return dataclasses.replace(state, dtype=torch.float32, **low)
 
 
@@ -155,14 +170,18 @@ def test_explicit_triton_needs_compiled_cuda_or_interpreter(name, monkeypatch):
     op = ai.get(name, backend="triton", **CASES[name])
     q, k, v = inputs(0, torch.float32)
     state = op.prepare(k.cpu(), v.cpu())
-    with pytest.raises(ValueError, match=rf"{name}: backend='triton' cannot run on cpu: .*TRITON_INTERPRET=1"):
+    with pytest.raises(
+        ValueError, match=rf"{name}: backend='triton' cannot run on cpu: .*TRITON_INTERPRET=1"
+    ):
         op.attend(state, q.cpu())
     assert ai.get(name, backend="auto", **CASES[name]).backend_used("cpu") == "torch"
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_unknown_backend_and_auto_on_cpu(name):
-    with pytest.raises(ValueError, match=rf"{name}: unknown backend 'cuda'; use one of auto, torch, triton"):
+    with pytest.raises(
+        ValueError, match=rf"{name}: unknown backend 'cuda'; use one of auto, torch, triton"
+    ):
         ai.get(name, backend="cuda", **CASES[name])
     assert ai.get(name, **CASES[name]).params["backend"] == "auto"
     auto = ai.get(name, **CASES[name])
@@ -170,7 +189,9 @@ def test_unknown_backend_and_auto_on_cpu(name):
     q, k, v = inputs(1, torch.float32)
     q, k, v = q.cpu(), k.cpu(), v.cpu()
     state = auto.prepare(k, v)
-    assert torch.equal(auto.attend(state, q), ai.get(name, backend="torch", **CASES[name]).attend(state, q))
+    assert torch.equal(
+        auto.attend(state, q), ai.get(name, backend="torch", **CASES[name]).attend(state, q)
+    )
 
 
 def test_fp64_stays_on_torch():
@@ -189,7 +210,10 @@ def test_lrea_training_form_is_torch_only():
     assert op.backend_used(DEV) == "torch"
     q, k, v = inputs(4, torch.float32)
     state = op.prepare(k, v)
-    assert torch.equal(op.attend(state, q), ai.get("lrea", rank=8, form="training", backend="torch").attend(state, q))
+    assert torch.equal(
+        op.attend(state, q),
+        ai.get("lrea", rank=8, form="training", backend="torch").attend(state, q),
+    )
 
 
 def test_works_without_triton_and_imports_kernels_lazily():
@@ -214,7 +238,9 @@ def test_works_without_triton_and_imports_kernels_lazily():
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: captures the compiled kernel in a CUDA graph")
+@pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs CUDA: captures the compiled kernel in a CUDA graph"
+)
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_cuda_graph_capture_and_replay(name):
     """attend_unchecked captures in a CUDA graph (so it never syncs with the host) and a

@@ -12,19 +12,32 @@ from bench.logs import setup_cli_logging
 ROOT = Path(__file__).resolve().parents[1]
 # modules whose job is a command line: they print tables and progress for a person
 CLI_MODULES = {
-    "bench/cli.py", "bench/__main__.py", "bench/kernel_check.py", "bench/estimate.py",
-    "bench/probe_overhead.py", "bench/probe_performer.py", "bench/solvers.py",  # probe scripts
-    "analysis/cli.py", "analysis/__main__.py", "analysis/cluster.py", "analysis/scale_bench.py",
+    "bench/cli.py",
+    "bench/__main__.py",
+    "bench/kernel_check.py",
+    "bench/estimate.py",
+    "bench/probe_overhead.py",
+    "bench/probe_performer.py",
+    "bench/solvers.py",  # probe scripts
+    "analysis/cli.py",
+    "analysis/__main__.py",
+    "analysis/cluster.py",
+    "analysis/scale_bench.py",
     "analysis/quality_cli.py",
-    "analysis/synthlog.py", "reports/cli.py", "reports/__main__.py",
+    "analysis/synthlog.py",
+    "reports/cli.py",
+    "reports/__main__.py",
     "attention_impls/kernels/aot.py",
 }
 
 
 def _prints(path: Path) -> list[int]:
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    return [n.lineno for n in ast.walk(tree)
-            if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "print"]
+    return [
+        n.lineno
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "print"
+    ]
 
 
 def test_library_modules_do_not_print():

@@ -44,7 +44,9 @@ def test_state_reuse_across_candidate_batches(device, name):
     for m, seed in ((32, 1), (8, 2), (3, 3)):
         q = make_qkv(m=m, n=40, device=device, seed=seed)[0]
         fresh = ai.get(name, **ALL[name])  # a fresh operator: same seeded features / projection
-        torch.testing.assert_close(op.attend(state, q), fresh.forward(q, k, v, mask), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            op.attend(state, q), fresh.forward(q, k, v, mask), atol=1e-5, rtol=1e-5
+        )
 
 
 @pytest.mark.parametrize("name", sorted(ALL))
@@ -123,14 +125,18 @@ def test_bad_inputs_raise_clear_errors(name):
         op.forward(q, k, v.double())
     if not torch.cuda.is_available():
         meta = torch.empty(2, 2, 20, 16, device="meta")
-        with pytest.raises(ValueError, match="v is on the meta device"):  # before any device comparison
+        with pytest.raises(
+            ValueError, match="v is on the meta device"
+        ):  # before any device comparison
             op.forward(q, k, meta)
 
 
 @pytest.mark.parametrize("name", ["svd_exact", "svd_tokens"])
 def test_rank_larger_than_data_allows(name):
     q, k, v = make_qkv(n=20, d=8)  # min(N, d_k + d_v) = 16
-    with pytest.raises(ValueError, match=r"rank 17 is larger than the data allows: min\(N, d_k \+ d_v\)"):
+    with pytest.raises(
+        ValueError, match=r"rank 17 is larger than the data allows: min\(N, d_k \+ d_v\)"
+    ):
         ai.get(name, rank=17).forward(q, k, v)
     q, k, v = make_qkv(n=5, d=8)
     with pytest.raises(ValueError, match="larger than the data allows"):
@@ -155,13 +161,18 @@ def test_check_reports_reasons_and_cost_is_positive():
     causal = Shape(batch=1, heads=1, n=64, m=64, d=16, causal=True)
     assert ai.get("dense").check(causal) == []
     assert ai.get("svd_exact", rank=32).check(causal) == []  # full rank: min(N, d_k + d_v)
-    assert "causal needs rank" in ai.get("svd_exact", rank=4).check(causal)[0]  # would leak the future
+    assert (
+        "causal needs rank" in ai.get("svd_exact", rank=4).check(causal)[0]
+    )  # would leak the future
     for name in ("linrec", "performer"):
         assert ai.get(name, **ALL[name]).check(causal) == []
     for name in ("lrea", "svd_tokens"):
         reasons = ai.get(name, **ALL[name]).check(causal)
         assert reasons and "causal" in reasons[0]
-    assert "larger than the data allows" in ai.get("svd_exact", rank=64).check(Shape(1, 1, 32, 4, 16))[0]
+    assert (
+        "larger than the data allows"
+        in ai.get("svd_exact", rank=64).check(Shape(1, 1, 32, 4, 16))[0]
+    )
     assert "unknown dtype" in ai.get("dense").check(shape, "int8")[0]
 
 

@@ -14,7 +14,12 @@ from conftest import make_qkv
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 # parameters at which each method claims causal support (svd_exact: full rank, see below)
-CAUSAL_PARAMS = {"dense": {}, "svd_exact": {"rank": 20}, "linrec": {}, "performer": {"features": 32}}
+CAUSAL_PARAMS = {
+    "dense": {},
+    "svd_exact": {"rank": 20},
+    "linrec": {},
+    "performer": {"features": 32},
+}
 B, H, N, D = 2, 2, 20, 12
 
 
@@ -169,7 +174,9 @@ def test_half_precision_and_bad_chunk():
         cl.linrec_causal(q, k, v, None, 1e-12, chunk=0)
 
 
-@pytest.mark.parametrize("name,kernel", [("linrec", "linrec_attend"), ("performer", "performer_attend")])
+@pytest.mark.parametrize(
+    "name,kernel", [("linrec", "linrec_attend"), ("performer", "performer_attend")]
+)
 def test_causal_linear_runs_torch_whatever_the_backend(name, kernel, monkeypatch):
     """The Triton kernels are the non-causal forms: a causal call runs the torch path, and
     ``backend_used(..., causal=True)`` (the bench's backend column) says so."""
@@ -180,14 +187,19 @@ def test_causal_linear_runs_torch_whatever_the_backend(name, kernel, monkeypatch
     tri = ai.get(name, backend="triton")
     assert tri.backend_used(dev, torch.float32) == "triton"
     assert tri.backend_used(dev, torch.float32, causal=True) == "torch"
-    assert ai.get("dense", backend="triton").backend_used(dev, torch.float32, causal=True) == "triton"
+    assert (
+        ai.get("dense", backend="triton").backend_used(dev, torch.float32, causal=True) == "triton"
+    )
 
     def no_kernel(*args, **kwargs):
         raise AssertionError("the non-causal kernel ran a causal call")
 
     monkeypatch.setattr(row_mlp, kernel, no_kernel)
     with torch.no_grad():
-        assert torch.equal(tri.forward(q, k, v, causal=True), ai.get(name, backend="torch").forward(q, k, v, causal=True))
+        assert torch.equal(
+            tri.forward(q, k, v, causal=True),
+            ai.get(name, backend="torch").forward(q, k, v, causal=True),
+        )
 
 
 @pytest.mark.parametrize("name", ["linrec", "performer"])

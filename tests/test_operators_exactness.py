@@ -23,7 +23,9 @@ def explicit_softmax_attention(q, k, v, mask=None, causal=False):
         s = s.masked_fill(~mask[:, None, None, :], float("-inf"))
     if causal:
         n = k.shape[2]
-        s = s.masked_fill(~torch.ones(n, n, dtype=torch.bool, device=q.device).tril(), float("-inf"))
+        s = s.masked_fill(
+            ~torch.ones(n, n, dtype=torch.bool, device=q.device).tril(), float("-inf")
+        )
     return torch.softmax(s, -1) @ v.double()
 
 
@@ -51,7 +53,9 @@ def test_dense_implied_weights_are_softmax(device):
     w = op.implied_weights(op.prepare(k, v), q)
     assert w.dtype == torch.float32
     torch.testing.assert_close(w.sum(-1), torch.ones_like(w.sum(-1)))
-    torch.testing.assert_close((w.double() @ v.double()).float(), op.forward(q, k, v), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        (w.double() @ v.double()).float(), op.forward(q, k, v), atol=1e-5, rtol=1e-5
+    )
 
 
 @pytest.mark.parametrize("solver", ["svd", "lowrank", "gram", "gram_lowrank"])
@@ -123,7 +127,9 @@ def test_svd_tokens_reconstructs_rank_r_input(device):
     torch.testing.assert_close(op.attend(state, q), p @ state.zv, atol=1e-5, rtol=1e-5)
     # implied weights reproduce the output through the reconstructed values
     w = op.implied_weights(state, q)
-    torch.testing.assert_close(w @ state.reconstruct()[..., 8:], op.attend(state, q), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(
+        w @ state.reconstruct()[..., 8:], op.attend(state, q), atol=1e-4, rtol=1e-4
+    )
 
 
 def test_svd_tokens_rms_scaling(device):
@@ -324,6 +330,7 @@ def test_svd_exact_rank_r_ill_conditioned_equals_dense(solver, cond):
     ref = ai.get("dense").forward(q, k, v)
     out = ai.get("svd_exact", rank=12, solver=solver).forward(q, k, v)
     assert rel(out, ref) < 1e-5, (solver, rel(out, ref))
+
     # gradients with respect to the queries (the scores are exactly Q K^T here); k and v do
     # not require grad, so every solver runs (below full rank only the gram solvers have a
     # backward on K, V: tests/test_operators_grad.py)
@@ -356,7 +363,9 @@ def test_gram_refinement_restores_what_the_fp32_gram_loses():
     assert rel(recon, x) < 1e-6
     eye = torch.eye(12).expand(1, 2, 12, 12)
     torch.testing.assert_close(f.u.transpose(-1, -2) @ f.u, eye, atol=1e-5, rtol=0)
-    torch.testing.assert_close(f.s.double(), torch.linalg.svdvals(x.double())[..., :12], rtol=1e-5, atol=1e-6)  # s_1 = 10
+    torch.testing.assert_close(
+        f.s.double(), torch.linalg.svdvals(x.double())[..., :12], rtol=1e-5, atol=1e-6
+    )  # s_1 = 10
 
 
 def test_gram_certificate_takes_the_plain_route_only_when_fp32_is_enough():
@@ -371,7 +380,9 @@ def test_gram_certificate_takes_the_plain_route_only_when_fp32_is_enough():
         return torch.linalg.eigvalsh(x.transpose(-1, -2) @ x).flip(-1)
 
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(1, 2, 512, 4, generator=g) @ torch.randn(1, 2, 4, 32, generator=g)  # lambda_4 ~ lambda_1 / 4
+    x = torch.randn(1, 2, 512, 4, generator=g) @ torch.randn(
+        1, 2, 4, 32, generator=g
+    )  # lambda_4 ~ lambda_1 / 4
     assert plain_gram_is_enough(evals(x[..., :16], x[..., 16:]), 4)
     assert not plain_gram_is_enough(evals(x[..., :16], x[..., 16:]), 6)  # no gap after lambda_6
     # low_rank_kv spreads s over [1, 5]: lambda_r = lambda_1 / 25, below the certificate
@@ -393,7 +404,10 @@ def test_svd_exact_on_the_certified_plain_gram_route_equals_dense(full):
         x = left * torch.linspace(3.0, 1.0, 16) * 4.0  # s_1 / s_16 = 3
         r = 16
     else:
-        x, r = torch.randn(1, 2, 96, 4, generator=g) @ torch.randn(1, 2, 4, 32, generator=g) / 2.0, 4
+        x, r = (
+            torch.randn(1, 2, 96, 4, generator=g) @ torch.randn(1, 2, 4, 32, generator=g) / 2.0,
+            4,
+        )
     x = x @ torch.linalg.qr(torch.randn(1, 2, x.shape[-1], x.shape[-1], generator=g))[0]
     k, v = x[..., : x.shape[-1] // 2].contiguous(), x[..., x.shape[-1] // 2 :].contiguous()
     assert plain_gram_is_enough(torch.linalg.eigvalsh(x.transpose(-1, -2) @ x).flip(-1), r)
@@ -418,7 +432,11 @@ def test_lrea_prepare_never_fits(monkeypatch):
     def no_svd(*args, **kwargs):
         raise AssertionError("prepare ran a decomposition")
 
-    for target, name in ((torch.linalg, "svd"), (torch, "svd_lowrank"), (lrea_mod, "principal_positions")):
+    for target, name in (
+        (torch.linalg, "svd"),
+        (torch, "svd_lowrank"),
+        (lrea_mod, "principal_positions"),
+    ):
         monkeypatch.setattr(target, name, no_svd)
     for o in (op, ai.get("lrea", rank=4)):
         out = o.forward(q, k, v)

@@ -23,7 +23,9 @@ from attention_impls.grad_rules import BACKWARD_SOLVERS
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 B, H, N, M, D = 2, 1, 8, 3, 4
-DEV = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # triton: compiled, or the interpreter
+DEV = torch.device(
+    "cuda" if torch.cuda.is_available() else "cpu"
+)  # triton: compiled, or the interpreter
 FP32_INSIDE = {"eps": 1e-3, "atol": 2e-3, "rtol": 2e-3}
 EXACT = {}
 
@@ -36,8 +38,10 @@ def padded() -> torch.Tensor:
 
 def leaves(m=M, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return tuple(torch.randn(B, H, length, D, generator=g, dtype=torch.float64).requires_grad_(True)
-                 for length in (m, N, N))
+    return tuple(
+        torch.randn(B, H, length, D, generator=g, dtype=torch.float64).requires_grad_(True)
+        for length in (m, N, N)
+    )
 
 
 def lrea_op(form: str) -> ai.AttentionOperator:
@@ -71,7 +75,9 @@ def test_gradcheck_fp64(label, factory, causal, tol, masked):
     op = factory()
     mask = padded() if masked else None
     q, k, v = leaves(m=N if causal else M)
-    assert gradcheck(lambda q, k, v: op.forward(q, k, v, mask, causal=causal), (q, k, v), **tol), label
+    assert gradcheck(lambda q, k, v: op.forward(q, k, v, mask, causal=causal), (q, k, v), **tol), (
+        label
+    )
 
 
 def test_every_method_is_gradchecked():
@@ -104,7 +110,9 @@ def test_solvers_without_backward_refuse_it_clearly(name, solver):
     assert solver not in BACKWARD_SOLVERS
     q, k, v = leaves()
     op = ai.get(name, rank=3, solver=solver)
-    with pytest.raises(ValueError, match=rf"{name}: solver='{solver}' has no reliable backward.*solver='gram'"):
+    with pytest.raises(
+        ValueError, match=rf"{name}: solver='{solver}' has no reliable backward.*solver='gram'"
+    ):
         op.forward(q, k, v, padded())
     with torch.no_grad():  # inference is untouched
         assert torch.isfinite(op.forward(q, k, v, padded())).all()
@@ -182,10 +190,12 @@ def test_svd_exact_full_rank_gradients_are_dense_for_every_solver(n, solver):
     """At full rank svd_exact is dense attention, so its gradients must be dense's, with a
     padded user (zero singular values) and for solvers that refuse backward below full rank."""
     g = torch.Generator().manual_seed(5)
-    q, k, v = (torch.randn(B, H, length, D, generator=g, dtype=torch.float64).requires_grad_(True)
-               for length in (M, n, n))
+    q, k, v = (
+        torch.randn(B, H, length, D, generator=g, dtype=torch.float64).requires_grad_(True)
+        for length in (M, n, n)
+    )
     mask = torch.ones(B, n, dtype=torch.bool)
-    mask[1, n // 2:] = False
+    mask[1, n // 2 :] = False
     op = ai.get("svd_exact", rank=min(n, 2 * D), solver=solver)
     assert gradcheck(lambda q, k, v: op.forward(q, k, v, mask), (q, k, v)), solver
     out = op.forward(q, k, v, mask)

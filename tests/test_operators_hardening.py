@@ -57,7 +57,11 @@ def test_item1_svd_exact_fp16_large_keys_small_queries_is_finite_and_exact(n, ks
 
 def test_item1_svd_exact_fp16_huge_queries_and_keys():
     """q, k ~ 1e4 in fp16: was non-finite; now finite and close to its own fp32 result."""
-    q, k, v = _rand((1, 2, 8, 16), 0, 1e4), _rand((1, 2, 256, 16), 1, 1e4), _rand((1, 2, 256, 16), 2)
+    q, k, v = (
+        _rand((1, 2, 8, 16), 0, 1e4),
+        _rand((1, 2, 256, 16), 1, 1e4),
+        _rand((1, 2, 256, 16), 2),
+    )
     q, k, v = (t.clamp(-6e4, 6e4).half() for t in (q, k, v))
     op = ai.get("svd_exact", rank=16)
     out = op.forward(q, k, v)
@@ -69,11 +73,19 @@ def test_item1_svd_exact_fp16_huge_queries_and_keys():
 def test_item1_svd_exact_working_scores_fp16_large_keys_is_finite():
     """scores='working' keeps the factors in fp16: the balanced factors must still fit."""
     d = 16
-    q, k, v = _rand((1, 1, 8, d), 0, 3e-4), _rand((1, 1, 4096, d), 1, 1000.0), _rand((1, 1, 4096, d), 2)
+    q, k, v = (
+        _rand((1, 1, 8, d), 0, 3e-4),
+        _rand((1, 1, 4096, d), 1, 1000.0),
+        _rand((1, 1, 4096, d), 2),
+    )
     q, k, v = q.half(), k.half(), v.half()
     op = ai.get("svd_exact", rank=2 * d, scores="working")
     state = op.prepare(k, v)
-    assert state.u.dtype == torch.float16 and torch.isfinite(state.a).all() and torch.isfinite(state.u).all()
+    assert (
+        state.u.dtype == torch.float16
+        and torch.isfinite(state.a).all()
+        and torch.isfinite(state.u).all()
+    )
     out = op.attend(state, q)
     ref = F.scaled_dot_product_attention(q.double(), k.double(), v.double())
     assert torch.isfinite(out).all() and _rel(out, ref) < 1e-2
@@ -102,15 +114,23 @@ def test_item1_lrea_fp16_values_1e3_output_beyond_range_is_a_clear_error():
     op = ai.get("lrea", rank=16)
     op.fit(k)  # the fitted principal-positions projection of the issue's case (prepare never fits)
     assert float(op.forward(q, k, v.half().float()).abs().max()) > FP16_MAX
-    with pytest.raises(ValueError, match="not finite in torch.float16 although q, k and v are finite"):
+    with pytest.raises(
+        ValueError, match="not finite in torch.float16 although q, k and v are finite"
+    ):
         op.forward(q.half(), k.half(), v.half())
 
 
 def test_item1_lrea_fp16_output_beyond_range_is_a_clear_error():
     """q, k ~ 1e4: LREA's unnormalised output itself exceeds fp16: ValueError, not inf."""
-    q, k, v = (_rand((1, 2, n, 16), s, 1e4 if s < 2 else 1.0).clamp(-6e4, 6e4) for n, s in ((8, 0), (256, 1), (256, 2)))
+    q, k, v = (
+        _rand((1, 2, n, 16), s, 1e4 if s < 2 else 1.0).clamp(-6e4, 6e4)
+        for n, s in ((8, 0), (256, 1), (256, 2))
+    )
     op = ai.get("lrea", rank=16)
-    assert float(op.forward(q.half().float(), k.half().float(), v.half().float()).abs().max()) > FP16_MAX
+    assert (
+        float(op.forward(q.half().float(), k.half().float(), v.half().float()).abs().max())
+        > FP16_MAX
+    )
     with pytest.raises(ValueError, match="exceeded the dtype's range"):
         op.forward(q.half(), k.half(), v.half())
 
@@ -122,7 +142,11 @@ def test_item1_lrea_fp16_output_beyond_range_is_a_clear_error():
 def test_item2_svd_exact_bf16_full_rank_large_logits_has_dense_error_order(logit):
     d, n = 32, 128
     s = math.sqrt(logit / 4)  # max logit over 8 queries x 128 keys ~ 4 s^2 ~ logit
-    q, k, v = _rand((1, 2, 8, d), 0, s).bfloat16(), _rand((1, 2, n, d), 1, s).bfloat16(), _rand((1, 2, n, d), 2).bfloat16()
+    q, k, v = (
+        _rand((1, 2, 8, d), 0, s).bfloat16(),
+        _rand((1, 2, n, d), 1, s).bfloat16(),
+        _rand((1, 2, n, d), 2).bfloat16(),
+    )
     ref = F.scaled_dot_product_attention(q.double(), k.double(), v.double())
     assert float((q.double() @ k.double().transpose(-1, -2)).abs().max()) / math.sqrt(d) > logit / 2
     dense_err = _rel(ai.get("dense").forward(q, k, v), ref)
@@ -171,7 +195,9 @@ def test_item4_state_with_other_parameters_is_a_clear_error():
         ai.get("linrec").attend(state, q)
     # the backend is not part of a state: either backend attends it
     st = ai.get("linrec", backend="torch").prepare(k, v)
-    torch.testing.assert_close(ai.get("linrec", backend="auto").attend(st, q), ai.get("linrec").forward(q, k, v))
+    torch.testing.assert_close(
+        ai.get("linrec", backend="auto").attend(st, q), ai.get("linrec").forward(q, k, v)
+    )
 
 
 # ----------------------------------------------------------------------------- item 5 + params
@@ -237,7 +263,9 @@ def test_item11_implied_weights_estimates_memory_before_allocating(monkeypatch):
     state = op.prepare(k, k)
     q = torch.zeros(1, 1, m, 1)
     need = 4 * n * m
-    if psutil.virtual_memory().available > 2 * need:  # a machine that could allocate it: pretend not
+    if (
+        psutil.virtual_memory().available > 2 * need
+    ):  # a machine that could allocate it: pretend not
         monkeypatch.setattr(validate, "free_bytes", lambda device: need // 2)
     with pytest.raises(InsufficientMemoryError) as info:
         op.implied_weights(state, q)
@@ -283,7 +311,10 @@ def test_performer_padded_key_with_huge_features_does_not_poison_the_user():
     op = ai.get("performer", features=8, eps=0.0)
     state = op.prepare(k, v, mask)
     assert torch.isfinite(state.kv).all() and torch.isfinite(state.ksum).all()
-    torch.testing.assert_close(op.attend(state, q), ai.get("performer", features=8, eps=0.0).forward(q, k[:, :, :3], v[:, :, :3]))
+    torch.testing.assert_close(
+        op.attend(state, q),
+        ai.get("performer", features=8, eps=0.0).forward(q, k[:, :, :3], v[:, :, :3]),
+    )
 
 
 @pytest.mark.parametrize("d, dv, rank", [(1, 1, 2), (6, 6, 12)])
@@ -312,9 +343,22 @@ def test_performer_subnormal_denominator_is_not_clamped():
     rounds such keys to 0, so those rows' outputs are 0; docs/operators.md says so.)"""
     from op_props import Case
 
-    case = Case("performer", {"features": 28, "orthogonal": False, "redraw": "fixed", "eps": 0.0},
-                torch.float16, 2, 2, 20, 1, 15, 15, (238.16201479352588, 153.65387927586653, 1.0), 0.0, None,
-                False, 2381)
+    case = Case(
+        "performer",
+        {"features": 28, "orthogonal": False, "redraw": "fixed", "eps": 0.0},
+        torch.float16,
+        2,
+        2,
+        20,
+        1,
+        15,
+        15,
+        (238.16201479352588, 153.65387927586653, 1.0),
+        0.0,
+        None,
+        False,
+        2381,
+    )
     q, k, v, _ = case.tensors()
     op = ai.get("performer", **case.params)
     state = op.prepare(k, v)
@@ -323,7 +367,9 @@ def test_performer_subnormal_denominator_is_not_clamped():
     assert bool(((sums - 1).abs() < 1e-3).logical_or(sums == 0).all()), sums
     assert bool((sums == 1).any() or ((sums - 1).abs() < 1e-3).any())
     out = op.attend(state, q).double()  # a convex combination of v (or 0): never above max |v|
-    assert torch.isfinite(out).all() and float(out.abs().max()) <= 1.01 * float(v.double().abs().max())
+    assert torch.isfinite(out).all() and float(out.abs().max()) <= 1.01 * float(
+        v.double().abs().max()
+    )
 
 
 def test_implied_weights_out_of_fp16_range_raise_instead_of_inf():

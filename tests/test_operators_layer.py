@@ -38,7 +38,9 @@ def test_gradients_reach_q_k_v_and_the_parameters(name):
     assert out.shape == (2, 2, 5, 8) and out.requires_grad
     out.square().sum().backward()
     for t, label in zip((q, k, v), "qkv", strict=True):
-        assert t.grad is not None and torch.isfinite(t.grad).all() and float(t.grad.abs().max()) > 0, label
+        assert (
+            t.grad is not None and torch.isfinite(t.grad).all() and float(t.grad.abs().max()) > 0
+        ), label
     params = list(layer.parameters())
     assert (len(params) == 2) == (name == "lrea")
     for p in params:
@@ -95,7 +97,9 @@ def test_to_dtype_moves_parameters_and_runs(name):
 def test_causal_and_module_behaviour():
     layer = build("performer")
     q, k, v = make_qkv(n=N, m=N, d=8)
-    assert torch.equal(layer(q, k, v, causal=True), ai.get("performer", features=16).forward(q, k, v, causal=True))
+    assert torch.equal(
+        layer(q, k, v, causal=True), ai.get("performer", features=16).forward(q, k, v, causal=True)
+    )
     assert "features=16" in repr(layer)
     assert layer.backend_used("cpu", torch.float32, requires_grad=True) == "torch"
     seq = torch.nn.ModuleDict({"attn": layer})

@@ -38,7 +38,11 @@ def _inputs(family, scale, seed, n=512, m=64, d=64):
     else:
         kv = torch.randn(1, 1, n, 2 * d, generator=g)
     kv = kv / kv.pow(2).mean().sqrt()
-    return torch.randn(1, 1, m, d, generator=g) * scale, kv[..., :d].contiguous(), kv[..., d:].contiguous()
+    return (
+        torch.randn(1, 1, m, d, generator=g) * scale,
+        kv[..., :d].contiguous(),
+        kv[..., d:].contiguous(),
+    )
 
 
 def _kl(p, w):
@@ -73,8 +77,12 @@ def test_reference_matches_package_formula_on_a_hand_case():
     s = 2**-0.25
     fq = torch.tensor([math.exp(s - s * s / 2 - s) + 1e-4, math.exp(-s * s / 2 - s) + 1e-4])
     c = s  # max raw projection over both keys and features
-    fk = torch.tensor([[math.exp(-s * s / 2 - c) + 1e-4, math.exp(s - s * s / 2 - c) + 1e-4],
-                       [math.exp(s - s * s - c) + 1e-4, math.exp(s - s * s - c) + 1e-4]])
+    fk = torch.tensor(
+        [
+            [math.exp(-s * s / 2 - c) + 1e-4, math.exp(s - s * s / 2 - c) + 1e-4],
+            [math.exp(s - s * s - c) + 1e-4, math.exp(s - s * s - c) + 1e-4],
+        ]
+    )
     w = fk @ fq
     torch.testing.assert_close(favor_plus_reference(q, k, omega)[0, 0, 0], w / w.sum())
 
@@ -123,7 +131,9 @@ def test_backward_matches_written_out_float64():
         s = 4**-0.25
         zq = (q * s) @ omega.T - 0.5 * (q * s).pow(2).sum(-1, keepdim=True)
         zk = (k * s) @ omega.T - 0.5 * (k * s).pow(2).sum(-1, keepdim=True)
-        phi_q = torch.exp(zq - zq.amax(-1, keepdim=True)) + eps  # with eps, the maxima are part of the function
+        phi_q = (
+            torch.exp(zq - zq.amax(-1, keepdim=True)) + eps
+        )  # with eps, the maxima are part of the function
         phi_k = torch.exp(zk - zk.amax()) + eps
         return (phi_q @ (phi_k.transpose(-1, -2) @ v)) / (phi_q @ phi_k.sum(-2)[..., None])
 

@@ -10,8 +10,13 @@ from op_props import METHODS, Case, cases, check_case
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-CI = settings(max_examples=30, derandomize=True, database=None, deadline=None,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+CI = settings(
+    max_examples=30,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 
 @pytest.mark.parametrize("method", METHODS)

@@ -79,7 +79,9 @@ def test_fp16_total_overflow_uses_row_sums_not_the_exact_check():
 def test_fast_path_true_means_finite():
     for seed in range(20):
         g = torch.Generator().manual_seed(seed)
-        t = torch.randn(3, 40, generator=g) * 10.0 ** float(torch.randint(-30, 30, (1,), generator=g))
+        t = torch.randn(3, 40, generator=g) * 10.0 ** float(
+            torch.randint(-30, 30, (1,), generator=g)
+        )
         if all_finite_fast(t):
             assert bool(torch.isfinite(t).all())
 

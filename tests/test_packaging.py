@@ -33,8 +33,12 @@ def test_every_non_python_file_in_the_packages_is_package_data() -> None:
     for pkg in PACKAGES:
         for f in (ROOT / pkg).rglob("*"):
             rel = f.relative_to(ROOT).as_posix()
-            if (not f.is_file() or f.suffix in (".py", ".pyc") or "__pycache__" in rel
-                    or any(fnmatch.fnmatch(rel, g) for g in NOT_PACKAGE_DATA)):
+            if (
+                not f.is_file()
+                or f.suffix in (".py", ".pyc")
+                or "__pycache__" in rel
+                or any(fnmatch.fnmatch(rel, g) for g in NOT_PACKAGE_DATA)
+            ):
                 continue
             inner = f.relative_to(ROOT / pkg).as_posix()
             if not any(fnmatch.fnmatch(inner, g) for g in globs.get(pkg, [])):
@@ -45,27 +49,53 @@ def test_every_non_python_file_in_the_packages_is_package_data() -> None:
 def test_dependencies_declared_once() -> None:
     proj = _pyproject()["project"]
     deps = proj["dependencies"]
-    names = [d.split(";")[0].split("<")[0].split(">")[0].split("=")[0].strip().lower() for d in deps]
+    names = [
+        d.split(";")[0].split("<")[0].split(">")[0].split("=")[0].strip().lower() for d in deps
+    ]
     assert len(names) == len(set(names))
     assert any(d.startswith("numpy") and "<2.4" in d for d in deps)
     assert any(d.startswith("tomli") and "python_version < '3.11'" in d for d in deps)
     for extra, reqs in proj["optional-dependencies"].items():
-        again = [r for r in reqs if r.split(";")[0].split("<")[0].split(">")[0].split("=")[0].strip().lower()
-                 in names]
+        again = [
+            r
+            for r in reqs
+            if r.split(";")[0].split("<")[0].split(">")[0].split("=")[0].strip().lower() in names
+        ]
         assert not again, f"[{extra}] repeats main dependencies: {again}"
-    assert set(proj["scripts"]) == {"lifelong-attn-bench", "lifelong-attn-analysis", "lifelong-attn-report"}
+    assert set(proj["scripts"]) == {
+        "lifelong-attn-bench",
+        "lifelong-attn-analysis",
+        "lifelong-attn-report",
+    }
 
 
 @pytest.mark.slow
 def test_wheel_has_template_and_console_commands(tmp_path: Path) -> None:
-    pytest.importorskip("setuptools", minversion="77", reason="pyproject.toml needs setuptools >= 77")
+    pytest.importorskip(
+        "setuptools", minversion="77", reason="pyproject.toml needs setuptools >= 77"
+    )
     src = tmp_path / "src"
     for pkg in PACKAGES:
         shutil.copytree(ROOT / pkg, src / pkg, ignore=shutil.ignore_patterns("__pycache__"))
     for f in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / f, src / f)
-    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-                        "-w", str(tmp_path / "dist"), str(src)], capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(tmp_path / "dist"),
+            str(src),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     whl = next((tmp_path / "dist").glob("*.whl"))
     with zipfile.ZipFile(whl) as z:
@@ -74,7 +104,10 @@ def test_wheel_has_template_and_console_commands(tmp_path: Path) -> None:
         meta = next(z.read(n).decode() for n in names if n.endswith("METADATA"))
     assert "reports/templates/report.html.j2" in names
     assert not any(n.startswith(("reports/cpu/", "reports/h100/")) for n in names)
-    for cmd, target in (("lifelong-attn-bench", "bench.cli:main"), ("lifelong-attn-analysis", "analysis.cli:main"),
-                        ("lifelong-attn-report", "reports.cli:main")):
+    for cmd, target in (
+        ("lifelong-attn-bench", "bench.cli:main"),
+        ("lifelong-attn-analysis", "analysis.cli:main"),
+        ("lifelong-attn-report", "reports.cli:main"),
+    ):
         assert f"{cmd} = {target}" in eps
     assert 'tomli>=2.0; python_version < "3.11"' in meta and "numpy<2.4,>=1.24" in meta

@@ -12,7 +12,10 @@ import pytest
 from reports.build import build
 from reports.fixtures import write_all
 
-CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
+CHROMIUM = next(
+    (shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)),
+    None,
+)
 PDFTOPPM = shutil.which("pdftoppm")
 
 
@@ -31,13 +34,25 @@ def png_size(path: Path) -> tuple[int, int]:
     return struct.unpack(">II", data[16:24])
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (Debian: apt-get install chromium)")
+@pytest.mark.skipif(
+    CHROMIUM is None, reason="chromium not installed (Debian: apt-get install chromium)"
+)
 def test_chromium_renders_report(report, tmp_path):
     shot = tmp_path / "shot.png"
-    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1280,4000",
-           (report / "index.html").resolve().as_uri()]
+    cmd = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        f"--screenshot={shot}",
+        "--window-size=1280,4000",
+        (report / "index.html").resolve().as_uri(),
+    ]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
     assert shot.is_file(), res.stderr[-2000:]
     assert png_size(shot) == (1280, 4000)
@@ -49,10 +64,26 @@ def test_chromium_renders_report(report, tmp_path):
     assert inked > 0.02, f"screenshot is nearly blank ({inked:.3%} dark pixels)"
 
 
-@pytest.mark.skipif(PDFTOPPM is None, reason="pdftoppm not installed (Debian: apt-get install poppler-utils)")
+@pytest.mark.skipif(
+    PDFTOPPM is None, reason="pdftoppm not installed (Debian: apt-get install poppler-utils)"
+)
 def test_pdftoppm_renders_first_page(report, tmp_path):
-    subprocess.run([PDFTOPPM, "-r", "60", "-png", "-f", "1", "-l", "1", str(report / "report.pdf"),
-                    str(tmp_path / "page")], check=True, timeout=120)
+    subprocess.run(
+        [
+            PDFTOPPM,
+            "-r",
+            "60",
+            "-png",
+            "-f",
+            "1",
+            "-l",
+            "1",
+            str(report / "report.pdf"),
+            str(tmp_path / "page"),
+        ],
+        check=True,
+        timeout=120,
+    )
     pages = sorted(tmp_path.glob("page*.png"))
     assert len(pages) == 1
     w, h = png_size(pages[0])

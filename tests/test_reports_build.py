@@ -11,11 +11,40 @@ import pytest
 from reports.build import build
 from reports.fixtures import write_all
 
-SECTION_KEYS = ["environment", "time", "memory", "fidelity", "roofline", "cascade", "spectra", "decisions"]
-FIGURE_PREFIXES = ["fig-time-", "fig-split-", "fig-speedup-", "fig-mem-", "fig-kl-vs-rank", "fig-error-vs-n",
-                   "fig-pareto-", "fig-roofline", "fig-cascade-", "fig-spectra", "fig-ranks-vs-n", "fig-kl-real"]
-TABLE_IDS = ["tbl-env", "tbl-crossover", "tbl-status", "tbl-fidelity", "tbl-absorption", "tbl-cascade",
-             "tbl-ranks", "tbl-claims"]
+SECTION_KEYS = [
+    "environment",
+    "time",
+    "memory",
+    "fidelity",
+    "roofline",
+    "cascade",
+    "spectra",
+    "decisions",
+]
+FIGURE_PREFIXES = [
+    "fig-time-",
+    "fig-split-",
+    "fig-speedup-",
+    "fig-mem-",
+    "fig-kl-vs-rank",
+    "fig-error-vs-n",
+    "fig-pareto-",
+    "fig-roofline",
+    "fig-cascade-",
+    "fig-spectra",
+    "fig-ranks-vs-n",
+    "fig-kl-real",
+]
+TABLE_IDS = [
+    "tbl-env",
+    "tbl-crossover",
+    "tbl-status",
+    "tbl-fidelity",
+    "tbl-absorption",
+    "tbl-cascade",
+    "tbl-ranks",
+    "tbl-claims",
+]
 
 
 class Collector(HTMLParser):
@@ -114,7 +143,7 @@ def test_synthetic_and_real_marked(built):
 
 def test_status_rows_in_table_not_plotted(built):
     html = built["html"]
-    sec = html[html.index('id="tbl-status"'):]
+    sec = html[html.index('id="tbl-status"') :]
     sec = sec[: sec.index("</table>")]
     for s in ("oom", "unsupported", "error"):
         assert f">{s}<" in sec
@@ -122,7 +151,7 @@ def test_status_rows_in_table_not_plotted(built):
 
 def test_claims_have_verdicts_and_links(built):
     html = built["html"]
-    sec = html[html.index('id="tbl-claims"'):]
+    sec = html[html.index('id="tbl-claims"') :]
     sec = sec[: sec.index("</table>")]
     assert sec.count('class="v-confirmed"') >= 3
     assert 'class="v-refuted"' in sec  # fixture absorption error 0.35
@@ -142,10 +171,20 @@ def test_pdf_has_pages_and_sections(built):
         assert pages >= n_figs + 9
         return
     reader = PdfReader(str(pdf))
-    assert len(reader.pages) >= n_figs + 9  # title page + one text page per section + a page per figure
+    assert (
+        len(reader.pages) >= n_figs + 9
+    )  # title page + one text page per section + a page per figure
     text = "\n".join(page.extract_text() or "" for page in reader.pages)
-    for title in ("Environment and provenance", "Time vs N", "Peak memory vs N", "Fidelity to softmax",
-                  "Roofline", "Cascade", "Rank spectra", "Decisions and claims"):
+    for title in (
+        "Environment and provenance",
+        "Time vs N",
+        "Peak memory vs N",
+        "Fidelity to softmax",
+        "Roofline",
+        "Cascade",
+        "Rank spectra",
+        "Decisions and claims",
+    ):
         assert title in text, title
     for page in reader.pages:  # A4, either orientation
         w, h = float(page.mediabox.width), float(page.mediabox.height)

@@ -46,13 +46,25 @@ def _html(out):
 
 def _section(html: str, key: str) -> str:
     start = html.index(f'id="sec-{key}"')
-    return html[start: html.index("</section>", start)]
+    return html[start : html.index("</section>", start)]
 
 
 def test_only_spectra_leaves_bench_sections_missing(tmp_path):
     spectra_dataset(tmp_path / "spectra" / "ml-1m", "ml-1m")
     out = tmp_path / "out"
-    assert main(["build", "--results", str(tmp_path / "spectra" / "ml-1m"), "--out", str(out), "--no-pdf"]) == 0
+    assert (
+        main(
+            [
+                "build",
+                "--results",
+                str(tmp_path / "spectra" / "ml-1m"),
+                "--out",
+                str(out),
+                "--no-pdf",
+            ]
+        )
+        == 0
+    )
     html = _html(out)
     for key in ("time", "memory", "fidelity", "roofline", "cascade"):
         sec = _section(html, key)
@@ -77,8 +89,17 @@ def test_only_bench_leaves_spectra_missing(tmp_path):
 def test_minimal_columns_still_build(tmp_path):
     d = tmp_path / "cpu"
     d.mkdir()
-    rows = [{"method": m, "n": n, "m": 16, "d": 64, "forward_ms_median": n * (1.0 if m == "dense" else 0.3) + 5}
-            for m in ("dense", "svd_exact") for n in (128, 512, 2048)]
+    rows = [
+        {
+            "method": m,
+            "n": n,
+            "m": 16,
+            "d": 64,
+            "forward_ms_median": n * (1.0 if m == "dense" else 0.3) + 5,
+        }
+        for m in ("dense", "svd_exact")
+        for n in (128, 512, 2048)
+    ]
     pd.DataFrame(rows).to_csv(d / "results.csv", index=False)
     out = tmp_path / "out"
     assert main(["build", "--results", str(d), "--out", str(out)]) == 0
@@ -92,8 +113,21 @@ def test_two_devices_never_share_a_line(tmp_path):
     paths = write_all(tmp_path, devices=("cpu", "h100"), datasets=(), small=True)
     # leave only time columns so the build stays quick
     out = tmp_path / "out"
-    assert main(["build", "--results", str(paths["cpu"]), "--results", str(paths["h100"]),
-                 "--out", str(out), "--no-pdf"]) == 0
+    assert (
+        main(
+            [
+                "build",
+                "--results",
+                str(paths["cpu"]),
+                "--results",
+                str(paths["h100"]),
+                "--out",
+                str(out),
+                "--no-pdf",
+            ]
+        )
+        == 0
+    )
     html = _html(out)
     assert 'id="fig-time-cpu-fp32-target"' in html
     assert 'id="fig-time-h100-fp32-target"' in html
@@ -105,8 +139,19 @@ def test_two_devices_never_share_a_line(tmp_path):
 def test_only_failed_rows_build_with_status_table(tmp_path):
     d = tmp_path / "h100"
     d.mkdir()
-    rows = [{"method": m, "label": m, "n": 65536, "m": 4096, "d": 64, "status": s, "reason": r, "device": "h100"}
-            for m, s, r in (("dense", "oom", "CUDA out of memory"), ("linrec", "error", "boom"))]
+    rows = [
+        {
+            "method": m,
+            "label": m,
+            "n": 65536,
+            "m": 4096,
+            "d": 64,
+            "status": s,
+            "reason": r,
+            "device": "h100",
+        }
+        for m, s, r in (("dense", "oom", "CUDA out of memory"), ("linrec", "error", "boom"))
+    ]
     pd.DataFrame(rows).to_csv(d / "results.csv", index=False)
     out = tmp_path / "out"
     assert main(["build", "--results", str(d), "--out", str(out)]) == 0

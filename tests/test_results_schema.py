@@ -42,7 +42,7 @@ def _top_level_commas(span: str) -> list[str]:
 
 def _documented() -> list[re.Pattern]:
     text = (ROOT / "docs" / "contracts.md").read_text(encoding="utf-8")
-    sec = text[text.index("## 2."):text.index("## 3.")]
+    sec = text[text.index("## 2.") : text.index("## 3.")]
     names: list[re.Pattern] = []
     for span in re.findall(r"`([^`]+)`", sec):
         for tok in _top_level_commas(re.sub(r"\s+", "", span)):
@@ -66,18 +66,45 @@ def test_every_schema_column_is_documented_in_the_contract():
 
 
 def test_parquet_keeps_the_schema_types(tmp_path):
-    rows = [{"case_id": "a", "method": "dense", "n": 64, "m": 8, "status": "ok", "causal": False,
-             "synthetic": True, "params": "{}", "kl_mean": 0.0, "forward_ms_median": 1.5, "rank": None,
-             "nvml_throttle_before": "0x4", "cuda_version": "13.0", "extra": {"x": 1}},
-            {"case_id": "b", "method": "svd_exact", "n": 128, "m": 8, "status": "oom", "causal": True,
-             "synthetic": True, "params": '{"rank": 16}', "rank": 16, "reason": "out of memory"}]
+    rows = [
+        {
+            "case_id": "a",
+            "method": "dense",
+            "n": 64,
+            "m": 8,
+            "status": "ok",
+            "causal": False,
+            "synthetic": True,
+            "params": "{}",
+            "kl_mean": 0.0,
+            "forward_ms_median": 1.5,
+            "rank": None,
+            "nvml_throttle_before": "0x4",
+            "cuda_version": "13.0",
+            "extra": {"x": 1},
+        },
+        {
+            "case_id": "b",
+            "method": "svd_exact",
+            "n": 128,
+            "m": 8,
+            "status": "oom",
+            "causal": True,
+            "synthetic": True,
+            "params": '{"rank": 16}',
+            "rank": 16,
+            "reason": "out of memory",
+        },
+    ]
     store.write_table(store.to_frame(rows), tmp_path)
     pq = pd.read_parquet(tmp_path / "results.parquet")
     assert str(pq["n"].dtype) == "Int64" and str(pq["rank"].dtype) == "Int64"
     assert pq["rank"].tolist()[1] == 16 and pd.isna(pq["rank"].tolist()[0])
     assert str(pq["causal"].dtype) == "boolean" and pq["causal"].tolist() == [False, True]
     assert pq["kl_mean"].dtype == "float64" and str(pq["params"].dtype) == "string"
-    assert pq["nvml_throttle_before"].tolist()[0] == "0x4" and pq["cuda_version"].tolist()[0] == "13.0"
+    assert (
+        pq["nvml_throttle_before"].tolist()[0] == "0x4" and pq["cuda_version"].tolist()[0] == "13.0"
+    )
     assert pq["extra"].tolist()[0] == "{'x': 1}"  # a column the schema does not know: a string
 
 
@@ -93,11 +120,14 @@ def test_a_foreign_table_names_missing_and_unknown_columns(tmp_path):
         store.read_table(p)
 
 
-@pytest.mark.parametrize("table", sorted((ROOT / "results").glob("*/results.csv")),
-                         ids=lambda p: p.parent.name)
+@pytest.mark.parametrize(
+    "table", sorted((ROOT / "results").glob("*/results.csv")), ids=lambda p: p.parent.name
+)
 def test_committed_tables_type_without_losing_values(table):
     raw = store.read_table(table)
     typed = schema.apply_types(raw)
     for col in raw.columns:
         lost = raw[col].notna() & typed[col].isna()
-        assert not lost.any(), f"{table}: {col} loses {int(lost.sum())} value(s) under type {schema.type_of(col)}"
+        assert not lost.any(), (
+            f"{table}: {col} loses {int(lost.sum())} value(s) under type {schema.type_of(col)}"
+        )

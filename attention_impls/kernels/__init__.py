@@ -49,8 +49,10 @@ def triton_unavailable_reason(device: torch.device) -> str | None:
         return None
     if device.type == "cpu":
         if not _interp.kernels_interpreted():
-            return ("Triton kernels run on CPU only under Triton's interpreter: set TRITON_INTERPRET=1 "
-                    "before the kernels are first imported")
+            return (
+                "Triton kernels run on CPU only under Triton's interpreter: set TRITON_INTERPRET=1 "
+                "before the kernels are first imported"
+            )
         return _interp.numpy_blocks_interpreter()
     return f"no Triton backend for device type {device.type!r}"
 
@@ -58,8 +60,9 @@ def triton_unavailable_reason(device: torch.device) -> str | None:
 KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
-def resolve_backend(backend: str, device: torch.device | str, name: str,
-                    dtype: torch.dtype | None = None) -> str:
+def resolve_backend(
+    backend: str, device: torch.device | str, name: str, dtype: torch.dtype | None = None
+) -> str:
     """``auto`` / ``torch`` / ``triton`` -> the backend that will run (``torch`` or ``triton``).
 
     An explicit ``triton`` that cannot run is a ValueError naming why; ``auto`` falls back

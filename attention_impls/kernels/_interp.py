@@ -32,6 +32,8 @@ def numpy_blocks_interpreter() -> str | None:
 
     major, minor = (int(x) for x in np.__version__.split(".")[:2])
     if (major, minor) >= (2, 4):
-        return (f"Triton's interpreter needs numpy < 2.4 for kernel loops (found numpy "
-                f"{np.__version__}); pip install 'numpy<2.4'")
+        return (
+            f"Triton's interpreter needs numpy < 2.4 for kernel loops (found numpy "
+            f"{np.__version__}); pip install 'numpy<2.4'"
+        )
     return None

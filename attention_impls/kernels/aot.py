@@ -24,8 +24,20 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-SASS_OPS = ("HGMMA", "HMMA", "MUFU.EX2", "MUFU.RCP", "F2FP", "FFMA", "FMUL", "FADD", "FSEL",
-            "FMNMX", "LDL", "STL")
+SASS_OPS = (
+    "HGMMA",
+    "HMMA",
+    "MUFU.EX2",
+    "MUFU.RCP",
+    "F2FP",
+    "FFMA",
+    "FMUL",
+    "FADD",
+    "FSEL",
+    "FMNMX",
+    "LDL",
+    "STL",
+)
 
 
 @dataclass(frozen=True)
@@ -71,28 +83,62 @@ def flash_specs() -> list[KernelSpec]:
 
     def fwd(name, head, blocks, dtype=torch.bfloat16, **flags):
         plan = plan_launch(2048, 10000, 8, head, causal=flags.get("CAUSAL", False), dtype=dtype)
-        const = dict(BLOCK_M=plan.block_m, BLOCK_N=plan.block_n, PROJ_Q=True, PROJ_O=True,
-                     SAME_KV=True, HAS_MASK=False, CAUSAL=False, SPLIT=plan.splits > 1,
-                     DOT_F32=False, PREC="ieee" if dtype == torch.float32 else "tf32",
-                     NEED_MASK=False)
+        const = dict(
+            BLOCK_M=plan.block_m,
+            BLOCK_N=plan.block_n,
+            PROJ_Q=True,
+            PROJ_O=True,
+            SAME_KV=True,
+            HAS_MASK=False,
+            CAUSAL=False,
+            SPLIT=plan.splits > 1,
+            DOT_F32=False,
+            PREC="ieee" if dtype == torch.float32 else "tf32",
+            NEED_MASK=False,
+        )
         const.update(blocks)
         const.update(flags)
-        return KernelSpec(name, mod, "_flash_fwd", fp32 if dtype == torch.float32 else bf16, const,
-                          plan.num_warps, plan.num_stages, floats=("qk_scale",))
+        return KernelSpec(
+            name,
+            mod,
+            "_flash_fwd",
+            fp32 if dtype == torch.float32 else bf16,
+            const,
+            plan.num_warps,
+            plan.num_stages,
+            floats=("qk_scale",),
+        )
 
     r16 = dict(BLOCK_D=64, BLOCK_R=16, BLOCK_V=16, BLOCK_O=64)
     r64 = dict(BLOCK_D=64, BLOCK_R=64, BLOCK_V=64, BLOCK_O=64)
-    merge_ptrs = {"part_acc_ptr": "*fp32", "part_ml_ptr": "*fp32", "bo_ptr": "*bf16", "out_ptr": "*bf16"}
+    merge_ptrs = {
+        "part_acc_ptr": "*fp32",
+        "part_ml_ptr": "*fp32",
+        "bo_ptr": "*bf16",
+        "out_ptr": "*bf16",
+    }
     return [
         fwd("svd_exact r16 bf16", 16, r16),
         fwd("svd_exact r16 bf16 padding mask", 16, r16, HAS_MASK=True, NEED_MASK=True),
         fwd("svd_exact r16 bf16 unsplit", 16, r16, SPLIT=False),  # large M x B x H: no key splits
         fwd("svd_exact r64 bf16", 64, r64),
         fwd("dense d64 bf16", 64, r64, PROJ_Q=False, PROJ_O=False, SAME_KV=False),
-        fwd("svd_exact r16 fp32 causal", 16, r16, dtype=torch.float32, CAUSAL=True, SPLIT=False,
-            NEED_MASK=True),
-        KernelSpec("merge r16 bf16", mod, "_flash_merge", merge_ptrs,
-                   dict(BLOCK_M=128, BLOCK_V=16, BLOCK_O=64, PROJ_O=True, DOT_F32=False, PREC="tf32")),
+        fwd(
+            "svd_exact r16 fp32 causal",
+            16,
+            r16,
+            dtype=torch.float32,
+            CAUSAL=True,
+            SPLIT=False,
+            NEED_MASK=True,
+        ),
+        KernelSpec(
+            "merge r16 bf16",
+            mod,
+            "_flash_merge",
+            merge_ptrs,
+            dict(BLOCK_M=128, BLOCK_V=16, BLOCK_O=64, PROJ_O=True, DOT_F32=False, PREC="tf32"),
+        ),
     ]
 
 
@@ -152,30 +198,51 @@ def compile_spec(spec: KernelSpec, arch: int = 90) -> KernelReport:
             signature[arg] = "i32"
     try:
         src = ASTSource(fn=fn, signature=signature, constexprs=dict(spec.constexprs))
-        compiled = triton.compile(src, target=GPUTarget("cuda", arch, 32),
-                                  options={"num_warps": spec.num_warps, "num_stages": spec.num_stages})
+        compiled = triton.compile(
+            src,
+            target=GPUTarget("cuda", arch, 32),
+            options={"num_warps": spec.num_warps, "num_stages": spec.num_stages},
+        )
         with tempfile.TemporaryDirectory() as tmp:
             cubin = Path(tmp) / "k.cubin"
             cubin.write_bytes(compiled.asm["cubin"])
-            usage = subprocess.run([_tool("cuobjdump"), "--dump-resource-usage", str(cubin)],
-                                   capture_output=True, text=True, check=True).stdout
-            sass = subprocess.run([_tool("cuobjdump"), "--dump-sass", str(cubin)],
-                                  capture_output=True, text=True, check=True).stdout
+            usage = subprocess.run(
+                [_tool("cuobjdump"), "--dump-resource-usage", str(cubin)],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+            sass = subprocess.run(
+                [_tool("cuobjdump"), "--dump-sass", str(cubin)],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
     except Exception as exc:  # noqa: BLE001 - a failed compile is a result to report
         return KernelReport(spec.name, arch, False, error=f"{type(exc).__name__}: {exc}"[:2000])
     res = parse_resource_usage(usage)
     return KernelReport(
-        spec.name, arch, True, registers=res.get("REG"), local_bytes=res.get("LOCAL"),
+        spec.name,
+        arch,
+        True,
+        registers=res.get("REG"),
+        local_bytes=res.get("LOCAL"),
         stack_bytes=res.get("STACK"),
-        shared_bytes=int(compiled.metadata.shared) + res.get("SHARED", 0), sass=count_sass(sass),
+        shared_bytes=int(compiled.metadata.shared) + res.get("SHARED", 0),
+        sass=count_sass(sass),
     )
 
 
 def run_in_subprocess(arch: int = 90, timeout_s: float = 600) -> list[dict[str, Any]]:
     """Compile every spec in a fresh process with the interpreter off; list of report dicts."""
     env = {**os.environ, "TRITON_INTERPRET": "0"}
-    proc = subprocess.run([sys.executable, "-m", "attention_impls.kernels.aot", "--arch", str(arch),
-                           "--json"], capture_output=True, text=True, env=env, timeout=timeout_s)
+    proc = subprocess.run(
+        [sys.executable, "-m", "attention_impls.kernels.aot", "--arch", str(arch), "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout_s,
+    )
     if proc.returncode not in (0, 1):
         raise RuntimeError(f"aot compile process failed ({proc.returncode}): {proc.stderr[-2000:]}")
     return json.loads(proc.stdout)
@@ -183,11 +250,15 @@ def run_in_subprocess(arch: int = 90, timeout_s: float = 600) -> list[dict[str, 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--arch", type=int, default=90, help="SM version, e.g. 90 (Hopper), 80 (Ampere)")
+    ap.add_argument(
+        "--arch", type=int, default=90, help="SM version, e.g. 90 (Hopper), 80 (Ampere)"
+    )
     ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = ap.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
-        print("unset TRITON_INTERPRET: ahead-of-time compiles need the compiled path", file=sys.stderr)
+        print(
+            "unset TRITON_INTERPRET: ahead-of-time compiles need the compiled path", file=sys.stderr
+        )
         return 2
     reports = [compile_spec(s, args.arch) for s in all_specs()]
     if args.json:

@@ -38,19 +38,64 @@ LOG2E = 1.4426950408889634
 
 @triton.jit
 def _flash_fwd(
-    q_ptr, a_ptr, k_ptr, v_ptr, bo_ptr, mask_ptr, out_ptr, part_acc_ptr, part_ml_ptr,
-    H, M, N, D, R, DV, DO, n_per_split, qk_scale,
-    sqb, sqh, sqm, sqd,
-    sab, sah, sar, sad,
-    skb, skh, skn, skr,
-    svb, svh, svn, svd,
-    sbb, sbh, sbv, sbo,
-    smb, smn,
-    sob, soh, som, sod,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-    BLOCK_R: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_O: tl.constexpr,
-    PROJ_Q: tl.constexpr, PROJ_O: tl.constexpr, SAME_KV: tl.constexpr, HAS_MASK: tl.constexpr,
-    CAUSAL: tl.constexpr, SPLIT: tl.constexpr, DOT_F32: tl.constexpr, PREC: tl.constexpr,
+    q_ptr,
+    a_ptr,
+    k_ptr,
+    v_ptr,
+    bo_ptr,
+    mask_ptr,
+    out_ptr,
+    part_acc_ptr,
+    part_ml_ptr,
+    H,
+    M,
+    N,
+    D,
+    R,
+    DV,
+    DO,
+    n_per_split,
+    qk_scale,
+    sqb,
+    sqh,
+    sqm,
+    sqd,
+    sab,
+    sah,
+    sar,
+    sad,
+    skb,
+    skh,
+    skn,
+    skr,
+    svb,
+    svh,
+    svn,
+    svd,
+    sbb,
+    sbh,
+    sbv,
+    sbo,
+    smb,
+    smn,
+    sob,
+    soh,
+    som,
+    sod,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_R: tl.constexpr,
+    BLOCK_V: tl.constexpr,
+    BLOCK_O: tl.constexpr,
+    PROJ_Q: tl.constexpr,
+    PROJ_O: tl.constexpr,
+    SAME_KV: tl.constexpr,
+    HAS_MASK: tl.constexpr,
+    CAUSAL: tl.constexpr,
+    SPLIT: tl.constexpr,
+    DOT_F32: tl.constexpr,
+    PREC: tl.constexpr,
     NEED_MASK: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
@@ -68,14 +113,23 @@ def _flash_fwd(
     # the torch path's matmul) or Q itself
     if PROJ_Q:
         offs_d = tl.arange(0, BLOCK_D)
-        q = tl.load(q_ptr + b * sqb + h * sqh + offs_m[:, None] * sqm + offs_d[None, :] * sqd,
-                    mask=row_ok[:, None] & (offs_d[None, :] < D), other=0.0)
-        at = tl.load(a_ptr + b * sab + h * sah + offs_r[None, :] * sar + offs_d[:, None] * sad,
-                     mask=(offs_r[None, :] < R) & (offs_d[:, None] < D), other=0.0)
+        q = tl.load(
+            q_ptr + b * sqb + h * sqh + offs_m[:, None] * sqm + offs_d[None, :] * sqd,
+            mask=row_ok[:, None] & (offs_d[None, :] < D),
+            other=0.0,
+        )
+        at = tl.load(
+            a_ptr + b * sab + h * sah + offs_r[None, :] * sar + offs_d[:, None] * sad,
+            mask=(offs_r[None, :] < R) & (offs_d[:, None] < D),
+            other=0.0,
+        )
         qk = _cast(_mm(q, at, DOT_F32, PREC, tl.float32), dtype, DOT_F32)
     else:
-        qk = tl.load(q_ptr + b * sqb + h * sqh + offs_m[:, None] * sqm + offs_r[None, :] * sqd,
-                     mask=row_ok[:, None] & (offs_r[None, :] < R), other=0.0)
+        qk = tl.load(
+            q_ptr + b * sqb + h * sqh + offs_m[:, None] * sqm + offs_r[None, :] * sqd,
+            mask=row_ok[:, None] & (offs_r[None, :] < R),
+            other=0.0,
+        )
 
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
@@ -90,8 +144,11 @@ def _flash_fwd(
     for start in range(n_lo, n_hi, BLOCK_N):
         offs_n = start + tl.arange(0, BLOCK_N)
         col_ok = offs_n < n_hi
-        kt = tl.load(k_base + offs_n[:, None] * skn + offs_r[None, :] * skr,
-                     mask=col_ok[:, None] & (offs_r[None, :] < R), other=0.0)
+        kt = tl.load(
+            k_base + offs_n[:, None] * skn + offs_r[None, :] * skr,
+            mask=col_ok[:, None] & (offs_r[None, :] < R),
+            other=0.0,
+        )
         s = _mm(qk, tl.trans(kt), DOT_F32, PREC, tl.float32)
         if NEED_MASK:
             valid = col_ok[None, :]
@@ -113,8 +170,11 @@ def _flash_fwd(
         if SAME_KV:
             vt = kt
         else:
-            vt = tl.load(v_base + offs_n[:, None] * svn + offs_v[None, :] * svd,
-                         mask=col_ok[:, None] & (offs_v[None, :] < DV), other=0.0)
+            vt = tl.load(
+                v_base + offs_n[:, None] * svn + offs_v[None, :] * svd,
+                mask=col_ok[:, None] & (offs_v[None, :] < DV),
+                other=0.0,
+            )
         acc = acc * alpha[:, None] + _mm(_cast(p, dtype, DOT_F32), vt, DOT_F32, PREC, tl.float32)
         m_i = m_new
 
@@ -122,19 +182,67 @@ def _flash_fwd(
         # partials for the merge kernel: acc [BH, S, M, BLOCK_V], (m, l) [BH, S, 2, M]
         n_splits = tl.num_programs(2)
         base = pid_bh.to(tl.int64) * n_splits + pid_s
-        tl.store(part_acc_ptr + base * M * BLOCK_V + offs_m[:, None] * BLOCK_V + offs_v[None, :],
-                 acc, mask=row_ok[:, None])
+        tl.store(
+            part_acc_ptr + base * M * BLOCK_V + offs_m[:, None] * BLOCK_V + offs_v[None, :],
+            acc,
+            mask=row_ok[:, None],
+        )
         tl.store(part_ml_ptr + base * 2 * M + offs_m, m_i, mask=row_ok)
         tl.store(part_ml_ptr + base * 2 * M + M + offs_m, l_i, mask=row_ok)
     else:
-        _finish(acc, l_i, bo_ptr, out_ptr, b, h, offs_m, row_ok, offs_v, DV, DO,
-                sbb, sbh, sbv, sbo, sob, soh, som, sod, BLOCK_O, PROJ_O, DOT_F32, PREC)
+        _finish(
+            acc,
+            l_i,
+            bo_ptr,
+            out_ptr,
+            b,
+            h,
+            offs_m,
+            row_ok,
+            offs_v,
+            DV,
+            DO,
+            sbb,
+            sbh,
+            sbv,
+            sbo,
+            sob,
+            soh,
+            som,
+            sod,
+            BLOCK_O,
+            PROJ_O,
+            DOT_F32,
+            PREC,
+        )
 
 
 @triton.jit
-def _finish(acc, l_i, bo_ptr, out_ptr, b, h, offs_m, row_ok, offs_v, DV, DO,
-            sbb, sbh, sbv, sbo, sob, soh, som, sod,
-            BLOCK_O: tl.constexpr, PROJ_O: tl.constexpr, DOT_F32: tl.constexpr, PREC: tl.constexpr):
+def _finish(
+    acc,
+    l_i,
+    bo_ptr,
+    out_ptr,
+    b,
+    h,
+    offs_m,
+    row_ok,
+    offs_v,
+    DV,
+    DO,
+    sbb,
+    sbh,
+    sbv,
+    sbo,
+    sob,
+    soh,
+    som,
+    sod,
+    BLOCK_O: tl.constexpr,
+    PROJ_O: tl.constexpr,
+    DOT_F32: tl.constexpr,
+    PREC: tl.constexpr,
+):
     """Normalise (rows with l = 0 -> 0), apply the output projection, store."""
     dtype = out_ptr.dtype.element_ty
     seen = l_i > 0.0
@@ -142,24 +250,50 @@ def _finish(acc, l_i, bo_ptr, out_ptr, b, h, offs_m, row_ok, offs_v, DV, DO,
     o = acc * inv_l[:, None]
     if PROJ_O:
         offs_o = tl.arange(0, BLOCK_O)
-        bo = tl.load(bo_ptr + b * sbb + h * sbh + offs_v[:, None] * sbv + offs_o[None, :] * sbo,
-                     mask=(offs_v[:, None] < DV) & (offs_o[None, :] < DO), other=0.0)
+        bo = tl.load(
+            bo_ptr + b * sbb + h * sbh + offs_v[:, None] * sbv + offs_o[None, :] * sbo,
+            mask=(offs_v[:, None] < DV) & (offs_o[None, :] < DO),
+            other=0.0,
+        )
         o = _mm(_cast(o, dtype, DOT_F32), bo, DOT_F32, PREC, tl.float32)
-        tl.store(out_ptr + b * sob + h * soh + offs_m[:, None] * som + offs_o[None, :] * sod,
-                 _cast(o, dtype, DOT_F32), mask=row_ok[:, None] & (offs_o[None, :] < DO))
+        tl.store(
+            out_ptr + b * sob + h * soh + offs_m[:, None] * som + offs_o[None, :] * sod,
+            _cast(o, dtype, DOT_F32),
+            mask=row_ok[:, None] & (offs_o[None, :] < DO),
+        )
     else:
-        tl.store(out_ptr + b * sob + h * soh + offs_m[:, None] * som + offs_v[None, :] * sod,
-                 _cast(o, dtype, DOT_F32), mask=row_ok[:, None] & (offs_v[None, :] < DV))
+        tl.store(
+            out_ptr + b * sob + h * soh + offs_m[:, None] * som + offs_v[None, :] * sod,
+            _cast(o, dtype, DOT_F32),
+            mask=row_ok[:, None] & (offs_v[None, :] < DV),
+        )
 
 
 @triton.jit
 def _flash_merge(
-    part_acc_ptr, part_ml_ptr, bo_ptr, out_ptr,
-    H, M, DV, DO, n_splits,
-    sbb, sbh, sbv, sbo,
-    sob, soh, som, sod,
-    BLOCK_M: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_O: tl.constexpr,
-    PROJ_O: tl.constexpr, DOT_F32: tl.constexpr, PREC: tl.constexpr,
+    part_acc_ptr,
+    part_ml_ptr,
+    bo_ptr,
+    out_ptr,
+    H,
+    M,
+    DV,
+    DO,
+    n_splits,
+    sbb,
+    sbh,
+    sbv,
+    sbo,
+    sob,
+    soh,
+    som,
+    sod,
+    BLOCK_M: tl.constexpr,
+    BLOCK_V: tl.constexpr,
+    BLOCK_O: tl.constexpr,
+    PROJ_O: tl.constexpr,
+    DOT_F32: tl.constexpr,
+    PREC: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -174,8 +308,11 @@ def _flash_merge(
         base = pid_bh.to(tl.int64) * n_splits + s
         m_s = tl.load(part_ml_ptr + base * 2 * M + offs_m, mask=row_ok, other=float("-inf"))
         l_s = tl.load(part_ml_ptr + base * 2 * M + M + offs_m, mask=row_ok, other=0.0)
-        a_s = tl.load(part_acc_ptr + base * M * BLOCK_V + offs_m[:, None] * BLOCK_V + offs_v[None, :],
-                      mask=row_ok[:, None], other=0.0)
+        a_s = tl.load(
+            part_acc_ptr + base * M * BLOCK_V + offs_m[:, None] * BLOCK_V + offs_v[None, :],
+            mask=row_ok[:, None],
+            other=0.0,
+        )
         m_new = tl.maximum(m_i, m_s)
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
         alpha = tl.exp2(m_i - m_safe)
@@ -183,8 +320,31 @@ def _flash_merge(
         l_i = l_i * alpha + l_s * beta
         acc = acc * alpha[:, None] + a_s * beta[:, None]
         m_i = m_new
-    _finish(acc, l_i, bo_ptr, out_ptr, b, h, offs_m, row_ok, offs_v, DV, DO,
-            sbb, sbh, sbv, sbo, sob, soh, som, sod, BLOCK_O, PROJ_O, DOT_F32, PREC)
+    _finish(
+        acc,
+        l_i,
+        bo_ptr,
+        out_ptr,
+        b,
+        h,
+        offs_m,
+        row_ok,
+        offs_v,
+        DV,
+        DO,
+        sbb,
+        sbh,
+        sbv,
+        sbo,
+        sob,
+        soh,
+        som,
+        sod,
+        BLOCK_O,
+        PROJ_O,
+        DOT_F32,
+        PREC,
+    )
 
 
 # ----------------------------------------------------------------------------- launch plan
@@ -215,10 +375,21 @@ def sm_count(device: torch.device) -> int:
     return _SM_COUNT[idx]
 
 
-def plan_launch(m: int, n: int, bh: int, head_dim: int, *, causal: bool = False,
-                dtype: torch.dtype = torch.bfloat16, sms: int = 132, splits: int | None = None,
-                block_m: int | None = None, block_n: int | None = None,
-                num_warps: int | None = None, num_stages: int | None = None) -> LaunchPlan:
+def plan_launch(
+    m: int,
+    n: int,
+    bh: int,
+    head_dim: int,
+    *,
+    causal: bool = False,
+    dtype: torch.dtype = torch.bfloat16,
+    sms: int = 132,
+    splits: int | None = None,
+    block_m: int | None = None,
+    block_n: int | None = None,
+    num_warps: int | None = None,
+    num_stages: int | None = None,
+) -> LaunchPlan:
     """Heuristic launch plan (every field overridable, e.g. by a tuning sweep on a GPU).
 
     Chosen from the sm_90 compiler report (``python -m attention_impls.kernels.aot``), not
@@ -291,27 +462,35 @@ def flash_small_head(
     if q_proj is not None:
         _check("q_proj", q_proj, 4, dt, dev)
         if q_proj.shape != (bsz, heads, r, d):
-            raise ValueError(f"flash_small_head: q_proj must be [B,H,R,D] = {[bsz, heads, r, d]}, "
-                             f"got {list(q_proj.shape)}")
+            raise ValueError(
+                f"flash_small_head: q_proj must be [B,H,R,D] = {[bsz, heads, r, d]}, "
+                f"got {list(q_proj.shape)}"
+            )
     elif d != r:
         raise ValueError(f"flash_small_head: q has head dim {d} but k has {r} (and no q_proj)")
     same_kv = v is None
     vv = k if same_kv else v
     _check("v", vv, 4, dt, dev)
     if vv.shape[:3] != (bsz, heads, n):
-        raise ValueError(f"flash_small_head: v must be [B,H,N,Dv] with N = {n}, got {list(vv.shape)}")
+        raise ValueError(
+            f"flash_small_head: v must be [B,H,N,Dv] with N = {n}, got {list(vv.shape)}"
+        )
     dv = vv.shape[3]
     if out_proj is not None:
         _check("out_proj", out_proj, 4, dt, dev)
         if out_proj.shape[:3] != (bsz, heads, dv):
-            raise ValueError(f"flash_small_head: out_proj must be [B,H,Dv,Do] with Dv = {dv}, "
-                             f"got {list(out_proj.shape)}")
+            raise ValueError(
+                f"flash_small_head: out_proj must be [B,H,Dv,Do] with Dv = {dv}, "
+                f"got {list(out_proj.shape)}"
+            )
         do = out_proj.shape[3]
     else:
         do = dv
     if key_mask is not None and (key_mask.dtype != torch.bool or tuple(key_mask.shape) != (bsz, n)):
-        raise ValueError(f"flash_small_head: key_mask must be bool [B,N] = {[bsz, n]}, "
-                         f"got {key_mask.dtype} {list(key_mask.shape)}")
+        raise ValueError(
+            f"flash_small_head: key_mask must be bool [B,N] = {[bsz, n]}, "
+            f"got {key_mask.dtype} {list(key_mask.shape)}"
+        )
     if causal and m != n:
         raise ValueError(f"flash_small_head: causal attention needs M == N, got M={m}, N={n}")
 
@@ -323,7 +502,9 @@ def flash_small_head(
     else:
         _check("out", out, 4, dt, dev)
         if out.shape != (bsz, heads, m, do):
-            raise ValueError(f"flash_small_head: out must be {[bsz, heads, m, do]}, got {list(out.shape)}")
+            raise ValueError(
+                f"flash_small_head: out must be {[bsz, heads, m, do]}, got {list(out.shape)}"
+            )
     n_per_split = -(-n // plan.splits)
     n_per_split = -(-n_per_split // plan.block_n) * plan.block_n  # whole key tiles per split
     splits = -(-n // n_per_split)
@@ -341,23 +522,68 @@ def flash_small_head(
     prec = "ieee" if dt == torch.float32 else "tf32"
     grid = (triton.cdiv(m, plan.block_m), bh, splits)
     _flash_fwd[grid](
-        q, a, k, vv, bo, mask, out, part_acc, part_ml,
-        heads, m, n, d, r, dv, do, n_per_split, float(scale) * LOG2E,
-        *q.stride(), *a.stride(), *k.stride(), *vv.stride(), *bo.stride(), *mask_strides,
+        q,
+        a,
+        k,
+        vv,
+        bo,
+        mask,
+        out,
+        part_acc,
+        part_ml,
+        heads,
+        m,
+        n,
+        d,
+        r,
+        dv,
+        do,
+        n_per_split,
+        float(scale) * LOG2E,
+        *q.stride(),
+        *a.stride(),
+        *k.stride(),
+        *vv.stride(),
+        *bo.stride(),
+        *mask_strides,
         *out.stride(),
-        BLOCK_M=plan.block_m, BLOCK_N=plan.block_n, BLOCK_D=blk_d, BLOCK_R=blk_r,
-        BLOCK_V=blk_v, BLOCK_O=blk_o,
-        PROJ_Q=q_proj is not None, PROJ_O=out_proj is not None, SAME_KV=same_kv,
-        HAS_MASK=key_mask is not None, CAUSAL=bool(causal), SPLIT=split,
+        BLOCK_M=plan.block_m,
+        BLOCK_N=plan.block_n,
+        BLOCK_D=blk_d,
+        BLOCK_R=blk_r,
+        BLOCK_V=blk_v,
+        BLOCK_O=blk_o,
+        PROJ_Q=q_proj is not None,
+        PROJ_O=out_proj is not None,
+        SAME_KV=same_kv,
+        HAS_MASK=key_mask is not None,
+        CAUSAL=bool(causal),
+        SPLIT=split,
         NEED_MASK=(key_mask is not None) or bool(causal) or (n % plan.block_n != 0),
-        DOT_F32=dot_f32, PREC=prec, num_warps=plan.num_warps, num_stages=plan.num_stages,
+        DOT_F32=dot_f32,
+        PREC=prec,
+        num_warps=plan.num_warps,
+        num_stages=plan.num_stages,
     )
     if split:
         _flash_merge[(triton.cdiv(m, plan.block_m), bh)](
-            part_acc, part_ml, bo, out, heads, m, dv, do, splits,
-            *bo.stride(), *out.stride(),
-            BLOCK_M=plan.block_m, BLOCK_V=blk_v, BLOCK_O=blk_o, PROJ_O=out_proj is not None,
-            DOT_F32=dot_f32, PREC=prec, num_warps=plan.num_warps,
+            part_acc,
+            part_ml,
+            bo,
+            out,
+            heads,
+            m,
+            dv,
+            do,
+            splits,
+            *bo.stride(),
+            *out.stride(),
+            BLOCK_M=plan.block_m,
+            BLOCK_V=blk_v,
+            BLOCK_O=blk_o,
+            PROJ_O=out_proj is not None,
+            DOT_F32=dot_f32,
+            PREC=prec,
+            num_warps=plan.num_warps,
         )
     return out
-

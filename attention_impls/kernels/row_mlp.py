@@ -57,7 +57,9 @@ _INTERPRETED = kernels_interpreted()
 # g: what follows the first product
 ACT_NONE = 0  # out = f(q) @ W1 (W1 is [d, dv]; no second product)
 ACT_LEAKY = 1  # out = leaky_relu(f(q) @ W1 * scale) @ W2
-ACT_SOFTMAX = 2  # out = sum_j (e_j + eps) W2_j / max(sum_j (e_j + eps) ksum_j, tiny), e = exp(s - rowmax s)
+ACT_SOFTMAX = (
+    2  # out = sum_j (e_j + eps) W2_j / max(sum_j (e_j + eps) ksum_j, tiny), e = exp(s - rowmax s)
+)
 # f: what is applied to q first
 PRE_NONE = 0
 PRE_ELU_L2 = 1  # rownorm(elu(q)) in fp32, cast back to the working dtype
@@ -65,19 +67,55 @@ PRE_ELU_L2 = 1  # rownorm(elu(q)) in fp32, cast back to the working dtype
 
 @triton.jit
 def _row_mlp_kernel(
-    q_ptr, w1_ptr, w2_ptr, ksum_ptr, empty_ptr, out_ptr,
-    H, M, D, R, DV,
-    sq_b, sq_h, sq_m, sq_d,
-    sw1_b, sw1_h, sw1_d, sw1_r,
-    sw2_b, sw2_h, sw2_r, sw2_v,
-    sk_b, sk_h, sk_r,
+    q_ptr,
+    w1_ptr,
+    w2_ptr,
+    ksum_ptr,
+    empty_ptr,
+    out_ptr,
+    H,
+    M,
+    D,
+    R,
+    DV,
+    sq_b,
+    sq_h,
+    sq_m,
+    sq_d,
+    sw1_b,
+    sw1_h,
+    sw1_d,
+    sw1_r,
+    sw2_b,
+    sw2_h,
+    sw2_r,
+    sw2_v,
+    sk_b,
+    sk_h,
+    sk_r,
     se_b,
-    so_b, so_h, so_m, so_v,
-    scale, slope, eps, norm_eps, feat_scale,
-    PRE: tl.constexpr, ACT: tl.constexpr,
-    HAS_KSUM: tl.constexpr, HAS_EPS: tl.constexpr, HAS_EMPTY: tl.constexpr,
-    FIRST_FP32: tl.constexpr, DOT_FP32: tl.constexpr, IN_PREC: tl.constexpr, ACC: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_DV: tl.constexpr,
+    so_b,
+    so_h,
+    so_m,
+    so_v,
+    scale,
+    slope,
+    eps,
+    norm_eps,
+    feat_scale,
+    PRE: tl.constexpr,
+    ACT: tl.constexpr,
+    HAS_KSUM: tl.constexpr,
+    HAS_EPS: tl.constexpr,
+    HAS_EMPTY: tl.constexpr,
+    FIRST_FP32: tl.constexpr,
+    DOT_FP32: tl.constexpr,
+    IN_PREC: tl.constexpr,
+    ACC: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_R: tl.constexpr,
+    BLOCK_DV: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -92,8 +130,11 @@ def _row_mlp_kernel(
 
     # ---- f(q): the query tile, loaded once
     q_base = q_ptr + b * sq_b + h * sq_h
-    q = tl.load(q_base + offs_m[:, None] * sq_m + offs_d[None, :] * sq_d,
-                mask=mask_m[:, None] & mask_d[None, :], other=0.0)
+    q = tl.load(
+        q_base + offs_m[:, None] * sq_m + offs_d[None, :] * sq_d,
+        mask=mask_m[:, None] & mask_d[None, :],
+        other=0.0,
+    )
     if PRE == 1:  # rownorm(elu(q)) in fp32 (padded columns are 0 and stay 0)
         x = q.to(tl.float32)
         x = tl.where(x > 0, x, tl.exp(tl.minimum(x, 0.0)) - 1.0)
@@ -108,8 +149,11 @@ def _row_mlp_kernel(
 
     if ACT == 0:
         # out = f(q) @ W1, W1 [d, dv]
-        w1 = tl.load(w1_base + offs_d[:, None] * sw1_d + offs_v[None, :] * sw1_r,
-                     mask=mask_d[:, None] & mask_v[None, :], other=0.0)
+        w1 = tl.load(
+            w1_base + offs_d[:, None] * sw1_d + offs_v[None, :] * sw1_r,
+            mask=mask_d[:, None] & mask_v[None, :],
+            other=0.0,
+        )
         out = _mm(q, w1, DOT_FP32, IN_PREC, ACC)
     elif ACT == 1:
         # out = leaky_relu(f(q) @ W1 * scale) @ W2
@@ -117,12 +161,18 @@ def _row_mlp_kernel(
         for r0 in range(0, R, BLOCK_R):
             offs_r = r0 + tl.arange(0, BLOCK_R)
             mask_r = offs_r < R
-            w1 = tl.load(w1_base + offs_d[:, None] * sw1_d + offs_r[None, :] * sw1_r,
-                         mask=mask_d[:, None] & mask_r[None, :], other=0.0)
+            w1 = tl.load(
+                w1_base + offs_d[:, None] * sw1_d + offs_r[None, :] * sw1_r,
+                mask=mask_d[:, None] & mask_r[None, :],
+                other=0.0,
+            )
             a = _mm(q, w1, DOT_FP32, IN_PREC, ACC) * scale
             a = tl.where(a >= 0, a, a * slope)
-            w2 = tl.load(w2_base + offs_r[:, None] * sw2_r + offs_v[None, :] * sw2_v,
-                         mask=mask_r[:, None] & mask_v[None, :], other=0.0)
+            w2 = tl.load(
+                w2_base + offs_r[:, None] * sw2_r + offs_v[None, :] * sw2_v,
+                mask=mask_r[:, None] & mask_v[None, :],
+                other=0.0,
+            )
             acc += _mm(_cast(a, w2_ptr.dtype.element_ty, DOT_FP32), w2, DOT_FP32, IN_PREC, ACC)
         out = acc
     else:
@@ -135,8 +185,11 @@ def _row_mlp_kernel(
         for r0 in range(0, R, BLOCK_R):
             offs_r = r0 + tl.arange(0, BLOCK_R)
             mask_r = offs_r < R
-            w1 = tl.load(w1_base + offs_d[:, None] * sw1_d + offs_r[None, :] * sw1_r,
-                         mask=mask_d[:, None] & mask_r[None, :], other=0.0)
+            w1 = tl.load(
+                w1_base + offs_d[:, None] * sw1_d + offs_r[None, :] * sw1_r,
+                mask=mask_d[:, None] & mask_r[None, :],
+                other=0.0,
+            )
             if FIRST_FP32:
                 w1 = w1.to(tl.float32)
             s = _mm(q, w1, DOT_FP32, IN_PREC, ACC) * scale
@@ -145,14 +198,21 @@ def _row_mlp_kernel(
             alpha = tl.exp(m_i - m_new)
             p = tl.exp(s - m_new[:, None])
             if HAS_KSUM:
-                ks = tl.load(ksum_ptr + b * sk_b + h * sk_h + offs_r * sk_r, mask=mask_r, other=0.0).to(ACC)
+                ks = tl.load(
+                    ksum_ptr + b * sk_b + h * sk_h + offs_r * sk_r, mask=mask_r, other=0.0
+                ).to(ACC)
                 l_i = l_i * alpha + tl.sum(p * ks[None, :], axis=1)
             else:
                 ks = tl.where(mask_r, 1.0, 0.0).to(ACC)
                 l_i = l_i * alpha + tl.sum(p, axis=1)
-            w2 = tl.load(w2_base + offs_r[:, None] * sw2_r + offs_v[None, :] * sw2_v,
-                         mask=mask_r[:, None] & mask_v[None, :], other=0.0)
-            acc = acc * alpha[:, None] + _mm(_cast(p, w2_ptr.dtype.element_ty, DOT_FP32), w2, DOT_FP32, IN_PREC, ACC)
+            w2 = tl.load(
+                w2_base + offs_r[:, None] * sw2_r + offs_v[None, :] * sw2_v,
+                mask=mask_r[:, None] & mask_v[None, :],
+                other=0.0,
+            )
+            acc = acc * alpha[:, None] + _mm(
+                _cast(p, w2_ptr.dtype.element_ty, DOT_FP32), w2, DOT_FP32, IN_PREC, ACC
+            )
             if HAS_EPS:
                 e_num += tl.sum(w2.to(ACC), axis=0)
                 e_den += ks
@@ -170,8 +230,11 @@ def _row_mlp_kernel(
         out = tl.where(is_empty != 0, 0.0, out)
 
     o_base = out_ptr + b * so_b + h * so_h
-    tl.store(o_base + offs_m[:, None] * so_m + offs_v[None, :] * so_v,
-             _cast(out, out_ptr.dtype.element_ty, DOT_FP32), mask=mask_m[:, None] & mask_v[None, :])
+    tl.store(
+        o_base + offs_m[:, None] * so_m + offs_v[None, :] * so_v,
+        _cast(out, out_ptr.dtype.element_ty, DOT_FP32),
+        mask=mask_m[:, None] & mask_v[None, :],
+    )
 
 
 # Rows of queries per program. Compiled: 64 (wgmma tiles; 256 programs at M = 2048,
@@ -214,21 +277,41 @@ def _launch(
     emp = empty_users if empty_users is not None else q
     grid = (triton.cdiv(m, bm), b * h)
     _row_mlp_kernel[grid](
-        q, w1, w2, ks, emp, out,
-        h, m, d, r, dv,
+        q,
+        w1,
+        w2,
+        ks,
+        emp,
+        out,
+        h,
+        m,
+        d,
+        r,
+        dv,
         *q.stride(),
         *w1_strides,
         *w2_strides,
         *ks_strides,
         emp.stride(0),
         *out.stride(),
-        float(scale), float(slope), float(eps), float(norm_eps), float(feat_scale),
-        PRE=pre, ACT=act,
-        HAS_KSUM=ksum is not None, HAS_EPS=eps > 0, HAS_EMPTY=empty_users is not None,
-        FIRST_FP32=first_fp32, DOT_FP32=_DOT_FP32,
+        float(scale),
+        float(slope),
+        float(eps),
+        float(norm_eps),
+        float(feat_scale),
+        PRE=pre,
+        ACT=act,
+        HAS_KSUM=ksum is not None,
+        HAS_EPS=eps > 0,
+        HAS_EMPTY=empty_users is not None,
+        FIRST_FP32=first_fp32,
+        DOT_FP32=_DOT_FP32,
         IN_PREC="tf32" if (first_fp32 and q.dtype in (torch.float16, torch.bfloat16)) else "ieee",
         ACC=acc,
-        BLOCK_M=bm, BLOCK_D=block_size(d), BLOCK_R=block_r or block_size(r, 64), BLOCK_DV=block_size(dv),
+        BLOCK_M=bm,
+        BLOCK_D=block_size(d),
+        BLOCK_R=block_r or block_size(r, 64),
+        BLOCK_DV=block_size(dv),
         num_warps=num_warps,
     )
     return out
@@ -240,21 +323,55 @@ def _launch(
 def linrec_attend(q, kv, empty_users, eps: float, **kw) -> torch.Tensor:
     """rownorm(elu(q)) @ kv; q [B,H,M,d], kv [B,H,d,dv] (the working dtype)."""
     dv = kv.shape[-1]
-    return _launch(q, kv, tuple(kv.stride()), kv, tuple(kv.stride()), dv, dv,
-                   act=ACT_NONE, pre=PRE_ELU_L2, empty_users=empty_users, norm_eps=eps, **kw)
+    return _launch(
+        q,
+        kv,
+        tuple(kv.stride()),
+        kv,
+        tuple(kv.stride()),
+        dv,
+        dv,
+        act=ACT_NONE,
+        pre=PRE_ELU_L2,
+        empty_users=empty_users,
+        norm_eps=eps,
+        **kw,
+    )
 
 
 def lrea_attend(q, c, bv, empty_users, slope: float, **kw) -> torch.Tensor:
     """leaky_relu(q @ c, slope) @ bv; c [B,H,d,r], bv [B,H,r,dv]."""
-    return _launch(q, c, tuple(c.stride()), bv, tuple(bv.stride()), c.shape[-1], bv.shape[-1],
-                   act=ACT_LEAKY, empty_users=empty_users, slope=slope, **kw)
+    return _launch(
+        q,
+        c,
+        tuple(c.stride()),
+        bv,
+        tuple(bv.stride()),
+        c.shape[-1],
+        bv.shape[-1],
+        act=ACT_LEAKY,
+        empty_users=empty_users,
+        slope=slope,
+        **kw,
+    )
 
 
 def svd_tokens_attend(q, zk, zv, empty_users, scale: float, **kw) -> torch.Tensor:
     """softmax(q @ zk^T * scale) @ zv; zk [B,H,r,d], zv [B,H,r,dv]."""
     sb, sh, sr, sd = zk.stride()
-    return _launch(q, zk, (sb, sh, sd, sr), zv, tuple(zv.stride()), zk.shape[-2], zv.shape[-1],
-                   act=ACT_SOFTMAX, empty_users=empty_users, scale=scale, **kw)
+    return _launch(
+        q,
+        zk,
+        (sb, sh, sd, sr),
+        zv,
+        tuple(zv.stride()),
+        zk.shape[-2],
+        zv.shape[-1],
+        act=ACT_SOFTMAX,
+        empty_users=empty_users,
+        scale=scale,
+        **kw,
+    )
 
 
 def performer_attend(q, omega, kv, ksum, empty_users, eps: float, **kw) -> torch.Tensor:
@@ -262,10 +379,23 @@ def performer_attend(q, omega, kv, ksum, empty_users, eps: float, **kw) -> torch
     kv [B,H,m,dv] working dtype, ksum [B,H,m] fp32. 32-feature chunks and 8 warps: the fp32
     logits tile spills registers at 64 x 64 with 4 warps (ptxas, sm_90)."""
     m, d = omega.shape
-    return _launch(q, omega, (0, 0, omega.stride(1), omega.stride(0)), kv, tuple(kv.stride()), m,
-                   kv.shape[-1], act=ACT_SOFTMAX, ksum=ksum, empty_users=empty_users,
-                   scale=d**-0.25, eps=eps, feat_scale=m**-0.5, first_fp32=True,
-                   **{"block_r": block_size(m, 32), "num_warps": 8, **kw})
+    return _launch(
+        q,
+        omega,
+        (0, 0, omega.stride(1), omega.stride(0)),
+        kv,
+        tuple(kv.stride()),
+        m,
+        kv.shape[-1],
+        act=ACT_SOFTMAX,
+        ksum=ksum,
+        empty_users=empty_users,
+        scale=d**-0.25,
+        eps=eps,
+        feat_scale=m**-0.5,
+        first_fp32=True,
+        **{"block_r": block_size(m, 32), "num_warps": 8, **kw},
+    )
 
 
 def aot_specs():
@@ -274,22 +404,55 @@ def aot_specs():
     from .aot import KernelSpec
 
     mod, kern = __name__, "_row_mlp_kernel"
-    ptrs = {"q_ptr": "*bf16", "w1_ptr": "*bf16", "w2_ptr": "*bf16", "ksum_ptr": "*fp32",
-            "empty_ptr": "*i1", "out_ptr": "*bf16"}
+    ptrs = {
+        "q_ptr": "*bf16",
+        "w1_ptr": "*bf16",
+        "w2_ptr": "*bf16",
+        "ksum_ptr": "*fp32",
+        "empty_ptr": "*i1",
+        "out_ptr": "*bf16",
+    }
     floats = ("scale", "slope", "eps", "norm_eps", "feat_scale")
-    base = dict(PRE=PRE_NONE, HAS_KSUM=False, HAS_EPS=False, HAS_EMPTY=True, FIRST_FP32=False,
-                DOT_FP32=False, IN_PREC="ieee", ACC=tl.float32, BLOCK_M=64, BLOCK_D=64,
-                BLOCK_R=16, BLOCK_DV=64)
+    base = dict(
+        PRE=PRE_NONE,
+        HAS_KSUM=False,
+        HAS_EPS=False,
+        HAS_EMPTY=True,
+        FIRST_FP32=False,
+        DOT_FP32=False,
+        IN_PREC="ieee",
+        ACC=tl.float32,
+        BLOCK_M=64,
+        BLOCK_D=64,
+        BLOCK_R=16,
+        BLOCK_DV=64,
+    )
 
     def spec(name, warps=4, pointers=ptrs, **const):
-        return KernelSpec(name, mod, kern, pointers, {**base, **const}, num_warps=warps, num_stages=1,
-                          floats=floats)
+        return KernelSpec(
+            name,
+            mod,
+            kern,
+            pointers,
+            {**base, **const},
+            num_warps=warps,
+            num_stages=1,
+            floats=floats,
+        )
 
     return [
         spec("linrec bf16", ACT=ACT_NONE, PRE=PRE_ELU_L2),
         spec("lrea bf16", ACT=ACT_LEAKY),
         spec("svd_tokens bf16", ACT=ACT_SOFTMAX),
-        spec("performer bf16 (256 features)", warps=8, pointers={**ptrs, "w1_ptr": "*fp32"},
-             ACT=ACT_SOFTMAX, HAS_KSUM=True, HAS_EPS=True, FIRST_FP32=True, IN_PREC="tf32",
-             BLOCK_R=32),
+        spec(
+            "performer bf16 (256 features)",
+            warps=8,
+            pointers={**ptrs, "w1_ptr": "*fp32"},
+            ACT=ACT_SOFTMAX,
+            HAS_KSUM=True,
+            HAS_EPS=True,
+            FIRST_FP32=True,
+            IN_PREC="tf32",
+            BLOCK_R=32,
+        ),
     ]

@@ -28,16 +28,29 @@ def cascade(cas: pd.DataFrame, device: str, key: str) -> Fig | None:
             left = 0.0
             prep = s["prepare_ms_median"].dropna()
             p = float(prep.iloc[0]) if len(prep) else 0.0
-            ax.barh(i, p, left=left, color="#bbbbbb", hatch="///", edgecolor="#777", lw=0.4,
-                    label="prepare (once per user)")
+            ax.barh(
+                i,
+                p,
+                left=left,
+                color="#bbbbbb",
+                hatch="///",
+                edgecolor="#777",
+                lw=0.4,
+                label="prepare (once per user)",
+            )
             left += p
             for st in stages:
                 a = s.loc[s["stage"].astype(str) == st, "attend_ms_median"].dropna()
                 if len(a):
                     m = s.loc[s["stage"].astype(str) == st, "m"].iloc[0]
                     name = f"stage {st}" if st.isdigit() else st
-                    ax.barh(i, float(a.iloc[0]), left=left, color=colors[st],
-                            label=f"attend, {name} (M={m:g})" if m == m else f"attend, {name}")
+                    ax.barh(
+                        i,
+                        float(a.iloc[0]),
+                        left=left,
+                        color=colors[st],
+                        label=f"attend, {name} (M={m:g})" if m == m else f"attend, {name}",
+                    )
                     left += float(a.iloc[0])
             ax.text(left, i, f" {left:.3g}", va="center", fontsize=7)
         ax.set_yticks(range(len(labels)))
@@ -52,8 +65,17 @@ def cascade(cas: pd.DataFrame, device: str, key: str) -> Fig | None:
     for ax in axes.ravel():
         for h, lab in zip(*ax.get_legend_handles_labels(), strict=False):
             seen.setdefault(lab, h)
-    fig.legend(list(seen.values()), list(seen.keys()), loc="outside lower center", ncol=4, frameon=False, fontsize=8.5)
-    cap = ("One request runs every candidate stage; the per-user prepare work (hatched) is paid once and "
-           "amortised over all stages, the attend work (coloured) is paid per stage. Bar ends give the "
-           "total per request.")
+    fig.legend(
+        list(seen.values()),
+        list(seen.keys()),
+        loc="outside lower center",
+        ncol=4,
+        frameon=False,
+        fontsize=8.5,
+    )
+    cap = (
+        "One request runs every candidate stage; the per-user prepare work (hatched) is paid once and "
+        "amortised over all stages, the attend work (coloured) is paid per stage. Bar ends give the "
+        "total per request."
+    )
     return Fig(key, title, cap, fig)

@@ -42,8 +42,9 @@ class Fig:
 def setup_style() -> None:
     sns.set_theme(style="whitegrid", context="paper", font_scale=1.05)
     # data labels are text, not TeX: a label such as "perf$x^{$" must not reach mathtext
-    plt.rcParams.update({"figure.dpi": 100, "svg.fonttype": "none", "axes.titlesize": 10,
-                         "text.parse_math": False})
+    plt.rcParams.update(
+        {"figure.dpi": 100, "svg.fonttype": "none", "axes.titlesize": 10, "text.parse_math": False}
+    )
 
 
 def method_color(method: str) -> str:
@@ -58,11 +59,24 @@ def series_colors(names: list[str]) -> dict[str, str]:
     return {n: matplotlib.colors.to_hex(pal[i % len(pal)]) for i, n in enumerate(names)}
 
 
-def grid(nrows: int, ncols: int, *, row_h: float = 2.7, width: float = FIG_WIDTH,
-         sharex: bool | str = True, sharey: bool | str = True, extra_h: float = 0.9):
+def grid(
+    nrows: int,
+    ncols: int,
+    *,
+    row_h: float = 2.7,
+    width: float = FIG_WIDTH,
+    sharex: bool | str = True,
+    sharey: bool | str = True,
+    extra_h: float = 0.9,
+):
     fig, axes = plt.subplots(
-        nrows, ncols, figsize=(width, row_h * nrows + extra_h), squeeze=False,
-        sharex=sharex, sharey=sharey, layout="constrained",
+        nrows,
+        ncols,
+        figsize=(width, row_h * nrows + extra_h),
+        squeeze=False,
+        sharex=sharex,
+        sharey=sharey,
+        layout="constrained",
     )
     return fig, axes
 
@@ -99,8 +113,14 @@ def legend_below(fig: Figure, axes, ncol: int | None = None) -> None:
         longest = max(len(lab) for lab in seen) + 6
         fit = max(1, int(fig.get_figwidth() * 11 // longest))
         n = min(ncol or 5, len(seen), fit)
-        fig.legend(list(seen.values()), list(seen.keys()), loc="outside lower center",
-                   ncol=n, frameon=False, fontsize=8.5)
+        fig.legend(
+            list(seen.values()),
+            list(seen.keys()),
+            loc="outside lower center",
+            ncol=n,
+            frameon=False,
+            fontsize=8.5,
+        )
 
 
 def png_bytes(fig: Figure, dpi: int = 100) -> bytes:
@@ -148,7 +168,10 @@ def tidy_log_axes(fig: Figure) -> None:
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     for ax in fig.axes:
-        for axis, scale, lim in ((ax.xaxis, ax.get_xscale(), ax.get_xlim), (ax.yaxis, ax.get_yscale(), ax.get_ylim)):
+        for axis, scale, lim in (
+            (ax.xaxis, ax.get_xscale(), ax.get_xlim),
+            (ax.yaxis, ax.get_yscale(), ax.get_ylim),
+        ):
             if scale != "log" or getattr(axis.get_transform(), "base", 10) != 10:
                 continue
             lo, hi = sorted(lim())

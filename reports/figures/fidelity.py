@@ -26,7 +26,9 @@ def _richest(d: pd.DataFrame, col: str) -> tuple[float, float]:
     return float(c["n"].iloc[-1]), float(c["m"].iloc[-1])
 
 
-def _main_case(d: pd.DataFrame, fix: tuple[str, ...] = ("m", "d")) -> tuple[pd.DataFrame, list[str]]:
+def _main_case(
+    d: pd.DataFrame, fix: tuple[str, ...] = ("m", "d")
+) -> tuple[pd.DataFrame, list[str]]:
     """Fix dtype (prefer fp32), M and d at their most common values."""
     notes = []
     if d.empty:
@@ -45,8 +47,12 @@ def _main_case(d: pd.DataFrame, fix: tuple[str, ...] = ("m", "d")) -> tuple[pd.D
 
 
 def kl_vs_rank(ok: pd.DataFrame, device: str, key: str) -> Fig | None:
-    d = ok[(ok["device"] == device) & ok["method"].isin(["svd_exact", "svd_tokens"])
-           & ok["rank"].notna() & (ok["kl_mean"].notna() | ok["out_err_mean"].notna())]
+    d = ok[
+        (ok["device"] == device)
+        & ok["method"].isin(["svd_exact", "svd_tokens"])
+        & ok["rank"].notna()
+        & (ok["kl_mean"].notna() | ok["out_err_mean"].notna())
+    ]
     d, notes = _main_case(d, fix=("d",))
     if d.empty:
         return None
@@ -56,22 +62,33 @@ def kl_vs_rank(ok: pd.DataFrame, device: str, key: str) -> Fig | None:
         return None  # one rank is a table row (fidelity table), not a curve
     notes.append(f"M={m:g}")
     d["r_star"] = d["family_params"].map(family_rank)
-    d["fam"] = [f if not (f == "exact_rank" and r == r) else f"exact_rank (r*={r:g})"
-                for f, r in zip(d["family"], d["r_star"], strict=False)]
+    d["fam"] = [
+        f if not (f == "exact_rank" and r == r) else f"exact_rank (r*={r:g})"
+        for f, r in zip(d["family"], d["r_star"], strict=False)
+    ]
     methods = method_order(d["method"])
     fams = sorted(d["fam"].unique())
     colors = series_colors(fams)
     fig, axes = grid(2, len(methods), row_h=2.6, sharey="row")
     for j, method in enumerate(methods):
-        for i, (col, ylab) in enumerate([("kl_mean", "KL(P || P_r), mean"), ("out_err_mean", "output error, mean")]):
+        for i, (col, ylab) in enumerate(
+            [("kl_mean", "KL(P || P_r), mean"), ("out_err_mean", "output error, mean")]
+        ):
             ax = axes[i, j]
             sub = d[d["method"] == method]
             for fam in fams:
                 s = sub[sub["fam"] == fam].groupby("rank")[col].median().dropna()
                 if s.empty:
                     continue
-                ax.plot(s.index, np.maximum(s.values, FLOOR), marker="o", ms=3.5, lw=1.6,
-                        color=colors[fam], label=fam)
+                ax.plot(
+                    s.index,
+                    np.maximum(s.values, FLOOR),
+                    marker="o",
+                    ms=3.5,
+                    lw=1.6,
+                    color=colors[fam],
+                    label=fam,
+                )
                 rs = sub.loc[sub["fam"] == fam, "r_star"].dropna()
                 if len(rs):
                     ax.axvline(rs.iloc[0], color=colors[fam], ls=":", lw=1)
@@ -86,10 +103,12 @@ def kl_vs_rank(ok: pd.DataFrame, device: str, key: str) -> Fig | None:
     title = f"Fidelity vs rank r (SVD readings) - {device}, N = {n:g} - {inputs_note(d)}"
     fig.suptitle(title, fontsize=11)
     legend_below(fig, axes)
-    cap = ("Mean over query rows of KL(P || P_r) and of the output error (relative to the RMS value "
-           "norm) against the rank r. Dotted vertical lines mark the true rank r* of exact_rank inputs; "
-           f"svd_exact should reach numerical zero for r >= r*. Values below {FLOOR:g} are drawn at "
-           f"{FLOOR:g}. Fixed: " + ", ".join(notes) + ".")
+    cap = (
+        "Mean over query rows of KL(P || P_r) and of the output error (relative to the RMS value "
+        "norm) against the rank r. Dotted vertical lines mark the true rank r* of exact_rank inputs; "
+        f"svd_exact should reach numerical zero for r >= r*. Values below {FLOOR:g} are drawn at "
+        f"{FLOOR:g}. Fixed: " + ", ".join(notes) + "."
+    )
     return Fig(key, title, cap, fig)
 
 
@@ -104,15 +123,24 @@ def error_vs_n(ok: pd.DataFrame, device: str, key: str) -> Fig | None:
     fams = sorted(d["family"].dropna().unique())[:4]
     fig, axes = grid(2, len(fams), row_h=2.6, sharey="row")
     for j, fam in enumerate(fams):
-        for i, (col, ylab) in enumerate([("kl_mean", "KL vs dense, mean"), ("out_err_mean", "output error, mean")]):
+        for i, (col, ylab) in enumerate(
+            [("kl_mean", "KL vs dense, mean"), ("out_err_mean", "output error, mean")]
+        ):
             ax = axes[i, j]
             sub = d[d["family"] == fam]
             for method in method_order(sub["method"]):
                 s = sub[sub["method"] == method].groupby("n")[col].median().dropna()
                 if s.empty:
                     continue
-                ax.plot(s.index, np.maximum(s.values, FLOOR), marker="o", ms=3, lw=1.6,
-                        color=method_color(method), label=reps[method])
+                ax.plot(
+                    s.index,
+                    np.maximum(s.values, FLOOR),
+                    marker="o",
+                    ms=3,
+                    lw=1.6,
+                    color=method_color(method),
+                    label=reps[method],
+                )
             if sub[col].notna().sum() == 0:
                 empty_note(ax)
             log2_axis(ax, "x")
@@ -124,9 +152,11 @@ def error_vs_n(ok: pd.DataFrame, device: str, key: str) -> Fig | None:
     title = f"Fidelity vs N per method - {device} - {inputs_note(d)}"
     fig.suptitle(title, fontsize=11)
     legend_below(fig, axes)
-    cap = ("KL(P || Q) of each method's implied weights against dense softmax (signed weights: "
-           "negatives clipped and renormalised, smoothed with a = 1e-6) and output error, per input "
-           "family (columns). Fixed: " + ", ".join(notes) + ".")
+    cap = (
+        "KL(P || Q) of each method's implied weights against dense softmax (signed weights: "
+        "negatives clipped and renormalised, smoothed with a = 1e-6) and output error, per input "
+        "family (columns). Fixed: " + ", ".join(notes) + "."
+    )
     return Fig(key, title, cap, fig)
 
 
@@ -146,19 +176,46 @@ def pareto(ok: pd.DataFrame, device: str, key: str) -> Fig | None:
     floor = 1e-8
     for j, fam in enumerate(fams):
         ax = axes[0, j]
-        sub = d[d["family"] == fam].groupby(["method", "label"])[["forward_ms_median", err]].median().reset_index()
+        sub = (
+            d[d["family"] == fam]
+            .groupby(["method", "label"])[["forward_ms_median", err]]
+            .median()
+            .reset_index()
+        )
         sub["y"] = np.maximum(sub[err], floor)
         for method in method_order(sub["method"]):
             s = sub[sub["method"] == method]
-            ax.scatter(s["forward_ms_median"], s["y"], s=28, color=method_color(method), label=method,
-                       zorder=3, edgecolor="white", linewidth=0.5)
+            ax.scatter(
+                s["forward_ms_median"],
+                s["y"],
+                s=28,
+                color=method_color(method),
+                label=method,
+                zorder=3,
+                edgecolor="white",
+                linewidth=0.5,
+            )
         front = pareto_front(sub, "forward_ms_median", "y")
         if not front.empty:
-            ax.step(front["forward_ms_median"], front["y"], where="post", color="#555", lw=1, ls="--",
-                    label="Pareto front", zorder=2)
+            ax.step(
+                front["forward_ms_median"],
+                front["y"],
+                where="post",
+                color="#555",
+                lw=1,
+                ls="--",
+                label="Pareto front",
+                zorder=2,
+            )
             for _, r in front.iterrows():
-                ax.annotate(r["label"], (r["forward_ms_median"], r["y"]), fontsize=6.5,
-                            xytext=(3, 3), textcoords="offset points", color="#333")
+                ax.annotate(
+                    r["label"],
+                    (r["forward_ms_median"], r["y"]),
+                    fontsize=6.5,
+                    xytext=(3, 3),
+                    textcoords="offset points",
+                    color="#333",
+                )
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_title(fam)
@@ -168,8 +225,10 @@ def pareto(ok: pd.DataFrame, device: str, key: str) -> Fig | None:
     title = f"Error vs time, Pareto front - {device}, N = {n:g} - {inputs_note(d)}"
     fig.suptitle(title, fontsize=11)
     legend_below(fig, axes, ncol=7)
-    cap = ("Every configuration (all ranks / feature counts) of every method at one case; the dashed "
-           "step is the Pareto front (nothing is both faster and more accurate) and its points are "
-           f"labelled. Dense has zero error by definition and is drawn at the floor {floor:g}. "
-           "Fixed: " + ", ".join(notes) + f", N={n:g}.")
+    cap = (
+        "Every configuration (all ranks / feature counts) of every method at one case; the dashed "
+        "step is the Pareto front (nothing is both faster and more accurate) and its points are "
+        f"labelled. Dense has zero error by definition and is drawn at the floor {floor:g}. "
+        "Fixed: " + ", ".join(notes) + f", N={n:g}."
+    )
     return Fig(key, title, cap, fig)

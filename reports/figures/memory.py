@@ -26,7 +26,11 @@ def memory_vs_n(ok: pd.DataFrame, device: str, dtype: str, setting: str, key: st
     if d["mem_measured"].notna().sum() == 0 and d["mem_model_bytes"].notna().sum() == 0:
         return None
     d, dmode = at_modal_d(d)
-    agg = d.groupby(["method", "label", "m", "n"], dropna=False)[["mem_measured", "mem_model_bytes"]].median().reset_index()
+    agg = (
+        d.groupby(["method", "label", "m", "n"], dropna=False)[["mem_measured", "mem_model_bytes"]]
+        .median()
+        .reset_index()
+    )
     ms = sorted(agg["m"].unique())
     fig, axes, ncols, panels = panel_grid(len(ms), row_h=2.8)
     for idx, ax in enumerate(panels):
@@ -36,12 +40,26 @@ def memory_vs_n(ok: pd.DataFrame, device: str, dtype: str, setting: str, key: st
             c = method_color(method)
             meas = s[s["mem_measured"] > 0]
             if not meas.empty:
-                ax.plot(meas["n"], meas["mem_measured"] / 2**20, marker="o", ms=3, lw=1.6, color=c,
-                        label=reps[method])
+                ax.plot(
+                    meas["n"],
+                    meas["mem_measured"] / 2**20,
+                    marker="o",
+                    ms=3,
+                    lw=1.6,
+                    color=c,
+                    label=reps[method],
+                )
             mod = s[s["mem_model_bytes"] > 0]
             if not mod.empty:
-                ax.plot(mod["n"], mod["mem_model_bytes"] / 2**20, lw=1.2, ls="--", color=c, alpha=0.8,
-                        label=reps[method] if meas.empty else "_model")
+                ax.plot(
+                    mod["n"],
+                    mod["mem_model_bytes"] / 2**20,
+                    lw=1.2,
+                    ls="--",
+                    color=c,
+                    alpha=0.8,
+                    label=reps[method] if meas.empty else "_model",
+                )
         if sub.empty:
             empty_note(ax)
         log2_axis(ax, "x")
@@ -56,7 +74,9 @@ def memory_vs_n(ok: pd.DataFrame, device: str, dtype: str, setting: str, key: st
     axes[0, 0].plot([], [], color="#555", lw=1.6, marker="o", ms=3, label="solid: measured")
     axes[0, 0].plot([], [], color="#555", lw=1.2, ls="--", label="dashed: modelled")
     legend_below(fig, axes, ncol=4)
-    cap = ("Solid: measured peak above the inputs during forward (GPU: allocator peak; CPU: process "
-           f"measure; method: {how}). Dashed: the analytic model (MODELLED, not measured). "
-           + _caption_bits(d, reps, notes))
+    cap = (
+        "Solid: measured peak above the inputs during forward (GPU: allocator peak; CPU: process "
+        f"measure; method: {how}). Dashed: the analytic model (MODELLED, not measured). "
+        + _caption_bits(d, reps, notes)
+    )
     return Fig(key, title, cap, fig)

@@ -33,7 +33,8 @@ def roofline_points(ok: pd.DataFrame) -> pd.DataFrame:
     t = d["forward_ms_median"] / 1e3
     d["flops_per_s"] = d["flops_per_s"].where(d["flops_per_s"].notna(), d["flops"] / t)
     d["arithmetic_intensity"] = d["arithmetic_intensity"].where(
-        d["arithmetic_intensity"].notna(), d["flops"] / d["bytes"])
+        d["arithmetic_intensity"].notna(), d["flops"] / d["bytes"]
+    )
     return d[(d["flops_per_s"] > 0) & (d["arithmetic_intensity"] > 0)]
 
 
@@ -61,9 +62,15 @@ def attend_fraction_points(ph: pd.DataFrame, dev: str) -> pd.DataFrame:
     for method, label in reps.items():
         sub = g[g["label"] == label]
         sub = sub[sub["m"] == sub["m"].max()]
-        agg = sub.groupby("n").agg(fraction=("roofline_fraction_attend", "median"),
-                                   bound=("roofline_bound_attend", lambda b: mode_value(b.astype(object))),
-                                   m=("m", "first")).reset_index()
+        agg = (
+            sub.groupby("n")
+            .agg(
+                fraction=("roofline_fraction_attend", "median"),
+                bound=("roofline_bound_attend", lambda b: mode_value(b.astype(object))),
+                m=("m", "first"),
+            )
+            .reset_index()
+        )
         agg["method"] = method
         parts.append(agg)
     return pd.concat(parts, ignore_index=True) if parts else g.iloc[0:0]
@@ -84,18 +91,34 @@ def roofline(ok: pd.DataFrame, key: str) -> Fig | None:
         sub = d[d["device"] == dev]
         for method in method_order(sub["method"]):
             s = sub[sub["method"] == method]
-            for bound, sb in s.groupby(s["roofline_bound_forward"].astype(object).fillna("none"), dropna=False):
+            for bound, sb in s.groupby(
+                s["roofline_bound_forward"].astype(object).fillna("none"), dropna=False
+            ):
                 bounds_seen.add(str(bound))
-                ax.scatter(sb["arithmetic_intensity"], sb["flops_per_s"] / 1e9,
-                           s=np.clip(np.log2(sb["n"].fillna(256)) * 2.5, 8, 45), alpha=0.6,
-                           color=method_color(method), marker=_marker(bound),
-                           edgecolor="none" if _marker(bound) != NO_BOUND_MARKER else None)
-        ai = np.logspace(np.log10(sub["arithmetic_intensity"].min() / 2),
-                         np.log10(sub["arithmetic_intensity"].max() * 2), 100)
+                ax.scatter(
+                    sb["arithmetic_intensity"],
+                    sb["flops_per_s"] / 1e9,
+                    s=np.clip(np.log2(sb["n"].fillna(256)) * 2.5, 8, 45),
+                    alpha=0.6,
+                    color=method_color(method),
+                    marker=_marker(bound),
+                    edgecolor="none" if _marker(bound) != NO_BOUND_MARKER else None,
+                )
+        ai = np.logspace(
+            np.log10(sub["arithmetic_intensity"].min() / 2),
+            np.log10(sub["arithmetic_intensity"].max() * 2),
+            100,
+        )
         pf = sub["peak_flops"].median()
         pb = sub["peak_bytes_per_s"].median()
         if pf == pf and pb == pb:
-            ax.plot(ai, np.minimum(pf, pb * ai) / 1e9, color="#000", lw=1.5, label="roofline (matmul, memory)")
+            ax.plot(
+                ai,
+                np.minimum(pf, pb * ai) / 1e9,
+                color="#000",
+                lw=1.5,
+                label="roofline (matmul, memory)",
+            )
         elif pf == pf:
             ax.axhline(pf / 1e9, color="#000", lw=1.5, label="peak FLOP/s")
         ax.set_xscale("log")
@@ -108,7 +131,9 @@ def roofline(ok: pd.DataFrame, key: str) -> Fig | None:
         pe = sub["peak_exp_per_s"].median() if "peak_exp_per_s" in sub.columns else np.nan
         if pe == pe:
             peaks.append(f"{pe / 1e12:.3g} Texp/s" if pe >= 1e12 else f"{pe / 1e9:.3g} Gexp/s")
-        ax.set_title(f"{dev} forward" + (f" (peaks {', '.join(peaks)})" if peaks else " (no peaks in table)"))
+        ax.set_title(
+            f"{dev} forward" + (f" (peaks {', '.join(peaks)})" if peaks else " (no peaks in table)")
+        )
         ax.set_xlabel("arithmetic intensity (FLOP / byte, modelled)")
         if j == 0:
             ax.set_ylabel("achieved GFLOP/s")
@@ -119,16 +144,27 @@ def roofline(ok: pd.DataFrame, key: str) -> Fig | None:
         if a.empty:
             ax2.set_xticks([])
             ax2.set_yticks([])
-            empty_note(ax2, EXP_NOT_RECORDED if (ph.loc[ph["device"] == dev, "roofline_exp_attend"]
-                                                 != "recorded").all() else "no attend floor")
+            empty_note(
+                ax2,
+                EXP_NOT_RECORDED
+                if (ph.loc[ph["device"] == dev, "roofline_exp_attend"] != "recorded").all()
+                else "no attend floor",
+            )
             continue
         for method in method_order(a["method"]):
             s = a[a["method"] == method].sort_values("n")
             ax2.plot(s["n"], s["fraction"], color=method_color(method), lw=1.2, alpha=0.8)
             for bound, sb in s.groupby(s["bound"].astype(object).fillna("none"), dropna=False):
                 bounds_seen.add(str(bound))
-                ax2.scatter(sb["n"], sb["fraction"], color=method_color(method), marker=_marker(bound), s=30,
-                            zorder=3, edgecolor="none" if _marker(bound) != NO_BOUND_MARKER else None)
+                ax2.scatter(
+                    sb["n"],
+                    sb["fraction"],
+                    color=method_color(method),
+                    marker=_marker(bound),
+                    s=30,
+                    zorder=3,
+                    edgecolor="none" if _marker(bound) != NO_BOUND_MARKER else None,
+                )
         ax2.axhline(1.0, color="#000", lw=1, ls="--", label="at the floor")
         log2_axis(ax2, "x")
         ax2.set_yscale("log")
@@ -140,22 +176,31 @@ def roofline(ok: pd.DataFrame, key: str) -> Fig | None:
         axes[0, 0].plot([], [], color=method_color(method), lw=3, label=method)
     for bound in ROOFLINE_BOUNDS + ("none",):
         if bound in bounds_seen:
-            axes[0, 0].scatter([], [], marker=_marker(bound), color="#777",
-                               label=f"bound: {bound}" if bound != "none" else "bound: unknown")
+            axes[0, 0].scatter(
+                [],
+                [],
+                marker=_marker(bound),
+                color="#777",
+                label=f"bound: {bound}" if bound != "none" else "bound: unknown",
+            )
     title = f"Roofline - {inputs_note(d)}"
     fig.suptitle(title, fontsize=11)
     legend_below(fig, axes, ncol=7)
     exp_missing = (d["roofline_exp_forward"] == EXP_NOT_RECORDED).any()
-    cap = ("Top: each point is one forward measurement, the analytic FLOP count divided by the measured "
-           "median time, against the analytic FLOPs per byte moved; the black line is min(peak FLOP/s, "
-           "peak bandwidth x intensity). The marker shape is the bound that sets the roofline floor, "
-           "max(FLOPs / peak FLOP/s, bytes / peak bytes/s, exps / peak exp/s): circle matmul, square "
-           "memory, triangle exp (exp-bound points can sit far below the two-bound line). Marker size "
-           "grows with N.")
+    cap = (
+        "Top: each point is one forward measurement, the analytic FLOP count divided by the measured "
+        "median time, against the analytic FLOPs per byte moved; the black line is min(peak FLOP/s, "
+        "peak bandwidth x intensity). The marker shape is the bound that sets the roofline floor, "
+        "max(FLOPs / peak FLOP/s, bytes / peak bytes/s, exps / peak exp/s): circle matmul, square "
+        "memory, triangle exp (exp-bound points can sit far below the two-bound line). Marker size "
+        "grows with N."
+    )
     if two_rows:
-        cap += (" Bottom: attend time at the floor over the measured attend time vs N (1 = at the floor; above "
-                "1 would mean the cost model undercounts), each method's representative variant at its "
-                "largest M, median over input families; markers as above.")
+        cap += (
+            " Bottom: attend time at the floor over the measured attend time vs N (1 = at the floor; above "
+            "1 would mean the cost model undercounts), each method's representative variant at its "
+            "largest M, median over input families; markers as above."
+        )
     if exp_missing:
         cap += f" Rows from an older harness: {EXP_NOT_RECORDED}; their bound is matmul or memory only."
     return Fig(key, title, cap, fig)

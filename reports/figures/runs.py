@@ -51,8 +51,16 @@ def runs_overlay(ok: pd.DataFrame, kind: str, dtype: str, setting: str, key: str
     ms = sorted(agg["m"].unique())[-3:]  # the largest M values: where the methods differ most
     fig, axes, ncols, panels = panel_grid(len(ms), row_h=3.4, sharey=True)
     for r, run in enumerate(runs):  # legend entries for the runs (line style), once
-        panels[0].plot([], [], color="#333", ls=STYLES[r % len(STYLES)], marker=MARKERS[r % len(MARKERS)],
-                       ms=3, lw=1.4, label=f"run: {run}")
+        panels[0].plot(
+            [],
+            [],
+            color="#333",
+            ls=STYLES[r % len(STYLES)],
+            marker=MARKERS[r % len(MARKERS)],
+            ms=3,
+            lw=1.4,
+            label=f"run: {run}",
+        )
     for idx, ax in enumerate(panels):
         sub = agg[agg["m"] == ms[idx]]
         for r, run in enumerate(runs):
@@ -60,15 +68,24 @@ def runs_overlay(ok: pd.DataFrame, kind: str, dtype: str, setting: str, key: str
                 s = sub[(sub["device"] == run) & (sub["method"] == method)].sort_values("n")
                 if s.empty:
                     continue
-                ax.plot(s["n"], s["forward_ms_median"], ls=STYLES[r % len(STYLES)],
-                        marker=MARKERS[r % len(MARKERS)], ms=3, lw=1.4, color=method_color(method),
-                        label=reps[method])
+                ax.plot(
+                    s["n"],
+                    s["forward_ms_median"],
+                    ls=STYLES[r % len(STYLES)],
+                    marker=MARKERS[r % len(MARKERS)],
+                    ms=3,
+                    lw=1.4,
+                    color=method_color(method),
+                    label=reps[method],
+                )
         if sub.empty:
             empty_note(ax)
         log2_axis(ax, "x")
         ax.set_yscale("log")
         m = ms[idx]
-        ax.set_title("self (M = N)" if isinstance(m, float) and not np.isnan(m) and m < 0 else f"M = {m:g}")
+        ax.set_title(
+            "self (M = N)" if isinstance(m, float) and not np.isnan(m) and m < 0 else f"M = {m:g}"
+        )
         ax.set_xlabel("N (behaviours)")
         if idx % ncols == 0:
             ax.set_ylabel("forward time (ms)")
@@ -76,8 +93,10 @@ def runs_overlay(ok: pd.DataFrame, kind: str, dtype: str, setting: str, key: str
     fig.suptitle(title, fontsize=11)
     legend_below(fig, axes, ncol=4)
     styles = "; ".join(f"{STYLES[i % len(STYLES)]!s} {run}" for i, run in enumerate(runs))
-    cap = (f"The same cases measured by {len(runs)} runs of one device kind, overlaid: colour = "
-           f"method, line style = run ({styles}). Runs are told apart by commit, threads and "
-           "folder; `python -m bench compare A B` gives per-case ratios with intervals."
-           + (f" Fixed: {', '.join(notes)}." if notes else ""))
+    cap = (
+        f"The same cases measured by {len(runs)} runs of one device kind, overlaid: colour = "
+        f"method, line style = run ({styles}). Runs are told apart by commit, threads and "
+        "folder; `python -m bench compare A B` gives per-case ratios with intervals."
+        + (f" Fixed: {', '.join(notes)}." if notes else "")
+    )
     return Fig(key, title, cap, fig)

@@ -10,7 +10,12 @@ import pandas as pd
 from ..load import DatasetSpectra
 from .common import Fig, empty_note, grid, legend_below, log2_axis, series_colors
 
-MEASURES = [("r90", "r_0.90"), ("r95", "r_0.95"), ("r99", "r_0.99"), ("effective_rank", "effective rank")]
+MEASURES = [
+    ("r90", "r_0.90"),
+    ("r95", "r_0.95"),
+    ("r99", "r_0.99"),
+    ("effective_rank", "effective rank"),
+]
 
 
 def is_null(route: str) -> bool:
@@ -33,8 +38,14 @@ def _style(name: str, colors: dict[str, str]) -> dict:
     if is_null(name):
         return {"color": "#888888", "ls": "--", "lw": 1.6}
     route, _, matrix = name.partition(":")
-    ls = {"": "-", "x": "-", "k": "-.", "kv": ":", "v": (0, (6, 2, 1, 2, 1, 2))}.get(matrix, (0, (1, 1)))
-    return {"color": colors.get(route, colors.get(name, "#1f77b4")), "ls": ls, "lw": 2.2 if matrix == "kv" else 1.8}
+    ls = {"": "-", "x": "-", "k": "-.", "kv": ":", "v": (0, (6, 2, 1, 2, 1, 2))}.get(
+        matrix, (0, (1, 1))
+    )
+    return {
+        "color": colors.get(route, colors.get(name, "#1f77b4")),
+        "ls": ls,
+        "lw": 2.2 if matrix == "kv" else 1.8,
+    }
 
 
 def route_colors(spectra: dict[str, DatasetSpectra]) -> dict[str, str]:
@@ -66,7 +77,11 @@ def pick_bin(s: pd.DataFrame, min_users: int = 10) -> str:
     good = []
     for b in bins:
         g = s[s["n_bin"].astype(str) == b]
-        users = g.groupby("series")["users"].min() if "users" in g.columns else pd.Series(min_users, index=g["series"].unique())
+        users = (
+            g.groupby("series")["users"].min()
+            if "users" in g.columns
+            else pd.Series(min_users, index=g["series"].unique())
+        )
         if len(users) == n_series and users.min() >= min_users:
             good.append(b)
     if good:
@@ -85,7 +100,11 @@ def _all_series(spectra: dict[str, DatasetSpectra]) -> list[str]:
 
 
 def scree(spectra: dict[str, DatasetSpectra], key: str) -> Fig | None:
-    dss = [ds for ds in spectra.values() if ds.scree is not None and {"index", "sv_mean"} <= set(ds.scree.columns)]
+    dss = [
+        ds
+        for ds in spectra.values()
+        if ds.scree is not None and {"index", "sv_mean"} <= set(ds.scree.columns)
+    ]
     if not dss:
         return None
     colors = route_colors(spectra)
@@ -117,10 +136,12 @@ def scree(spectra: dict[str, DatasetSpectra], key: str) -> Fig | None:
     title = "Rank spectra of real behaviour embeddings (dashed grey: random null)"
     fig.suptitle(title, fontsize=11)
     legend_below(fig, axes)
-    cap = ("Mean normalised singular values of each user's behaviour matrix X_u (and K = X_u W_k for the "
-           "sequential model) per embedding route, and the cumulative energy; dotted lines at 0.90, 0.95, "
-           "0.99. Random embeddings of the same shape are the null model. "
-           + ("Shown: " + "; ".join(notes) + "." if notes else ""))
+    cap = (
+        "Mean normalised singular values of each user's behaviour matrix X_u (and K = X_u W_k for the "
+        "sequential model) per embedding route, and the cumulative energy; dotted lines at 0.90, 0.95, "
+        "0.99. Random embeddings of the same shape are the null model. "
+        + ("Shown: " + "; ".join(notes) + "." if notes else "")
+    )
     return Fig(key, title, cap, fig)
 
 
@@ -131,21 +152,32 @@ def _ranks_table(ds: DatasetSpectra) -> tuple[pd.DataFrame, str]:
         u["series"] = series_name(u)
         u["n"] = pd.to_numeric(u["n"], errors="coerce")
         u = u[u["n"] > 0]
-        edges = 2.0 ** np.arange(np.floor(np.log2(u["n"].min())), np.ceil(np.log2(u["n"].max())) + 1)
+        edges = 2.0 ** np.arange(
+            np.floor(np.log2(u["n"].min())), np.ceil(np.log2(u["n"].max())) + 1
+        )
         if len(edges) < 2:
             edges = np.array([u["n"].min(), u["n"].max() + 1])
         u["bin"] = pd.cut(u["n"], edges, include_lowest=True)
         cols = [c for c, _ in MEASURES if c in u.columns]
-        g = u.groupby(["series", "bin"], observed=True).agg(
-            n_mid=("n", "median"), users=("n", "size"), **{c: (c, "median") for c in cols}).reset_index()
+        g = (
+            u.groupby(["series", "bin"], observed=True)
+            .agg(n_mid=("n", "median"), users=("n", "size"), **{c: (c, "median") for c in cols})
+            .reset_index()
+        )
         return g[g["users"] >= 3], "users.csv (median per log2 N bin, bins with >= 3 users)" + cen
     if ds.summary is not None:
         s, cen = uncentred(ds.summary.copy())
         s["series"] = series_name(s)
         nc = next((c for c in ("n_median", "n_mid", "n_mean", "n") if c in s.columns), None)
-        s["n_mid"] = pd.to_numeric(s[nc], errors="coerce") if nc else s.get("n_bin", pd.Series(dtype=str)).map(_bin_value)
+        s["n_mid"] = (
+            pd.to_numeric(s[nc], errors="coerce")
+            if nc
+            else s.get("n_bin", pd.Series(dtype=str)).map(_bin_value)
+        )
         for c, _ in MEASURES:
-            src = next((x for x in (f"{c}_median", f"{c}_p50", f"{c}_mean", c) if x in s.columns), None)
+            src = next(
+                (x for x in (f"{c}_median", f"{c}_p50", f"{c}_mean", c) if x in s.columns), None
+            )
             if src is not None:
                 s[c] = pd.to_numeric(s[src], errors="coerce")
         return s, "summary.csv" + cen
@@ -180,9 +212,11 @@ def ranks_vs_n(spectra: dict[str, DatasetSpectra], key: str) -> Fig | None:
     title = "Energy ranks and effective rank vs N - real data against the random null"
     fig.suptitle(title, fontsize=11)
     legend_below(fig, axes)
-    cap = ("r_p is the smallest r whose top singular values hold a fraction p of the energy; effective rank "
-           "is exp of the entropy of the normalised singular values (Roy and Vetterli 2007). Dashed grey: "
-           "random embeddings (null). Source: " + "; ".join(srcs) + ".")
+    cap = (
+        "r_p is the smallest r whose top singular values hold a fraction p of the energy; effective rank "
+        "is exp of the entropy of the normalised singular values (Roy and Vetterli 2007). Dashed grey: "
+        "random embeddings (null). Source: " + "; ".join(srcs) + "."
+    )
     return Fig(key, title, cap, fig)
 
 
@@ -202,20 +236,28 @@ def kl_by_rank(spectra: dict[str, DatasetSpectra], key: str) -> Fig | None:
     ncols = min(3, len(dss))
     nrows = -(-len(dss) // ncols)
     fig, axes = grid(nrows, ncols, row_h=3.0, sharey=True, sharex=False)
-    for ax in axes.ravel()[len(dss):]:
+    for ax in axes.ravel()[len(dss) :]:
         ax.set_visible(False)
     for j, (ds, rcol, vcol) in enumerate(dss):
         ax = axes.ravel()[j]
         k = ds.kl_by_rank.copy()
         k["series"] = series_name(k) if "route" in k.columns else "svd_exact"
-        for name in [n for n in _all_series(spectra) if n in set(k["series"])] or sorted(k["series"].unique()):
+        for name in [n for n in _all_series(spectra) if n in set(k["series"])] or sorted(
+            k["series"].unique()
+        ):
             g = k[k["series"] == name].groupby(rcol)[vcol]
             med = g.median()
             lo, hi = g.quantile(0.1), g.quantile(0.9)
             st = _style(name, colors)
             ax.plot(med.index, np.maximum(med.values, 1e-10), marker="o", ms=3, label=name, **st)
-            ax.fill_between(med.index, np.maximum(lo.values, 1e-10), np.maximum(hi.values, 1e-10),
-                            color=st["color"], alpha=0.15, lw=0)
+            ax.fill_between(
+                med.index,
+                np.maximum(lo.values, 1e-10),
+                np.maximum(hi.values, 1e-10),
+                color=st["color"],
+                alpha=0.15,
+                lw=0,
+            )
         log2_axis(ax, "x")
         ax.set_yscale("log")
         ax.set_title(ds.name)
@@ -225,6 +267,8 @@ def kl_by_rank(spectra: dict[str, DatasetSpectra], key: str) -> Fig | None:
     title = "Measured KL of svd_exact vs r on real behaviour embeddings (real data)"
     fig.suptitle(title, fontsize=11)
     legend_below(fig, axes)
-    cap = ("Per-user KL(P || P_r) of svd_exact on real X_u at each rank r: median line and 10-90% band "
-           "over users. This is what the decision table's rank choice rests on.")
+    cap = (
+        "Per-user KL(P || P_r) of svd_exact on real X_u at each rank r: median line and 10-90% band "
+        "over users. This is what the decision table's rank choice rests on."
+    )
     return Fig(key, title, cap, fig)

@@ -57,9 +57,16 @@ def time_vs_n(ok: pd.DataFrame, device: str, dtype: str, setting: str, key: str)
             sub = agg[(agg["m"] == mm) & ((agg["d"] == dd) | (np.isnan(dd)))]
             for method in method_order(sub["method"]):
                 s = sub[sub["method"] == method].sort_values("n")
-                ax.plot(s["n"], s["forward_ms_median"], marker="o", ms=3, lw=1.6,
-                        ls="--" if method == "dense" else "-", color=method_color(method),
-                        label=reps[method])
+                ax.plot(
+                    s["n"],
+                    s["forward_ms_median"],
+                    marker="o",
+                    ms=3,
+                    lw=1.6,
+                    ls="--" if method == "dense" else "-",
+                    color=method_color(method),
+                    label=reps[method],
+                )
             if sub.empty:
                 empty_note(ax)
             log2_axis(ax, "x")
@@ -72,14 +79,20 @@ def time_vs_n(ok: pd.DataFrame, device: str, dtype: str, setting: str, key: str)
     title = f"Forward time vs N - {device}, {dtype}, {setting} - {inputs_note(d)}"
     fig.suptitle(title, fontsize=11)
     legend_below(fig, axes)
-    cap = (f"Median forward time (prepare + attend) per call, log-log, faceted by M (columns) and d "
-           f"(rows). {_caption_bits(d, reps, notes)}")
+    cap = (
+        f"Median forward time (prepare + attend) per call, log-log, faceted by M (columns) and d "
+        f"(rows). {_caption_bits(d, reps, notes)}"
+    )
     return Fig(key, title, cap, fig)
 
 
-def prepare_attend_split(ok: pd.DataFrame, device: str, dtype: str, setting: str, key: str) -> Fig | None:
+def prepare_attend_split(
+    ok: pd.DataFrame, device: str, dtype: str, setting: str, key: str
+) -> Fig | None:
     d, reps, notes = bench_slice(ok, device, dtype, setting)
-    if d.empty or (d["prepare_ms_median"].notna().sum() == 0 and d["attend_ms_median"].notna().sum() == 0):
+    if d.empty or (
+        d["prepare_ms_median"].notna().sum() == 0 and d["attend_ms_median"].notna().sum() == 0
+    ):
         return None
     d, dmode = at_modal_d(d)
     prep = aggregate_time(d, "prepare_ms_median", ["method", "label", "n"])
@@ -95,8 +108,16 @@ def prepare_attend_split(ok: pd.DataFrame, device: str, dtype: str, setting: str
             s = sub[(sub["method"] == method) & (sub[col] > 0)].sort_values("n")
             if s.empty:
                 continue
-            ax.plot(s["n"], s[col], marker="o", ms=3, lw=1.6, ls="--" if method == "dense" else "-",
-                    color=method_color(method), label=reps[method])
+            ax.plot(
+                s["n"],
+                s[col],
+                marker="o",
+                ms=3,
+                lw=1.6,
+                ls="--" if method == "dense" else "-",
+                color=method_color(method),
+                label=reps[method],
+            )
         if sub.empty:
             empty_note(ax)
         log2_axis(ax, "x")
@@ -108,9 +129,11 @@ def prepare_attend_split(ok: pd.DataFrame, device: str, dtype: str, setting: str
     title = f"Prepare vs attend - {device}, {dtype}, {setting}, d = {dmode:g} - {inputs_note(d)}"
     fig.suptitle(title, fontsize=11)
     legend_below(fig, axes)
-    cap = ("Prepare is the per-user work (SVD, compression, feature maps), done once and reusable "
-           "for every candidate batch; attend is the per-candidate-batch work. Dense has next to no "
-           f"prepare step (not drawn where zero or empty). {_caption_bits(d, reps, notes)}")
+    cap = (
+        "Prepare is the per-user work (SVD, compression, feature maps), done once and reusable "
+        "for every candidate batch; attend is the per-candidate-batch work. Dense has next to no "
+        f"prepare step (not drawn where zero or empty). {_caption_bits(d, reps, notes)}"
+    )
     return Fig(key, title, cap, fig)
 
 
@@ -121,7 +144,8 @@ def speedup_vs_n(ok: pd.DataFrame, device: str, dtype: str, setting: str, key: s
     d, dmode = at_modal_d(d)
     agg = aggregate_time(d, "forward_ms_median", ["method", "label", "m", "n"])
     ref = agg[agg["method"] == "dense"][["m", "n", "forward_ms_median"]].rename(
-        columns={"forward_ms_median": "dense_ms"})
+        columns={"forward_ms_median": "dense_ms"}
+    )
     agg = agg[agg["method"] != "dense"].merge(ref, on=["m", "n"])
     if agg.empty:
         return None
@@ -132,8 +156,15 @@ def speedup_vs_n(ok: pd.DataFrame, device: str, dtype: str, setting: str, key: s
         sub = agg[agg["m"] == ms[idx]]
         for method in method_order(sub["method"]):
             s = sub[sub["method"] == method].sort_values("n")
-            ax.plot(s["n"], s["speedup"], marker="o", ms=3, lw=1.6, color=method_color(method),
-                    label=reps[method])
+            ax.plot(
+                s["n"],
+                s["speedup"],
+                marker="o",
+                ms=3,
+                lw=1.6,
+                color=method_color(method),
+                label=reps[method],
+            )
         ax.axhline(1.0, color="#222", lw=1, ls="--", label="dense (= 1)")
         log2_axis(ax, "x")
         ax.set_yscale("log")
@@ -141,10 +172,14 @@ def speedup_vs_n(ok: pd.DataFrame, device: str, dtype: str, setting: str, key: s
         ax.set_xlabel("N (behaviours)")
         if idx % ncols == 0:
             ax.set_ylabel("speedup over dense (x)")
-    title = f"Speedup over dense vs N - {device}, {dtype}, {setting}, d = {dmode:g} - {inputs_note(d)}"
+    title = (
+        f"Speedup over dense vs N - {device}, {dtype}, {setting}, d = {dmode:g} - {inputs_note(d)}"
+    )
     fig.suptitle(title, fontsize=11)
     legend_below(fig, axes)
-    cap = ("Dense forward time divided by the method's forward time at the same case; above the "
-           "dashed line the method is faster. The crossover table lists where each line crosses 1. "
-           + _caption_bits(d, reps, notes))
+    cap = (
+        "Dense forward time divided by the method's forward time at the same case; above the "
+        "dashed line the method is faster. The crossover table lists where each line crosses 1. "
+        + _caption_bits(d, reps, notes)
+    )
     return Fig(key, title, cap, fig)
