@@ -123,6 +123,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="RATIO",
         help="exit 1 when a case is 'slower' with median B / median A above RATIO",
     )
+    k.add_argument(
+        "--timing",
+        choices=("auto", "wall", "process_cpu"),
+        default="auto",
+        help="clock to compare by; auto (default): process CPU time when a run was measured on "
+        "a loaded machine and both have CPU-time columns, else wall time",
+    )
     k.add_argument("--csv", default=None, metavar="FILE", help="write the full table as CSV")
     k.add_argument("--md", default=None, metavar="FILE", help="also write the markdown here")
     k.add_argument(
@@ -427,7 +434,9 @@ def cmd_compare(a: argparse.Namespace) -> int:
     from .compare import CompareOptions, regressions, run_compare, to_markdown
 
     phases = tuple(split_list(a.phase))
-    opts = CompareOptions(phases=phases, min_effect=a.min_effect, resamples=a.resamples)
+    opts = CompareOptions(
+        phases=phases, min_effect=a.min_effect, resamples=a.resamples, timing=a.timing
+    )
     t, la, lb = run_compare(a.a, a.b, opts)
     md = to_markdown(t, la, lb, a.fail_above)
     print(md, end="")

@@ -63,6 +63,44 @@ class CompareOptions:
     resamples: int = 2000
     confidence: float = 0.95
     seed: int = 0
+    # auto: process CPU time when either run says its wall times are unusable (a loaded
+    # machine, bench.summary.rank_by) and both have CPU-time columns, else wall time
+    timing: str = "auto"
+
+
+TIMINGS = ("auto", "wall", "process_cpu")
+
+
+def choose_timing(a: pd.DataFrame, b: pd.DataFrame, timing: str = "auto") -> tuple[str, str]:
+    """(``wall`` | ``process_cpu``, why): the clock both runs are compared by."""
+    from .summary import rank_by
+
+    if timing not in TIMINGS:
+        raise ConfigError(f"unknown timing {timing!r}; use one of {', '.join(TIMINGS)}")
+    has_cpu = all(
+        "forward_process_cpu_ms_median" in df.columns
+        and df["forward_process_cpu_ms_median"].notna().any()
+        for df in (a, b)
+    )
+    if timing == "process_cpu" and not has_cpu:
+        raise ConfigError(
+            "--timing process_cpu: a run has no CPU-time columns (CUDA, or a table "
+            "older than the harness's CPU-time columns)"
+        )
+    if timing != "auto":
+        return timing, f"timed by {timing.replace('_', ' ')} (asked)"
+    loaded = [name for name, df in (("A", a), ("B", b)) if rank_by(df)[0] == "process_cpu"]
+    if loaded and has_cpu:
+        return "process_cpu", (
+            f"timed by process CPU time: run {' and '.join(loaded)} was measured on a loaded "
+            "machine, where wall times are unusable"
+        )
+    if loaded:
+        return "wall", (
+            f"timed by wall time, although run {' and '.join(loaded)} was loaded: the other run "
+            "has no CPU-time columns (treat the ratios as unreliable)"
+        )
+    return "wall", "timed by wall time"
 
 
 def lognormal_sigma(median: float, iqr: float) -> float:
@@ -147,7 +185,12 @@ def compare(
     keys = [k for k in CASE_KEYS if k in a.columns and k in b.columns]
     ok_a = a[a["status"] == "ok"] if "status" in a.columns else a
     ok_b = b[b["status"] == "ok"] if "status" in b.columns else b
-    cols = lambda p: [f"{p}_ms_median", f"{p}_ms_iqr", f"timing_samples_{p}"]  # noqa: E731
+    timing, why = choose_timing(a, b, opts.timing)
+    clock = "_process_cpu_ms" if timing == "process_cpu" else "_ms"
+
+    def cols(p: str) -> list[str]:
+        return [f"{p}{clock}_median", f"{p}{clock}_iqr", f"timing_samples_{p}"]
+
     rng = np.random.default_rng(opts.seed)
     out = []
     for phase in opts.phases:
@@ -160,11 +203,11 @@ def compare(
             _keyed(ok_b, keys)[kcols + have], on=kcols, suffixes=("_a", "_b")
         )
         for _, r in merged.iterrows():
-            med_a, med_b = r[f"{phase}_ms_median_a"], r[f"{phase}_ms_median_b"]
+            med_a, med_b = r[f"{phase}{clock}_median_a"], r[f"{phase}{clock}_median_b"]
             if not (pd.notna(med_a) and pd.notna(med_b) and med_a > 0 and med_b > 0):
                 continue
-            iqr_a = r[f"{phase}_ms_iqr_a"] if pd.notna(r[f"{phase}_ms_iqr_a"]) else 0.0
-            iqr_b = r[f"{phase}_ms_iqr_b"] if pd.notna(r[f"{phase}_ms_iqr_b"]) else 0.0
+            iqr_a = r[f"{phase}{clock}_iqr_a"] if pd.notna(r[f"{phase}{clock}_iqr_a"]) else 0.0
+            iqr_b = r[f"{phase}{clock}_iqr_b"] if pd.notna(r[f"{phase}{clock}_iqr_b"]) else 0.0
             sk = f"timing_samples_{phase}"
             n_a = int(r[f"{sk}_a"]) if f"{sk}_a" in r and pd.notna(r[f"{sk}_a"]) else 5
             n_b = int(r[f"{sk}_b"]) if f"{sk}_b" in r and pd.notna(r[f"{sk}_b"]) else 5
@@ -194,7 +237,9 @@ def compare(
         "a_samples",
         "b_samples",
     ]
-    return pd.DataFrame(out, columns=cols_out)
+    t = pd.DataFrame(out, columns=cols_out)
+    t.attrs["timing"], t.attrs["timing_note"] = timing, why
+    return t
 
 
 SHOW = [
@@ -224,8 +269,10 @@ def to_markdown(
         "",
         f"{len(t)} case x phase pairs; ratio = median B / median A (above 1: B slower); "
         f"95 % bootstrap interval; " + ", ".join(f"{counts.get(f, 0)} {f}" for f in FLAGS),
-        "",
     ]
+    if t.attrs.get("timing_note"):
+        lines.append(t.attrs["timing_note"])
+    lines.append("")
     if not len(t):
         note = t.attrs.get("note")
         return (

@@ -112,3 +112,29 @@ def test_cli_gate_outputs_and_errors(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert main(["compare", str(a), str(tmp_path / "nowhere")]) == 2
     assert main(["compare", str(a), str(b), "--phase", "bogus"]) == 2
     assert len(regressions(compare(_table(), _table()), 1.1)) == 0
+
+
+def _with_cpu(df: pd.DataFrame, wall_factor: float, loaded: bool) -> pd.DataFrame:
+    """The same table with CPU-time columns equal to the medians, and wall times inflated by
+    ``wall_factor`` (a loaded machine runs the process part of the time)."""
+    out = df.copy()
+    out["forward_process_cpu_ms_median"] = out["forward_ms_median"]
+    out["forward_process_cpu_ms_iqr"] = out["forward_ms_iqr"]
+    out["forward_ms_median"] = out["forward_ms_median"] * wall_factor
+    out["timing_rank_by"] = "process_cpu" if loaded else "wall"
+    return out
+
+
+def test_a_loaded_run_is_compared_by_cpu_time() -> None:
+    """Same code, same CPU time; run B's wall clock doubled by load. By wall time every case
+    would read 2x slower (a false regression); auto compares by process CPU time."""
+    a, b = _with_cpu(_table(), 1.0, False), _with_cpu(_table(), 2.0, True)
+    t = compare(a, b)
+    assert t.attrs["timing"] == "process_cpu" and "run B" in t.attrs["timing_note"]
+    assert set(t["flag"]) == {"same"}
+    wall = compare(a, b, CompareOptions(timing="wall"))
+    assert set(wall["flag"]) == {"slower"} and wall.attrs["timing"] == "wall"
+    idle = compare(_with_cpu(_table(), 1.0, False), _with_cpu(_table(), 1.0, False))
+    assert idle.attrs["timing"] == "wall"
+    with pytest.raises(ValueError, match="no CPU-time columns"):
+        compare(_table(), b, CompareOptions(timing="process_cpu"))
