@@ -70,10 +70,11 @@ def linrec_causal(
     cut). Memory: N/C states of d x dv per (user, head) besides the inputs."""
     check_chunk(chunk)
     cd = compute_dtype(q)
-    qn = linrec_features(q, eps, cd)
-    real = real_mask(key_mask, qn)
-    kn = linrec_features(k, eps, cd) * real
-    vz = v.to(cd) * real
+    qn = linrec_features(q, eps, cd) * q.shape[-1] ** -0.5  # the 1/sqrt(d) folded into q
+    kn, vz = linrec_features(k, eps, cd), v.to(cd)
+    if key_mask is not None:  # padded behaviours: zero keys and values, invisible to every row
+        real = real_mask(key_mask, qn)
+        kn, vz = kn * real, vz * real
     b, h, n, d = qn.shape
     c = min(chunk, n)
     pad = (-n) % c
@@ -87,8 +88,7 @@ def linrec_causal(
     tril = torch.ones((c, c), dtype=torch.bool, device=q.device).tril()
     scores = torch.matmul(qc, kc.transpose(-1, -2)).masked_fill(~tril, 0.0)
     out = torch.matmul(qc, before) + torch.matmul(scores, vc)
-    out = out.reshape(b, h, nc * c, -1)[:, :, :n]
-    return (out * d**-0.5).to(q.dtype)
+    return out.reshape(b, h, nc * c, -1)[:, :, :n].to(q.dtype)
 
 
 def linrec_causal_weights(
