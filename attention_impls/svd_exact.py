@@ -131,6 +131,11 @@ def validate_factor_params(op: AttentionOperator) -> None:
     check_seed(op.name, p["seed"])
 
 
+def kv_matrix(k: torch.Tensor, v: torch.Tensor, key_mask) -> torch.Tensor:
+    """X = [K | V] with padded behaviours zeroed: the matrix every solver decomposes."""
+    return torch.cat([zero_padded(k, key_mask), zero_padded(v, key_mask)], dim=-1)
+
+
 def decompose_kv(op: AttentionOperator, k: torch.Tensor, v: torch.Tensor, key_mask) -> Factors:
     """Truncated SVD of [K | V] (padded keys zeroed). When autograd records K or V, only the
     fp64 Gram route has a tested backward: ``gram`` runs as ``gram_fp64`` then, and the other
@@ -140,9 +145,13 @@ def decompose_kv(op: AttentionOperator, k: torch.Tensor, v: torch.Tensor, key_ma
     check_solver_backward(op.name, solver, k, v)
     if solver == "gram" and records_grad(k, v):
         solver = "gram_fp64"
-    x = torch.cat([zero_padded(k, key_mask), zero_padded(v, key_mask)], dim=-1)
     return truncated_svd(
-        x, p["rank"], solver, p.get("oversample", 8), p.get("power_iters", 2), p.get("seed", 0)
+        kv_matrix(k, v, key_mask),
+        p["rank"],
+        solver,
+        p.get("oversample", 8),
+        p.get("power_iters", 2),
+        p.get("seed", 0),
     )
 
 
@@ -159,24 +168,20 @@ def decompose_kv_fixed_subspace(
     the true gradient goes through the fp64 Gram eigendecomposition (``gram_fp64``, held to
     fp64 gradcheck with padded users in tests/test_operators_grad.py), which the ``gram``
     solvers use; the others refuse (``grad_rules.check_solver_backward``)."""
-    if not (torch.is_grad_enabled() and (k.requires_grad or v.requires_grad)):
+    full = min(k.shape[-2], k.shape[-1] + v.shape[-1])
+    if not records_grad(k, v) or op.params["rank"] < full:
         return decompose_kv(op, k, v, key_mask)
-    p = op.params
-    if p["rank"] < min(k.shape[-2], k.shape[-1] + v.shape[-1]):
-        return decompose_kv(op, k, v, key_mask)
-    if (
-        k.shape[-2] <= k.shape[-1] + v.shape[-1]
-    ):  # N <= D: X = I X is its own full-rank factorisation
-        x = torch.cat([zero_padded(k, key_mask), zero_padded(v, key_mask)], dim=-1)
+    if k.shape[-2] == full:  # N <= D: X = I X is its own full-rank factorisation
+        x = kv_matrix(k, v, key_mask)
         eye = torch.eye(x.shape[-2], dtype=x.dtype, device=x.device).expand(*x.shape[:-2], -1, -1)
         return Factors(u=eye, s=torch.ones(x.shape[:-1], dtype=x.dtype, device=x.device), wt=x)
     with torch.no_grad():
         f = decompose_kv(op, k.detach(), v.detach(), key_mask)
-    x = torch.cat([zero_padded(k, key_mask), zero_padded(v, key_mask)], dim=-1).to(f.u.dtype)
+    x = kv_matrix(k, v, key_mask).to(f.u.dtype)
     # N > D: W is a complete basis of the D columns. A zero singular value (a padded or
     # rank-deficient user) gets S = 1 there: U S W^T stays X W W^T = X and its derivative
-    # dX W W^T = dX, where
-    # U = 0 with S = 0 would drop the directions a perturbation of X moves into.
+    # dX W W^T = dX, where U = 0 with S = 0 would drop the directions a perturbation of X
+    # moves into.
     s = torch.where(f.s > 0, f.s, torch.ones_like(f.s))
     u = torch.matmul(x, f.wt.transpose(-1, -2)) / s[..., None, :]
     return Factors(u=u, s=s, wt=f.wt)
