@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from pandas.io.formats.style import Styler
 
 from .figures.common import png_bytes, tidy_log_axes
 from .sections import Section, Table, anchor_titles, resolve_anchor
@@ -57,8 +58,9 @@ def table_html(t: Table, titles: dict[str, str]) -> str:
     # a stable id per table (pandas picks a random one), so rebuilding a report from the same
     # tables only changes its build time
     uid = "".join(ch if ch.isalnum() else "_" for ch in t.key)
+    # no per-cell ids (nothing addresses single cells): they were a third of a large report
     sty = (
-        d.style.set_uuid(uid)
+        Styler(d, uuid=uid, cell_ids=False)
         .hide(axis="index")
         .set_td_classes(classes)
         .set_table_attributes('class="data"')
