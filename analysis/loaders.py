@@ -75,6 +75,10 @@ class Interactions:
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> count
     held_out: np.ndarray | None = None  # per-user item index (-1 = none) from a test split
     held_out_note: str = ""
+    # a separate validation split (gSASRec's val/): input sequences and the item after each
+    val_inputs: list[np.ndarray] | None = None
+    val_targets: np.ndarray | None = None
+    val_note: str = ""
 
     @property
     def n_users(self) -> int:
@@ -112,6 +116,7 @@ class Interactions:
             "order_note": self.order_note,
             "held_out": self.held_out is not None,
             "held_out_note": self.held_out_note,
+            "validation_users": 0 if self.val_inputs is None else len(self.val_inputs),
         }
 
 
@@ -329,6 +334,49 @@ def _attach_held_out(
     data.held_out_note = f"held-out last item per user from {path}"
     for k, v in sk.counts.items():
         data.skipped[k] = data.skipped.get(k, 0) + v
+
+
+def attach_validation(
+    data: Interactions, inputs: Path, outputs: Path, encoding: str = "utf-8"
+) -> None:
+    """gSASRec's validation split: line i of ``inputs`` is a user's input sequence, line i of
+    ``outputs`` the one item after it. Item ids map through the training index (new ids get
+    new indices). Both files must exist and have the same number of lines."""
+    for f in (inputs, outputs):
+        if not f.exists():
+            raise ValueError(f"{f.parent}: validation split needs both input.txt and output.txt")
+    index = {raw: i for i, raw in enumerate(data.items)}
+    extra: list[str] = []
+
+    def idx(tok: str, f: Path, ln: int) -> int:
+        if not _is_int_token(tok):
+            raise ValueError(f"{f}:{ln}: non-integer item id {tok!r}")
+        if tok not in index:
+            index[tok] = len(data.items) + len(extra)
+            extra.append(tok)
+        return index[tok]
+
+    seqs = [
+        np.array([idx(t, inputs, ln) for t in line.split()], dtype=np.int64)
+        for ln, line in _lines(inputs, encoding)
+    ]
+    targets = []
+    for ln, line in _lines(outputs, encoding):
+        toks = line.split()
+        if len(toks) != 1:
+            raise ValueError(f"{outputs}:{ln}: a validation output line holds exactly one item id")
+        targets.append(idx(toks[0], outputs, ln))
+    if len(seqs) != len(targets) or not seqs:
+        raise ValueError(
+            f"{inputs.parent}: {len(seqs)} validation inputs but {len(targets)} outputs "
+            "(need the same number, at least one)"
+        )
+    if any(len(x) == 0 for x in seqs):
+        raise ValueError(f"{inputs}: a validation input line is empty")
+    if extra:
+        data.items = np.concatenate([data.items, np.asarray(extra, dtype=str)])
+    data.val_inputs, data.val_targets = seqs, np.asarray(targets, dtype=np.int64)
+    data.val_note = f"validation split: {len(seqs)} users from {inputs.parent}"
 
 
 def load_kgat(
@@ -754,13 +802,17 @@ def load(
     if fmt == "seq":
         if p.is_dir():
             held = p / "test" / "output.txt"
-            return load_seq(
+            data = load_seq(
                 p / "train" / "input.txt",
                 held if held.exists() else None,
                 skip_malformed,
                 dname,
                 enc,
             )
+            val_in, val_out = p / "val" / "input.txt", p / "val" / "output.txt"
+            if val_in.exists() or val_out.exists():
+                attach_validation(data, val_in, val_out, enc)
+            return data
         return load_seq(p, None, skip_malformed, dname, enc)
     if fmt == "kgat":
         files = [f for f in (p / "train.txt", p / "test.txt") if f.exists()] if p.is_dir() else [p]

@@ -9,23 +9,30 @@ trained method gets the same preset: same epochs, batch, learning rate, seed, he
 optimizer steps. A method whose operator has no causal form (``check`` says why) becomes a
 row with status ``unsupported`` and that reason.
 
-Split (leave-one-out): test item = the data's held-out item when it has one, else each
-user's last item; validation item = the last item of the remaining training sequence, which
-the model then never trains on. The test ranking reads the training sequence including the
-validation item. Metrics as ``sasrec.evaluate``: full ranking over all items, nothing
-filtered, HR@10 / NDCG@10. The epoch with the best validation NDCG@10 is the one tested
-(a fixed step budget, model selection on validation, not early stopping).
+Split: with a separate validation split (gSASRec's ML-1M ``val/``) the model trains on every
+training line, validates on the validation users and tests each user's held-out item after
+the training line (gSASRec's protocol). Otherwise leave-one-out: test item = the data's
+held-out item when it has one, else each user's last item; validation item = the last item
+of the remaining training sequence, which the model then never trains on. Metrics as
+``sasrec.evaluate``: full ranking over all items, HR@10 / NDCG@10 as is and with seen items
+removed (``_filtered``). The epoch with the best validation NDCG@10 (filtered under the
+gSASRec protocol) is the one tested; a preset with ``patience`` stops after that many epochs
+without a better one (early stopping).
 
 Rows go through ``bench.store`` (append-only ``rows.jsonl``, fsync per row; ``results.csv``
 rewritten atomically), keyed by ``case_id``: a re-run with the same ``--out`` skips
-finished rows.
+finished rows. Training checkpoints after every epoch (``checkpoints/``, written
+atomically, read back with ``torch.load(weights_only=True)``), so a killed run resumes at its
+last finished epoch; the best model of each finished run is kept in ``models/``.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -42,7 +49,13 @@ from attention_impls.base import Shape
 from bench.env import cpu_model, git_commit, timestamp
 from bench.store import LOG_NAME, append_row, dedupe, read_rows, write_table
 
-from .sasrec import SASRecConfig, evaluate, popularity_baseline, split_for_training, train_sasrec
+from .sasrec import (
+    SASRecConfig,
+    Trainer,
+    evaluate,
+    popularity_baseline,
+    split_for_training,
+)
 
 TASK = "seqrec"
 BASELINES = ("mean_pool", "pop")
@@ -61,6 +74,7 @@ class Preset:
     lr: float
     dropout: float
     max_users: int | None  # first users of the log only (None = all)
+    patience: int | None = None  # stop after this many epochs without a better validation
 
 
 PRESETS: dict[str, Preset] = {
@@ -79,6 +93,30 @@ PRESETS: dict[str, Preset] = {
         dropout=0.2,
         max_users=None,
     ),
+    # ML-1M at the anchor's length (200) on a 2-core CPU: the committed ml-1m runs
+    "cpu-ml1m": Preset(
+        dim=64,
+        max_len=200,
+        blocks=2,
+        epochs=40,
+        batch_size=64,
+        lr=2e-3,
+        dropout=0.2,
+        max_users=None,
+        patience=4,
+    ),
+    # a GPU budget near the anchors' (d = 128, long training, early stopping)
+    "paper": Preset(
+        dim=128,
+        max_len=200,
+        blocks=2,
+        epochs=300,
+        batch_size=128,
+        lr=1e-3,
+        dropout=0.2,
+        max_users=None,
+        patience=20,
+    ),
 }
 
 QUALITY_COLUMNS = [
@@ -93,16 +131,24 @@ QUALITY_COLUMNS = [
     "reason",
     f"hr@{K}",
     f"ndcg@{K}",
+    f"hr@{K}_filtered",
+    f"ndcg@{K}_filtered",
     f"val_hr@{K}",
     f"val_ndcg@{K}",
+    f"val_ndcg@{K}_filtered",
+    "selected_on",
+    "protocol",
     "best_epoch",
     "epochs",
+    "stopped_early",
     "steps",
     "train_s",
     "train_cpu_s",
     "s_per_step",
     "eval_s",
     "val_eval_s",
+    "attn_share",
+    "model_file",
     "final_loss",
     "eval_users",
     "val_users",
@@ -114,6 +160,8 @@ QUALITY_COLUMNS = [
     "batch_size",
     "lr",
     "dropout",
+    "patience",
+    "device",
     "git_commit",
     "machine",
     "torch",
@@ -200,10 +248,24 @@ def attention_factory(
     return (lambda: AttentionLayer(method, **extra, **params)), full, ""
 
 
+@dataclass
+class Split:
+    """What a run trains on, selects on and tests on, and how it was made."""
+
+    fit: list[np.ndarray]
+    val_in: list[np.ndarray]
+    val_target: np.ndarray
+    test_in: list[np.ndarray]
+    test_target: np.ndarray
+    protocol: str
+    select: str  # the validation metric that picks the epoch
+
+
 def splits(
     sequences: list[np.ndarray], held_out: np.ndarray | None
 ) -> tuple[list[np.ndarray], np.ndarray, list[np.ndarray], np.ndarray]:
-    """(fit sequences, validation item, test input sequences, test item); -1 = no item."""
+    """Leave-one-out: (fit sequences, validation item, test input sequences, test item); -1 =
+    no item. The validation ranking reads the fit sequence."""
     test_in, test_target = split_for_training(sequences, held_out)
     fit, val_target = [], np.full(len(test_in), -1, dtype=np.int64)
     for u, s in enumerate(test_in):
@@ -215,68 +277,177 @@ def splits(
     return fit, val_target, test_in, test_target
 
 
+def make_split(data: Any, max_users: int | None) -> Split:
+    """gSASRec's protocol when the data has a validation split, else leave-one-out."""
+    sequences, held = list(data.sequences), data.held_out
+    if max_users is not None:
+        sequences = sequences[:max_users]
+        held = None if held is None else held[:max_users]
+    val_in = getattr(data, "val_inputs", None)
+    if val_in is not None and held is not None:
+        vt = np.asarray(data.val_targets)
+        if max_users is not None:
+            val_in, vt = val_in[:max_users], vt[:max_users]
+        return Split(
+            fit=sequences,
+            val_in=list(val_in),
+            val_target=vt,
+            test_in=sequences,
+            test_target=np.asarray(held, dtype=np.int64),
+            protocol="gsasrec: train on every training line, validate on the "
+            f"{len(val_in)} validation users, test the held-out item; seen items filtered",
+            select=f"ndcg@{K}_filtered",
+        )
+    fit, val_target, test_in, test_target = splits(sequences, held)
+    return Split(
+        fit=fit,
+        val_in=fit,
+        val_target=val_target,
+        test_in=test_in,
+        test_target=test_target,
+        protocol="leave-one-out: validation = last training item (never trained on), test = "
+        "held-out item after it",
+        select=f"ndcg@{K}",
+    )
+
+
 def case_id(dataset: str, method: str, params: dict[str, Any], seed: int, preset: str) -> str:
     return f"{TASK}|{dataset}|{method}|{json.dumps(params, sort_keys=True)}|seed={seed}|{preset}"
 
 
+def _save_atomic(obj: dict[str, Any], path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+class _PassV(nn.Module):
+    """A no-op attention core (returns v): the rest of the step without the attention."""
+
+    def forward(self, q: Any, k: Any, v: torch.Tensor, **_: Any) -> torch.Tensor:
+        return v
+
+
+def attention_share(trainer: Trainer, rounds: int = 3) -> float:
+    """Share of a training step (forward + backward, the longest batch) spent in attention:
+    1 - CPU time with a no-op core / CPU time with the method's core, medians over
+    interleaved rounds (thread CPU time; on a GPU, wall time after a synchronize)."""
+    order = np.argsort(-trainer.lengths, kind="stable")[: trainer.cfg.batch_size]
+    inp, tgt = trainer.batch(order)
+    cuda = trainer.device.type == "cuda"
+    clock = time.perf_counter if cuda else time.thread_time
+    cores = [b.attn for b in trainer.model.blocks]
+    times: dict[str, list[float]] = {"method": [], "none": []}
+    try:
+        for _ in range(rounds):
+            for name in ("method", "none"):
+                for blk, core in zip(trainer.model.blocks, cores, strict=True):
+                    blk.attn = core if name == "method" else _PassV()
+                if cuda:
+                    torch.cuda.synchronize()
+                t = clock()
+                trainer.loss(inp, tgt).backward()
+                if cuda:
+                    torch.cuda.synchronize()
+                times[name].append(clock() - t)
+                trainer.model.zero_grad(set_to_none=True)
+    finally:
+        for blk, core in zip(trainer.model.blocks, cores, strict=True):
+            blk.attn = core
+    full, rest = float(np.median(times["method"])), float(np.median(times["none"]))
+    return max(0.0, 1.0 - rest / full) if full > 0 else float("nan")
+
+
 def _train_one(
     make_attn: Any,
-    fit: list[np.ndarray],
-    val_target: np.ndarray,
-    test_in: list[np.ndarray],
-    test_target: np.ndarray,
+    split: Split,
     n_items: int,
     cfg: SASRecConfig,
+    preset: Preset,
+    ckpt: Path,
+    model_path: Path,
+    device: str,
     progress: bool,
 ) -> dict[str, Any]:
-    best: dict[str, Any] = {"ndcg": -1.0, "state": None, "epoch": -1, "hr": float("nan")}
-    val_s = [0.0, 0.0]  # wall, thread CPU of the validation passes (kept out of train_*)
+    trainer = Trainer(split.fit, n_items, cfg, make_attn, device)
+    st: dict[str, Any] = {
+        "best": -1.0,
+        "best_epoch": -1,
+        "best_val": {},
+        "best_state": None,
+        "since_best": 0,
+        "train_s": 0.0,
+        "train_cpu_s": 0.0,
+        "val_s": 0.0,
+    }
+    if ckpt.exists():  # resume at the last finished epoch
+        saved = torch.load(ckpt, weights_only=True, map_location=trainer.device)
+        trainer.load_state_dict(saved["trainer"])
+        st.update(saved["progress"])
 
-    def on_epoch(epoch: int, model: Any, loss: float) -> None:
+    def patience_left() -> bool:
+        return preset.patience is None or st["since_best"] < preset.patience
+
+    bar = tqdm(total=cfg.epochs, initial=len(trainer.losses), desc="epochs", disable=not progress)
+    while len(trainer.losses) < cfg.epochs and patience_left():
         t, c = time.perf_counter(), time.thread_time()
-        m = evaluate(model, fit, val_target, k=K)
-        if m[f"ndcg@{K}"] > best["ndcg"]:
-            best.update(
-                ndcg=m[f"ndcg@{K}"],
-                hr=m[f"hr@{K}"],
-                epoch=epoch + 1,
-                state=copy.deepcopy(model.state_dict()),
-                users=m["eval_users"],
-            )
-        val_s[0] += time.perf_counter() - t
-        val_s[1] += time.thread_time() - c
-
-    usable = sum(len(s) >= 2 for s in fit)
-    steps_per_epoch = math.ceil(usable / cfg.batch_size)
-    t0, c0 = time.perf_counter(), time.thread_time()
-    model, losses = train_sasrec(
-        fit, n_items, cfg, progress=progress, on_epoch=on_epoch, make_attn=make_attn
-    )
-    wall, cpu = time.perf_counter() - t0, time.thread_time() - c0
-    model.load_state_dict(best["state"])
+        loss = trainer.epoch(progress)
+        st["train_s"] += time.perf_counter() - t
+        st["train_cpu_s"] += time.thread_time() - c
+        t = time.perf_counter()
+        m = evaluate(trainer.model, split.val_in, split.val_target, k=K)
+        st["val_s"] += time.perf_counter() - t
+        if m[split.select] > st["best"]:
+            state = copy.deepcopy(trainer.model.state_dict())
+            st.update(best=m[split.select], best_epoch=len(trainer.losses), best_val=m)
+            st.update(best_state=state, since_best=0)
+        else:
+            st["since_best"] += 1
+        _save_atomic({"trainer": trainer.state_dict(), "progress": st}, ckpt)
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.3f}", val=f"{m[split.select]:.4f}", best=st["best_epoch"])
+    bar.close()
+    share = attention_share(trainer)
+    model = trainer.model
+    model.load_state_dict(st["best_state"])
     model.eval()
+    _save_atomic({"model": st["best_state"]}, model_path)
     t = time.perf_counter()
-    test = evaluate(model, test_in, test_target, k=K)
+    test = evaluate(model, split.test_in, split.test_target, k=K)
     eval_s = time.perf_counter() - t
-    steps = steps_per_epoch * len(losses)
-    train_s = wall - val_s[0]
+    epochs = len(trainer.losses)
+    steps = trainer.steps_per_epoch * epochs
+    v = st["best_val"]
     return {
         f"hr@{K}": test[f"hr@{K}"],
         f"ndcg@{K}": test[f"ndcg@{K}"],
-        f"val_hr@{K}": best["hr"],
-        f"val_ndcg@{K}": best["ndcg"],
-        "best_epoch": best["epoch"],
-        "epochs": len(losses),
+        f"hr@{K}_filtered": test[f"hr@{K}_filtered"],
+        f"ndcg@{K}_filtered": test[f"ndcg@{K}_filtered"],
+        f"val_hr@{K}": v[f"hr@{K}"],
+        f"val_ndcg@{K}": v[f"ndcg@{K}"],
+        f"val_ndcg@{K}_filtered": v[f"ndcg@{K}_filtered"],
+        "selected_on": f"val_{split.select}",
+        "protocol": split.protocol,
+        "best_epoch": st["best_epoch"],
+        "epochs": epochs,
+        "stopped_early": epochs < cfg.epochs,
         "steps": steps,
-        "train_s": train_s,
-        "train_cpu_s": cpu - val_s[1],
-        "s_per_step": train_s / max(steps, 1),
+        "train_s": st["train_s"],
+        "train_cpu_s": st["train_cpu_s"],
+        "s_per_step": st["train_s"] / max(steps, 1),
         "eval_s": eval_s,
-        "val_eval_s": val_s[0],
-        "final_loss": losses[-1],
+        "val_eval_s": st["val_s"],
+        "attn_share": share,
+        "final_loss": trainer.losses[-1],
         "eval_users": test["eval_users"],
-        "val_users": best.get("users"),
+        "val_users": v["eval_users"],
     }
+
+
+def _file_key(cid: str) -> str:
+    return hashlib.sha1(cid.encode()).hexdigest()[:16]
 
 
 def run_quality(
@@ -286,23 +457,21 @@ def run_quality(
     preset_name: str,
     out: str | Path,
     progress: bool = True,
+    device: str = "cpu",
 ) -> pd.DataFrame:
-    """Train and evaluate every (method, seed) not already in ``out``; returns the table."""
+    """Train and evaluate every (method, seed) not already in ``out``; returns the table.
+    An interrupted training run resumes from its checkpoint (same ``out``)."""
     if preset_name not in PRESETS:
         raise ValueError(f"unknown preset {preset_name!r}; choose from {sorted(PRESETS)}")
     preset = PRESETS[preset_name]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    (out / "checkpoints").mkdir(exist_ok=True)
+    (out / "models").mkdir(exist_ok=True)
     log = out / LOG_NAME
-    sequences, held = data.sequences, data.held_out
-    if preset.max_users is not None:
-        sequences = sequences[: preset.max_users]
-        held = None if held is None else held[: preset.max_users]
-    fit, val_target, test_in, test_target = splits(list(sequences), held)
+    split = make_split(data, preset.max_users)
     done = {r["case_id"] for r in read_rows(log) if r.get("status") in ("ok", "unsupported")}
-    cases = [
-        (m, p, s) for s in seeds for m, p in methods
-    ]  # seed-major: a cut run keeps whole seeds
+    cases = [(m, p, s) for s in seeds for m, p in methods]  # seed-major: a cut run keeps seeds
     bar = tqdm(cases, desc="quality", disable=not progress)
     for method, params, seed in bar:
         cfg = config_for(preset, seed)
@@ -323,52 +492,55 @@ def run_quality(
             "params": json.dumps(full, sort_keys=True),
             "seed": seed,
             "preset": preset_name,
-            "users": len(sequences),
+            "protocol": split.protocol,
+            "users": len(split.fit),
             "items": data.n_items,
             **{k: v for k, v in asdict(preset).items() if k != "max_users"},
+            "device": device,
             "git_commit": git_commit(),
             "machine": cpu_model(),
             "torch": torch.__version__,
             "threads": torch.get_num_threads(),
             "timestamp": timestamp(),
         }
+        ckpt = out / "checkpoints" / f"{_file_key(cid)}.pt"
         if method == "pop":
             t = time.perf_counter()
-            test = popularity_baseline(test_in, test_target, data.n_items, k=K)
-            val = popularity_baseline(fit, val_target, data.n_items, k=K)
+            test = popularity_baseline(split.test_in, split.test_target, data.n_items, k=K)
+            val = popularity_baseline(split.val_in, split.val_target, data.n_items, k=K)
             row.update(
                 {
                     "status": "ok",
                     "reason": "",
-                    f"hr@{K}": test[f"pop_hr@{K}"],
-                    f"ndcg@{K}": test[f"pop_ndcg@{K}"],
+                    **{m: test[f"pop_{m}"] for m in _METRICS},
                     f"val_hr@{K}": val[f"pop_hr@{K}"],
                     f"val_ndcg@{K}": val[f"pop_ndcg@{K}"],
+                    f"val_ndcg@{K}_filtered": val[f"pop_ndcg@{K}_filtered"],
                     "epochs": 0,
                     "steps": 0,
                     "train_s": 0.0,
                     "eval_s": time.perf_counter() - t,
-                    "eval_users": int((test_target >= 0).sum()),
-                    "val_users": int((val_target >= 0).sum()),
+                    "eval_users": int((split.test_target >= 0).sum()),
+                    "val_users": int((split.val_target >= 0).sum()),
                 }
             )
         elif factory is None:
             row.update({"status": "unsupported", "reason": reason})
         else:
-            row.update(
-                {
-                    "status": "ok",
-                    "reason": "",
-                    **_train_one(
-                        factory, fit, val_target, test_in, test_target, data.n_items, cfg, progress
-                    ),
-                }
+            model_path = out / "models" / f"{method}-{_file_key(cid)}.pt"
+            res = _train_one(
+                factory, split, data.n_items, cfg, preset, ckpt, model_path, device, progress
             )
+            row.update({"status": "ok", "reason": "", "model_file": model_path.name, **res})
         append_row(log, row)
+        ckpt.unlink(missing_ok=True)
     df = write_quality_table(out)
     if (df["status"] == "ok").any():
         write_table(summary(df), out, name="summary.csv", parquet=False)
     return df
+
+
+_METRICS = (f"hr@{K}", f"ndcg@{K}", f"hr@{K}_filtered", f"ndcg@{K}_filtered")
 
 
 def write_quality_table(out: str | Path) -> pd.DataFrame:
@@ -380,25 +552,41 @@ def write_quality_table(out: str | Path) -> pd.DataFrame:
     return df
 
 
+def headline_suffix(df: pd.DataFrame) -> str:
+    """``"_filtered"`` when every ok row has the seen-filtered metrics (gSASRec's protocol and
+    every row written since they exist), else ``""`` (older rows: unfiltered only)."""
+    ok = df[df["status"] == "ok"]
+    col = f"ndcg@{K}_filtered"
+    return "_filtered" if col in ok.columns and ok[col].notna().all() else ""
+
+
 def summary(df: pd.DataFrame) -> pd.DataFrame:
     """Mean ± std over seeds per method x params (sample std, ddof 1), the difference to dense,
-    and whether it exceeds the seed spread: |mean - dense mean| > std(method) + std(dense)."""
-    ok = df[df["status"] == "ok"]
+    and whether it exceeds the seed spread: |mean - dense mean| > std(method) + std(dense).
+    Metrics are the seen-filtered ones when every row has them (``metrics`` says which)."""
+    suf = headline_suffix(df)
+    ok = df[df["status"] == "ok"].copy()
+    for col in ("attn_share",):
+        if col not in ok.columns:
+            ok[col] = np.nan
     s = (
         ok.groupby(["method", "params"], sort=False)
         .agg(
             seeds=("seed", "nunique"),
-            hr=(f"hr@{K}", "mean"),
-            hr_std=(f"hr@{K}", "std"),
-            ndcg=(f"ndcg@{K}", "mean"),
-            ndcg_std=(f"ndcg@{K}", "std"),
-            val_ndcg=(f"val_ndcg@{K}", "mean"),
+            hr=(f"hr@{K}{suf}", "mean"),
+            hr_std=(f"hr@{K}{suf}", "std"),
+            ndcg=(f"ndcg@{K}{suf}", "mean"),
+            ndcg_std=(f"ndcg@{K}{suf}", "std"),
+            val_ndcg=(f"val_ndcg@{K}{suf}", "mean"),
             best_epoch=("best_epoch", "mean"),
+            epochs=("epochs", "mean"),
             s_per_step=("s_per_step", "mean"),
             train_cpu_s=("train_cpu_s", "mean"),
+            attn_share=("attn_share", "mean"),
         )
         .reset_index()
     )
+    s.insert(2, "metrics", "seen items filtered" if suf else "unfiltered")
     dense = s[s["method"] == "dense"]
     if len(dense) == 1:
         d = dense.iloc[0]
@@ -410,20 +598,24 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
     return s
 
 
+def _pm(mean: float, std: float) -> str:
+    return f"{mean:.4f} ± {std:.4f}" if pd.notna(std) else f"{mean:.4f} (one seed)"
+
+
 def summary_markdown(s: pd.DataFrame) -> str:
     """The summary as a markdown table (what results/quality/README.md shows)."""
     has_d = "d_ndcg" in s.columns
     head = "| method | seeds | HR@10 | NDCG@10 | " + (
         "ΔHR@10 vs dense | ΔNDCG@10 vs dense | Δ beyond seed spread (HR / NDCG) | " if has_d else ""
     )
-    head += "s / step | best epoch |"
+    head += "s / step | attention share of a step | best epoch |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for _, r in s.iterrows():
         cells = [
             r["method"],
             str(r["seeds"]),
-            f"{r['hr']:.4f} ± {r['hr_std']:.4f}",
-            f"{r['ndcg']:.4f} ± {r['ndcg_std']:.4f}",
+            _pm(r["hr"], r["hr_std"]),
+            _pm(r["ndcg"], r["ndcg_std"]),
         ]
         if has_d:
             flag = {True: "yes", False: "no"}
@@ -435,6 +627,7 @@ def summary_markdown(s: pd.DataFrame) -> str:
             ]
         cells += [
             f"{r['s_per_step']:.3f}" if pd.notna(r["s_per_step"]) else "-",
+            f"{r['attn_share']:.0%}" if pd.notna(r.get("attn_share")) else "-",
             f"{r['best_epoch']:.1f}" if pd.notna(r["best_epoch"]) else "-",
         ]
         lines.append("| " + " | ".join(cells) + " |")

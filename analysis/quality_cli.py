@@ -23,6 +23,20 @@ def _seeds(value: str) -> list[int]:
     return seeds
 
 
+def _device(name: str) -> str:
+    import torch
+
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise SystemExit(f"--device: {name!r} is not a torch device (cpu, cuda, cuda:1)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"--device {name}: no CUDA device on this machine")
+    if dev.type not in ("cpu", "cuda"):
+        raise SystemExit(f"--device {name}: only cpu and cuda are supported")
+    return str(dev)
+
+
 def add_quality_parser(sub: Any) -> None:
     from .quality import PRESETS
 
@@ -51,6 +65,9 @@ def add_quality_parser(sub: Any) -> None:
     p.add_argument("--preset", choices=sorted(PRESETS), default="cpu", help="budget (default cpu)")
     p.add_argument("--out", required=True, help="output folder (rows.jsonl, results.csv)")
     p.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads (default 1)")
+    p.add_argument(
+        "--device", default="cpu", help="torch device to train on (default cpu; e.g. cuda)"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd)
 
@@ -67,7 +84,10 @@ def _cmd(args: Any) -> int:
     path, fmt, name = resolve(args.data)
     data = load(path, fmt, False, name, None, None, None, None)
     t0 = time.perf_counter()
-    df = run_quality(data, methods, args.seeds, args.preset, args.out, progress=not args.quiet)
+    device = _device(args.device)
+    df = run_quality(
+        data, methods, args.seeds, args.preset, args.out, progress=not args.quiet, device=device
+    )
     print(f"{len(df)} rows in {args.out}/results.csv ({time.perf_counter() - t0:.0f} s this run)")
     if (df["status"] == "ok").any():
         print(summary_markdown(summary(df)))

@@ -11,9 +11,10 @@ softmax against ``negatives`` shared uniform negatives per batch. Seeded; bounde
 
 Evaluation: each user's held-out last item (from a test split when the data has one,
 otherwise the last item of the sequence, which the model never trains on) is ranked
-against ALL items by the score after the user's training sequence; nothing is filtered
-(repeat consumption is legitimate in some logs). HR@10 and NDCG@10 are averaged over
-users; a popularity ranking gives the baseline beside them.
+against ALL items by the score after the user's training sequence, once as is (repeat
+consumption is legitimate in some logs) and once with the user's seen items removed
+(gSASRec's protocol). HR@10 and NDCG@10 are averaged over users; a popularity ranking gives
+the baseline beside them. ``Trainer`` checkpoints and resumes between epochs.
 
 For the spectra and the KL: X = what the first attention block sees for each item,
 LN1(sqrt(d) e_i) (the learned item table scaled and LayerNormed as in the forward pass; the
@@ -28,6 +29,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -172,6 +174,95 @@ def _pad_left(seqs: list[np.ndarray], length: int) -> torch.Tensor:
     return torch.from_numpy(out)
 
 
+class Trainer:
+    """SASRec training one epoch at a time, with its whole state (model, optimizer, both RNGs,
+    losses) as a ``state_dict`` of tensors and plain values, so a run checkpointed after any
+    epoch resumes to exactly the run that was never interrupted (one thread, same device)."""
+
+    def __init__(
+        self,
+        sequences: list[np.ndarray],
+        n_items: int,
+        cfg: SASRecConfig = SASRecConfig(),
+        make_attn: Callable[[], nn.Module] | None = None,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        torch.manual_seed(cfg.seed)
+        self.rng = np.random.default_rng(cfg.seed)
+        self.cfg, self.n_items, self.device = cfg, n_items, torch.device(device)
+        self.model = SASRec(n_items, cfg, make_attn).to(self.device)
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, betas=(0.9, 0.98))
+        self.usable = [s for s in sequences if len(s) >= 2]
+        if not self.usable:
+            raise ValueError("no sequence with 2 or more items to train on")
+        self.lengths = np.array([min(len(s) - 1, cfg.max_len) for s in self.usable])
+        self.full = n_items <= cfg.full_softmax_max_items
+        self.losses: list[float] = []
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(len(self.usable) / self.cfg.batch_size)
+
+    def batch(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """(input, target) item indices + 1 of users ``idx``, left-padded to their longest."""
+        length = int(self.lengths[idx].max())
+        inp = _pad_left([self.usable[u][:-1] for u in idx], length)
+        tgt = _pad_left([self.usable[u][1:] for u in idx], length)
+        return inp.to(self.device), tgt.to(self.device)
+
+    def loss(self, inp: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
+        """Next-item loss on every real position (full softmax CE, or sampled, see module doc)."""
+        real = tgt > 0
+        h = self.model(inp)[real]  # [T, d]
+        y = tgt[real] - 1
+        table = self.model.item_table()
+        if self.full:
+            return F.cross_entropy(h @ table.T, y)
+        neg = torch.from_numpy(self.rng.integers(0, self.n_items, self.cfg.negatives))
+        neg = neg.to(self.device)
+        pos_logit = (h * table[y]).sum(-1, keepdim=True)
+        neg_logit = (h @ table[neg].T).masked_fill(neg[None, :] == y[:, None], float("-inf"))
+        return F.cross_entropy(torch.cat([pos_logit, neg_logit], 1), torch.zeros_like(y))
+
+    def epoch(self, progress: bool = False) -> float:
+        """One pass over every usable user; returns (and records) the mean loss per position."""
+        self.model.train()
+        tot, cnt = 0.0, 0
+        chunks = _batches(self.lengths, self.cfg.batch_size, self.rng)
+        desc = f"sasrec epoch {len(self.losses) + 1}"
+        bar = tqdm(chunks, desc=desc, disable=not progress, leave=False)
+        for idx in bar:
+            inp, tgt = self.batch(idx)
+            loss = self.loss(inp, tgt)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+            with torch.no_grad():
+                self.model.item.weight[0].zero_()
+            n = int((tgt > 0).sum())
+            tot += float(loss.detach()) * n
+            cnt += n
+            bar.set_postfix(loss=f"{tot / max(cnt, 1):.3f}")
+        self.losses.append(tot / max(cnt, 1))
+        return self.losses[-1]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "opt": self.opt.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "np_rng": self.rng.bit_generator.state,
+            "losses": list(self.losses),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["opt"])
+        torch.set_rng_state(state["torch_rng"])
+        self.rng.bit_generator.state = state["np_rng"]
+        self.losses = [float(x) for x in state["losses"]]
+
+
 def train_sasrec(
     sequences: list[np.ndarray],
     n_items: int,
@@ -182,65 +273,31 @@ def train_sasrec(
 ) -> tuple[SASRec, list[float]]:
     """Train on next-item prediction; returns the model (eval mode) and the mean loss per epoch.
     ``make_attn``: the attention core of each block (see ``SASRec``)."""
-    torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
-    model = SASRec(n_items, cfg, make_attn)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.98))
-    usable = [s for s in sequences if len(s) >= 2]
-    if not usable:
-        raise ValueError("no sequence with 2 or more items to train on")
-    lengths = np.array([min(len(s) - 1, cfg.max_len) for s in usable])
-    full = n_items <= cfg.full_softmax_max_items
-    losses: list[float] = []
+    trainer = Trainer(sequences, n_items, cfg, make_attn)
     t0 = time.perf_counter()
     for epoch in range(cfg.epochs):
-        model.train()
-        tot, cnt = 0.0, 0
-        chunks = _batches(lengths, cfg.batch_size, rng)
-        bar = tqdm(chunks, desc=f"sasrec epoch {epoch + 1}", disable=not progress, leave=False)
-        for idx in bar:
-            length = int(lengths[idx].max())
-            inp = _pad_left([usable[u][:-1] for u in idx], length)
-            tgt = _pad_left([usable[u][1:] for u in idx], length)
-            real = tgt > 0
-            h = model(inp)[real]  # [T, d]
-            y = tgt[real] - 1
-            table = model.item_table()
-            if full:
-                loss = F.cross_entropy(h @ table.T, y)
-            else:
-                neg = torch.from_numpy(rng.integers(0, n_items, cfg.negatives))
-                pos_logit = (h * table[y]).sum(-1, keepdim=True)
-                neg_logit = h @ table[neg].T
-                neg_logit = neg_logit.masked_fill(neg[None, :] == y[:, None], float("-inf"))
-                loss = F.cross_entropy(torch.cat([pos_logit, neg_logit], 1), torch.zeros_like(y))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            with torch.no_grad():
-                model.item.weight[0].zero_()
-            tot += float(loss.detach()) * len(y)
-            cnt += len(y)
-            bar.set_postfix(loss=f"{tot / max(cnt, 1):.3f}")
-        losses.append(tot / max(cnt, 1))
+        loss = trainer.epoch(progress)
         if on_epoch is not None:
-            on_epoch(epoch, model, losses[-1])
-            model.train()
+            on_epoch(epoch, trainer.model, loss)
         if time.perf_counter() - t0 > cfg.max_seconds:
             break
-    model.eval()
-    return model, losses
+    trainer.model.eval()
+    return trainer.model, trainer.losses
 
 
 @torch.no_grad()
 def evaluate(
     model: SASRec, sequences: list[np.ndarray], target: np.ndarray, k: int = 10, batch: int = 256
 ) -> dict[str, float]:
-    """HR@k and NDCG@k of each user's held-out item, ranked against all items (no filtering)."""
+    """HR@k and NDCG@k of each user's held-out item ranked against all items, twice: as is
+    (``hr@k``) and with the items of the user's input sequence removed from the ranking
+    (``hr@k_filtered``, gSASRec's protocol: a held-out item that was already seen is then a
+    miss). Ties favour the target. With one held-out item per user, Recall@k = HR@k."""
     model.eval()
+    device = next(model.parameters()).device
     users = np.flatnonzero((target >= 0) & np.array([len(s) > 0 for s in sequences]))
-    hits = np.zeros(len(users))
-    ndcg = np.zeros(len(users))
+    rank = np.zeros(len(users))
+    rank_f = np.zeros(len(users))
     table = model.item_table()
     lengths = np.array([min(len(sequences[u]), model.cfg.max_len) for u in users])
     order = np.argsort(lengths, kind="stable")
@@ -248,36 +305,54 @@ def evaluate(
         sel = order[start : start + batch]
         us = users[sel]
         length = int(lengths[sel].max())
-        h = model(_pad_left([sequences[u] for u in us], length))[:, -1]
+        h = model(_pad_left([sequences[u] for u in us], length).to(device))[:, -1]
         scores = h @ table.T
-        tgt = torch.from_numpy(target[us])
+        tgt = torch.from_numpy(target[us]).to(device)
         pos = scores.gather(1, tgt[:, None])
-        rank = (scores > pos).sum(1).numpy()  # 0-based rank, ties favour the target
-        hits[sel] = rank < k
-        ndcg[sel] = np.where(rank < k, 1.0 / np.log2(rank + 2.0), 0.0)
-    return {
-        f"hr@{k}": float(hits.mean()),
-        f"ndcg@{k}": float(ndcg.mean()),
-        "eval_users": int(len(users)),
-    }
+        rank[sel] = (scores > pos).sum(1).cpu().numpy()  # 0-based, ties favour the target
+        rows = np.concatenate([np.full(len(sequences[u]), j) for j, u in enumerate(us)])
+        cols = np.concatenate([sequences[u] for u in us])
+        seen = torch.zeros_like(scores, dtype=torch.bool)
+        seen[torch.from_numpy(rows).to(device), torch.from_numpy(cols).to(device)] = True
+        r = (scores.masked_fill(seen, float("-inf")) > pos).sum(1).float()
+        r[seen.gather(1, tgt[:, None])[:, 0]] = float("inf")  # seen target: removed, a miss
+        rank_f[sel] = r.cpu().numpy()
+    out: dict[str, float] = {"eval_users": int(len(users))}
+    for suffix, rk in (("", rank), ("_filtered", rank_f)):
+        hit = rk < k
+        out[f"hr@{k}{suffix}"] = float(hit.mean()) if len(rk) else float("nan")
+        gain = np.where(hit, 1.0 / np.log2(np.where(hit, rk, 0.0) + 2.0), 0.0)
+        out[f"ndcg@{k}{suffix}"] = float(gain.mean()) if len(rk) else float("nan")
+    return out
 
 
 def popularity_baseline(
     sequences: list[np.ndarray], target: np.ndarray, n_items: int, k: int = 10
 ) -> dict[str, float]:
-    """HR@k / NDCG@k of ranking every user's held-out item by training popularity."""
+    """HR@k / NDCG@k of ranking every user's held-out item by training popularity, as is and
+    with the user's seen items removed (``pop_hr@k_filtered``; a seen target is a miss)."""
     counts = np.bincount(
         np.concatenate([s for s in sequences if len(s)]), minlength=n_items
     ).astype(np.float64)
     users = np.flatnonzero(target >= 0)
     srt = np.sort(counts)
-    rank = n_items - np.searchsorted(
-        srt, counts[target[users]], side="right"
-    )  # items strictly more popular
-    return {
-        f"pop_hr@{k}": float((rank < k).mean()),
-        f"pop_ndcg@{k}": float(np.where(rank < k, 1.0 / np.log2(rank + 2.0), 0.0).mean()),
-    }
+    c_t = counts[target[users]]
+    rank = n_items - np.searchsorted(srt, c_t, side="right")  # items strictly more popular
+    rank_f = np.empty(len(users))
+    for j, u in enumerate(users):
+        seen = np.unique(sequences[u]) if u < len(sequences) else np.empty(0, np.int64)
+        if np.isin(target[u], seen):
+            rank_f[j] = np.inf
+        else:
+            rank_f[j] = rank[j] - int((counts[seen] > c_t[j]).sum())
+    out: dict[str, float] = {}
+    for suffix, rk in (("", rank.astype(np.float64)), ("_filtered", rank_f)):
+        hit = rk < k
+        out[f"pop_hr@{k}{suffix}"] = float(hit.mean())
+        out[f"pop_ndcg@{k}{suffix}"] = float(
+            np.where(hit, 1.0 / np.log2(np.where(hit, rk, 0.0) + 2.0), 0.0).mean()
+        )
+    return out
 
 
 def config_dict(cfg: SASRecConfig) -> dict[str, object]:
