@@ -30,7 +30,7 @@ from .cluster import add_spectrum_args
 from .fit import fit_profile, write_profile
 from .loaders import FORMATS, Interactions, check_encoding, check_name, load
 from .packaged import DEFAULT_DATA, resolve
-from .quality_cli import add_quality_parser
+from .quality_cli import add_quality_parser, add_swap_parser
 from .spectra import user_table
 from .summaries import headline, scree, summarise
 from .synthlog import add_synthlog_parser
@@ -548,6 +548,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_spectrum)
     add_synthlog_parser(sub)
     add_quality_parser(sub)
+    add_swap_parser(sub)
     kp = sub.add_parser("kl", help="closing the loop only: kl_by_rank.csv")
     _add_data_args(kp)
     kp.add_argument("--out", required=True, help="output folder (kl_by_rank.csv, rank_needed*.csv)")

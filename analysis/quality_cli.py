@@ -94,3 +94,46 @@ def _cmd(args: Any) -> int:
     for _, r in df[df["status"] != "ok"].drop_duplicates(["method", "params"]).iterrows():
         print(f"{r['method']} {r['params']}: {r['status']}: {r['reason']}")
     return 0
+
+
+def add_swap_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "swap",
+        help="swap svd_exact at rank r into the trained dense SASRec of a quality folder "
+        "(no retraining): ΔNDCG@10 with an interval and KL by rank",
+    )
+    p.add_argument("--quality", required=True, help="folder written by `analysis quality`")
+    p.add_argument("--data", default=None, help="the same data the models were trained on")
+    p.add_argument(
+        "--ranks", default="1,2,4,8,16,32,64,128", help="comma list of ranks (default up to 128)"
+    )
+    p.add_argument("--seeds", type=_seeds, default=None, help="dense runs to use (default all)")
+    p.add_argument("--budget", type=float, default=0.005, help="ΔNDCG budget for the rank line")
+    p.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads (default 1)")
+    p.set_defaults(func=_swap_cmd)
+
+
+def _swap_cmd(args: Any) -> int:
+    import torch
+
+    from .loaders import load
+    from .packaged import resolve
+    from .quality_swap import markdown, rank_for_budget, run_swap
+
+    torch.set_num_threads(args.threads)
+    try:
+        ranks = tuple(int(r) for r in args.ranks.split(",") if r.strip())
+    except ValueError:
+        raise SystemExit(f"--ranks: {args.ranks!r} is not a comma list of ints") from None
+    path, fmt, name = resolve(args.data)
+    data = load(path, fmt, False, name, None, None, None, None)
+    df = run_swap(args.quality, data, ranks, args.seeds)
+    print(f"{len(df)} rows in {args.quality}/swap.csv")
+    for seed, t in df.groupby("seed"):
+        r = rank_for_budget(t, args.budget)
+        print(
+            f"\nseed {seed}: smallest rank with ΔNDCG@10 (filtered) interval above "
+            f"-{args.budget:g}: {r if r is not None else 'none of those tried'}"
+        )
+        print(markdown(t))
+    return 0

@@ -307,23 +307,39 @@ def evaluate(
         length = int(lengths[sel].max())
         h = model(_pad_left([sequences[u] for u in us], length).to(device))[:, -1]
         scores = h @ table.T
-        tgt = torch.from_numpy(target[us]).to(device)
-        pos = scores.gather(1, tgt[:, None])
-        rank[sel] = (scores > pos).sum(1).cpu().numpy()  # 0-based, ties favour the target
-        rows = np.concatenate([np.full(len(sequences[u]), j) for j, u in enumerate(us)])
-        cols = np.concatenate([sequences[u] for u in us])
-        seen = torch.zeros_like(scores, dtype=torch.bool)
-        seen[torch.from_numpy(rows).to(device), torch.from_numpy(cols).to(device)] = True
-        r = (scores.masked_fill(seen, float("-inf")) > pos).sum(1).float()
-        r[seen.gather(1, tgt[:, None])[:, 0]] = float("inf")  # seen target: removed, a miss
-        rank_f[sel] = r.cpu().numpy()
-    out: dict[str, float] = {"eval_users": int(len(users))}
-    for suffix, rk in (("", rank), ("_filtered", rank_f)):
-        hit = rk < k
-        out[f"hr@{k}{suffix}"] = float(hit.mean()) if len(rk) else float("nan")
-        gain = np.where(hit, 1.0 / np.log2(np.where(hit, rk, 0.0) + 2.0), 0.0)
-        out[f"ndcg@{k}{suffix}"] = float(gain.mean()) if len(rk) else float("nan")
-    return out
+        r, rf = target_ranks(
+            scores, torch.from_numpy(target[us]).to(device), [sequences[u] for u in us]
+        )
+        rank[sel], rank_f[sel] = r, rf
+    return {"eval_users": int(len(users)), **hr_ndcg(rank, k), **hr_ndcg(rank_f, k, "_filtered")}
+
+
+def target_ranks(
+    scores: torch.Tensor, target: torch.Tensor, seen: list[np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """0-based rank of each row's target among all items (ties favour the target), as is and
+    with the row's ``seen`` items removed; a seen target is removed too (rank = inf)."""
+    pos = scores.gather(1, target[:, None])
+    rank = (scores > pos).sum(1).cpu().numpy().astype(np.float64)
+    mask = torch.zeros_like(scores, dtype=torch.bool)
+    rows = np.concatenate([np.full(len(s), j) for j, s in enumerate(seen)] + [np.empty(0, int)])
+    cols = np.concatenate([np.asarray(s, dtype=np.int64) for s in seen] + [np.empty(0, int)])
+    dev = scores.device
+    mask[torch.from_numpy(rows).long().to(dev), torch.from_numpy(cols).long().to(dev)] = True
+    r = (scores.masked_fill(mask, float("-inf")) > pos).sum(1).double()
+    r[mask.gather(1, target[:, None])[:, 0]] = float("inf")
+    return rank, r.cpu().numpy()
+
+
+def hr_ndcg(rank: np.ndarray, k: int, suffix: str = "") -> dict[str, float]:
+    """HR@k and NDCG@k (one relevant item: 1 / log2(rank + 2) inside the top k) from 0-based
+    ranks; inf = a miss. NaN when there are no ranks."""
+    rank = np.asarray(rank, dtype=np.float64)
+    if not len(rank):
+        return {f"hr@{k}{suffix}": float("nan"), f"ndcg@{k}{suffix}": float("nan")}
+    hit = rank < k
+    gain = np.where(hit, 1.0 / np.log2(np.where(hit, rank, 0.0) + 2.0), 0.0)
+    return {f"hr@{k}{suffix}": float(hit.mean()), f"ndcg@{k}{suffix}": float(gain.mean())}
 
 
 def popularity_baseline(
@@ -345,14 +361,10 @@ def popularity_baseline(
             rank_f[j] = np.inf
         else:
             rank_f[j] = rank[j] - int((counts[seen] > c_t[j]).sum())
-    out: dict[str, float] = {}
-    for suffix, rk in (("", rank.astype(np.float64)), ("_filtered", rank_f)):
-        hit = rk < k
-        out[f"pop_hr@{k}{suffix}"] = float(hit.mean())
-        out[f"pop_ndcg@{k}{suffix}"] = float(
-            np.where(hit, 1.0 / np.log2(np.where(hit, rk, 0.0) + 2.0), 0.0).mean()
-        )
-    return out
+    return {
+        f"pop_{key}": val
+        for key, val in {**hr_ndcg(rank, k), **hr_ndcg(rank_f, k, "_filtered")}.items()
+    }
 
 
 def config_dict(cfg: SASRecConfig) -> dict[str, object]:
