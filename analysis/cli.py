@@ -108,6 +108,12 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--sasrec-seconds", type=positive_float, default=None, help="training time bound"
     )
+    p.add_argument(
+        "--sasrec-model",
+        default=None,
+        help="a dense SASRec trained by `analysis quality` (its models/*.pt): the sasrec "
+        "route reads it instead of training a short one",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument(
         "--threads",
@@ -172,15 +178,28 @@ def _embeddings(data: Interactions, args: argparse.Namespace) -> dict[str, E.Rou
             args.sasrec_epochs,
             args.sasrec_seconds,
             progress=not args.quiet,
+            sasrec_model=getattr(args, "sasrec_model", None),
         )
         msg = f"embeddings {route}: {emb.item.shape} in {time.perf_counter() - t0:.1f} s ({emb.meta.get('cache', 'no cache')})"
         print(msg)
         if route == "sasrec":
             m = emb.meta["metrics"]
+            pop = (
+                f" (popularity: HR@10 {m['pop_hr@10']:.4f}, NDCG@10 {m['pop_ndcg@10']:.4f})"
+                if "pop_hr@10" in m
+                else ""
+            )
+            filt = (
+                f", seen filtered: HR@10 {m['hr@10_filtered']:.4f} NDCG@10 "
+                f"{m['ndcg@10_filtered']:.4f}"
+                if "ndcg@10_filtered" in m
+                else ""
+            )
             print(
-                f"  sasrec HR@10 {m['hr@10']:.4f}  NDCG@10 {m['ndcg@10']:.4f} over {m['eval_users']:,} users "
-                f"(popularity: HR@10 {m['pop_hr@10']:.4f}, NDCG@10 {m['pop_ndcg@10']:.4f}); "
-                f"{emb.meta['epochs_run']} epochs, {emb.meta['train_seconds']} s; {emb.meta['eval_protocol']}"
+                f"  sasrec HR@10 {m['hr@10']:.4f}  NDCG@10 {m['ndcg@10']:.4f} over "
+                f"{m['eval_users']:,} users{filt}{pop}; {emb.meta['epochs_run']} epochs, "
+                f"{emb.meta['train_seconds']} s; {emb.meta['eval_protocol']}"
+                + (f"; trained by {emb.meta['trained_by']}" if "trained_by" in emb.meta else "")
             )
         out[route] = emb
     return out

@@ -95,10 +95,15 @@ def build(
     sasrec_epochs: int | None = None,
     sasrec_max_seconds: float | None = None,
     progress: bool = True,
+    sasrec_model: str | Path | None = None,
 ) -> RouteEmbeddings:
-    """Embeddings of ``route`` for ``data`` (from the cache when the key matches)."""
+    """Embeddings of ``route`` for ``data`` (from the cache when the key matches).
+    ``sasrec_model``: a dense SASRec saved by ``analysis quality`` (``models/*.pt`` of its
+    folder); the sasrec route then reads that trained model instead of training its own."""
     if route not in ROUTES:
         raise ValueError(f"unknown embedding route {route!r}; choose one of {ROUTES}")
+    if sasrec_model is not None and route == "sasrec":
+        return trained_sasrec(data, Path(sasrec_model))
     params: dict[str, Any] = {"dim": dim, "seed": seed}
     cfg = None
     if route == "ppmi":
@@ -134,6 +139,61 @@ def build(
         save_npz(path, emb)
         emb.meta["cache"] = f"written: {path}"
     return emb
+
+
+def trained_sasrec(data: Interactions, model_path: Path) -> RouteEmbeddings:
+    """The sasrec route from a model trained by ``analysis quality``: its result row (in the
+    folder's results.csv) gives the config, the metrics and the protocol."""
+    import pandas as pd
+
+    from .quality_swap import load_trained
+
+    if not model_path.is_file():
+        raise ValueError(f"--sasrec-model {model_path}: no such file")
+    res = model_path.parent.parent / "results.csv"
+    if not res.exists():
+        raise ValueError(
+            f"--sasrec-model {model_path}: expected it in the models/ folder of an "
+            f"`analysis quality` output (no {res})"
+        )
+    rows = pd.read_csv(res)
+    row = rows[rows.get("model_file", pd.Series(dtype=str)) == model_path.name]
+    if row.empty:
+        raise ValueError(f"{res}: no row for model file {model_path.name}")
+    row = row.iloc[-1]
+    if row["method"] != "dense" or row["dataset"] != data.name:
+        raise ValueError(
+            f"--sasrec-model {model_path.name}: a {row['method']} model on {row['dataset']}; "
+            f"needs a dense model trained on {data.name}"
+        )
+    model = load_trained(model_path, row, data.n_items)
+    w = model.weights()
+    metrics = {
+        key: float(row[key])
+        for key in ("hr@10", "ndcg@10", "hr@10_filtered", "ndcg@10_filtered")
+        if key in row and pd.notna(row[key])
+    }
+    metrics["eval_users"] = int(row["eval_users"])
+    pop = rows[(rows["method"] == "pop") & (rows["dataset"] == data.name)]
+    if len(pop):
+        metrics["pop_hr@10"] = float(pop.iloc[0]["hr@10"])
+        metrics["pop_ndcg@10"] = float(pop.iloc[0]["ndcg@10"])
+    meta = {
+        "metrics": metrics,
+        "epochs_run": int(row["epochs"]),
+        "train_seconds": round(float(row["train_s"]), 1),
+        "eval_protocol": str(row["protocol"]),
+        "loss": "full softmax CE",
+        "trained_by": f"analysis quality ({row['preset']} preset, seed {int(row['seed'])}, "
+        f"best epoch {int(row['best_epoch'])}, commit {row['git_commit']})",
+        "model_file": str(model_path),
+        "params": {
+            "model_file": model_path.name,
+            "preset": row["preset"],
+            "seed": int(row["seed"]),
+        },
+    }
+    return RouteEmbeddings("sasrec", w["item"], w["w_q"], w["w_k"], w["w_v"], w["item_raw"], meta)
 
 
 def _build_sasrec(data: Interactions, cfg: Any, progress: bool) -> RouteEmbeddings:

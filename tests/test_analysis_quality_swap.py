@@ -64,3 +64,43 @@ def test_run_swap_refuses_what_is_not_a_quality_folder(tmp_path: Path) -> None:
     pd.DataFrame({"a": [1]}).to_csv(tmp_path / "results.csv", index=False)
     with pytest.raises(ValueError, match="not an `analysis quality` table"):
         run_swap(tmp_path, object())
+
+
+def test_spectra_read_the_trained_model(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """``analysis spectrum --sasrec-model``: the sasrec route uses the quality run's trained
+    dense model (its weights, its metrics) instead of training a short one."""
+    import json
+
+    import torch
+
+    from analysis.cli import main
+
+    rng = np.random.default_rng(0)
+    rows = [
+        (f"u{u}", f"i{(s + t) % 25}", t)
+        for u in range(60)
+        for s in [int(rng.integers(25))]
+        for t in range(18)
+    ]
+    log = tmp_path / "log.csv"
+    pd.DataFrame(rows, columns=["user", "item", "timestamp"]).to_csv(log, index=False)
+    q = tmp_path / "q"
+    argv = ["quality", "--data", str(log), "--methods", "dense,linrec", "--seeds", "0"]
+    assert main(argv + ["--preset", "smoke", "--out", str(q), "--quiet"]) == 0
+    res = pd.read_csv(q / "results.csv").set_index("method")
+    model = q / "models" / res.loc["dense", "model_file"]
+    out = tmp_path / "sp"
+    argv = ["spectrum", "--data", str(log), "--embedding", "sasrec", "--threads", "1"]
+    argv += ["--sasrec-model", str(model), "--cache", "none", "--out", str(out), "--quiet"]
+    assert main(argv) == 0
+    meta = json.loads((out / "dataset.json").read_text())["routes"]["sasrec"]
+    assert meta["metrics"]["ndcg@10"] == pytest.approx(res.loc["dense", "ndcg@10"])
+    assert "analysis quality (smoke preset, seed 0" in meta["trained_by"]
+    state = torch.load(model, weights_only=True)["model"]
+    assert "blocks.0.w_k.weight" in state
+    linrec = q / "models" / res.loc["linrec", "model_file"]
+    argv[argv.index("--sasrec-model") + 1] = str(linrec)
+    capsys.readouterr()
+    assert main(argv) != 0 and "needs a dense model" in capsys.readouterr().err
+    argv[argv.index("--sasrec-model") + 1] = str(tmp_path / "nope.pt")
+    assert main(argv) != 0 and "no such file" in capsys.readouterr().err
