@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -320,22 +321,34 @@ def cmd_spectrum(args: argparse.Namespace) -> int:
 def _run_kl(
     data: Interactions, embs: dict[str, E.RouteEmbeddings], args: argparse.Namespace, out: Path
 ) -> dict[str, Any]:
-    from .closing_loop import kl_by_rank, rank_needed, rank_needed_summary
+    from .closing_loop import by_temperature, kl_by_rank, rank_needed, rank_needed_summary
 
-    frames = []
+    temps = sorted(set(getattr(args, "temperatures", None) or [1.0]) | {1.0})
+    by_t: dict[float, list[pd.DataFrame]] = {t: [] for t in temps}
     t0 = time.perf_counter()
     for emb in embs.values():
-        frames.append(
-            kl_by_rank(
-                data,
-                emb,
-                max_users=args.kl_users,
-                seed=args.seed,
-                progress=not args.quiet,
-                methods=tuple(split_list(getattr(args, "kl_methods", None) or "svd_exact")),
+        for t in temps:
+            by_t[t].append(
+                kl_by_rank(
+                    data,
+                    emb,
+                    max_users=args.kl_users,
+                    seed=args.seed,
+                    progress=not args.quiet,
+                    methods=(
+                        tuple(split_list(getattr(args, "kl_methods", None) or "svd_exact"))
+                        if t == 1.0
+                        else ("svd_exact",)
+                    ),
+                    temperature=t,
+                )
             )
-        )
-    kl = pd.concat(frames, ignore_index=True)
+    kl = pd.concat(by_t[1.0], ignore_index=True)
+    if len(temps) > 1:
+        tt = by_temperature({t: pd.concat(f, ignore_index=True) for t, f in by_t.items()})
+        tt.to_csv(out / "kl_by_temperature.csv", index=False, float_format="%.6g")
+        print("\nrank svd_exact needs for a KL budget, by query temperature (q -> t q):")
+        print(tt.to_string(index=False))
     kl.to_csv(out / "kl_by_rank.csv", index=False, float_format="%.6g")
     need = rank_needed(kl)
     need.to_csv(out / "rank_needed.csv", index=False)
@@ -347,6 +360,26 @@ def _run_kl(
     )
     print(summ.to_string(index=False))
     return {"users": int(need["user"].nunique()), "seconds": round(dt, 1)}
+
+
+def _temperatures(value: str) -> list[float]:
+    try:
+        ts = [float(x) for x in value.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a comma list of numbers") from None
+    if not ts or any(not (t > 0 and math.isfinite(t)) for t in ts):
+        raise argparse.ArgumentTypeError(f"{value!r}: temperatures must be finite and > 0")
+    return ts
+
+
+def _add_temperatures(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--temperatures",
+        type=_temperatures,
+        default=[0.25, 0.5, 1.0, 2.0],
+        help="query temperatures t (q -> t q) for kl_by_temperature.csv; the decision uses t = 1 "
+        "(default 0.25,0.5,1,2; '1' skips the table)",
+    )
 
 
 def cmd_kl(args: argparse.Namespace) -> int:
@@ -563,6 +596,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--kl-users", type=positive_int, default=300, help="users sampled for the KL step"
     )
+    _add_temperatures(sp)
     add_spectrum_args(sp)
     sp.set_defaults(func=cmd_spectrum)
     add_synthlog_parser(sub)
@@ -579,6 +613,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="svd_exact",
         help="methods whose KL by rank is measured: svd_exact (default), svd_tokens (comma list)",
     )
+    _add_temperatures(kp)
     kp.set_defaults(func=cmd_kl)
     kv = sub.add_parser(
         "kv", help="KL by rank on your own per-user K/V (.npz / .safetensors): input for decide"

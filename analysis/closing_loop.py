@@ -147,8 +147,11 @@ def kl_by_rank(
     solver: str = "gram",
     progress: bool = True,
     methods: tuple[str, ...] = ("svd_exact",),
+    temperature: float = 1.0,
 ) -> pd.DataFrame:
     """One row per sampled user x method x rank: mean / p99 / max KL over the user's query rows.
+    ``temperature`` scales the queries (q -> t q, i.e. logits x t) to show how a KL budget
+    depends on the score scale; the decision uses t = 1, the model's own scale.
 
     ``svd_tokens`` (optional) has signed, unnormalised implied weights over the behaviours:
     negatives are clipped and rows renormalised (``bench.metrics.signed_to_distribution``,
@@ -168,6 +171,7 @@ def kl_by_rank(
         if data.held_out is not None and data.held_out[u] >= 0:
             cand = np.append(cand, data.held_out[u])
         q, k, v = user_qkv(emb, seq, cand)
+        q = q * temperature if temperature != 1.0 else q
         ids = {"dataset": data.name, "route": emb.route, "user": str(data.users[u])}
         rows += user_kl_rows(q, k, v, ids, ranks, methods, solver, ops)
     df = pd.DataFrame(rows)
@@ -219,3 +223,19 @@ def rank_needed_summary(need: pd.DataFrame, budgets: tuple[float, ...] = BUDGETS
                 }
             )
     return pd.DataFrame(rows)
+
+
+TEMPERATURES = (0.25, 0.5, 1.0, 2.0)
+
+
+def by_temperature(
+    tables: dict[float, pd.DataFrame], budgets: tuple[float, ...] = BUDGETS
+) -> pd.DataFrame:
+    """``rank_needed_summary`` per query temperature, stacked (column ``temperature``): the rank
+    a KL budget needs is not a property of the data alone but of the score scale too."""
+    frames = []
+    for t, kl in sorted(tables.items()):
+        summ = rank_needed_summary(rank_needed(kl, budgets), budgets)
+        summ.insert(0, "temperature", t)
+        frames.append(summ)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
