@@ -321,7 +321,13 @@ def cmd_spectrum(args: argparse.Namespace) -> int:
 def _run_kl(
     data: Interactions, embs: dict[str, E.RouteEmbeddings], args: argparse.Namespace, out: Path
 ) -> dict[str, Any]:
-    from .closing_loop import by_temperature, kl_by_rank, rank_needed, rank_needed_summary
+    from .closing_loop import (
+        bound_vs_measured,
+        by_temperature,
+        kl_by_rank,
+        rank_needed,
+        rank_needed_summary,
+    )
 
     temps = sorted(set(getattr(args, "temperatures", None) or [1.0]) | {1.0})
     by_t: dict[float, list[pd.DataFrame]] = {t: [] for t in temps}
@@ -344,6 +350,8 @@ def _run_kl(
                 )
             )
     kl = pd.concat(by_t[1.0], ignore_index=True)
+    bound = bound_vs_measured(kl)
+    bound.to_csv(out / "kl_bound.csv", index=False, float_format="%.6g")
     if len(temps) > 1:
         tt = by_temperature({t: pd.concat(f, ignore_index=True) for t, f in by_t.items()})
         tt.to_csv(out / "kl_by_temperature.csv", index=False, float_format="%.6g")

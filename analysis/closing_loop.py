@@ -71,6 +71,11 @@ def user_qkv(
     return xc, xu, xu
 
 
+def s_next(sv: np.ndarray, r: int) -> float:
+    """s_{r+1}: the largest singular value a rank-r factorisation drops (0 if none)."""
+    return float(sv[r]) if r < len(sv) else 0.0
+
+
 def truncate_state(state: Any, r: int) -> Any:
     """The svd_exact state of rank r from one of higher rank (leading r singular triplets)."""
     if r == state.rank:
@@ -108,6 +113,10 @@ def user_kl_rows(
     r_top = min(max(ranks), limit)
     op = ops.setdefault(r_top, ai.get("svd_exact", rank=r_top, solver=solver))
     state = op.prepare(k4, v4)  # one decomposition per user; rank r = its leading r factors
+    # the score-error bound of DESIGN.md: KL(P || P_r) <= 2 s_{r+1} max_i ||q_i|| / sqrt(d),
+    # s_{r+1} the (r+1)-th singular value of [K | V] (fp64; 0 where r reaches its rank)
+    sv = torch.linalg.svdvals(torch.cat([k, v], dim=1).double()).numpy()
+    q_norm_max = float(q.double().norm(dim=1).max())
     rows = []
     for meth, r in [(m_, r_) for m_ in methods for r_ in ranks]:
         r_used = min(r, limit)
@@ -131,7 +140,9 @@ def user_kl_rows(
                 "kl_mean": float(kl.mean()),
                 "kl_p99": float(np.quantile(kl, 0.99)),
                 "kl_max": float(kl.max()),
-                "q_norm_max": float(q.norm(dim=1).max()),
+                "q_norm_max": q_norm_max,
+                "s_next": s_next(sv, r_used),
+                "kl_bound": 2.0 * s_next(sv, r_used) * q_norm_max / math.sqrt(d),
             }
         )
     return rows
@@ -239,3 +250,26 @@ def by_temperature(
         summ.insert(0, "temperature", t)
         frames.append(summ)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def bound_vs_measured(kl: pd.DataFrame, method: str = "svd_exact") -> pd.DataFrame:
+    """Per route x N bin x rank: median measured worst-row KL against the median score-error
+    bound 2 s_{r+1} max||q|| / sqrt(d), and how loose the bound is (median of bound / KL per
+    user, over users with KL > 1e-12). Ranks at which the factorisation is exact drop out."""
+    if "kl_bound" not in kl.columns:
+        raise ValueError("kl_by_rank table has no kl_bound column (measured before the bound was)")
+    d = kl[(kl.get("method", pd.Series(method, index=kl.index)).fillna(method) == method)]
+    d = d[d["s_next"] > 0].copy()
+    d["ratio"] = d["kl_bound"] / d["kl_max"].where(d["kl_max"] > 1e-5)
+    out = (
+        d.groupby(["route", "n_bin", "rank"], sort=True)
+        .agg(
+            users=("user", "nunique"),
+            kl_max_median=("kl_max", "median"),
+            kl_bound_median=("kl_bound", "median"),
+            looseness_median=("ratio", "median"),
+            bound_holds=("kl_bound", lambda b: bool((d.loc[b.index, "kl_max"] <= b + 1e-5).all())),
+        )
+        .reset_index()
+    )
+    return out

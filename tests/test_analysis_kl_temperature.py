@@ -1,5 +1,6 @@
-"""KL of svd_exact by rank across query temperature: t = 1 is the plain table, a tiny t makes
-both distributions uniform (KL -> 0), and the CLI writes the stacked summary."""
+"""KL of svd_exact by rank across query temperature (t = 1 is the plain table, a tiny t makes
+both distributions uniform, KL -> 0; the CLI writes the stacked summary) and against the
+score-error bound 2 s_{r+1} max||q|| / sqrt(d), which every measured row must respect."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pandas as pd
 import pytest
 
 from analysis.cli import main
-from analysis.closing_loop import by_temperature, kl_by_rank
+from analysis.closing_loop import bound_vs_measured, by_temperature, kl_by_rank
 from analysis.embeddings import RouteEmbeddings
 from analysis.loaders import load
 
@@ -57,3 +58,16 @@ def test_cli_writes_the_temperature_table_unless_asked_not_to(tmp_path: Path) ->
     assert not (tmp_path / "b" / "kl_by_temperature.csv").exists()
     with pytest.raises(SystemExit):
         main(argv + [str(tmp_path / "c"), "--temperatures", "0,1"])
+
+
+def test_measured_kl_respects_the_score_error_bound(tmp_path: Path) -> None:
+    data = load(_log(tmp_path))
+    rng = np.random.default_rng(2)
+    emb = RouteEmbeddings("random", rng.standard_normal((data.n_items, 8)).astype(np.float32))
+    kl = kl_by_rank(data, emb, ranks=(1, 2, 4, 8, 16), max_users=12, progress=False)
+    live = kl[kl["s_next"] > 0]
+    assert len(live) and (live["kl_max"] <= live["kl_bound"] + 1e-5).all()
+    assert (kl.loc[kl["rank_used"] >= 16, "kl_bound"] == 0).all()  # d_k + d_v = 16: exact
+    b = bound_vs_measured(kl)
+    assert b["bound_holds"].all() and (b["looseness_median"].dropna() >= 1).all()
+    assert set(b["rank"]) <= {1, 2, 4, 8}
