@@ -394,6 +394,39 @@ def spectra_dataset(out: Path, name: str, seed: int = 0, style: str = "analysis"
                     }
                 )
     pd.DataFrame(kl).to_csv(out / "kl_by_rank.csv", index=False)
+    pd.DataFrame(
+        [
+            {
+                "route": route,
+                "n_bin": "[256,1000)",
+                "rank": r,
+                "users": 5,
+                "kl_max_median": 0.1 * r**-1.5,
+                "kl_bound_median": 30.0 * r**-0.5,
+                "looseness_median": 300.0 * r,
+                "bound_holds": True,
+            }
+            for route in ("ppmi", "sasrec")
+            for r in (4, 8, 16, 32, 64)
+        ]
+    ).to_csv(out / "kl_bound.csv", index=False)
+    pd.DataFrame(
+        [
+            {
+                "temperature": t,
+                "route": route,
+                "n_bin": "[256,1000)",
+                "budget": b,
+                "users": 5,
+                "unmet": 0,
+                "r_median": min(64.0, 16.0 * t / b**0.1),
+                "r_p90": 64.0,
+            }
+            for t in (0.25, 0.5, 1.0, 2.0)
+            for route in ("ppmi", "sasrec")
+            for b in (1e-2, 1e-3)
+        ]
+    ).to_csv(out / "kl_by_temperature.csv", index=False)
     (out / "profile.json").write_text(
         json.dumps(
             {

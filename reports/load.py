@@ -29,6 +29,8 @@ SPECTRA_FILES = (
     "scree.csv",
     "profile.json",
     "kl_by_rank.csv",
+    "kl_bound.csv",
+    "kl_by_temperature.csv",
     "decisions.json",
     "decisions.csv",
 )
@@ -62,6 +64,8 @@ class DatasetSpectra:
     summary: pd.DataFrame | None = None
     scree: pd.DataFrame | None = None
     kl_by_rank: pd.DataFrame | None = None
+    kl_bound: pd.DataFrame | None = None  # measured KL against the score-error bound
+    kl_by_temperature: pd.DataFrame | None = None  # rank needed by query temperature
     decisions: pd.DataFrame | None = None
     profile: dict | None = None
     # decisions per bench device: "" = decisions.csv beside the spectra, else a subfolder
@@ -256,6 +260,8 @@ def read_dataset_dir(d: Path, warnings: list[str]) -> DatasetSpectra:
     ds.summary = _read_optional_csv(d / "summary.csv", warnings)
     ds.scree = _read_optional_csv(d / "scree.csv", warnings)
     ds.kl_by_rank = _read_optional_csv(d / "kl_by_rank.csv", warnings)
+    ds.kl_bound = _read_optional_csv(d / "kl_bound.csv", warnings)
+    ds.kl_by_temperature = _read_optional_csv(d / "kl_by_temperature.csv", warnings)
     ds.decisions = _read_optional_csv(d / "decisions.csv", warnings)
     js = _read_json(d / "decisions.json", warnings) if (d / "decisions.json").is_file() else None
     if ds.decisions is None:

@@ -600,6 +600,7 @@ def spectra_section(rs: ResultSet) -> Section:
     f = spectra.kl_by_rank(rs.spectra, "fig-kl-real")
     if f:
         s.figures.append(f)
+    s.tables += kl_tables(rs)
     rows = []
     for ds in rs.spectra.values():
         u = ds.users
@@ -642,6 +643,66 @@ def spectra_section(rs: ResultSet) -> Section:
             "The spectra folders hold no scree.csv, users.csv or kl_by_rank.csv to plot."
         )
     return s
+
+
+def kl_tables(rs: ResultSet) -> list[Table]:
+    """The KL bound against the measured KL, and the rank a KL budget needs by query
+    temperature, for the datasets whose spectra folders hold them."""
+    bound, temp = [], []
+    for ds in rs.spectra.values():
+        if ds.kl_bound is not None and not ds.kl_bound.empty:
+            bound.append(ds.kl_bound.assign(dataset=ds.name))
+        t = ds.kl_by_temperature
+        if (
+            t is not None
+            and not t.empty
+            and {"temperature", "budget", "r_median"} <= set(t.columns)
+        ):
+            temp.append(t.assign(dataset=ds.name))
+    out = []
+    if bound:
+        b = pd.concat(bound, ignore_index=True)
+        b = b[b["rank"].isin([4, 8, 16, 32, 64])]
+        cols = ["dataset", "route", "n_bin", "rank", "users", "kl_max_median", "kl_bound_median"]
+        cols += ["looseness_median", "bound_holds"]
+        b = b[[c for c in cols if c in b.columns]]
+        loose = pd.to_numeric(b.get("looseness_median"), errors="coerce")
+        med = float(loose.median()) if loose.notna().any() else float("nan")
+        out.append(
+            Table(
+                "tbl-kl-bound",
+                "svd_exact: the KL bound against the KL measured on real users",
+                b,
+                "Bound: KL(P || P_r) <= 2 s_{r+1} max_i ||q_i|| / sqrt(d) (DESIGN.md), s_{r+1} "
+                "the largest singular value of the user's [K | V] that rank r drops; measured: "
+                "the worst query row's KL per user; medians over users. The bound held for "
+                "every user where 'bound_holds' is true, but it is loose: "
+                + (
+                    f"the median bound / measured ratio is {med:.3g} over these rows, "
+                    if med == med
+                    else ""
+                )
+                + "so it cannot pick a rank; the measured KL does.",
+            )
+        )
+    if temp:
+        t = pd.concat(temp, ignore_index=True)
+        cols = ["dataset", "route", "n_bin", "budget", "temperature", "users", "unmet"]
+        cols += ["r_median", "r_p90"]
+        t = t[[c for c in cols if c in t.columns]].sort_values(
+            ["dataset", "route", "n_bin", "budget", "temperature"]
+        )
+        out.append(
+            Table(
+                "tbl-kl-temperature",
+                "Rank svd_exact needs for a KL budget, by query temperature",
+                t,
+                "Queries scaled by t (logits x t) before the KL: a KL budget depends on the "
+                "score scale, not only on the data, so read the rank at the temperature your "
+                "model runs at. Decisions use t = 1, the embeddings' own scale.",
+            )
+        )
+    return out
 
 
 def _fmt_params(params) -> str:

@@ -43,6 +43,8 @@ TABLE_IDS = [
     "tbl-absorption",
     "tbl-cascade",
     "tbl-ranks",
+    "tbl-kl-bound",
+    "tbl-kl-temperature",
     "tbl-claims",
 ]
 
