@@ -24,8 +24,12 @@ def _ci(r) -> str:
 
 
 def _who(r) -> str:
-    rank = r.get("rank")
-    return str(r["method"]) + (f" r={int(rank)}" if rank is not None and not pd.isna(rank) else "")
+    rank, feats = r.get("rank"), r.get("features")
+    if rank is not None and not pd.isna(rank):
+        return f"{r['method']} r={int(rank)}"
+    if r["method"] == "performer" and feats is not None and not pd.isna(feats):
+        return f"performer m={int(feats)}"
+    return str(r["method"])
 
 
 def _regime(r) -> str:
