@@ -1,4 +1,5 @@
-"""Assemble the eight report sections (text, figures, tables) from a ResultSet."""
+"""Assemble the eight report sections (text, figures, tables) from a ResultSet, plus a ninth,
+quality vs speed (``quality_section``), when the inputs hold `analysis quality` results."""
 
 from __future__ import annotations
 
@@ -868,15 +869,22 @@ SECTION_BUILDERS = (
 
 
 def build_sections(rs: ResultSet, progress: Callable[[str], None] | None = None) -> list[Section]:
-    """Every section in order; ``progress`` gets one line per section (name, figures, seconds)."""
+    """Every section in order; ``progress`` gets one line per section (name, figures, seconds).
+    The quality section is added only when the inputs hold quality results."""
+    from .quality_section import quality_section  # it builds on Section / Table defined here
+
+    has_quality = rs.quality is not None and not rs.quality.empty
+    builders = (*SECTION_BUILDERS, quality_section) if has_quality else SECTION_BUILDERS
     out = []
-    for i, make in enumerate(SECTION_BUILDERS, 1):
+    for i, make in enumerate(builders, 1):
         t0 = time.perf_counter()
         sec = make(rs)
+        if sec is None:
+            continue
         out.append(sec)
         if progress:
             progress(
-                f"  section {i}/{len(SECTION_BUILDERS)} {sec.title}: {len(sec.figures)} figures, "
+                f"  section {i}/{len(builders)} {sec.title}: {len(sec.figures)} figures, "
                 f"{len(sec.tables)} tables ({time.perf_counter() - t0:.1f} s)"
             )
     return out
