@@ -49,6 +49,7 @@ class QualityGroup:
     table: pd.DataFrame
     model_d: int | None  # the attention head dimension of the trained model, when recorded
     sources: list[str] = field(default_factory=list)
+    machines: list[str] = field(default_factory=list)  # where the models were trained
 
 
 def _head_dim(g: pd.DataFrame) -> int | None:
@@ -115,7 +116,10 @@ def summarise(q: pd.DataFrame) -> list[QualityGroup]:
             ]
             t.loc[t["method"] == "dense", "beyond"] = None
         srcs = sorted(g["source_dir"].astype(str).unique()) if "source_dir" in g.columns else []
-        out.append(QualityGroup(str(task), str(ds), metric, t, _head_dim(g), srcs))
+        machines = (
+            sorted(g["machine"].dropna().astype(str).unique()) if "machine" in g.columns else []
+        )
+        out.append(QualityGroup(str(task), str(ds), metric, t, _head_dim(g), srcs, machines))
     return out
 
 
@@ -171,10 +175,13 @@ def attend_times(bench_ok: pd.DataFrame, table: pd.DataFrame, model_d: int | Non
         dense = dense[dense["dtype"] == dtype]
         best = dense.assign(_k=[_dist(n, m) for n, m in zip(dense["n"], dense["m"], strict=True)])
         best = best.sort_values(["_k", "n", "m"], ascending=[True, False, False]).iloc[0]
-        run, n, m = best["device"], int(best["n"]), int(best["m"])
+        run, n, m = str(best["device"]), int(best["n"]), int(best["m"])
+        name = best.get("device_name")
+        if isinstance(name, str) and name and name not in run:
+            run = f"{run} ({name})"
         batch, heads = int(best["batch"]), int(best["heads"])
         case = g[
-            (g["device"] == run)
+            (g["device"] == best["device"])
             & (g["n"] == n)
             & (g["m"] == m)
             & (g["d"] == d)

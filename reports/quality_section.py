@@ -121,7 +121,9 @@ def quality_section(rs: ResultSet) -> Section | None:
                 f"Trained quality - {g.task}, {g.dataset} ({g.metric})",
                 _view(g, matched),
                 f"From {', '.join(g.sources)}. Mean ± sample std over seeds; unsupported rows "
-                "give the operator's reason; s / step is wall time per training step.",
+                "give the operator's reason; s / step is wall time per training step on the "
+                f"machine that trained ({', '.join(g.machines) or 'not recorded'}), not this "
+                "report's device; attend ms is from this report's bench table.",
                 full=True,
             )
         )

@@ -263,3 +263,24 @@ def test_cli_quality_folder_and_wrong_file(tmp_path: Path, capsys) -> None:
     assert "linrec" in " ".join(meta["verdict"])
     code = analysis_main([*argv, "--quality", str(tmp_path / "bench.csv"), "--out", str(out)])
     assert code == 2 and "bench results table" in capsys.readouterr().err
+
+
+COMMITTED = Path(__file__).resolve().parents[1] / "results" / "quality"
+
+
+@pytest.mark.skipif(
+    not (COMMITTED / "ml-100k" / "results.csv").is_file(), reason="no committed quality run"
+)
+def test_committed_ml100k_matches_readme() -> None:
+    """The README quotes these intervals (decide --quality results/quality on ML-100k)."""
+    q = read_quality(COMMITTED).set_index("method")
+    readme = " ".join((COMMITTED.parent.parent / "README.md").read_text().split())
+    for meth, quoted in (
+        ("linrec", "-0.0014 [-0.019, +0.016]"),
+        ("performer", "+0.0015 [-0.012, +0.015]"),
+    ):
+        r = q.loc[meth]
+        got = f"{r['loss']:+.4f} [{r['loss_lo']:+.3f}, {r['loss_hi']:+.3f}]"
+        assert got == quoted, got
+        assert quoted in readme and r["loss_hi"] > 0.005 and r["seeds"] == 3
+    assert q.loc["lrea", "status"] == "unsupported"

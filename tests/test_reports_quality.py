@@ -55,6 +55,14 @@ def _synthetic_quality(folder: Path, dataset: str = "synthetic-toy") -> Path:
     return folder
 
 
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+
+
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("q")

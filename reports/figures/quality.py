@@ -51,7 +51,9 @@ def quality_vs_speed(g: QualityGroup, matched: list[Matched], key: str) -> Fig |
         ax.set_title(f"{mt.device} ({mt.clock})", fontsize=9)
         ax.margins(x=0.2)
     if not plotted:
-        fig.clf()
+        import matplotlib.pyplot as plt  # after common.py chose the Agg backend
+
+        plt.close(fig)
         return None
     axes[0, 0].set_ylabel(f"Δ {g.metric} vs dense (method - dense)")
     legend_below(fig, axes)
