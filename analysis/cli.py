@@ -523,6 +523,8 @@ def cmd_all(args: argparse.Namespace) -> int:
         dargv = ["decide", "--spectra", str(out), "--out", str(out)]
         if args.bench:
             dargv += ["--bench", args.bench]
+        if args.quality:
+            dargv += ["--quality", args.quality]
         rc = main(dargv)
         if rc:
             return rc
@@ -709,6 +711,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--sasrec-seconds", type=positive_float, default=None, help="SASRec training time bound"
     )
     al.add_argument("--bench", default=None, help="bench results for the decision tables")
+    al.add_argument(
+        "--quality",
+        default=None,
+        help="`analysis quality` results (e.g. results/quality) for the decision tables",
+    )
     al.add_argument("--quiet", action="store_true", help="no progress bars")
     al.add_argument(
         "--threads",

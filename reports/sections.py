@@ -696,7 +696,9 @@ SHOW_DECISION = {
     "scenario": "scenario",
     "method": "method",
     "rank": "rank",
+    "params": "trained config",
     "expected_kl": "expected KL",
+    "quality_ci": "trained quality loss [95 % CI], seeds",
     "expected_ms": "expected ms",
     "speedup_ci": "speedup vs dense [95 % CI]",
     "crossover_r": "crossover R",
@@ -730,6 +732,18 @@ def _short_why(text) -> str:
     return t
 
 
+def _quality_ci(r: pd.Series) -> str:
+    """'NDCG +0.0001 [-0.002, +0.002], 3' from decide's quality columns ('' without them)."""
+    loss = r.get("quality_loss")
+    if loss is None or pd.isna(loss):
+        return ""
+    name = "AUC" if r.get("quality_metric") == "auc" else "NDCG"
+    lo, hi = r.get("quality_loss_lo"), r.get("quality_loss_hi")
+    iv = "no interval" if lo is None or pd.isna(lo) else f"[{lo:+.2g}, {hi:+.2g}]"
+    seeds = r.get("quality_seeds")
+    return f"{name} {loss:+.2g} {iv}, {'' if pd.isna(seeds) else int(seeds)}"
+
+
 def _decision_view(dec: pd.DataFrame) -> pd.DataFrame:
     """The decision rows as shown: speedup with its interval as one cell, ranks as integers."""
     if "scenario" not in dec.columns:  # an older decisions file: its own columns
@@ -742,6 +756,8 @@ def _decision_view(dec: pd.DataFrame) -> pd.DataFrame:
     ]
     if "state_bytes_per_user_head" in d.columns:
         d["state_kib"] = d["state_bytes_per_user_head"] / 1024
+    if "quality_loss" in d.columns and d["quality_loss"].notna().any():
+        d["quality_ci"] = [_quality_ci(r) for _, r in d.iterrows()]
     if "why" in d.columns:
         d["why"] = d["why"].map(_short_why)
     for c in ("rank", "bench_n", "crossover_r"):

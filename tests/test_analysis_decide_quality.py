@@ -284,3 +284,20 @@ def test_committed_ml100k_matches_readme() -> None:
         assert got == quoted, got
         assert quoted in readme and r["loss_hi"] > 0.005 and r["seeds"] == 3
     assert q.loc["lrea", "status"] == "unsupported"
+
+
+def test_verdict_and_report_show_the_trained_loss(tmp_path: Path) -> None:
+    from analysis.decide import write_decisions
+    from analysis.verdict import decision_lines, verdict_lines
+    from reports.sections import _decision_view
+
+    q = read_quality(_write(tmp_path / "toy", _rows(SYNTH)))
+    dec, cand, _ = decide(_kl(), _bench(), OPTS, q)
+    lines = verdict_lines(dec, "toy")
+    assert any("linrec in" in x and "trained NDCG loss +0.0001 [" in x for x in lines), lines
+    assert any("(3 seeds)" in x for x in decision_lines(dec))
+    write_decisions(dec, cand, tmp_path / "out", {})
+    view = _decision_view(pd.read_csv(tmp_path / "out" / "decisions.csv"))
+    col = "trained quality loss [95 % CI], seeds"
+    assert col in view.columns and view[col].str.match(r"NDCG \+0\.0001 \[.*\], 3").any()
+    assert "trained config" in view.columns
