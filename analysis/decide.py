@@ -404,13 +404,16 @@ def _quality_trained(
         return _quality(method, route, nb, b, rank, fid, None, opts)
     r, ok, words, short = judge(rows, opts.quality_budget, opts.quality_budget_auc)
     rk, ft = r.get("rank"), r.get("features")
+    if note:  # another dataset's quality is shown, never taken as this dataset's
+        ok, short = False, "quality unknown on this dataset"
+        words = f"{short} ({note}: {words}); measure it with `{QUALITY_CMD.format(method=method)}`"
     return {
         "eligible": ok,
         "rank": int(rk) if rk is not None and not pd.isna(rk) else rank,
         "features": int(ft) if ft is not None and not pd.isna(ft) else None,
         "expected_kl": None,
-        "quality": words + (f" ({note})" if note else ""),
-        "_short": short + (f" ({note})" if note else ""),
+        "quality": words,
+        "_short": short,
         **_trained_cols(r, note),
     }
 

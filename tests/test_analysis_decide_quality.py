@@ -214,10 +214,13 @@ def test_absent_method_names_the_quality_command(tmp_path: Path) -> None:
     )
 
 
-def test_other_dataset_is_said(tmp_path: Path) -> None:
+def test_other_dataset_is_shown_not_taken(tmp_path: Path) -> None:
     q = read_quality(_write(tmp_path / "other", _rows(SYNTH, dataset="other")))
     _, cand, _ = decide(_kl(), _bench(), OPTS, q)
-    assert "trained on other, not on this dataset" in _cand(cand, "linrec")["quality"]
+    lin = _cand(cand, "linrec")  # inside the budget on "other", but that is not this dataset
+    assert not lin["eligible"] and lin["quality"].startswith("quality unknown on this dataset")
+    assert "trained on other, not on this dataset" in lin["quality"]
+    assert "python -m analysis quality --task seqrec" in lin["quality"]
 
 
 def test_wrong_files_are_named(tmp_path: Path) -> None:
