@@ -50,7 +50,6 @@ FIDELITY_METHODS = ("svd_exact", "svd_tokens")
 QUALITY_METHODS = ("linrec", "lrea", "performer")
 RANKED = ("svd_exact", "svd_tokens", "lrea")
 NULL_ROUTES = ("random",)
-QUALITY_COLS = ("method", "delta_ndcg")
 
 
 @dataclass(frozen=True)
@@ -485,14 +484,14 @@ def decide(
                         if f and f["rank"] is not None:
                             for m in st:
                                 missing.add((meth, n_t, m, d, min(f["rank"], n_t, 2 * d)))
-                    for (
-                        meth
-                    ) in QUALITY_METHODS:  # timed too, so the rows can say what they would buy
+                    # timed too, so the rows can say what they would buy; at the trained
+                    # rank / features when the quality results name them
+                    for meth in QUALITY_METHODS:
+                        tq = _quality(meth, route, nb, b, None, fid, quality, opts, datasets)
+                        col = "rank" if meth in RANKED else "features"
                         rk = (
-                            v.default_param(meth, "rank")
-                            if meth in RANKED
-                            else v.default_param(meth, "features")
-                            if meth == "performer"
+                            (tq.get(col) or v.default_param(meth, col))
+                            if meth in RANKED or meth == "performer"
                             else None
                         )
                         if rk is None or meth == "performer" or rk <= n_t:

@@ -304,3 +304,19 @@ def test_verdict_and_report_show_the_trained_loss(tmp_path: Path) -> None:
     col = "trained quality loss [95 % CI], seeds"
     assert col in view.columns and view[col].str.match(r"NDCG \+0\.0001 \[.*\], 3").any()
     assert "trained config" in view.columns
+
+
+def test_missing_cases_at_the_trained_features(tmp_path: Path) -> None:
+    """Performer trained with 256 features but benched only with 64: not timed with the 64-feature
+    row, and the missing sweep asks for 256 (also when the whole N bin is unbenched)."""
+    table = {k: v for k, v in SYNTH.items() if k != ("performer", '{"features": 64}')}
+    q = read_quality(_write(tmp_path / "toy", _rows(table)))
+    bench = _bench()
+    bench = bench[~((bench["method"] == "performer") & (bench["features"] == 256))]
+    _, cand, missing = decide(_kl(), bench, OPTS, q)
+    perf = _cand(cand, "performer")
+    assert perf["features"] == 256 and pd.isna(perf["expected_ms"])
+    assert ("performer", 500, 64, 64, 256) in missing
+    far = bench.assign(n=20)  # nothing benched inside the [256,1000) bin
+    _, _, missing = decide(_kl(), far, OPTS, q)
+    assert ("performer", 500, 64, 64, 256) in missing and ("dense", 500, 64, 64, None) in missing
