@@ -168,6 +168,8 @@ def quality_rows(raw: pd.DataFrame) -> pd.DataFrame:
                 "s_per_step": float(hok["s_per_step"].mean())
                 if "s_per_step" in hok.columns and not hok.empty
                 else math.nan,
+                **dict.fromkeys(("mean", "std", "loss", "loss_lo", "loss_hi"), math.nan),
+                "interval": "no headline metric" if metric is None else "",
             }
             if metric and not hok.empty:
                 vals = hok.groupby("seed")[metric].mean()
@@ -221,8 +223,14 @@ def judge(
     ok = rows[(rows["status"] == "ok") & rows["loss"].notna()] if "loss" in rows else rows[:0]
     if ok.empty:
         r = rows.iloc[0]
-        head = f"trained quality {r['status']} ({r['task']}, {r['dataset']})"
-        return r, False, f"{head}: {r['reason'] or 'no ok rows'}", head
+        where = f"({r['task']}, {r['dataset']})"
+        if r["status"] != "ok":
+            head = f"trained quality {r['status']} {where}"
+            return r, False, f"{head}: {r['reason'] or 'no ok rows'}", head
+        want = " or ".join(HEADLINE.get(str(r["task"]), ("ndcg@10",)))
+        head = f"trained quality not comparable {where}"
+        why = f"{want} not filled in every ok row, or no ok dense rows to compare with"
+        return r, False, f"{head}: {why}", head
     budgets = ok["metric"].map(lambda m: budget_for(m, ndcg_budget, auc_budget)[0])
     inside = ok[ok["loss_hi"].notna() & (ok["loss_hi"] <= budgets)]
     if not inside.empty:

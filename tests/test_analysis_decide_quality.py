@@ -320,3 +320,13 @@ def test_missing_cases_at_the_trained_features(tmp_path: Path) -> None:
     far = bench.assign(n=20)  # nothing benched inside the [256,1000) bin
     _, _, missing = decide(_kl(), far, OPTS, q)
     assert ("performer", 500, 64, 64, 256) in missing and ("dense", 500, 64, 64, None) in missing
+
+
+def test_rows_without_the_headline_metric_are_not_comparable(tmp_path: Path) -> None:
+    tgt = _rows(SYNTH, task="target", auc=lambda v: 0.7 + v)
+    tgt.loc[tgt["method"] == "dense", "auc"] = np.nan  # AUC missing for some ok rows
+    q = read_quality(_write(tmp_path / "toy", tgt))
+    assert q.loc[q["status"] == "ok", "metric"].isna().all()
+    _, cand, _ = decide(_kl(), _bench(), OPTS, q)
+    lin = _cand(cand, "linrec")
+    assert not lin["eligible"] and "not comparable (target, toy): auc not filled" in lin["quality"]
