@@ -58,7 +58,8 @@ for stage in "${STAGES[@]}"; do
       python3 -m bench targets "$OUT/paper" --out "$OUT/targets.md" ;;
     report)
       echo "== report -> reports/$G"
-      python3 -m reports build --results "$OUT/paper" --results results/spectra --out "reports/$G" ;;
+      Q=(); [ -d results/quality ] && Q=(--results results/quality)
+      python3 -m reports build --results "$OUT/paper" --results results/spectra "${Q[@]}" --out "reports/$G" ;;
     *)
       echo "unknown stage '$stage' (tests aot kernels paper targets report)" >&2; exit 2 ;;
   esac

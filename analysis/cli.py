@@ -423,7 +423,11 @@ def cmd_decide(args: argparse.Namespace) -> int:
         kl = kl[kl["route"].isin(args.route)]
     benches = [b for v in (args.bench or []) for b in (v if isinstance(v, list) else [v])]
     bench = read_bench(*benches) if benches else None
-    quality = read_quality(args.quality) if args.quality else None
+    try:
+        quality = read_quality(args.quality) if args.quality else None
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     out = Path(args.out)
     first = Path(benches[0]) if benches else None
     bench_out = str(first / "targeted" if first and first.is_dir() else "out/bench-targeted")
@@ -434,6 +438,7 @@ def cmd_decide(args: argparse.Namespace) -> int:
         requests=args.requests,
         cascade=tuple(split_list(args.cascade, int)) if args.cascade else None,
         quality_budget=args.quality_budget,
+        quality_budget_auc=args.quality_budget_auc,
         device=args.device,
         time=TimeOpts(run_sigma=args.run_sigma),
         missing_toml=str(out / "missing_cases.toml"),
@@ -444,6 +449,9 @@ def cmd_decide(args: argparse.Namespace) -> int:
     v = view(bench, opts.device, opts.time) if bench is not None else None
     meta = {
         "kl_source": str(kl_path),
+        "quality_source": str(args.quality) if args.quality else None,
+        "quality_budget": opts.quality_budget,
+        "quality_budget_auc": opts.quality_budget_auc,
         "bench_source": [str(b) for b in benches] or None,
         "device": v.device_label if v else None,
         "bench_config": v.fixed if v else None,
@@ -575,6 +583,8 @@ def cmd_all(args: argparse.Namespace) -> int:
         dargv = ["decide", "--spectra", str(out), "--out", str(out)]
         if args.bench:
             dargv += ["--bench", args.bench]
+        if args.quality:
+            dargv += ["--quality", args.quality]
         rc = main(dargv)
         if rc:
             return rc
@@ -707,13 +717,21 @@ def build_parser() -> argparse.ArgumentParser:
     dp.add_argument(
         "--quality",
         default=None,
-        help="CSV of trained end-task quality loss vs dense (method, rank, delta_ndcg)",
+        help="trained end-task quality: a folder or results.csv written by `analysis quality` "
+        "(or a CSV with columns method, delta_ndcg); a method is eligible only when the whole "
+        "95 %% interval over seeds of its loss against dense is inside the budget",
     )
     dp.add_argument(
         "--quality-budget",
         type=positive_float,
         default=0.005,
-        help="largest acceptable delta_ndcg (default 0.005)",
+        help="largest acceptable loss of NDCG@10 against dense (next-item task; default 0.005)",
+    )
+    dp.add_argument(
+        "--quality-budget-auc",
+        type=positive_float,
+        default=0.002,
+        help="largest acceptable loss of AUC against dense (target-attention task; default 0.002)",
     )
     dp.add_argument(
         "--run-sigma",
@@ -756,6 +774,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--sasrec-seconds", type=positive_float, default=None, help="SASRec training time bound"
     )
     al.add_argument("--bench", default=None, help="bench results for the decision tables")
+    al.add_argument(
+        "--quality",
+        default=None,
+        help="`analysis quality` results (e.g. results/quality) for the decision tables",
+    )
     al.add_argument("--quiet", action="store_true", help="no progress bars")
     al.add_argument(
         "--threads",

@@ -5,9 +5,14 @@ Every method is weighed by what it claims. ``svd_exact`` (and ``svd_tokens`` whe
 ``kl_by_rank.csv`` holds its rows, column ``method``) by fidelity on real users: the rank is the
 ``quantile`` (default 0.9) over the bin's users of the smallest measured r whose mean KL meets
 the budget; users meeting it at no measured r count as failing. LinRec, LREA and Performer
-approximate a different operator, so only trained end-task quality can judge them: with a
-quality table (``--quality``: method, rank, delta_ndcg) they are held to a quality budget,
-otherwise their rows say "quality unknown" and they cannot win. Dense is the reference.
+approximate a different operator, so only trained end-task quality can judge them: with the
+results of ``analysis quality`` (``--quality`` folder or results.csv; ``quality_decide``) a
+method is eligible only when the whole 95 % interval over seeds of its loss against dense
+(NDCG@10, filtered where recorded, for next-item; AUC for target attention) lies inside the
+quality budget (``quality_budget`` ΔNDCG, ``quality_budget_auc`` ΔAUC), and is timed at the
+trained configuration's rank / features; without quality results their rows say "quality
+unknown" with the command that measures it, and they cannot win. ``svd_exact`` / ``svd_tokens``
+stay judged by KL; their trained loss, where recorded, is shown beside. Dense is the reference.
 
 Times come from the bench table of one device (``decide_timing``), matched exactly: the
 regime's N is the benched N inside the bin nearest the bin's median N (every method compared
@@ -36,6 +41,8 @@ import pandas as pd
 
 from .closing_loop import BUDGETS, rank_needed
 from .decide_timing import BenchView, TimeOpts, fmt_ci, state_bytes, view
+from .quality_decide import QUALITY_CMD, is_aggregated, judge, pick
+from .quality_decide import read_quality as _read_quality
 from .spectra import N_BIN_LABELS
 
 METHODS = ("dense", "svd_exact", "svd_tokens", "linrec", "lrea", "performer")
@@ -43,7 +50,6 @@ FIDELITY_METHODS = ("svd_exact", "svd_tokens")
 QUALITY_METHODS = ("linrec", "lrea", "performer")
 RANKED = ("svd_exact", "svd_tokens", "lrea")
 NULL_ROUTES = ("random",)
-QUALITY_COLS = ("method", "delta_ndcg")
 
 
 @dataclass(frozen=True)
@@ -53,7 +59,8 @@ class DecideOpts:
     m_values: tuple[int, ...] | None = None
     requests: int = 100  # R of the pre-stored scenario
     cascade: tuple[int, ...] | None = None  # stage sizes; default every benched M, largest first
-    quality_budget: float = 0.005  # ΔNDCG
+    quality_budget: float = 0.005  # ΔNDCG (loss of NDCG@10 against dense)
+    quality_budget_auc: float = 0.002  # ΔAUC (loss of AUC against dense, target attention)
     device: str | None = None
     time: TimeOpts = field(default_factory=TimeOpts)
     missing_toml: str = "OUT/missing_cases.toml"
@@ -88,15 +95,11 @@ def _tag(df: pd.DataFrame, src: Path) -> pd.DataFrame:
 
 
 def read_quality(path: str | Path) -> pd.DataFrame:
-    """Trained end-task quality loss against dense: columns method, delta_ndcg (dense minus
-    method, so positive = worse), optionally rank, route, dataset."""
-    q = pd.read_csv(path)
-    missing = set(QUALITY_COLS) - set(q.columns)
-    if missing:
-        raise ValueError(
-            f"{path}: quality table lacks columns {sorted(missing)} (needs method, delta_ndcg)"
-        )
-    return q
+    """Trained end-task quality: `analysis quality` output (a folder or its results.csv,
+    aggregated per method x params with the loss against dense and its interval), or a legacy
+    table with columns method, delta_ndcg (dense minus method, so positive = worse), optionally
+    rank, route, dataset. Any other file is a ValueError naming what it is."""
+    return _read_quality(path)
 
 
 def _bin_bounds(label: str) -> tuple[float, float]:
@@ -158,10 +161,18 @@ def _phase(v: BenchView, rows: pd.DataFrame, phase: str) -> _Cost | None:
 
 class _Timer:
     """Costs of one method at one (N, stages, d, rank) from one bench run (source), recording
-    the cases not benched. A method is only ever compared with dense timed in the same run."""
+    the cases not benched. A method is only ever compared with dense timed in the same run.
+    ``rank`` is Performer's feature count for Performer (None = its most benched count)."""
 
     def __init__(self, v: BenchView, missing: set[tuple]) -> None:
         self.v, self.missing = v, missing
+
+    def select(
+        self, method: str, n: int, m: int, d: int, rank: int | None, source: str | None = None
+    ) -> pd.DataFrame:
+        if method == "performer":
+            return self.v.select(method, n, m, d, None, source, features=rank)
+        return self.v.select(method, n, m, d, rank, source)
 
     def sources(
         self, method: str, n: int, stages: tuple[int, ...], d: int, rank: int | None
@@ -169,7 +180,7 @@ class _Timer:
         """Runs holding every stage of this case, oldest first (the order the tables were given)."""
         common: list[str] | None = None
         for m in stages:
-            got = list(dict.fromkeys(self.v.select(method, n, m, d, rank)["source"].astype(str)))
+            got = list(dict.fromkeys(self.select(method, n, m, d, rank)["source"].astype(str)))
             common = got if common is None else [x for x in common if x in got]
         return common or []
 
@@ -179,7 +190,7 @@ class _Timer:
         """Median relative IQR of the case's timed phases in one run (to prefer the quietest run)."""
         rel = []
         for m in stages:
-            rows = self.v.select(method, n, m, d, rank, source)
+            rows = self.select(method, n, m, d, rank, source)
             for ph in ("forward", "attend", "prepare"):
                 med, iqr = rows.get(f"{ph}_ms_median"), rows.get(f"{ph}_ms_iqr")
                 if med is not None and iqr is not None:
@@ -193,7 +204,11 @@ class _Timer:
     def note_missing(
         self, method: str, n: int, stages: tuple[int, ...], d: int, rank: int | None
     ) -> None:
-        extra = self.v.default_param("performer", "features") if method == "performer" else rank
+        extra = (
+            (rank or self.v.default_param("performer", "features"))
+            if method == "performer"
+            else rank
+        )
         if method != "performer" and rank is not None and rank > n:
             return  # cannot run: the rank exceeds the sequence length
         for m in stages:
@@ -210,7 +225,7 @@ class _Timer:
         requests: int,
         source: str,
     ) -> dict[str, _Cost | None]:
-        per_m = {m: self.v.select(method, n, m, d, rank, source) for m in stages}
+        per_m = {m: self.select(method, n, m, d, rank, source) for m in stages}
         first = per_m[stages[0]]
         prep = _phase(self.v, first, "prepare")
         attends = [_phase(self.v, per_m[m], "attend") for m in stages]
@@ -273,8 +288,11 @@ def _quality(
     fid: dict,
     quality: pd.DataFrame | None,
     opts: DecideOpts,
+    datasets: list[str] | None = None,
 ) -> dict[str, Any]:
     """How a method stands against the budget: eligible, rank, expected KL / ΔNDCG, words."""
+    if is_aggregated(quality):
+        return _quality_trained(method, route, nb, b, rank, fid, quality, opts, datasets or [])
     if method == "dense":
         return {
             "eligible": True,
@@ -317,9 +335,8 @@ def _quality(
             "eligible": False,
             "rank": rank,
             "expected_kl": None,
-            "quality": "quality unknown: needs its trained end-task quality (no trainer in this suite "
-            "yet); give it with `python -m analysis decide ... --quality QUALITY.csv` "
-            "(columns method, rank, delta_ndcg)",
+            "quality": f"quality unknown: measure it with `{QUALITY_CMD.format(method=method)}`, "
+            "then decide again with --quality DIR",
         }
     dq = float(q["delta_ndcg"].median())
     ok = dq <= opts.quality_budget
@@ -329,6 +346,74 @@ def _quality(
         "expected_kl": None,
         "expected_dndcg": dq,
         "quality": f"ΔNDCG {dq:+.3g} {'<=' if ok else '>'} budget {opts.quality_budget:g}",
+    }
+
+
+def _trained_cols(r: pd.Series | None, note: str) -> dict[str, Any]:
+    """The quality columns of a candidate row from its quality_decide row (None = none)."""
+    if r is None:
+        return {}
+    val = lambda k: None if pd.isna(r.get(k)) else r.get(k)  # noqa: E731
+    out = {
+        "params": r["config"],
+        "quality_task": r["task"],
+        "quality_dataset": r["dataset"],
+        "quality_metric": r.get("metric"),
+        "quality_seeds": int(r["seeds"]),
+        "quality_loss": val("loss"),
+        "quality_loss_lo": val("loss_lo"),
+        "quality_loss_hi": val("loss_hi"),
+        "quality_interval": r.get("interval") if r["status"] == "ok" else r["status"],
+        "quality_note": note or None,
+    }
+    if str(r.get("metric", "")).startswith("ndcg"):
+        out["expected_dndcg"] = out["quality_loss"]
+    elif r.get("metric") == "auc":
+        out["expected_dauc"] = out["quality_loss"]
+    return out
+
+
+def _quality_trained(
+    method: str,
+    route: str,
+    nb: str,
+    b: float,
+    rank: int | None,
+    fid: dict,
+    quality: pd.DataFrame,
+    opts: DecideOpts,
+    datasets: list[str],
+) -> dict[str, Any]:
+    """`_quality` with `analysis quality` results: trained methods judged by the interval of
+    their loss against dense; svd_exact / svd_tokens by KL with the trained loss beside."""
+    rows, note = pick(quality, method, datasets)
+    if method == "dense" or method in FIDELITY_METHODS:
+        base = _quality(method, route, nb, b, rank, fid, None, opts)
+        if method == "dense" or rows.empty:
+            return base
+        r, _, words, _ = judge(rows, opts.quality_budget, opts.quality_budget_auc)
+        extra = {k: v for k, v in _trained_cols(r, note).items() if k != "params"}
+        return {
+            **base,
+            **extra,
+            "quality": f"{base['quality']}; trained, shown beside (not judged): {words}",
+            "_short": base["quality"].split(":")[0],
+        }
+    if rows.empty:
+        return _quality(method, route, nb, b, rank, fid, None, opts)
+    r, ok, words, short = judge(rows, opts.quality_budget, opts.quality_budget_auc)
+    rk, ft = r.get("rank"), r.get("features")
+    if note:  # another dataset's quality is shown, never taken as this dataset's
+        ok, short = False, "quality unknown on this dataset"
+        words = f"{short} ({note}: {words}); measure it with `{QUALITY_CMD.format(method=method)}`"
+    return {
+        "eligible": ok,
+        "rank": int(rk) if rk is not None and not pd.isna(rk) else rank,
+        "features": int(ft) if ft is not None and not pd.isna(ft) else None,
+        "expected_kl": None,
+        "quality": words,
+        "_short": short,
+        **_trained_cols(r, note),
     }
 
 
@@ -367,6 +452,7 @@ def decide(
     if not regimes:
         regimes = [((), "per-request")]
     d_by_route = kl.groupby("route")["d"].max().to_dict()
+    datasets = sorted(kl["dataset"].astype(str).unique()) if "dataset" in kl.columns else []
     groups = kl.groupby(["route", "n_bin"], sort=False)
     dec_rows, cand_rows = [], []
     sb_cache: dict[tuple, int | None] = {}
@@ -398,14 +484,14 @@ def decide(
                         if f and f["rank"] is not None:
                             for m in st:
                                 missing.add((meth, n_t, m, d, min(f["rank"], n_t, 2 * d)))
-                    for (
-                        meth
-                    ) in QUALITY_METHODS:  # timed too, so the rows can say what they would buy
+                    # timed too, so the rows can say what they would buy; at the trained
+                    # rank / features when the quality results name them
+                    for meth in QUALITY_METHODS:
+                        tq = _quality(meth, route, nb, b, None, fid, quality, opts, datasets)
+                        col = "rank" if meth in RANKED else "features"
                         rk = (
-                            v.default_param(meth, "rank")
-                            if meth in RANKED
-                            else v.default_param(meth, "features")
-                            if meth == "performer"
+                            (tq.get(col) or v.default_param(meth, col))
+                            if meth in RANKED or meth == "performer"
                             else None
                         )
                         if rk is None or meth == "performer" or rk <= n_t:
@@ -420,7 +506,7 @@ def decide(
                 )
                 dense_by_src: dict[str, dict] = {}
                 for meth in METHODS:
-                    qual = _quality(meth, route, nb, b, None, fid, quality, opts)
+                    qual = _quality(meth, route, nb, b, None, fid, quality, opts, datasets)
                     rank = qual["rank"]
                     if (
                         meth in RANKED
@@ -432,6 +518,9 @@ def decide(
                         qual["rank"] = rank
                     if meth in FIDELITY_METHODS and rank is not None and n is not None:
                         rank = min(rank, n, 2 * d)
+                    feats = qual.get("features")
+                    if meth == "performer" and feats is None and v is not None:
+                        feats = v.default_param("performer", "features")
                     c = {
                         **base,
                         "method": meth,
@@ -440,10 +529,18 @@ def decide(
                         "expected_kl": qual.get("expected_kl"),
                         "expected_dndcg": qual.get("expected_dndcg"),
                         "quality": qual["quality"],
+                        "features": feats,
+                        **{
+                            k: x
+                            for k, x in qual.items()
+                            if k.startswith(("quality_", "expected_d", "_short"))
+                        },
                     }
+                    if "params" in qual:
+                        c["params"] = qual["params"]
                     costs = dense = None
                     if dense_src and (meth not in FIDELITY_METHODS or rank is not None):
-                        r_ = rank if meth in RANKED else None
+                        r_ = rank if meth in RANKED else feats if meth == "performer" else None
                         both = [x for x in timer.sources(meth, n, st, d, r_) if x in dense_src]
                         if both:  # the run that measured this pair most precisely
                             src = min(
@@ -470,7 +567,7 @@ def decide(
     cand = pd.DataFrame([{k: x for k, x in c.items() if not k.startswith("_")} for c in cand_rows])
     dec = pd.DataFrame(dec_rows)
     for t in (dec, cand):
-        for col in ("rank", "bench_n", "crossover_r"):
+        for col in ("rank", "bench_n", "crossover_r", "features", "quality_seeds"):
             if col in t.columns:
                 t[col] = (
                     pd.to_numeric(t[col], errors="coerce").replace([np.inf], np.nan).astype("Int64")
@@ -515,12 +612,8 @@ def _time_columns(
         xr, xlo, xhi = _crossover(v, dense_c, costs)
         c.update({"crossover_r": xr, "crossover_r_lo": xlo, "crossover_r_hi": xhi})
         params = {"rank": c["rank"]} if c["method"] in RANKED and c["rank"] else {}
-        if (
-            c["method"] == "performer"
-            and v is not None
-            and v.default_param("performer", "features")
-        ):
-            params["features"] = v.default_param("performer", "features")
+        if c["method"] == "performer" and c.get("features"):
+            params["features"] = int(c["features"])
         k = (c["method"], n, d, tuple(sorted(params.items())), c["dtype"])
         if k not in sb_cache:
             sb_cache[k] = state_bytes(c["method"], n, d, params, str(c["dtype"] or "fp32"))
@@ -546,6 +639,30 @@ def _run_cmd(opts: DecideOpts) -> str:
     )
 
 
+def _who(c: dict) -> str:
+    """The method with the rank / features it is decided at (e.g. 'performer m=256')."""
+    if c["rank"] is not None and c["method"] in RANKED:
+        return f"{c['method']} r={c['rank']}"
+    if c["method"] == "performer" and c.get("features"):
+        return f"performer m={int(c['features'])}"
+    return c["method"]
+
+
+TRAINED_COLS = (
+    "features",
+    "params",
+    "expected_dauc",
+    "quality_task",
+    "quality_dataset",
+    "quality_metric",
+    "quality_seeds",
+    "quality_loss",
+    "quality_loss_lo",
+    "quality_loss_hi",
+    "quality_interval",
+)
+
+
 def _choose(
     base: dict, cands: list[dict], scen: str, n: int | None, nb: str, n_med: float, opts: DecideOpts
 ) -> dict[str, Any]:
@@ -564,16 +681,15 @@ def _choose(
     }
     others = []
     for c in cands[1:]:
-        who = c["method"] + (
-            f" r={c['rank']}" if c["rank"] is not None and c["method"] in RANKED else ""
-        )
+        who = _who(c)
         if not c["eligible"]:
             tail = (
                 f"; {fmt_ci(c['speedup'], c['speedup_lo'], c['speedup_hi'])} if it were acceptable"
                 if math.isfinite(c.get("speedup", math.nan))
                 else ""
             )
-            others.append(f"{who}: {c['quality'].split(':')[0]}{tail}")
+            short = c.get("_short") or c["quality"].split(":")[0]
+            others.append(f"{who}: {short}{tail}")
         elif c["time"] != "measured":
             others.append(f"{who}: {c['time']}")
         else:
@@ -609,6 +725,7 @@ def _choose(
                 "speedup",
                 "speedup_lo",
                 "speedup_hi",
+                *TRAINED_COLS,
             )
         }
     )
@@ -628,7 +745,7 @@ def _choose(
             x = min(xs, key=lambda c: c["crossover_r"])
             row["crossover_r"] = x["crossover_r"]
             row["state_bytes_per_user_head"] = x.get("state_bytes_per_user_head")
-            others.append(f"{x['method']} r={x['rank']} would need R >= {int(x['crossover_r'])}")
+            others.append(f"{_who(x)} would need R >= {int(x['crossover_r'])}")
     row["why"] = "; ".join(others)
     if any("not benched" in o for o in others):
         row["why"] += f". Missing cases: run {_run_cmd(opts)}"

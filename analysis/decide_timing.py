@@ -65,7 +65,10 @@ class BenchView:
         d: int,
         rank: int | None = None,
         source: str | None = None,
+        features: int | None = None,
     ) -> pd.DataFrame:
+        """Rows of one case; Performer at ``features`` random features (None = its most
+        benched count)."""
         r = self.rows
         sel = r[(r["method"] == method) & (r["n"] == n) & (r["m"] == m) & (r["d"] == d)]
         if source is not None:
@@ -75,7 +78,8 @@ class BenchView:
         if rank is not None:
             sel = sel[sel["rank"] == rank] if "rank" in sel.columns else sel.iloc[0:0]
         if method == "performer" and "features" in sel.columns and sel["features"].notna().any():
-            sel = sel[sel["features"] == self.default_param("performer", "features")]
+            want = features if features is not None else self.default_param("performer", "features")
+            sel = sel[sel["features"] == want]
         return sel
 
     def default_param(self, method: str, col: str) -> int | None:

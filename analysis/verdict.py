@@ -24,13 +24,27 @@ def _ci(r) -> str:
 
 
 def _who(r) -> str:
-    rank = r.get("rank")
-    return str(r["method"]) + (f" r={int(rank)}" if rank is not None and not pd.isna(rank) else "")
+    rank, feats = r.get("rank"), r.get("features")
+    if rank is not None and not pd.isna(rank):
+        return f"{r['method']} r={int(rank)}"
+    if r["method"] == "performer" and feats is not None and not pd.isna(feats):
+        return f"performer m={int(feats)}"
+    return str(r["method"])
 
 
 def _regime(r) -> str:
     n = f"N={int(r['bench_n'])}" if not pd.isna(r.get("bench_n")) else f"N~{r['n_median']:g}"
     return f"{r['n_bin']} ({n}), M={r['m']}"
+
+
+def _trained(r) -> str:
+    """', trained NDCG loss +0.001 [-0.002, +0.004] (3 seeds)' when the row has quality results."""
+    loss, lo, hi = (r.get(k) for k in ("quality_loss", "quality_loss_lo", "quality_loss_hi"))
+    if loss is None or pd.isna(loss):
+        return ""
+    name = "AUC" if r.get("quality_metric") == "auc" else "NDCG"
+    iv = "" if lo is None or pd.isna(lo) else f" [{lo:+.2g}, {hi:+.2g}]"
+    return f", trained {name} loss {loss:+.2g}{iv} ({int(r.get('quality_seeds') or 0)} seeds)"
 
 
 def verdict_lines(dec: pd.DataFrame, dataset: str = "") -> list[str]:
@@ -71,7 +85,7 @@ def _parts(g: pd.DataFrame) -> list[str]:
                 f", mean KL {kl:.2g} over the bin's users"
                 if kl is not None and not pd.isna(kl)
                 else ""
-            )
+            ) + _trained(best)
             x = best.get("crossover_r")
             xr = f", pays off from R={int(x)} requests" if x is not None and not pd.isna(x) else ""
             parts.append(
@@ -92,7 +106,7 @@ def decision_lines(dec: pd.DataFrame) -> list[str]:
             else f"KL {kl:.2g}"
             if kl is not None and not pd.isna(kl)
             else ""
-        )
+        ) + _trained(r)
         x = r.get("crossover_r")
         xr = f", crossover R={int(x)}" if x is not None and not pd.isna(x) else ""
         sb = r.get("state_bytes_per_user_head")

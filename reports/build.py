@@ -34,6 +34,10 @@ def _subtitle(rs: ResultSet) -> str:
             parts.append("commit " + ", ".join(commits))
     if rs.spectra:
         parts.append("spectra (real data): " + ", ".join(rs.spectra))
+    if rs.quality is not None:
+        parts.append(
+            "trained quality: " + ", ".join(sorted(rs.quality["dataset"].astype(str).unique()))
+        )
     return " | ".join(parts) or "no inputs"
 
 

@@ -1,4 +1,4 @@
-"""Find, read and normalise result tables (bench run dirs and spectra dirs).
+"""Find, read and normalise result tables (bench run dirs, spectra dirs and quality dirs).
 
 The reports package only reads files written by `bench` and `analysis` (see
 docs/contracts.md sections 2 and 3). Every optional column may be missing; the
@@ -7,6 +7,7 @@ loader adds it as empty so the figure code can test for data, not for columns.
 
 from __future__ import annotations
 
+import csv
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,10 @@ from .sanity import bad_times, read_csv_whole_lines
 BENCH_FILES = ("results.csv", "results.parquet")
 CASCADE_FILES = ("cascade.csv", "cascade.parquet")
 TARGETS_FILE = "targets.csv"  # written by `python -m bench targets DIR`
+# `python -m analysis quality --out DIR` writes DIR/results.csv too; its columns tell it apart
+QUALITY_FILE = "results.csv"
+QUALITY_COLS = ("task", "dataset", "method", "params", "seed", "status")
+QUALITY_METRICS = ("ndcg@10", "ndcg@10_filtered", "auc")
 SPECTRA_FILES = (
     "users.csv",
     "users.parquet",
@@ -77,7 +82,7 @@ class DatasetSpectra:
 @dataclass
 class Source:
     path: Path
-    kind: str  # "bench" | "spectra"
+    kind: str  # "bench" | "spectra" | "quality"
     files: list[str] = field(default_factory=list)
 
 
@@ -89,6 +94,7 @@ class ResultSet:
     sources: list[Source]
     warnings: list[str] = field(default_factory=list)
     targets: pd.DataFrame | None = None  # targets.csv rows of every bench dir (with source_dir)
+    quality: pd.DataFrame | None = None  # `analysis quality` rows of every quality dir
 
     @property
     def has_bench(self) -> bool:
@@ -115,6 +121,21 @@ def _first_existing(d: Path, names: tuple[str, ...]) -> Path | None:
 
 def _is_bench_dir(d: Path) -> bool:
     return _first_existing(d, BENCH_FILES + CASCADE_FILES) is not None
+
+
+def _is_quality_dir(d: Path) -> bool:
+    """A folder written by `python -m analysis quality`: results.csv with its columns (read
+    from the header line only)."""
+    f = d / QUALITY_FILE
+    if not f.is_file():
+        return False
+    try:
+        with open(f, newline="", encoding="utf-8") as fh:
+            head = next(csv.reader(fh), [])
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return False
+    cols = set(head)
+    return set(QUALITY_COLS) <= cols and bool(cols & set(QUALITY_METRICS))
 
 
 def _is_spectra_dataset_dir(d: Path) -> bool:
@@ -311,7 +332,11 @@ def detect(path: Path) -> list[Source]:
     for d in candidates:
         if any(s in d.parents for s in seen):
             continue
-        if _is_bench_dir(d):
+        if _is_quality_dir(d):
+            files = [f for f in (QUALITY_FILE, "summary.csv") if (d / f).is_file()]
+            found.append(Source(d, "quality", files))
+            seen.add(d)
+        elif _is_bench_dir(d):
             found.append(
                 Source(d, "bench", [f for f in BENCH_FILES + CASCADE_FILES if (d / f).is_file()])
             )
@@ -334,6 +359,7 @@ def load(paths: list[Path]) -> ResultSet:
     cascades: list[pd.DataFrame] = []
     targets: list[pd.DataFrame] = []
     spectra: dict[str, DatasetSpectra] = {}
+    quality: list[pd.DataFrame] = []
     sources: list[Source] = []
     for raw in paths:
         path = Path(raw)
@@ -379,6 +405,11 @@ def load(paths: list[Path]) -> ResultSet:
                         raise
                     except Exception as exc:  # noqa: BLE001
                         warnings.append(f"could not read {c}: {exc}")
+            elif src.kind == "quality":
+                q = _read_optional_csv(src.path / QUALITY_FILE, warnings)
+                if q is not None:
+                    quality.append(q.assign(source_dir=str(src.path)))
+                    usable += 1
             else:
                 ds = read_dataset_dir(src.path, warnings)
                 if _has_any_table(ds):
@@ -397,7 +428,8 @@ def load(paths: list[Path]) -> ResultSet:
             )
             raise ReportInputError(
                 f"--results {path}: no readable result table ({detail}). Point it at a "
-                "bench run directory (results.csv), results/spectra, or one dataset folder."
+                "bench run directory (results.csv), results/spectra, one dataset folder, or "
+                "results/quality (folders written by `python -m analysis quality`)."
             )
     bench = (
         pd.concat(benches, ignore_index=True)
@@ -413,4 +445,5 @@ def load(paths: list[Path]) -> ResultSet:
         sources=sources,
         warnings=warnings,
         targets=pd.concat(targets, ignore_index=True) if targets else None,
+        quality=pd.concat(quality, ignore_index=True) if quality else None,
     )

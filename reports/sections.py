@@ -1,4 +1,5 @@
-"""Assemble the eight report sections (text, figures, tables) from a ResultSet."""
+"""Assemble the eight report sections (text, figures, tables) from a ResultSet, plus a ninth,
+quality vs speed (``quality_section``), when the inputs hold `analysis quality` results."""
 
 from __future__ import annotations
 
@@ -756,7 +757,9 @@ SHOW_DECISION = {
     "scenario": "scenario",
     "method": "method",
     "rank": "rank",
+    "params": "trained config",
     "expected_kl": "expected KL",
+    "quality_ci": "trained quality loss [95 % CI], seeds",
     "expected_ms": "expected ms",
     "speedup_ci": "speedup vs dense [95 % CI]",
     "crossover_r": "crossover R",
@@ -790,6 +793,18 @@ def _short_why(text) -> str:
     return t
 
 
+def _quality_ci(r: pd.Series) -> str:
+    """'NDCG +0.0001 [-0.002, +0.002], 3' from decide's quality columns ('' without them)."""
+    loss = r.get("quality_loss")
+    if loss is None or pd.isna(loss):
+        return ""
+    name = "AUC" if r.get("quality_metric") == "auc" else "NDCG"
+    lo, hi = r.get("quality_loss_lo"), r.get("quality_loss_hi")
+    iv = "no interval" if lo is None or pd.isna(lo) else f"[{lo:+.2g}, {hi:+.2g}]"
+    seeds = r.get("quality_seeds")
+    return f"{name} {loss:+.2g} {iv}, {'' if pd.isna(seeds) else int(seeds)}"
+
+
 def _decision_view(dec: pd.DataFrame) -> pd.DataFrame:
     """The decision rows as shown: speedup with its interval as one cell, ranks as integers."""
     if "scenario" not in dec.columns:  # an older decisions file: its own columns
@@ -802,6 +817,8 @@ def _decision_view(dec: pd.DataFrame) -> pd.DataFrame:
     ]
     if "state_bytes_per_user_head" in d.columns:
         d["state_kib"] = d["state_bytes_per_user_head"] / 1024
+    if "quality_loss" in d.columns and d["quality_loss"].notna().any():
+        d["quality_ci"] = [_quality_ci(r) for _, r in d.iterrows()]
     if "why" in d.columns:
         d["why"] = d["why"].map(_short_why)
     for c in ("rank", "bench_n", "crossover_r"):
@@ -929,15 +946,22 @@ SECTION_BUILDERS = (
 
 
 def build_sections(rs: ResultSet, progress: Callable[[str], None] | None = None) -> list[Section]:
-    """Every section in order; ``progress`` gets one line per section (name, figures, seconds)."""
+    """Every section in order; ``progress`` gets one line per section (name, figures, seconds).
+    The quality section is added only when the inputs hold quality results."""
+    from .quality_section import quality_section  # it builds on Section / Table defined here
+
+    has_quality = rs.quality is not None and not rs.quality.empty
+    builders = (*SECTION_BUILDERS, quality_section) if has_quality else SECTION_BUILDERS
     out = []
-    for i, make in enumerate(SECTION_BUILDERS, 1):
+    for i, make in enumerate(builders, 1):
         t0 = time.perf_counter()
         sec = make(rs)
+        if sec is None:
+            continue
         out.append(sec)
         if progress:
             progress(
-                f"  section {i}/{len(SECTION_BUILDERS)} {sec.title}: {len(sec.figures)} figures, "
+                f"  section {i}/{len(builders)} {sec.title}: {len(sec.figures)} figures, "
                 f"{len(sec.tables)} tables ({time.perf_counter() - t0:.1f} s)"
             )
     return out
