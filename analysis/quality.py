@@ -603,7 +603,7 @@ def _pm(mean: float, std: float) -> str:
 
 
 def summary_markdown(s: pd.DataFrame) -> str:
-    """The summary as a markdown table (what results/quality/README.md shows)."""
+    """The summary as a markdown table (what the results/quality/*/README.md tables show)."""
     has_d = "d_ndcg" in s.columns
     head = "| method | seeds | HR@10 | NDCG@10 | " + (
         "ΔHR@10 vs dense | ΔNDCG@10 vs dense | Δ beyond seed spread (HR / NDCG) | " if has_d else ""
