@@ -1,4 +1,4 @@
-"""Command line: ``python -m analysis spectrum|kl|kv|decide|findings|all|synthlog|quality``.
+"""Command line: ``python -m analysis spectrum|kl|kv|decide|findings|all|synthlog|quality|swap``.
 
 Lists take either syntax: ``--embedding ppmi sasrec`` or ``--embedding ppmi,sasrec``.
 
