@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,12 @@ class TargetPreset:
     max_users: int | None  # first users of the log only (None = all)
 
 
+_CPU = TargetPreset(
+    dim=32, hidden=64, epochs=4, batch_size=128, batch_tokens=32768, lr=5e-3, dropout=0.1,
+    targets_per_user=8, train_neg=4, neg_eval=100, neg="uniform", hist_cap=None,
+    recency=True, max_users=None,
+)  # fmt: skip
+
 PRESETS: dict[str, TargetPreset] = {
     # seconds on a tiny slice (the tests run it)
     "smoke": TargetPreset(
@@ -75,23 +81,14 @@ PRESETS: dict[str, TargetPreset] = {
         recency=False,
         max_users=1000,
     ),
-    # the committed CPU run (results/quality/target-ml-1m/): one thread of a loaded 2-vCPU VM
-    "cpu": TargetPreset(
-        dim=32,
-        hidden=64,
-        epochs=4,
-        batch_size=128,
-        batch_tokens=32768,
-        lr=2e-3,
-        dropout=0.1,
-        targets_per_user=4,
-        train_neg=4,
-        neg_eval=100,
-        neg="uniform",
-        hist_cap=None,
-        recency=True,
-        max_users=None,
-    ),
+    # the committed CPU runs (results/quality/target-ml-1m/): one thread of a loaded 2-vCPU
+    # VM, all of ML-1M, whole histories (up to 2,275 items), 4 epochs of 8 targets per user
+    "cpu": _CPU,
+    # the same with popularity-sampled negatives (training and evaluation): harder, popularity
+    # alone no longer separates the positive
+    "cpu-pop": replace(_CPU, neg="pop"),
+    # ... and without the recency embedding on the keys (attention sees items only)
+    "cpu-pop-norec": replace(_CPU, neg="pop", recency=False),
 }
 
 TARGET_COLUMNS = [
@@ -268,8 +265,9 @@ METRICS = ("auc", "gauc", f"hr@{K}", f"ndcg@{K}")
 
 
 def target_summary(df: pd.DataFrame) -> pd.DataFrame:
-    """Mean ± std over seeds (sample std) per method x params, the difference to dense, and
-    whether |Δ| > std(method) + std(dense) (None with a single seed: no spread)."""
+    """Mean ± std over seeds (sample std) per dataset x preset x method x params, the
+    difference to dense of the same dataset and preset, and whether
+    |Δ| > std(method) + std(dense) (None with a single seed: no spread)."""
     ok = df[df["status"] == "ok"]
     agg: dict[str, Any] = {"seeds": ("seed", "nunique")}
     for m in METRICS:
@@ -277,31 +275,35 @@ def target_summary(df: pd.DataFrame) -> pd.DataFrame:
         agg[f"{m}_std"] = (m, "std")
     agg |= {"best_epoch": ("best_epoch", "mean"), "s_per_step": ("s_per_step", "mean"),
             "train_cpu_s": ("train_cpu_s", "mean")}  # fmt: skip
-    s = ok.groupby(["method", "params"], sort=False).agg(**agg).reset_index()
-    dense = s[s["method"] == "dense"]
-    if len(dense) == 1:
+    s = ok.groupby(["dataset", "preset", "method", "params"], sort=False).agg(**agg)
+    s = s.reset_index()
+    for m in METRICS:
+        s[f"d_{m}"], s[f"d_{m}_beyond_spread"] = np.nan, None
+    for _, grp in s.groupby(["dataset", "preset"], sort=False):
+        dense = grp[grp["method"] == "dense"]
+        if len(dense) != 1:
+            continue  # no dense row (or several params of it) in this preset: no Δ
         d = dense.iloc[0]
         for m in METRICS:
-            s[f"d_{m}"] = s[m] - d[m]
-            beyond = s[f"d_{m}"].abs() > (s[f"{m}_std"] + d[f"{m}_std"])
-            known = s[f"{m}_std"].notna() & pd.notna(d[f"{m}_std"])
-            s[f"d_{m}_beyond_spread"] = beyond.where(known, None)
+            delta = grp[m] - d[m]
+            beyond = delta.abs() > (grp[f"{m}_std"] + d[f"{m}_std"])
+            known = grp[f"{m}_std"].notna() & pd.notna(d[f"{m}_std"])  # one seed: no spread
+            s.loc[grp.index, f"d_{m}"] = delta
+            s.loc[grp.index, f"d_{m}_beyond_spread"] = beyond.where(known, None)
     return s
 
 
 def target_summary_markdown(s: pd.DataFrame) -> str:
     """The summary as a markdown table (AUC, GAUC, HR@10, NDCG@10 with Δ vs dense)."""
-    has_d = "d_auc" in s.columns
-    head = "| method | seeds | AUC | GAUC | HR@10 | NDCG@10 | "
-    head += "ΔAUC vs dense (beyond spread?) | " if has_d else ""
-    head += "s / step |"
+    head = "| preset | method | seeds | AUC | GAUC | HR@10 | NDCG@10 | "
+    head += "ΔAUC vs dense (beyond spread?) | ΔNDCG@10 vs dense (beyond spread?) | s / step |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for _, r in s.iterrows():
-        cells = [str(r["method"]), str(r["seeds"])]
+        cells = [str(r["preset"]), str(r["method"]), str(r["seeds"])]
         cells += [f"{r[m]:.4f} ± {r[f'{m}_std']:.4f}" for m in METRICS]
-        if has_d:
-            flag = {True: "yes", False: "no"}.get(r["d_auc_beyond_spread"], "n/a")
-            cells.append(f"{r['d_auc']:+.4f} ({flag})")
+        for m in ("auc", f"ndcg@{K}"):
+            flag = {True: "yes", False: "no"}.get(r[f"d_{m}_beyond_spread"], "n/a")
+            cells.append("-" if pd.isna(r[f"d_{m}"]) else f"{r[f'd_{m}']:+.4f} ({flag})")
         cells.append(f"{r['s_per_step']:.3f}" if pd.notna(r["s_per_step"]) else "-")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

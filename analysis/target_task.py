@@ -111,22 +111,23 @@ class TargetModel(nn.Module):
 
     def forward(self, hist: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
         """hist [B, L] left-padded item ids (0 = pad), cand [B, M] -> logits [B, M]."""
-        n = hist.shape[1] if self.exact_n is None else self.exact_n
-        n = max(n, self.pad_to)
+        n = max(hist.shape[1] if self.exact_n is None else self.exact_n, self.pad_to)
         if n < hist.shape[1]:
             raise ValueError(f"history of {hist.shape[1]} items is longer than n = {n}")
-        hist = F.pad(hist, (n - hist.shape[1], 0))
         mask = hist > 0
         h = self.emb(hist)
-        k = self.w_k(h)
+        k, v = self.w_k(h), self.w_v(h)
         if self.rec is not None:
             dist = mask.flip(1).cumsum(1).flip(1) - 1  # 0 = latest real item
             bucket = torch.log2(dist.clamp_min(0) + 1.0).floor().long()
             k = k + self.rec(bucket.clamp_max(RECENCY_BUCKETS - 1)) * mask[..., None]
+        if n > hist.shape[1]:  # masked zero slots on the left (after the projections: cheap)
+            k, v = (F.pad(t, (0, 0, n - hist.shape[1], 0)) for t in (k, v))
+            mask = F.pad(mask, (n - hist.shape[1], 0))
         e = self.emb(cand)
-        a = self.attn(
-            self.w_q(e)[:, None], k[:, None], self.w_v(h)[:, None], key_mask=mask, causal=False
-        )[:, 0]
+        a = self.attn(self.w_q(e)[:, None], k[:, None], v[:, None], key_mask=mask, causal=False)[
+            :, 0
+        ]
         return (self.mlp(torch.cat([a, e, a * e], -1)) + self.bias(cand)).squeeze(-1)
 
 
