@@ -39,6 +39,7 @@ def _device(name: str) -> str:
 
 def add_quality_parser(sub: Any) -> None:
     from .quality import PRESETS
+    from .target_quality import PRESETS as TARGET_PRESETS
 
     p = sub.add_parser(
         "quality",
@@ -47,9 +48,10 @@ def add_quality_parser(sub: Any) -> None:
     )
     p.add_argument(
         "--task",
-        choices=["seqrec"],
+        choices=["seqrec", "target"],
         default="seqrec",
-        help="seqrec: causal self-attention, next item (the only task built so far)",
+        help="seqrec: causal self-attention, next item (SASRec); target: candidate attends "
+        "over the whole history, DIN-style CTR (analysis/target_quality.py)",
     )
     p.add_argument(
         "--data",
@@ -62,7 +64,12 @@ def add_quality_parser(sub: Any) -> None:
         help=f"comma list, params as method:key=value (default {DEFAULT_METHODS})",
     )
     p.add_argument("--seeds", type=_seeds, default=[0, 1, 2], help="comma list (default 0,1,2)")
-    p.add_argument("--preset", choices=sorted(PRESETS), default="cpu", help="budget (default cpu)")
+    p.add_argument(
+        "--preset",
+        choices=sorted(set(PRESETS) | set(TARGET_PRESETS)),
+        default="cpu",
+        help="budget, per task (default cpu)",
+    )
     p.add_argument("--out", required=True, help="output folder (rows.jsonl, results.csv)")
     p.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads (default 1)")
     p.add_argument(
@@ -85,12 +92,30 @@ def _cmd(args: Any) -> int:
     data = load(path, fmt, False, name, None, None, None, None)
     t0 = time.perf_counter()
     device = _device(args.device)
+    if args.task == "target":
+        if device != "cpu":
+            raise SystemExit("--task target trains on the CPU only (no --device yet)")
+        return _cmd_target(args, data, methods, t0)
     df = run_quality(
         data, methods, args.seeds, args.preset, args.out, progress=not args.quiet, device=device
     )
     print(f"{len(df)} rows in {args.out}/results.csv ({time.perf_counter() - t0:.0f} s this run)")
     if (df["status"] == "ok").any():
         print(summary_markdown(summary(df)))
+    for _, r in df[df["status"] != "ok"].drop_duplicates(["method", "params"]).iterrows():
+        print(f"{r['method']} {r['params']}: {r['status']}: {r['reason']}")
+    return 0
+
+
+def _cmd_target(args: Any, data: Any, methods: list[tuple[str, Any]], t0: float) -> int:
+    from .target_quality import run_target_quality, target_summary, target_summary_markdown
+
+    df = run_target_quality(
+        data, methods, args.seeds, args.preset, args.out, progress=not args.quiet
+    )
+    print(f"{len(df)} rows in {args.out}/results.csv ({time.perf_counter() - t0:.0f} s this run)")
+    if (df["status"] == "ok").any():
+        print(target_summary_markdown(target_summary(df)))
     for _, r in df[df["status"] != "ok"].drop_duplicates(["method", "params"]).iterrows():
         print(f"{r['method']} {r['params']}: {r['status']}: {r['reason']}")
     return 0

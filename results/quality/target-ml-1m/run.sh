@@ -1,0 +1,15 @@
+#!/bin/bash
+# The committed CPU run of the target-attention task on ML-1M: one process at a time, one
+# thread. A re-run with the same --out skips finished rows, so each line only adds what is
+# missing. The lines ran in this order; see README.md for when and at which niceness.
+set -u
+export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+OUT=results/quality/target-ml-1m
+D=/work/shared/data/ml-1m
+q() { python -m analysis quality --task target --data "$D" --out "$OUT" --quiet --threads 1 "$@"; }
+date -u +"start %FT%TZ"
+q --preset cpu --methods dense,mean_pool,pop --seeds 0,1,2
+q --preset cpu-pop --methods dense,mean_pool,pop --seeds 0,1,2
+q --preset cpu --methods linrec,svd_exact,performer,lrea,svd_tokens --seeds 0,1,2
+q --preset cpu-pop-norec --methods dense,mean_pool --seeds 0,1,2
+date -u +"end %FT%TZ"
