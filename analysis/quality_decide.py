@@ -143,7 +143,9 @@ def quality_rows(raw: pd.DataFrame) -> pd.DataFrame:
     """One row per task x dataset x method x params: status, reason, metric, seeds, mean, std,
     loss vs dense with its interval, rank / features read off params, s_per_step."""
     out = []
-    for (task, ds), g in raw.groupby(["task", "dataset"], sort=False):
+    raw = raw.assign(preset=raw["preset"].fillna("")) if "preset" in raw else raw.assign(preset="")
+    for (task, ds, preset), g in raw.groupby(["task", "dataset", "preset"], sort=False):
+        # a method is compared with dense of the same task, data and budget (preset) only
         metric = headline_metric(task, g)
         ok = g[g["status"] == "ok"]
         dense = ok[ok["method"] == "dense"]
@@ -154,6 +156,7 @@ def quality_rows(raw: pd.DataFrame) -> pd.DataFrame:
             row = {
                 "task": task,
                 "dataset": ds,
+                "preset": preset,
                 "method": meth,
                 "params": params,
                 "config": config_label(p),

@@ -44,7 +44,12 @@ def _trained(r) -> str:
         return ""
     name = "AUC" if r.get("quality_metric") == "auc" else "NDCG"
     iv = "" if lo is None or pd.isna(lo) else f" [{lo:+.2g}, {hi:+.2g}]"
-    return f", trained {name} loss {loss:+.2g}{iv} ({int(r.get('quality_seeds') or 0)} seeds)"
+    seeds = int(r.get("quality_seeds") or 0)
+    where = ", ".join(
+        str(r.get(k)) for k in ("quality_task", "quality_dataset") if r.get(k) not in (None, "")
+    )
+    where = f"; {where}" if where else ""
+    return f", trained {name} loss {loss:+.2g}{iv} ({seeds} seed{'s' if seeds != 1 else ''}{where})"
 
 
 def verdict_lines(dec: pd.DataFrame, dataset: str = "") -> list[str]:

@@ -276,7 +276,8 @@ COMMITTED = Path(__file__).resolve().parents[1] / "results" / "quality"
 )
 def test_committed_ml100k_matches_readme() -> None:
     """The README quotes these intervals (decide --quality results/quality on ML-100k)."""
-    q = read_quality(COMMITTED).set_index("method")
+    q = read_quality(COMMITTED)
+    q = q[q["dataset"] == "ml-100k"].set_index("method")
     readme = " ".join((COMMITTED.parent.parent / "README.md").read_text().split())
     for meth, quoted in (
         ("linrec", "-0.0014 [-0.019, +0.016]"),
@@ -298,7 +299,7 @@ def test_verdict_and_report_show_the_trained_loss(tmp_path: Path) -> None:
     dec, cand, _ = decide(_kl(), _bench(), OPTS, q)
     lines = verdict_lines(dec, "toy")
     assert any("linrec in" in x and "trained NDCG loss +0.0001 [" in x for x in lines), lines
-    assert any("(3 seeds)" in x for x in decision_lines(dec))
+    assert any("(3 seeds; seqrec, toy)" in x for x in decision_lines(dec))
     write_decisions(dec, cand, tmp_path / "out", {})
     view = _decision_view(pd.read_csv(tmp_path / "out" / "decisions.csv"))
     col = "trained quality loss [95 % CI], seeds"
@@ -330,3 +331,14 @@ def test_rows_without_the_headline_metric_are_not_comparable(tmp_path: Path) -> 
     _, cand, _ = decide(_kl(), _bench(), OPTS, q)
     lin = _cand(cand, "linrec")
     assert not lin["eligible"] and "not comparable (target, toy): auc not filled" in lin["quality"]
+
+
+def test_each_preset_is_compared_with_its_own_dense() -> None:
+    """Two budgets of one task and dataset (e.g. the target task's uniform and popularity
+    negatives): a method's loss is against dense of its own preset, never an average."""
+    a = _rows(SYNTH).assign(preset="cpu")
+    b = _rows({k: [x - 0.05 for x in v] if v else v for k, v in SYNTH.items()})
+    q = quality_rows(pd.concat([a, b.assign(preset="cpu-pop")], ignore_index=True))
+    lin = q[(q["method"] == "linrec") & q["status"].eq("ok")]
+    assert sorted(lin["preset"]) == ["cpu", "cpu-pop"]
+    assert np.allclose(lin["loss"], 1e-4)  # against its own dense, not the mixed 0.075 mean
