@@ -2,7 +2,7 @@
 # The GPU issue's measurements, on a CUDA machine, from the source tree (no install needed:
 # the GPU image's torch, triton, pandas, pytest, pytest-benchmark and nvidia-ml-py are enough).
 #
-#   bash gpu_job.sh [STAGE ...]      stages: tests aot kernels paper targets report (default: all)
+#   bash gpu_job.sh [STAGE ...]      stages: tests aot kernels paper targets report (default: all), quality
 #
 # Each stage fits one 10-minute device call; the paper sweep resumes where it stopped, so
 # `bash gpu_job.sh paper` can simply be run again. Writes, for GPU name G (e.g. h100, h200):
@@ -12,6 +12,10 @@
 #   results/G/paper/results.{csv,parquet} + results/G/paper.{csv,parquet}   the paper preset
 #   results/G/targets.md (+ results/G/paper/targets.csv)   the issue's targets on that table
 #   reports/G/                       the report built from it
+#   results/quality/G/ml-1m/         stage `quality` (not in the default list): SASRec on ML-1M
+#                                    with the `paper` preset on CUDA, 3 seeds, every method;
+#                                    checkpoints each epoch, so run the stage again until done
+#                                    (QUALITY_DATA overrides ../shared/data/ml-1m)
 # Environment: GPU_NAME overrides G; BENCH_GIT_COMMIT is taken from git when available.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -60,7 +64,12 @@ for stage in "${STAGES[@]}"; do
       echo "== report -> reports/$G"
       Q=(); [ -d results/quality ] && Q=(--results results/quality)
       python3 -m reports build --results "$OUT/paper" --results results/spectra "${Q[@]}" --out "reports/$G" ;;
+    quality)
+      echo "== quality (paper preset, cuda) -> results/quality/$G/ml-1m (resumes per epoch)"
+      timeout 540 python3 -m analysis quality --task seqrec --data "${QUALITY_DATA:-../shared/data/ml-1m}" \
+        --methods dense,linrec,performer,performer:features=64,mean_pool,pop --seeds 0,1,2 \
+        --preset paper --device cuda --quiet --out "results/quality/$G/ml-1m" || true ;;
     *)
-      echo "unknown stage '$stage' (tests aot kernels paper targets report)" >&2; exit 2 ;;
+      echo "unknown stage '$stage' (tests aot kernels paper targets report quality)" >&2; exit 2 ;;
   esac
 done
