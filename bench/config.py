@@ -25,6 +25,7 @@ Unknown keys raise :class:`ConfigError` listing the allowed ones.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -360,7 +361,7 @@ def parse_config(raw: dict[str, Any], *, source: str = "config") -> SweepConfig:
         cascade = _build(CascadeCfg, cwhere, craw)
     methods = raw.get("methods")
     V.check_section(source, {k: raw[k] for k in V.TOP_RULES if k in raw}, V.TOP_RULES, sep=": ")
-    V.check_timing(f"{source} [timing]", raw.get("timing"))
+    V.check_timing(f"{source} [timing]", raw.get("timing"), dataclasses.asdict(Timing()))
     V.check_section(f"{source} [fidelity]", raw.get("fidelity"), V.FIDELITY_RULES)
     V.check_section(f"{source} [memory]", raw.get("memory"), V.MEMORY_RULES)
     device = raw.get("device")

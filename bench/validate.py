@@ -194,11 +194,18 @@ def check_section(where: str, raw: Any, rules: dict[str, Rule], sep: str = ".") 
     return raw
 
 
-def check_timing(where: str, raw: Any) -> None:
+def check_timing(where: str, raw: Any, defaults: dict[str, Any] | None = None) -> None:
+    """Types and ranges of [timing], and its pairs in order; a key the table leaves out takes
+    its default (``defaults``), so ``max_calls = 1`` alone is caught against min_calls' 3."""
     raw = check_section(where, raw, TIMING_RULES)
+    full = {**(defaults or {}), **{k: v for k, v in raw.items() if v is not None}}
+
+    def given(k: str) -> str:
+        return f"{k} = {full[k]}" + ("" if k in raw else " (the default)")
+
     for lo, hi in (("min_calls", "max_calls"), ("warmup_min", "warmup_max")):
-        if lo in raw and hi in raw and raw[lo] > raw[hi]:
-            raise ConfigError(f"{where}: {lo} = {raw[lo]} is larger than {hi} = {raw[hi]}")
+        if lo in full and hi in full and full[lo] > full[hi]:
+            raise ConfigError(f"{where}: {given(lo)} is larger than {given(hi)}")
 
 
 def check_method_params(where: str, raw: Any) -> dict:

@@ -66,9 +66,19 @@ def _head_dim(g: pd.DataFrame) -> int | None:
 
 def summarise(q: pd.DataFrame) -> list[QualityGroup]:
     """Mean ± sample std over seeds per method x params, the difference to dense (method minus
-    dense: positive = better) and 'beyond seed spread' = |Δ| > std(method) + std(dense)."""
+    dense: positive = better) and 'beyond seed spread' = |Δ| > std(method) + std(dense); one
+    group per task x dataset x preset (the dataset label names the preset when there are two)."""
     out = []
-    for (task, ds), g in q.groupby(["task", "dataset"], sort=False):
+    q = (
+        q.assign(preset=q["preset"].fillna("").astype(str))
+        if "preset" in q
+        else q.assign(preset="")
+    )
+    n_presets = q.groupby(["task", "dataset"])["preset"].nunique()
+    for (task, ds, preset), g in q.groupby(["task", "dataset", "preset"], sort=False):
+        # each budget (preset) is its own comparison: dense of another preset is not a baseline
+        if n_presets.get((task, ds), 1) > 1:
+            ds = f"{ds}, preset {preset}"
         metric = headline(task, g)
         rows = []
         for (meth, params), h in g.groupby(["method", "params"], sort=False, dropna=False):
@@ -110,10 +120,14 @@ def summarise(q: pd.DataFrame) -> list[QualityGroup]:
             spread = t["std"] + d["std"]
             t["spread"] = spread
             known = t["std"].notna() & pd.notna(d["std"]) & t["delta"].notna()
-            t["beyond"] = [
-                (bool(abs(x) > s) if k else None)
-                for x, s, k in zip(t["delta"], spread, known, strict=True)
-            ]
+            t["beyond"] = pd.Series(
+                [
+                    (bool(abs(x) > s) if k else None)
+                    for x, s, k in zip(t["delta"], spread, known, strict=True)
+                ],
+                index=t.index,
+                dtype=object,
+            )
             t.loc[t["method"] == "dense", "beyond"] = None
         srcs = sorted(g["source_dir"].astype(str).unique()) if "source_dir" in g.columns else []
         machines = (

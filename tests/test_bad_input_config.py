@@ -194,3 +194,16 @@ def test_analysis_numeric_flags_are_checked(tmp_path, capsys, flags):
             ["spectrum", "--data", str(tmp_path / "x.txt"), "--out", str(tmp_path / "o"), *flags]
         )
     assert ex.value.code == 2 and flags[0] in capsys.readouterr().err
+
+
+def test_timing_pair_checked_against_the_default_it_leaves_out():
+    """Found by the TOML fuzzer: `max_calls = 1` alone passed although min_calls defaults
+    to 3 (a sample count range that cannot be met)."""
+    with pytest.raises(
+        ConfigError, match=r"min_calls = 3 \(the default\) is larger than max_calls = 1"
+    ):
+        parse_config({"grid": [{}], "timing": {"max_calls": 1}})
+    with pytest.raises(ConfigError, match=r"warmup_min = 20 is larger than warmup_max = 10 \(the"):
+        parse_config({"grid": [{}], "timing": {"warmup_min": 20}})
+    ok = parse_config({"grid": [{}], "timing": {"max_calls": 3}})
+    assert ok.timing.min_calls == 3 == ok.timing.max_calls

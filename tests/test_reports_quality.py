@@ -134,8 +134,35 @@ def test_html_has_the_section(inputs, tmp_path: Path) -> None:
 @pytest.mark.skipif(not COMMITTED.is_file(), reason="results/quality/ml-100k not committed here")
 def test_committed_ml100k(inputs) -> None:
     s = quality_section(load([inputs["cpu"], COMMITTED.parent.parent]))
-    (tbl,) = s.tables
+    (tbl,) = [t for t in s.tables if t.key == "tbl-quality-seqrec-ml-100k"]
     assert set(tbl.df["method"]) >= {"dense", "linrec", "performer", "mean_pool", "pop"}
     text = " ".join(s.intro)
     assert "seqrec, ml-100k (ndcg@10" in text and "no difference beyond seed spread" in text
     assert "cannot rank the attention methods" in text  # mean pooling within the spread
+
+
+def test_two_presets_are_two_comparisons() -> None:
+    """Synthetic rows: the same task and data under two budgets are compared separately."""
+    from reports.quality import summarise
+
+    rows = [
+        {
+            "task": "target",
+            "dataset": "toy",
+            "preset": p,
+            "method": m,
+            "params": "{}",
+            "seed": s,
+            "status": "ok",
+            "reason": "",
+            "auc": base + (0.0 if m == "dense" else -0.01),
+        }
+        for p, base in (("cpu", 0.85), ("cpu-pop", 0.70))
+        for m in ("dense", "mean_pool")
+        for s in range(3)
+    ]
+    groups = summarise(pd.DataFrame(rows))
+    assert sorted(g.dataset for g in groups) == ["toy, preset cpu", "toy, preset cpu-pop"]
+    for g in groups:
+        t = g.table.set_index("method")
+        assert t.loc["mean_pool", "delta"] == pytest.approx(-0.01)
