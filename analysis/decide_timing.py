@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,10 +52,6 @@ class BenchView:
     # unusable (a loaded machine; bench.summary.rank_by), else "wall"
     timing: dict[str, str] = field(default_factory=dict)
     _factors: dict[int, np.ndarray] = field(default_factory=dict)
-    _rng: np.random.Generator | None = None
-
-    def __post_init__(self) -> None:
-        self._rng = np.random.default_rng(self.opts.seed)
 
     # ------------------------------------------------------------------ row selection
     def select(
@@ -100,11 +97,16 @@ class BenchView:
         )
 
     # ------------------------------------------------------------------ draws
+    def _row_rng(self, idx: int, what: str) -> np.random.Generator:
+        """The draws of one bench row and phase come from their own stream (seed, row, phase),
+        so a row's interval does not move when other cases are drawn before it."""
+        return np.random.default_rng([self.opts.seed, idx, zlib.crc32(what.encode())])
+
     def _factor(self, idx: int) -> np.ndarray:
         if idx not in self._factors:
             o = self.opts
             self._factors[idx] = (
-                np.exp(self._rng.normal(0.0, o.run_sigma, o.resamples))
+                np.exp(self._row_rng(idx, "run").normal(0.0, o.run_sigma, o.resamples))
                 if o.run_sigma > 0
                 else np.ones(o.resamples)
             )
@@ -129,7 +131,9 @@ class BenchView:
             k = row.get(f"timing_samples_{phase}")
             k = int(k) if k is not None and np.isfinite(k) and k >= 1 else 1
             b = (
-                bootstrap_medians(float(med), iqr, k, self.opts.resamples, self._rng)
+                bootstrap_medians(
+                    float(med), iqr, k, self.opts.resamples, self._row_rng(int(idx), phase)
+                )
                 if med > 0
                 else np.zeros(self.opts.resamples)
             )

@@ -349,3 +349,16 @@ def test_loaded_run_is_timed_by_process_cpu_time() -> None:
     assert (dense, lin) == (4.0, 5.0)  # wall would have said 8.0 and 5.0
     idle = pd.DataFrame([_row("dense", 500, 1024, 0.001, 8.0)])
     assert view(idle).timing == {"table": "wall"}
+
+
+def test_a_rows_interval_does_not_depend_on_what_was_drawn_before() -> None:
+    """Each bench row's bootstrap draws come from their own (seed, row, phase) stream: adding
+    or reordering other cases (e.g. one more method in the decision) leaves them unchanged."""
+    bench = _bench()
+    rows = bench[bench["method"] == bench["method"].iloc[0]].head(1)
+    a = view(bench).draws(rows, "forward")
+    v = view(bench)
+    v.draws(bench[bench["method"] != rows["method"].iloc[0]], "forward")  # something else first
+    b = v.draws(rows, "forward")
+    assert a is not None and b is not None
+    assert a[0] == b[0] and np.array_equal(a[1], b[1])
