@@ -37,8 +37,8 @@ def test_analysis_md_prestored_figures(ds: str) -> None:
     assert r["method"] == "svd_exact" and r["rank"] == 16 and r["crossover_r"] == 1
     assert (
         f"{r['speedup']:.2f}x" == "2.74x"
-        and 2.36 <= round(r["speedup_lo"], 2)
-        and round(r["speedup_hi"], 2) <= 3.17
+        and 2.39 <= round(r["speedup_lo"], 2)
+        and round(r["speedup_hi"], 2) <= 3.15
     )
     assert round(r["state_bytes_per_user_head"] / 1024) == 72
     assert "2.74x faster than dense" in _text() and "paying off from R = 1 request" in _text()
@@ -57,8 +57,8 @@ def test_analysis_md_cascade_figure(ds: str) -> None:
     r = t.iloc[0]
     assert r["method"] == "svd_exact" and r["rank"] == 16 and r["m"] == "1024/256/16"
     assert f"{r['speedup']:.2f}x" == "1.20x"
-    assert 1.05 <= round(r["speedup_lo"], 2) and round(r["speedup_hi"], 2) <= 1.37
-    assert "1.20x [1.05, 1.37]" in _text()
+    assert 1.05 <= round(r["speedup_lo"], 2) and round(r["speedup_hi"], 2) <= 1.36
+    assert "1.20x [1.05, 1.36]" in _text()
 
 
 @pytest.mark.parametrize("ds", ["amazon-book", "lastfm-sample"])
