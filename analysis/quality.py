@@ -47,7 +47,7 @@ from tqdm.auto import tqdm
 from attention_impls import AttentionLayer
 from attention_impls.base import Shape
 from bench.env import cpu_model, git_commit, timestamp
-from bench.store import LOG_NAME, append_row, dedupe, read_rows, write_table
+from bench.store import LOG_NAME, _atomic_write, append_row, dedupe, read_rows, write_table
 
 from .sasrec import (
     SASRecConfig,
@@ -316,11 +316,12 @@ def case_id(dataset: str, method: str, params: dict[str, Any], seed: int, preset
 
 
 def _save_atomic(obj: dict[str, Any], path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    def save_fsynced(tmp: Path) -> None:
+        torch.save(obj, tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+
+    _atomic_write(path, save_fsynced)
 
 
 class _PassV(nn.Module):

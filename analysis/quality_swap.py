@@ -24,15 +24,10 @@ import torch
 import attention_impls as ai
 
 from .closing_loop import _kl_rows, truncate_state
-from .sasrec import SASRec, _pad_left, hr_ndcg, target_ranks
+from .sasrec import SASRec, eval_batches, hr_ndcg, ndcg_gain, target_ranks
 
 RANKS = (1, 2, 4, 8, 16, 32, 64, 128)
 K = 10
-
-
-def _gain(rank: np.ndarray, k: int = K) -> np.ndarray:
-    hit = rank < k
-    return np.where(hit, 1.0 / np.log2(np.where(hit, rank, 0.0) + 2.0), 0.0)
 
 
 @torch.no_grad()
@@ -72,22 +67,16 @@ def swap_ranks(
     """Per user: 0-based target ranks for ``dense`` and each r (as is, ``f:`` filtered), and
     the KL of the swapped last query per r."""
     model.eval()
-    dev = next(model.parameters()).device
-    users = np.flatnonzero((target >= 0) & np.array([len(s) > 0 for s in sequences]))
-    lengths = np.array([min(len(sequences[u]), model.cfg.max_len) for u in users])
-    order = np.argsort(lengths, kind="stable")
+    users, batches = eval_batches(model, sequences, target, batch)
     names = ["dense", *[f"r{r}" for r in ranks]]
     out = {f"{p}{n}": np.zeros(len(users)) for n in names for p in ("", "f:")}
     kl = {r: np.zeros(len(users)) for r in ranks}
     dense = ai.get("dense")
     table = model.item_table()
     ops: dict[int, Any] = {}
-    for start in range(0, len(order), batch):
-        sel = order[start : start + batch]
-        us = users[sel]
-        seq = _pad_left([sequences[u] for u in us], int(lengths[sel].max())).to(dev)
+    for sel, us, seq in batches:
         x_last, q, k, v, real = _last_block_io(model, seq)
-        tgt = torch.from_numpy(target[us]).to(dev)
+        tgt = torch.from_numpy(target[us]).to(seq.device)
         seen = [sequences[u] for u in us]
         p = dense.implied_weights(dense.prepare(k, v, real), q)[:, 0, 0]
         top = min(max(ranks), k.shape[2], k.shape[3] + v.shape[3])
@@ -125,7 +114,7 @@ def swap_table(
         for suf, pre in (("", ""), ("_filtered", "f:")):
             m = hr_ndcg(ranks_by[f"{pre}r{r}"], K, suf)
             d = hr_ndcg(ranks_by[f"{pre}dense"], K, suf)
-            diff = _gain(ranks_by[f"{pre}r{r}"]) - _gain(ranks_by[f"{pre}dense"])
+            diff = ndcg_gain(ranks_by[f"{pre}r{r}"], K) - ndcg_gain(ranks_by[f"{pre}dense"], K)
             lo, hi = np.quantile(diff[idx].mean(1), [0.025, 0.975])
             row.update(m)
             row[f"dense_ndcg@{K}{suf}"] = d[f"ndcg@{K}{suf}"]

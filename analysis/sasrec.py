@@ -285,6 +285,27 @@ def train_sasrec(
     return trainer.model, trainer.losses
 
 
+def eval_batches(
+    model: SASRec, sequences: list[np.ndarray], target: np.ndarray, batch: int
+) -> tuple[np.ndarray, Any]:
+    """(users with a held-out item and a non-empty sequence, generator of (positions in that
+    array, their users, their left-padded input on the model's device)), users sorted by
+    length so a batch pads little."""
+    device = next(model.parameters()).device
+    users = np.flatnonzero((target >= 0) & np.array([len(s) > 0 for s in sequences]))
+    lengths = np.array([min(len(sequences[u]), model.cfg.max_len) for u in users])
+    order = np.argsort(lengths, kind="stable")
+
+    def gen() -> Any:
+        for start in range(0, len(order), batch):
+            sel = order[start : start + batch]
+            us = users[sel]
+            seq = _pad_left([sequences[u] for u in us], int(lengths[sel].max())).to(device)
+            yield sel, us, seq
+
+    return users, gen()
+
+
 @torch.no_grad()
 def evaluate(
     model: SASRec, sequences: list[np.ndarray], target: np.ndarray, k: int = 10, batch: int = 256
@@ -294,23 +315,14 @@ def evaluate(
     (``hr@k_filtered``, gSASRec's protocol: a held-out item that was already seen is then a
     miss). Ties favour the target. With one held-out item per user, Recall@k = HR@k."""
     model.eval()
-    device = next(model.parameters()).device
-    users = np.flatnonzero((target >= 0) & np.array([len(s) > 0 for s in sequences]))
+    users, batches = eval_batches(model, sequences, target, batch)
     rank = np.zeros(len(users))
     rank_f = np.zeros(len(users))
     table = model.item_table()
-    lengths = np.array([min(len(sequences[u]), model.cfg.max_len) for u in users])
-    order = np.argsort(lengths, kind="stable")
-    for start in range(0, len(order), batch):
-        sel = order[start : start + batch]
-        us = users[sel]
-        length = int(lengths[sel].max())
-        h = model(_pad_left([sequences[u] for u in us], length).to(device))[:, -1]
-        scores = h @ table.T
-        r, rf = target_ranks(
-            scores, torch.from_numpy(target[us]).to(device), [sequences[u] for u in us]
-        )
-        rank[sel], rank_f[sel] = r, rf
+    for sel, us, seq in batches:
+        scores = model(seq)[:, -1] @ table.T
+        tgt = torch.from_numpy(target[us]).to(scores.device)
+        rank[sel], rank_f[sel] = target_ranks(scores, tgt, [sequences[u] for u in us])
     return {"eval_users": int(len(users)), **hr_ndcg(rank, k), **hr_ndcg(rank_f, k, "_filtered")}
 
 
@@ -337,9 +349,16 @@ def hr_ndcg(rank: np.ndarray, k: int, suffix: str = "") -> dict[str, float]:
     rank = np.asarray(rank, dtype=np.float64)
     if not len(rank):
         return {f"hr@{k}{suffix}": float("nan"), f"ndcg@{k}{suffix}": float("nan")}
+    return {
+        f"hr@{k}{suffix}": float((rank < k).mean()),
+        f"ndcg@{k}{suffix}": float(ndcg_gain(rank, k).mean()),
+    }
+
+
+def ndcg_gain(rank: np.ndarray, k: int) -> np.ndarray:
+    """Per row: 1 / log2(rank + 2) inside the top k (0-based rank), else 0; inf = a miss."""
     hit = rank < k
-    gain = np.where(hit, 1.0 / np.log2(np.where(hit, rank, 0.0) + 2.0), 0.0)
-    return {f"hr@{k}{suffix}": float(hit.mean()), f"ndcg@{k}{suffix}": float(gain.mean())}
+    return np.where(hit, 1.0 / np.log2(np.where(hit, rank, 0.0) + 2.0), 0.0)
 
 
 def popularity_baseline(
