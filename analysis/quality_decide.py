@@ -12,7 +12,6 @@ inside a budget. The older hand-made table (columns method, delta_ndcg) is still
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -20,10 +19,11 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from bench.quality_rows import HEADLINE, config_label, headline_metric, params_of
+
 LEGACY_COLS = ("method", "delta_ndcg")
 RESULT_COLS = ("task", "dataset", "method", "params", "seed", "status")
 METRIC_COLS = ("ndcg@10", "ndcg@10_filtered", "auc")
-HEADLINE = {"seqrec": ("ndcg@10_filtered", "ndcg@10"), "target": ("auc",)}
 CONFIDENCE = 0.95
 QUALITY_CMD = (
     "python -m analysis quality --task seqrec --data DATA --methods {method} --seeds 0,1,2 "
@@ -90,29 +90,6 @@ def read_quality(path: str | Path) -> pd.DataFrame:
     if legacy:
         return pd.concat(legacy, ignore_index=True)
     return quality_rows(pd.concat(frames, ignore_index=True))
-
-
-def params_of(text) -> dict:
-    try:
-        p = json.loads(text) if isinstance(text, str) and text.strip() else {}
-    except json.JSONDecodeError:
-        return {}
-    return p if isinstance(p, dict) else {}
-
-
-def config_label(params: dict) -> str:
-    """rank / features named (what the decision row shows); 'default' when neither is set."""
-    parts = [f"{k}={int(params[k])}" for k in ("rank", "features") if params.get(k) is not None]
-    return ", ".join(parts) or "default"
-
-
-def headline_metric(task: str, rows: pd.DataFrame) -> str | None:
-    """The task's headline metric column for these rows (see the module docstring)."""
-    ok = rows[rows["status"] == "ok"]
-    for col in HEADLINE.get(str(task), ("ndcg@10",)):
-        if col in rows.columns and not ok.empty and ok[col].notna().all():
-            return col
-    return None
 
 
 def loss_interval(method: pd.Series, dense: pd.Series) -> tuple[float, float, float, str]:

@@ -5,38 +5,16 @@ table at N = 10k, M = 2k (or the nearest benched case, said so). Reads files onl
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
+from bench.quality_rows import config_label, headline_metric, params_of
+
 BASELINES = ("mean_pool", "pop")
 TARGET_N, TARGET_M = 10_000, 2_000
-# seqrec: the seen-item-filtered NDCG when every ok row has it, else the unfiltered one
-HEADLINE = {"seqrec": ("ndcg@10_filtered", "ndcg@10"), "target": ("auc",)}
-
-
-def params_of(text) -> dict:
-    try:
-        p = json.loads(text) if isinstance(text, str) and text.strip() else {}
-    except json.JSONDecodeError:
-        return {}
-    return p if isinstance(p, dict) else {}
-
-
-def config_label(params: dict) -> str:
-    parts = [f"{k}={int(params[k])}" for k in ("rank", "features") if params.get(k) is not None]
-    return ", ".join(parts) or "default"
-
-
-def headline(task: str, rows: pd.DataFrame) -> str | None:
-    ok = rows[rows["status"] == "ok"]
-    for col in HEADLINE.get(str(task), ("ndcg@10",)):
-        if col in rows.columns and not ok.empty and pd.to_numeric(ok[col]).notna().all():
-            return col
-    return None
 
 
 @dataclass
@@ -79,7 +57,7 @@ def summarise(q: pd.DataFrame) -> list[QualityGroup]:
         # each budget (preset) is its own comparison: dense of another preset is not a baseline
         if n_presets.get((task, ds), 1) > 1:
             ds = f"{ds}, preset {preset}"
-        metric = headline(task, g)
+        metric = headline_metric(task, g)
         rows = []
         for (meth, params), h in g.groupby(["method", "params"], sort=False, dropna=False):
             p = params_of(params)
