@@ -105,6 +105,19 @@ PRESETS: dict[str, Preset] = {
         max_users=None,
         patience=4,
     ),
+    # cpu-ml1m trained to convergence (dense was still improving at epoch 30): resumable per
+    # epoch, so a run cut off by a session's end continues where it stopped
+    "cpu-ml1m-long": Preset(
+        dim=64,
+        max_len=200,
+        blocks=2,
+        epochs=120,
+        batch_size=64,
+        lr=2e-3,
+        dropout=0.2,
+        max_users=None,
+        patience=10,
+    ),
     # a GPU budget near the anchors' (d = 128, long training, early stopping)
     "paper": Preset(
         dim=128,
