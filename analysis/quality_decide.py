@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from bench.quality_rows import HEADLINE, config_label, headline_metric, params_of
+from bench.quality_rows import HEADLINE, config_summaries
 
 LEGACY_COLS = ("method", "delta_ndcg")
 RESULT_COLS = ("task", "dataset", "method", "params", "seed", "status")
@@ -120,48 +120,20 @@ def quality_rows(raw: pd.DataFrame) -> pd.DataFrame:
     """One row per task x dataset x method x params: status, reason, metric, seeds, mean, std,
     loss vs dense with its interval, rank / features read off params, s_per_step."""
     out = []
-    raw = raw.assign(preset=raw["preset"].fillna("")) if "preset" in raw else raw.assign(preset="")
-    for (task, ds, preset), g in raw.groupby(["task", "dataset", "preset"], sort=False):
+    for (task, ds, preset), _rows, metric, summaries in config_summaries(raw):
         # a method is compared with dense of the same task, data and budget (preset) only
-        metric = headline_metric(task, g)
-        ok = g[g["status"] == "ok"]
-        dense = ok[ok["method"] == "dense"]
-        dense_by_seed = dense.groupby("seed")[metric].mean() if metric else pd.Series(dtype=float)
-        for (meth, params), h in g.groupby(["method", "params"], sort=False, dropna=False):
-            p = params_of(params)
-            hok = h[h["status"] == "ok"]
-            row = {
-                "task": task,
-                "dataset": ds,
-                "preset": preset,
-                "method": meth,
-                "params": params,
-                "config": config_label(p),
-                "rank": p.get("rank"),
-                "features": p.get("features"),
-                "status": "ok" if not hok.empty else str(h["status"].iloc[0]),
-                "reason": "; ".join(dict.fromkeys(h["reason"].dropna().astype(str)))
-                if "reason" in h.columns
-                else "",
-                "metric": metric,
-                "seeds": int(hok["seed"].nunique()),
-                "s_per_step": float(hok["s_per_step"].mean())
-                if "s_per_step" in hok.columns and not hok.empty
-                else math.nan,
-                **dict.fromkeys(("mean", "std", "loss", "loss_lo", "loss_hi"), math.nan),
-                "interval": "no headline metric" if metric is None else "",
-            }
-            if metric and not hok.empty:
-                vals = hok.groupby("seed")[metric].mean()
-                loss, lo, hi, how = loss_interval(vals, dense_by_seed)
-                row.update(
-                    mean=float(vals.mean()),
-                    std=float(vals.std(ddof=1)) if len(vals) > 1 else math.nan,
-                    loss=loss,
-                    loss_lo=lo,
-                    loss_hi=hi,
-                    interval=how,
-                )
+        dense = [s["by_seed"] for s in summaries if s["method"] == "dense" and s["status"] == "ok"]
+        dense_by_seed = (
+            pd.concat(dense).groupby(level=0).mean() if dense else pd.Series(dtype=float)
+        )
+        for s in summaries:
+            by_seed = s.pop("by_seed")
+            row = {"task": task, "dataset": ds, "preset": preset, **s, "metric": metric}
+            row.update(dict.fromkeys(("loss", "loss_lo", "loss_hi"), math.nan))
+            row["interval"] = "no headline metric" if metric is None else ""
+            if by_seed.size:
+                loss, lo, hi, how = loss_interval(by_seed, dense_by_seed)
+                row.update(loss=loss, loss_lo=lo, loss_hi=hi, interval=how)
             out.append(row)
     return pd.DataFrame(out)
 

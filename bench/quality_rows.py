@@ -36,3 +36,48 @@ def headline_metric(task: str, rows: pd.DataFrame) -> str | None:
         if col in rows.columns and not ok.empty and pd.to_numeric(ok[col]).notna().all():
             return col
     return None
+
+
+def _reasons(h: pd.DataFrame) -> str:
+    if "reason" not in h.columns:
+        return ""
+    return "; ".join(dict.fromkeys(h["reason"].dropna().astype(str)))
+
+
+def config_summaries(raw: pd.DataFrame):
+    """Per task x dataset x preset (each budget is its own comparison: dense of another preset is
+    not a baseline): ``((task, dataset, preset), rows, metric, summaries)``, one summary per method x
+    params with the per-seed headline values (``by_seed``), their mean and sample std, the
+    seeds, status, reasons and mean s / step. The one reading of a quality table's seeds that
+    ``decide --quality`` and the report's quality section share."""
+    raw = raw.assign(preset=raw["preset"].fillna("").astype(str) if "preset" in raw else "")
+    for key, g in raw.groupby(["task", "dataset", "preset"], sort=False):
+        metric = headline_metric(key[0], g)
+        summaries = []
+        for (meth, params), h in g.groupby(["method", "params"], sort=False, dropna=False):
+            p = params_of(params)
+            ok = h[h["status"] == "ok"]
+            by_seed = (
+                pd.to_numeric(ok[metric]).groupby(ok["seed"]).mean()
+                if metric and not ok.empty
+                else pd.Series(dtype=float)
+            )
+            summaries.append(
+                {
+                    "method": meth,
+                    "params": params,
+                    "config": config_label(p),
+                    "rank": p.get("rank"),
+                    "features": p.get("features"),
+                    "status": "ok" if not ok.empty else str(h["status"].iloc[0]),
+                    "reason": _reasons(h),
+                    "seeds": int(ok["seed"].nunique()),
+                    "by_seed": by_seed,
+                    "mean": float(by_seed.mean()) if by_seed.size else float("nan"),
+                    "std": float(by_seed.std(ddof=1)) if by_seed.size > 1 else float("nan"),
+                    "s_per_step": float(pd.to_numeric(ok["s_per_step"]).mean())
+                    if "s_per_step" in ok.columns and not ok.empty
+                    else float("nan"),
+                }
+            )
+        yield key, g, metric, summaries

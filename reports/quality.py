@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from bench.quality_rows import config_label, headline_metric, params_of
+from bench.quality_rows import config_summaries
 
 BASELINES = ("mean_pool", "pop")
 TARGET_N, TARGET_M = 10_000, 2_000
@@ -47,47 +47,24 @@ def summarise(q: pd.DataFrame) -> list[QualityGroup]:
     dense: positive = better) and 'beyond seed spread' = |Δ| > std(method) + std(dense); one
     group per task x dataset x preset (the dataset label names the preset when there are two)."""
     out = []
-    q = (
-        q.assign(preset=q["preset"].fillna("").astype(str))
-        if "preset" in q
-        else q.assign(preset="")
+    n_presets = (
+        q.assign(preset=q["preset"].fillna("") if "preset" in q else "")
+        .groupby(["task", "dataset"])["preset"]
+        .nunique()
     )
-    n_presets = q.groupby(["task", "dataset"])["preset"].nunique()
-    for (task, ds, preset), g in q.groupby(["task", "dataset", "preset"], sort=False):
+    for (task, ds, preset), g, metric, summaries in config_summaries(q):
         # each budget (preset) is its own comparison: dense of another preset is not a baseline
         if n_presets.get((task, ds), 1) > 1:
             ds = f"{ds}, preset {preset}"
-        metric = headline_metric(task, g)
-        rows = []
-        for (meth, params), h in g.groupby(["method", "params"], sort=False, dropna=False):
-            p = params_of(params)
-            ok = h[h["status"] == "ok"]
-            vals = (
-                pd.to_numeric(ok[metric]).groupby(ok["seed"]).mean()
-                if metric
-                else pd.Series(dtype=float)
-            )
-            reason = (
-                "; ".join(dict.fromkeys(h["reason"].dropna().astype(str)))
-                if "reason" in h.columns
-                else ""
-            )
-            rows.append(
-                {
-                    "method": meth,
-                    "params": config_label(p),
-                    "rank": p.get("rank"),
-                    "features": p.get("features"),
-                    "status": "ok" if not ok.empty else str(h["status"].iloc[0]),
-                    "seeds": int(vals.size),
-                    "mean": float(vals.mean()) if vals.size else math.nan,
-                    "std": float(vals.std(ddof=1)) if vals.size > 1 else math.nan,
-                    "s_per_step": float(pd.to_numeric(ok["s_per_step"]).mean())
-                    if "s_per_step" in ok.columns and not ok.empty
-                    else math.nan,
-                    "reason": reason if ok.empty else "",
-                }
-            )
+        rows = [
+            {
+                **{k: v for k, v in s.items() if k not in ("by_seed", "config", "params")},
+                "params": s["config"],
+                "seeds": int(s["by_seed"].size),
+                "reason": s["reason"] if s["status"] != "ok" else "",
+            }
+            for s in summaries
+        ]
         t = pd.DataFrame(rows)
         dense = t[(t["method"] == "dense") & (t["status"] == "ok")]
         t["delta"] = math.nan
