@@ -49,6 +49,7 @@ from attention_impls.base import Shape
 from bench.env import cpu_model, git_commit, timestamp
 from bench.store import LOG_NAME, _atomic_write, append_row, dedupe, read_rows, write_table
 
+from .mean_pool import MeanPool
 from .sasrec import (
     SASRecConfig,
     Trainer,
@@ -183,27 +184,6 @@ QUALITY_COLUMNS = [
 ]
 
 
-class CausalMeanPool(nn.Module):
-    """The attention-free baseline: row i = mean of v over the real positions <= i (q, k unused)."""
-
-    def forward(
-        self,
-        q: torch.Tensor,
-        k: torch.Tensor,
-        v: torch.Tensor,
-        key_mask: torch.Tensor | None = None,
-        causal: bool = True,
-    ) -> torch.Tensor:
-        if not causal:
-            raise ValueError("CausalMeanPool is the causal baseline; causal=False is not defined")
-        w = (
-            torch.ones_like(v[..., :1])
-            if key_mask is None
-            else key_mask[:, None, :, None].to(v.dtype)
-        )
-        return torch.cumsum(v * w, dim=2) / torch.cumsum(w, dim=2).clamp_min(1.0)
-
-
 def parse_methods(spec: str | list[str]) -> list[tuple[str, dict[str, Any]]]:
     """``dense,linrec,performer:features=128`` -> [(method, params)]; values parsed as JSON
     where they parse (numbers, true/false), else kept as strings."""
@@ -250,7 +230,7 @@ def attention_factory(
     if method == "mean_pool":
         if params:
             raise ValueError(f"mean_pool takes no parameters, got {params}")
-        return CausalMeanPool, {}, ""
+        return MeanPool, {}, ""
     extra = {"n": cfg.max_len} if method == "lrea" else {}
     layer = AttentionLayer(method, **extra, **params)  # unknown method/params: ValueError here
     shape = Shape(1, 1, cfg.max_len, cfg.max_len, cfg.dim, cfg.dim, causal=True)

@@ -29,9 +29,10 @@ from attention_impls.registry import get
 from bench.env import cpu_model, git_commit, timestamp
 from bench.store import LOG_NAME, append_row, dedupe, read_rows, write_table
 
+from .mean_pool import MeanPool
 from .target_data import EVAL_SEED, make_split
 from .target_metrics import auc, gauc, ranked_hit_ndcg
-from .target_task import EvalSet, K, MeanPool, TargetModel, TrainConfig, eval_set, evaluate, train
+from .target_task import EvalSet, K, TargetModel, TrainConfig, eval_set, evaluate, train
 
 TASK = "target"
 SVD = ("svd_exact", "svd_tokens")

@@ -61,24 +61,6 @@ class TrainConfig:
     seed: int
 
 
-class MeanPool(nn.Module):
-    """Attention-free baseline: every candidate gets the mean of v over the real history."""
-
-    def forward(
-        self,
-        q: torch.Tensor,
-        k: torch.Tensor,
-        v: torch.Tensor,
-        key_mask: torch.Tensor | None = None,
-        causal: bool = False,
-    ) -> torch.Tensor:
-        if causal:
-            raise ValueError("MeanPool is the non-causal target-attention baseline")
-        w = torch.ones_like(v[..., :1]) if key_mask is None else key_mask[:, None, :, None].to(v)
-        pooled = (v * w).sum(2, keepdim=True) / w.sum(2, keepdim=True).clamp_min(1.0)
-        return pooled.expand(-1, -1, q.shape[2], -1)
-
-
 class TargetModel(nn.Module):
     def __init__(
         self,

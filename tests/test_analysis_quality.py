@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from analysis.cli import main
-from analysis.quality import QUALITY_COLUMNS, CausalMeanPool, parse_methods, splits
+from analysis.mean_pool import MeanPool
+from analysis.quality import QUALITY_COLUMNS, parse_methods, splits
 from analysis.sasrec import SASRec, SASRecConfig, _pad_left
 from attention_impls import AttentionLayer
 
@@ -117,7 +118,7 @@ def test_causal_mean_pool_matches_written_out_prefix_mean() -> None:
     v = torch.randn(2, 1, 6, 3, dtype=torch.float64)
     mask = torch.ones(2, 6, dtype=torch.bool)
     mask[0, :2] = False
-    out = CausalMeanPool()(v, v, v, key_mask=mask)
+    out = MeanPool()(v, v, v, key_mask=mask, causal=True)
     for b in range(2):
         for i in range(6):
             real = [j for j in range(i + 1) if mask[b, j]]
@@ -125,7 +126,7 @@ def test_causal_mean_pool_matches_written_out_prefix_mean() -> None:
             assert torch.allclose(out[b, 0, i], ref)
     v2 = v.clone()
     v2[:, :, 4:] = torch.randn(2, 1, 2, 3, dtype=torch.float64)  # change the future only
-    assert torch.equal(CausalMeanPool()(v2, v2, v2, key_mask=mask)[:, :, :4], out[:, :, :4])
+    assert torch.equal(MeanPool()(v2, v2, v2, key_mask=mask, causal=True)[:, :, :4], out[:, :, :4])
 
 
 def test_dense_attention_layer_core_equals_the_sdpa_core() -> None:

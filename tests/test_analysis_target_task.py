@@ -15,10 +15,11 @@ import pytest
 import torch
 
 from analysis.cli import main
+from analysis.mean_pool import MeanPool
 from analysis.target_data import history, make_split, sample_negatives, training_samples
 from analysis.target_metrics import auc, gauc, ranked_hit_ndcg
 from analysis.target_quality import PRESETS, TARGET_COLUMNS
-from analysis.target_task import MeanPool, TargetModel, TrainConfig
+from analysis.target_task import TargetModel, TrainConfig
 from attention_impls import AttentionLayer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
