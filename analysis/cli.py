@@ -1,4 +1,4 @@
-"""Command line: ``python -m analysis spectrum|kl|kv|decide|findings|all|synthlog|quality|swap``.
+"""Command line: ``python -m analysis spectrum|kl|kv|decide|findings|all|synthlog|quality|swap|seeds-regime``.
 
 Lists take either syntax: ``--embedding ppmi sasrec`` or ``--embedding ppmi,sasrec``.
 
@@ -32,6 +32,7 @@ from .fit import fit_profile, write_profile
 from .loaders import FORMATS, Interactions, check_encoding, check_name, load
 from .packaged import DEFAULT_DATA, resolve
 from .quality_cli import add_quality_parser, add_swap_parser
+from .seeds_regime_cli import add_seeds_regime_parser
 from .spectra import user_table
 from .summaries import headline, scree, summarise
 from .synthlog import add_synthlog_parser
@@ -620,6 +621,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_synthlog_parser(sub)
     add_quality_parser(sub)
     add_swap_parser(sub)
+    add_seeds_regime_parser(sub)
     kp = sub.add_parser("kl", help="closing the loop only: kl_by_rank.csv")
     _add_data_args(kp)
     kp.add_argument("--out", required=True, help="output folder (kl_by_rank.csv, rank_needed*.csv)")

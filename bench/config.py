@@ -45,7 +45,7 @@ FAMILY_KEYS: dict[str, tuple[str, ...]] = {
     "exact_rank": ("rank",),
     "powerlaw": ("alpha", "noise_floor"),
     "exponential": ("beta", "noise_floor"),
-    "spectrum_matched": ("profile", "noise_floor"),
+    "spectrum_matched": ("profile", "noise_floor", "max_rank"),
     "real": ("path",),
 }
 SETTINGS = ("target", "self")

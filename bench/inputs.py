@@ -6,7 +6,8 @@ Families:
 - ``exact_rank``: [K|V] = G1 G2 with G1 N x r*, G2 r* x (d+dv) (rank exactly r*).
 - ``powerlaw`` / ``exponential``: [K|V] = U diag(s) W^T, U, W random orthonormal (QR, O(N D^2)),
   s_i = i^-alpha (or exp(-beta (i-1))) + noise_floor.
-- ``spectrum_matched``: s read from a profile JSON (fitted decay) or a file of singular values.
+- ``spectrum_matched``: s read from a profile JSON (fitted decay) or a file of singular values;
+  optional ``max_rank`` caps the rank of [K|V] (a trained model's K, V share a d-dim state).
 - ``real``: per-user K/V from an ``.npz`` (arrays ``k`` [U,N,d], ``v`` [U,N,dv], optional
   ``mask`` [U,N]).
 Keys/values are scaled so that entries have unit mean square; queries are Gaussian times
@@ -162,7 +163,8 @@ def synthetic_kv(case: Case, g: torch.Generator, device: torch.device) -> torch.
             bh, r, width, generator=g, device=device
         )
         return _unit_mean_square(x)
-    dims = min(n, width)
+    # max_rank: a trained model's K and V project one d-dim hidden state, so [K|V] has rank <= d
+    dims = min(n, width, int(case.family_dict.get("max_rank", width)))
     s, _ = spectrum_for(case, dims)
     u = _orthonormal(n, dims, bh, g, device)
     w = _orthonormal(width, dims, bh, g, device)

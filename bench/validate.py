@@ -172,6 +172,7 @@ FAMILY_RULES: dict[str, Rule] = {
     "beta": NONNEG_FLOAT,
     "noise_floor": NONNEG_FLOAT,
     "rank": POS_INT,
+    "max_rank": POS_INT,
     "profile": STR,
     "path": STR,
     "dataset": STR,
