@@ -106,7 +106,9 @@ def load_named(path: str | Path, flag: str, reads: str) -> dict[str, np.ndarray]
             with np.load(p, allow_pickle=False) as z:
                 return {k: z[k] for k in z.files}
         except ValueError as exc:  # an object array needs pickle: refused
-            raise ValueError(f"{flag} {p}: holds an object array ({exc}); save numeric arrays") from None
+            raise ValueError(
+                f"{flag} {p}: holds an object array ({exc}); save numeric arrays"
+            ) from None
     if kind == "safetensors":
         from safetensors.numpy import load_file
 
@@ -169,11 +171,15 @@ def load_kv(path: str | Path, flag: str = "--kv") -> KVArrays:
         )
     unknown = set(a) - set(KV_KEYS)
     if unknown:
-        raise ValueError(f"{where}: unknown arrays {sorted(unknown)} (allowed: {', '.join(KV_KEYS)})")
+        raise ValueError(
+            f"{where}: unknown arrays {sorted(unknown)} (allowed: {', '.join(KV_KEYS)})"
+        )
     k = _heads(_float(a["k"], "k", where), "k", where)
     v = _heads(_float(a["v"], "v", where), "v", where)
     if k.shape[:3] != v.shape[:3]:
-        raise ValueError(f"{where}: k {a['k'].shape} and v {a['v'].shape} differ in users, heads or N")
+        raise ValueError(
+            f"{where}: k {a['k'].shape} and v {a['v'].shape} differ in users, heads or N"
+        )
     u_, h_, n_, d_ = k.shape
     if not np.isfinite(k).all() or not np.isfinite(v).all():
         raise ValueError(f"{where}: k or v holds NaN or inf")
