@@ -201,7 +201,7 @@ def align(
     """The table's rows in the log's item order [n_items, d], and the match counts."""
     rows, n = table.x.shape[0], len(log_items)
     if table.ids is None:
-        bad = [s for s in log_items if not s.isdigit()]
+        bad = [str(s) for s in log_items if not s.isdigit()]
         if bad:
             raise ValueError(
                 f"{where}: no ids in the file, so row i is item id i, but {len(bad):,} of the "
@@ -220,13 +220,13 @@ def align(
             first = pd.unique(ids[dup.to_numpy()])
             raise ValueError(
                 f"{where}: {len(first):,} ids occur more than once ({int(dup.sum()):,} rows, e.g. "
-                f"{list(first[:3])}); each item needs one row"
+                f"{[str(i) for i in first[:3]]}); each item needs one row"
             )
         pos = pd.Index(ids).get_indexer(pd.Index(log_items))
         ids_desc = f"{rows:,} ids"
     missing = pos < 0
     if missing.any():
-        eg = list(log_items[missing][:3])
+        eg = [str(i) for i in log_items[missing][:3]]
         raise ValueError(
             f"{where}: {int(missing.sum()):,} of the log's {n:,} item ids are not in the file "
             f"(e.g. {eg}); the file has {ids_desc}, {len(np.unique(pos[~missing])):,} of them in "
