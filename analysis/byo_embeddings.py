@@ -101,7 +101,11 @@ def _parquet(path: Path, id_col: str | None) -> ItemTable:
             "name it with --embeddings-id-col"
         )
     rest = [c for c in cols if c != col]
-    listy = [c for c in rest if df[c].map(lambda v: isinstance(v, (list, np.ndarray))).all()]
+    listy = [  # arrow list columns arrive as object columns of arrays
+        c
+        for c in rest
+        if df[c].dtype == object and df[c].map(lambda v: isinstance(v, (list, np.ndarray))).all()
+    ]
     if any(c in cols for c in ("user", "user_id", "uid")) and not listy:
         raise ValueError(
             f"{where}: looks like an interaction log (columns {cols[:8]}), not item embeddings; "

@@ -193,6 +193,17 @@ def test_wrong_w_shapes_are_clear_errors(tmp_path: Path, shapes, expect) -> None
         byo_routes(data.items, tmp_path / "e.npy", wqkv=w)
 
 
+def test_wrong_file_type_for_wqkv(tmp_path: Path) -> None:
+    data = load(_log(tmp_path), fmt="table")
+    np.save(tmp_path / "e.npy", _table(range(41)))
+    np.save(tmp_path / "w.npy", np.ones((D, 4), np.float32))
+    with pytest.raises(ValueError, match=r"--wqkv .*w\.npy: a single \.npy array \(shape \(6, 4\)"):
+        byo_routes(data.items, tmp_path / "e.npy", wqkv=tmp_path / "w.npy")
+    (tmp_path / "w.txt").write_text("wq 1 2 3\n")
+    with pytest.raises(ValueError, match=r"a text file .*--wqkv reads arrays wq, wk, wv"):
+        byo_routes(data.items, tmp_path / "e.npy", wqkv=tmp_path / "w.txt")
+
+
 def test_wqkv_projects_per_head_and_queries_come_from_the_users_items(tmp_path: Path) -> None:
     data = load(_log(tmp_path), fmt="table")
     rng = np.random.default_rng(3)
