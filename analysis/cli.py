@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 import time
 from pathlib import Path
@@ -40,11 +41,29 @@ from .synthlog import add_synthlog_parser
 CSV_LIMIT_MB = 5.0
 
 
+BYO = "byo"  # the route of --item-embeddings (byo-h<i> per head of a multi-head --wqkv)
+
+
 def _routes(value: str) -> list[str]:
     routes = [r.strip() for r in value.split(",") if r.strip()]
-    bad = [r for r in routes if r not in E.ROUTES]
+    bad = [r for r in routes if r not in (*E.ROUTES, BYO)]
     if bad:
-        raise argparse.ArgumentTypeError(f"unknown route(s) {bad}; choose from {E.ROUTES}")
+        raise argparse.ArgumentTypeError(
+            f"unknown route(s) {bad}; choose from {(*E.ROUTES, BYO)} (byo: --item-embeddings)"
+        )
+    return routes
+
+
+def _result_routes(value: str) -> list[str]:
+    """Routes as they appear in kl_by_rank.csv: the built-in ones, byo and byo-h<i>."""
+    routes = [r.strip() for r in value.split(",") if r.strip()]
+    bad = [
+        r for r in routes if r not in (*E.ROUTES, BYO, "kv") and not re.fullmatch(r"byo-h\d+", r)
+    ]
+    if bad:
+        raise argparse.ArgumentTypeError(
+            f"unknown route(s) {bad}; choose from {(*E.ROUTES, BYO, 'kv')} or byo-h<i>"
+        )
     return routes
 
 
@@ -92,8 +111,10 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
         type=_routes,
         nargs="+",
         default=["ppmi", "random"],
-        help="embedding routes: ppmi sasrec random (space- or comma-separated)",
+        help="embedding routes: ppmi sasrec random byo (space- or comma-separated; byo = "
+        "--item-embeddings, added when that is given)",
     )
+    _add_byo_args(p)
     p.add_argument(
         "--dim", type=positive_int, default=64, help="embedding dimension d (default 64)"
     )
@@ -123,6 +144,58 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
         default=None,
         help="torch/BLAS CPU threads (default: the idle cores, see bench/threads.py)",
     )
+
+
+def _add_byo_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("your own item embeddings (route byo; docs/analysis.md)")
+    g.add_argument(
+        "--item-embeddings",
+        default=None,
+        metavar="FILE",
+        help=".npy [items, d] (row i = item id i, or --item-ids), .npz/.safetensors (item or "
+        "embeddings, optional ids) or parquet (id column + one list or d numeric columns); "
+        "adds the route byo",
+    )
+    g.add_argument(
+        "--item-ids", default=None, metavar="FILE", help="ids of a .npy table's rows (.npy or text)"
+    )
+    g.add_argument(
+        "--embeddings-id-col",
+        default=None,
+        help="id column of a parquet table (default: item, item_id or id)",
+    )
+    g.add_argument(
+        "--max-unknown-ids",
+        type=arg_type(Rule("float", 0, 1)),
+        default=0.5,
+        help="largest share of the file's ids that may be unknown to the log (default 0.5)",
+    )
+    g.add_argument(
+        "--wqkv",
+        default=None,
+        metavar="FILE",
+        help=".npz/.safetensors with wq, wk, wv [d, d_head] or [heads, d, d_head]: K = E W_k, "
+        "V = E W_v, Q = E W_q (one route byo-h<i> per head)",
+    )
+    g.add_argument(
+        "--byo-queries",
+        choices=("behaviours", "candidates"),
+        default=None,
+        help="KL queries of route byo: the user's own behaviours (default with --wqkv) or random "
+        "candidate items (default without)",
+    )
+
+
+def _check_byo_args(args: argparse.Namespace) -> None:
+    """byo in the routes exactly when --item-embeddings is given; its options need it."""
+    given = getattr(args, "item_embeddings", None)
+    if given and BYO not in args.embedding:
+        args.embedding = [*args.embedding, BYO]
+    if BYO in args.embedding and not given:
+        raise ValueError("route byo needs --item-embeddings FILE (your item table)")
+    for opt in ("item_ids", "embeddings_id_col", "wqkv", "byo_queries"):
+        if getattr(args, opt, None) is not None and not given:
+            raise ValueError(f"--{opt.replace('_', '-')} needs --item-embeddings FILE")
 
 
 def load_data(args: argparse.Namespace) -> Interactions:
@@ -167,9 +240,12 @@ def _check_cache(args: argparse.Namespace) -> None:
 
 def _embeddings(data: Interactions, args: argparse.Namespace) -> dict[str, E.RouteEmbeddings]:
     cache = None if str(args.cache).lower() == "none" else Path(args.cache)
-    out = {}
+    out: dict[str, E.RouteEmbeddings] = {}
     for route in args.embedding:
         t0 = time.perf_counter()
+        if route == BYO:
+            out.update(_byo(data, args, t0))
+            continue
         emb = E.build(
             data,
             route,
@@ -205,6 +281,42 @@ def _embeddings(data: Interactions, args: argparse.Namespace) -> dict[str, E.Rou
             )
         out[route] = emb
     return out
+
+
+def _byo(data: Interactions, args: argparse.Namespace, t0: float) -> dict[str, E.RouteEmbeddings]:
+    from .byo_embeddings import byo_routes
+
+    routes = byo_routes(
+        data.items,
+        args.item_embeddings,
+        args.item_ids,
+        args.embeddings_id_col,
+        args.max_unknown_ids,
+        args.wqkv,
+        args.byo_queries,
+    )
+    first = next(iter(routes.values()))
+    ids = first.meta["ids"]
+    print(
+        f"embeddings byo: {first.item.shape} from {args.item_embeddings} ({first.meta['read_as']}) "
+        f"in {time.perf_counter() - t0:.1f} s; every one of the log's {ids['log_items']:,} items "
+        f"has a row; {ids['unknown_ids']:,} of the file's {ids['file_rows']:,} ids are not in "
+        f"the log ({ids['unknown_fraction']:.1%}, at most {ids['max_unknown_fraction']:.0%} allowed)"
+    )
+    if first.w_k is not None:
+        print(
+            f"  W_q/W_k/W_v from {args.wqkv}: {first.meta['heads']} head(s), d_head "
+            f"{first.meta['d_head']} -> route(s) {', '.join(routes)}; K = E W_k, V = E W_v"
+        )
+    print(
+        "  KL queries: "
+        + (
+            "the user's own behaviours (Q = E_u W_q: self-attention over the sequence)"
+            if first.meta["queries"] == "behaviours"
+            else "random candidate items (and the held-out item when known)"
+        )
+    )
+    return routes
 
 
 def _matrices(emb: E.RouteEmbeddings) -> list[tuple[str, np.ndarray | None]]:
@@ -247,10 +359,17 @@ def cmd_spectrum(args: argparse.Namespace) -> int:
     if args.cluster:  # bucketed by user, one task per bucket (analysis/cluster.py)
         from .cluster import cmd_spectrum_cluster
 
+        if args.item_embeddings:
+            raise ValueError(
+                "--item-embeddings is not read with --cluster; a cluster run takes its item "
+                "table from --item-table FILE.npy"
+            )
+
         return cmd_spectrum_cluster(args)
     t_all = time.perf_counter()
     out = writable_dir(args.out)  # before any work: a file or read-only --out fails here
     _check_cache(args)
+    _check_byo_args(args)
     data = load_data(args)
     print_data(data)
     embs = _embeddings(data, args)
@@ -287,7 +406,8 @@ def cmd_spectrum(args: argparse.Namespace) -> int:
         (out / "profiles").mkdir(exist_ok=True)
         for key, prof in profiles.items():
             write_profile(prof, out / "profiles" / f"{key}.json")
-        primary = next((k for k in ("sasrec-k", "ppmi-x") if k in profiles), next(iter(profiles)))
+        prefer = ("byo-k", "byo-h0-k", "sasrec-k", "byo-x", "byo-h0-x", "ppmi-x")  # own model first
+        primary = next((k for k in prefer if k in profiles), next(iter(profiles)))
         write_profile(profiles[primary], out / "profile.json")
         print(
             f"profile.json <- {primary}: {profiles[primary]['model']} {profiles[primary]['params']}, "
@@ -397,6 +517,7 @@ def cmd_kl(args: argparse.Namespace) -> int:
     args.kl = True
     out = writable_dir(args.out)
     _check_cache(args)
+    _check_byo_args(args)
     data = load_data(args)
     print_data(data)
     _run_kl(data, _embeddings(data, args), args, out)
@@ -553,6 +674,11 @@ def cmd_all(args: argparse.Namespace) -> int:
     if not names:
         print(f"error: no dataset folder under {root}", file=sys.stderr)
         return 2
+    if args.item_embeddings and len(names) > 1 and "{dataset}" not in args.item_embeddings:
+        raise ValueError(
+            f"--item-embeddings {args.item_embeddings}: one file for {len(names)} datasets; "
+            "put {dataset} in the path (e.g. emb/{dataset}.npy) or pick one with --datasets"
+        )
     for name in names:
         print(f"\n===== {name} =====")
         out = Path(args.out) / name
@@ -574,6 +700,12 @@ def cmd_all(args: argparse.Namespace) -> int:
         ]
         if args.sasrec_seconds is not None:
             argv += ["--sasrec-seconds", str(args.sasrec_seconds)]
+        for opt in ("item_embeddings", "item_ids", "embeddings_id_col", "wqkv", "byo_queries"):
+            val = getattr(args, opt)
+            if val is not None:  # {dataset} in a path names each dataset's own file
+                argv += [f"--{opt.replace('_', '-')}", str(val).replace("{dataset}", name)]
+        if args.item_embeddings:
+            argv += ["--max-unknown-ids", str(args.max_unknown_ids)]
         if args.quiet:
             argv.append("--quiet")
         if args.threads:
@@ -694,7 +826,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dp.add_argument(
         "--route",
-        type=_routes,
+        type=_result_routes,
         nargs="+",
         default=None,
         help="restrict to these routes (space- or comma-separated)",
@@ -766,6 +898,7 @@ def build_parser() -> argparse.ArgumentParser:
     al.add_argument(
         "--dim", type=positive_int, default=64, help="embedding dimension d (default 64)"
     )
+    _add_byo_args(al)  # paths may hold {dataset}
     al.add_argument(
         "--cache", default=str(E.DEFAULT_CACHE), help="embedding cache folder ('none' disables)"
     )

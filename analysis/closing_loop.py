@@ -2,7 +2,9 @@
 
 For a seeded sample of users stratified by N bin: K = X_u W_k, V = X_u W_v and queries
 Q = X_cand W_q (sasrec), or K = V = X_u and Q = X_cand (ppmi, random), where the
-candidates are ``n_candidates`` random items plus the user's held-out item when known.
+candidates are ``n_candidates`` random items plus the user's held-out item when known; a route
+whose meta says ``queries: behaviours`` (``byo`` with ``--wqkv``) takes up to
+``n_candidates`` of the user's own behaviours as the query items instead.
 Dense softmax weights P and the implied weights of ``svd_exact[rank=r, solver=gram]``
 (a true distribution) give KL(P || P_r) per query row with ``bench.metrics.kl_rows``
 (smoothing a = 1e-6); the per-user mean over rows is stored for every r.
@@ -179,7 +181,9 @@ def kl_by_rank(
     for u in tqdm(users, desc=f"kl {data.name}/{emb.route}", disable=not progress, leave=False):
         seq = data.sequences[u]
         cand = rng.integers(0, data.n_items, n_candidates)
-        if data.held_out is not None and data.held_out[u] >= 0:
+        if emb.meta.get("queries") == "behaviours":  # byo with W: Q = E_u W_q, self-attention
+            cand = rng.choice(seq, min(len(seq), n_candidates), replace=False)
+        elif data.held_out is not None and data.held_out[u] >= 0:
             cand = np.append(cand, data.held_out[u])
         q, k, v = user_qkv(emb, seq, cand)
         q = q * temperature if temperature != 1.0 else q

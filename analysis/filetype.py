@@ -4,60 +4,14 @@ file is and which part of the suite reads it. Nothing is unpickled."""
 
 from __future__ import annotations
 
-import json
-import struct
 import zipfile
 from pathlib import Path
 
+from bench.arrays import npy_shape as _npy_shape
+from bench.arrays import safetensors_names as _safetensors_names
+from bench.arrays import sniff
 
-def sniff(path: Path) -> str:
-    """One of npy, npz, zip, safetensors, parquet, gzip, pickle, text."""
-    with open(path, "rb") as fh:
-        head = fh.read(16)
-    if head.startswith(b"\x93NUMPY"):
-        return "npy"
-    if head.startswith(b"PK\x03\x04"):
-        try:
-            with zipfile.ZipFile(path) as z:
-                names = z.namelist()
-        except zipfile.BadZipFile:
-            return "zip"
-        return "npz" if names and all(n.endswith(".npy") for n in names) else "zip"
-    if head.startswith(b"PAR1"):
-        return "parquet"
-    if head.startswith(b"\x1f\x8b"):
-        return "gzip"
-    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
-        return "pickle"
-    if len(head) >= 10 and head[8:10] in (b'{"', b"{ "):
-        (n,) = struct.unpack("<Q", head[:8])
-        if 2 <= n < 100_000_000:
-            return "safetensors"
-    return "text"
-
-
-def _npy_shape(path: Path) -> str:
-    import numpy as np
-
-    with open(path, "rb") as fh:
-        major, _ = np.lib.format.read_magic(fh)
-        read = (
-            np.lib.format.read_array_header_1_0
-            if major == 1
-            else np.lib.format.read_array_header_2_0
-        )
-        shape, _, dtype = read(fh)  # the header only, never the data
-    return f"shape {tuple(shape)}, dtype {dtype}"
-
-
-def _safetensors_names(path: Path) -> str:
-    with open(path, "rb") as fh:
-        (n,) = struct.unpack("<Q", fh.read(8))
-        header = json.loads(fh.read(min(n, 10_000_000)))
-    names = [k for k in header if k != "__metadata__"]
-    return ", ".join(f"{k} {header[k].get('shape')}" for k in names[:6]) + (
-        " ..." if len(names) > 6 else ""
-    )
+__all__ = ["check_log_file", "sniff"]
 
 
 def check_log_file(path: Path, flag: str = "--data") -> None:
@@ -71,8 +25,8 @@ def check_log_file(path: Path, flag: str = "--data") -> None:
     if kind == "npy":
         raise ValueError(
             f"{path}: a NumPy .npy array ({_npy_shape(path)}), not an interaction log; {reads}. "
-            "An item embedding table [items, dim] is read by `spectrum --cluster ray "
-            "--item-table FILE.npy`"
+            "An item embedding table [items, dim] is read by `spectrum --item-embeddings "
+            "FILE.npy` (or, on a cluster, `spectrum --cluster ray --item-table FILE.npy`)"
         )
     if kind == "npz":
         with zipfile.ZipFile(path) as z:
@@ -81,13 +35,16 @@ def check_log_file(path: Path, flag: str = "--data") -> None:
             f"{path}: a NumPy .npz archive (arrays {arrays}), not an interaction log; {reads}. "
             "Per-user K/V (arrays k [users, N, d], v, optional q, mask or lengths) are read by "
             "`python -m analysis kv --kv FILE.npz` (then decide) and by the bench's `real` input "
-            'family: family = [{kind = "real", path = "FILE.npz"}] in a sweep TOML'
+            'family: family = [{kind = "real", path = "FILE.npz"}] in a sweep TOML; item '
+            "embeddings (arrays item or embeddings, optional ids) by `spectrum --item-embeddings "
+            "FILE.npz`, W_q/W_k/W_v (wq, wk, wv) by `spectrum --item-embeddings E --wqkv FILE.npz`"
         )
     if kind == "safetensors":
         raise ValueError(
             f"{path}: a safetensors file (tensors {_safetensors_names(path)}), not an interaction "
             f"log; {reads}. Per-user K/V tensors (k, v, optional q, mask or lengths) are read by "
-            "`python -m analysis kv --kv FILE.safetensors`"
+            "`python -m analysis kv --kv FILE.safetensors`, item embeddings (item or embeddings, "
+            "optional ids) by `spectrum --item-embeddings FILE`, W_q/W_k/W_v by `--wqkv FILE`"
         )
     if kind == "pickle":
         raise ValueError(

@@ -8,14 +8,18 @@ Families:
   s_i = i^-alpha (or exp(-beta (i-1))) + noise_floor.
 - ``spectrum_matched``: s read from a profile JSON (fitted decay) or a file of singular values;
   optional ``max_rank`` caps the rank of [K|V] (a trained model's K, V share a d-dim state).
-- ``real``: per-user K/V from an ``.npz`` (arrays ``k`` [U,N,d], ``v`` [U,N,dv], optional
-  ``mask`` [U,N]).
+- ``real``: per-user K/V from an ``.npz`` or ``.safetensors`` file read by
+  ``bench.arrays.load_kv`` (the loader of ``analysis kv``): ``k`` [U,(H,)N,d], ``v``
+  [U,(H,)N,dv], optional ``q`` [U,(H,)M,d] (used as the queries, times ``query_scale``; without
+  it queries are drawn and the row's ``queries`` column says so), ``mask`` [U,N] or
+  ``lengths`` [U]. Heads are kept, never replicated. Real K/V are not rescaled.
 Keys/values are scaled so that entries have unit mean square; queries are Gaussian times
 ``query_scale`` (the temperature of the logits).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import dataclass
@@ -27,6 +31,7 @@ import torch
 
 from attention_impls import dtype_from_name
 
+from .arrays import KVArrays, load_kv
 from .config import Case
 
 
@@ -173,31 +178,64 @@ def synthetic_kv(case: Case, g: torch.Generator, device: torch.device) -> torch.
     return _unit_mean_square(x)
 
 
-def real_kv(case: Case) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, str]:
+@functools.lru_cache(maxsize=2)
+def _kv_file(path: str, mtime_ns: int, size: int) -> KVArrays:
+    """One read per file (and version) for all the cases of a sweep."""
+    return load_kv(path, "real family path")
+
+
+@dataclass
+class RealInputs:
+    k: torch.Tensor  # [B, H, N, d]
+    v: torch.Tensor  # [B, H, N, dv]
+    q: torch.Tensor | None  # [B, H, M, d] from the file, or None (queries are drawn)
+    mask: torch.Tensor | None  # [B, N]; None when the file says every behaviour is real
+    dataset: str
+    padding: str
+
+
+def real_kv(case: Case) -> RealInputs:
+    """The case's slice of a K/V file (``bench.arrays.load_kv``: .npz or .safetensors, mask or
+    lengths, heads kept): the first ``batch`` users, ``heads`` heads, ``n`` behaviours, ``m``
+    queries. Heads are never replicated: a file with fewer heads than the case is unsupported."""
     path = case.family_dict.get("path")
     if not path or not Path(path).is_file():
         raise UnsupportedInput(f"real behaviour embeddings not available (file {path!r} not found)")
-    with np.load(path, allow_pickle=False) as z:
-        if "k" not in z or "v" not in z:
-            raise UnsupportedInput(f"{path}: expected arrays 'k' and 'v' [users, N, dim]")
-        k, v = z["k"], z["v"]
-        mask = z["mask"] if "mask" in z else None
-    if (
-        k.shape[0] < case.batch
-        or k.shape[1] < case.n
-        or k.shape[2] != case.d
-        or v.shape[2] != case.dv
-    ):
+    st = Path(path).stat()
+    try:
+        a = _kv_file(str(Path(path).resolve()), st.st_mtime_ns, st.st_size)
+    except ValueError as exc:
+        raise UnsupportedInput(str(exc)) from None
+    u_, h_, n_, d_ = a.shape
+    dv_ = a.v.shape[3]
+    need = []
+    if u_ < case.batch:
+        need.append(f"{case.batch} users (has {u_})")
+    if h_ < case.heads:
+        need.append(f"{case.heads} heads (has {h_}; heads are not replicated)")
+    if n_ < case.n:
+        need.append(f"N >= {case.n} (has {n_})")
+    if d_ != case.d or dv_ != case.dv:
+        need.append(f"d = {case.d}, dv = {case.dv} (has {d_}, {dv_})")
+    if a.q is not None and case.setting == "target" and a.q.shape[2] < case.m:
+        need.append(f"M <= {a.q.shape[2]} queries per user (case has M = {case.m})")
+    if need:
         raise UnsupportedInput(
-            f"{path}: holds k {k.shape}, v {v.shape}; case needs {case.batch} users, N >= {case.n}, "
-            f"d = {case.d}, dv = {case.dv}"
+            f"{path}: k {a.k.shape}, v {a.v.shape}"
+            + ("" if a.q is None else f", q {a.q.shape}")
+            + "; the case needs "
+            + ", ".join(need)
         )
-    kt = torch.from_numpy(np.ascontiguousarray(k[: case.batch, : case.n])).float()
-    vt = torch.from_numpy(np.ascontiguousarray(v[: case.batch, : case.n])).float()
-    kt = kt[:, None].expand(-1, case.heads, -1, -1).contiguous()
-    vt = vt[:, None].expand(-1, case.heads, -1, -1).contiguous()
-    mt = None if mask is None else torch.from_numpy(mask[: case.batch, : case.n].astype(bool))
-    return kt, vt, mt, case.family_dict.get("dataset", Path(path).parent.name)
+    b, h, n = case.batch, case.heads, case.n
+
+    def take(x: np.ndarray, rows: int) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(x[:b, :h, :rows]))
+
+    q = None if a.q is None else take(a.q, case.m)
+    mask = a.mask[:b, :n]
+    mt = None if mask.all() else torch.from_numpy(np.ascontiguousarray(mask))
+    ds = case.family_dict.get("dataset", Path(path).parent.name)
+    return RealInputs(take(a.k, n), take(a.v, n), q, mt, ds, a.padding)
 
 
 def padding_mask(case: Case, device: torch.device) -> torch.Tensor | None:
@@ -221,10 +259,19 @@ def build_inputs(case: Case) -> Inputs:
     dtype = dtype_from_name(case.dtype)
     g = torch.Generator(device=device).manual_seed(case.seed)
     info: dict[str, Any] = {"dataset": None, "synthetic": case.family != "real"}
+    q = None
     if case.family == "real":
-        k, v, mask, info["dataset"] = real_kv(case)
-        k, v = k.to(device), v.to(device)
-        mask = None if mask is None else mask.to(device)
+        real = real_kv(case)
+        k, v, info["dataset"] = real.k.to(device), real.v.to(device), real.dataset
+        mask = None if real.mask is None else real.mask.to(device)
+        if case.setting == "self":
+            info["queries"] = "self-attention: the file's keys"
+        elif real.q is not None:
+            q = real.q.to(device) * case.query_scale
+            info["queries"] = f"the file's q (first {case.m} per user and head)"
+        else:
+            info["queries"] = "drawn: the file has no q, so seeded Gaussian queries"
+        info["queries"] += f"; padding: {real.padding}"
     else:
         x = synthetic_kv(case, g, device).reshape(case.batch, case.heads, case.n, case.d + case.dv)
         k, v = x[..., : case.d], x[..., case.d :]
@@ -235,7 +282,7 @@ def build_inputs(case: Case) -> Inputs:
             info["spectrum_profile"] = used.get("spectrum_profile")
     if case.setting == "self":
         q = k * case.query_scale
-    else:
+    elif q is None:
         q = torch.randn(case.batch, case.heads, case.m, case.d, generator=g, device=device)
         q = q * case.query_scale
     info["q_norm_mean"], info["q_norm_max"] = _norms(q)

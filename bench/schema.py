@@ -170,6 +170,7 @@ OPTIONAL: dict[str, str] = {
     "lrea_uncompressed_err": "float",
     "fidelity_note": "string",
     "spectrum_profile": "string",
+    "queries": "string",  # real family: the file's q, drawn, or the keys (self); and the padding
     "mem_estimate_bytes": "float",
 }
 # A table without these is not a bench results table.

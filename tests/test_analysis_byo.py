@@ -160,3 +160,23 @@ def test_wrong_type_for_kv(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     np.save(tmp_path / "emb.npy", np.zeros((3, 4)))
     assert main(["kv", "--kv", str(tmp_path / "emb.npy"), "--out", str(tmp_path / "o")]) == 2
     assert "single .npy array" in capsys.readouterr().err
+
+
+def test_missing_mask_or_lengths(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """No mask and no lengths: every behaviour is real, and the output says so; zero rows
+    (padding the file does not declare) are refused instead of attended to."""
+    a = _kv(users=2, n=20)
+    np.savez(tmp_path / "kv.npz", **a)
+    users, note = per_user(tmp_path / "kv.npz")
+    assert "padding: none in the file: every behaviour is real" in note
+    assert all(k.shape[0] == 20 for _, _, k, _ in users)
+    a["k"][1, 12:] = 0.0
+    a["v"][1, 12:] = 0.0
+    np.savez(tmp_path / "kv.npz", **a)
+    assert main(["kv", "--kv", str(tmp_path / "kv.npz"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "no mask or lengths, but 8 behaviour rows of 1 users have all-zero k and v" in err
+    a["lengths"] = np.array([20, 12])
+    np.savez(tmp_path / "kv.npz", **a)
+    users, note = per_user(tmp_path / "kv.npz")
+    assert "padding: the file's lengths" in note and users[1][2].shape == (12, 8)

@@ -102,8 +102,62 @@ def test_real_family_without_data_is_unsupported(tmp_path):
         k=np.random.default_rng(0).normal(size=(2, 100, 8)).astype("f4"),
         v=np.ones((2, 100, 8), "f4"),
     )
-    inp = build_inputs(case(family="real", family_params=(("path", str(f)),), batch=2))
-    assert inp.k.shape == (2, 2, 96, 8) and not inp.info["synthetic"]
+    inp = build_inputs(case(family="real", family_params=(("path", str(f)),), batch=2, heads=1))
+    assert inp.k.shape == (2, 1, 96, 8) and not inp.info["synthetic"]
+    assert inp.info["queries"].startswith("drawn: the file has no q")
+    # one head in the file is not replicated into two
+    with pytest.raises(UnsupportedInput, match=r"2 heads \(has 1; heads are not replicated\)"):
+        build_inputs(case(family="real", family_params=(("path", str(f)),), batch=2, heads=2))
+
+
+def _real(tmp_path, fmt: str, **arrays):
+    if fmt == "npz":
+        f = tmp_path / "kv.npz"
+        np.savez(f, **arrays)
+    else:
+        from safetensors.numpy import save_file
+
+        f = tmp_path / "kv.safetensors"
+        save_file(arrays, str(f))
+    return f
+
+
+@pytest.mark.parametrize("fmt", ["npz", "safetensors"])
+def test_real_family_reads_q_heads_and_lengths(tmp_path, fmt):
+    """The same files as `analysis kv`: per-head k, v, the user's q, lengths as padding."""
+    rng = np.random.default_rng(1)
+    k = rng.normal(size=(3, 2, 100, 8)).astype("f4")
+    v = rng.normal(size=(3, 2, 100, 8)).astype("f4")
+    q = rng.normal(size=(3, 2, 7, 8)).astype("f4")
+    f = _real(tmp_path, fmt, k=k, v=v, q=q, lengths=np.array([100, 50, 100], dtype=np.int64))
+    c = case(family="real", family_params=(("path", str(f)),), batch=2, heads=2, query_scale=0.5)
+    inp = build_inputs(c)
+    assert inp.k.shape == (2, 2, 96, 8) and inp.q.shape == (2, 2, 5, 8)
+    assert torch.equal(inp.k, torch.from_numpy(k[:2, :, :96]))  # heads kept, not replicated
+    assert not torch.equal(inp.k[:, 0], inp.k[:, 1])
+    assert torch.allclose(inp.q, 0.5 * torch.from_numpy(q[:2, :, :5]))  # the user's q, scaled
+    assert inp.info["queries"].startswith("the file's q") and "lengths" in inp.info["queries"]
+    assert inp.key_mask is not None and inp.key_mask[0].all()
+    assert int(inp.key_mask[1].sum()) == 50
+    # more candidates than the file has queries: unsupported, saying so
+    with pytest.raises(UnsupportedInput, match=r"M <= 7 queries per user \(case has M = 9\)"):
+        build_inputs(case(family="real", family_params=(("path", str(f)),), batch=2, m=9))
+    # self-attention: queries are the keys, whatever q the file holds
+    self_ = build_inputs(
+        case(family="real", family_params=(("path", str(f)),), batch=2, setting="self")
+    )
+    assert torch.equal(self_.q, self_.k) and self_.info["queries"].startswith("self-attention")
+
+
+def test_real_family_bad_files_are_unsupported_rows(tmp_path):
+    (tmp_path / "log.npz").write_text("1 2\n1 3\n")
+    with pytest.raises(UnsupportedInput, match="a text file.*an interaction log goes to --data"):
+        build_inputs(case(family="real", family_params=(("path", str(tmp_path / "log.npz")),)))
+    pad = np.zeros((1, 100, 8), "f4")
+    pad[0, :60] = 1.0  # trailing zero rows without a mask: padding the file does not declare
+    f = _real(tmp_path, "npz", k=pad, v=pad)
+    with pytest.raises(UnsupportedInput, match="no mask or lengths, but 40 behaviour rows"):
+        build_inputs(case(family="real", family_params=(("path", str(f)),), heads=1))
 
 
 def test_decay_profile_floor_is_relative_to_s1():
