@@ -56,6 +56,9 @@ DECISION_COLS = [
 SPECTRA_PER_FIG = 4  # datasets per scree / rank figure (keeps PDF pages readable)
 VARYING = ["dtype", "setting", "batch", "heads", "causal", "padding", "query_scale"]
 
+# the route analysis/seeds_regime.py writes (reports read files; they never import analysis)
+SYNTHETIC_ROUTE = "synthetic-from-real"
+
 
 @dataclass
 class Table:
@@ -869,11 +872,18 @@ def _decision_tables(s: Section, ds, key: str, dec: pd.DataFrame) -> None:
         else pd.Series(False, index=dec.index)
     )
     slug = _slug(ds.name) + (f"-{_slug(key)}" if key else "")
+    synthetic = "route" in dec.columns and dec["route"].astype(str).eq(SYNTHETIC_ROUTE).all()
+    what = (
+        "synthetic-from-real: N = 1k..64k with the dataset's fitted spectrum and score scale, "
+        "`analysis seeds-regime`"
+        if synthetic
+        else "real data"
+    )
     parts = (
         (
             "",
             dec[~base],
-            f"Decision table - {ds.name} (real data; timings: {dev})",
+            f"Decision table - {ds.name} ({what}; timings: {dev})",
             "Every regime (route, N bin, M, KL budget) x serving scenario: the method chosen, its rank, "
             "expected KL, time and speedup with the 95 % interval. A method wins only inside its quality "
             "budget and when the whole interval is above 1. 'why' lists every other method and what "
