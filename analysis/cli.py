@@ -601,7 +601,8 @@ def cmd_decide(args: argparse.Namespace) -> int:
         print(
             f"\n{len(missing)} case(s) not benched; measure them with: "
             f"python -m bench run --config {opts.missing_toml} --out {bench_out} --no-cascade "
-            f"(resumable), then run decide again with --bench {' '.join(benches)} {bench_out}"
+            f"(resumable), then run decide again with --bench "
+            f"{' '.join(dict.fromkeys([*map(str, benches), bench_out]))}"
         )
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0
