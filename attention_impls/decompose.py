@@ -216,19 +216,56 @@ def _gram(x: torch.Tensor, r: int, q: int, cd: torch.dtype):
     fp32 was enough (``plain_gram_is_enough``), else one refinement (``_gram_refined``), or
     the fp64 Gram when q >= D leaves no subspace to refine."""
     gram = torch.matmul(x.transpose(-1, -2), x)  # [B,H,D,D] in the compute dtype
+    return _gram_solve(gram, lambda w: torch.matmul(x, w), lambda: x, r, q, cd)
+
+
+def _gram_solve(gram, times_x, make_x, r: int, q: int, cd: torch.dtype):
+    """``_gram`` from the fp32 Gram of X: ``times_x(w)`` = X w, ``make_x()`` = X (only built
+    when the certificate fails: the refinement multiplies by X several times)."""
     evals, evecs = torch.linalg.eigh(gram)
     evals, evecs = evals.flip(-1), evecs.flip(-1)  # descending
     if plain_gram_is_enough(evals, r):
         s, inv = _drop_unresolved(evals[..., :r].clamp_min(0).sqrt(), cd)
         w = evecs[..., :r]
-        return (
-            torch.matmul(x, w * inv[..., None, :]),
-            s,
-            w.transpose(-1, -2),
-        )  # scale W, not N x r U
+        return times_x(w * inv[..., None, :]), s, w.transpose(-1, -2)  # scale W, not N x r U
+    x = make_x()
     if q >= x.shape[-1]:
         return _gram_fp64(x, r, cd)
     return _gram_refined(x, evecs[..., :q], r, q, cd)
+
+
+def gram_svd_blocks(
+    k: torch.Tensor, v: torch.Tensor, rank: int, oversample: int = 8, signs: bool = True
+) -> Factors:
+    """The ``gram`` solver on X = [K | V] given as its two blocks, without forming X: the
+    Gram from three block products (K^T K, K^T V, V^T V: 3/4 of X^T X's flops, no N x D
+    copy; measured 5.0 against 6.5 ms at N = 16384, d = dv = 64, one CPU thread) and
+    U = K W_K / S + V W_V / S. X is built only when the fp32 Gram is not certified (the
+    refinement multiplies by X several times). ``signs=False`` leaves the signs to the caller
+    (``fix_signs``), who may fold them into a pass over U it makes anyway."""
+    cd = _compute_dtype(k.dtype)
+    k, v = k.to(cd), v.to(cd)
+    n, d, dd = k.shape[-2], k.shape[-1], k.shape[-1] + v.shape[-1]
+    r = min(rank, n, dd)
+    kt = k.transpose(-1, -2)
+    ktv = torch.matmul(kt, v)
+    gram = torch.cat(
+        [
+            torch.cat([torch.matmul(kt, k), ktv], dim=-1),
+            torch.cat([ktv.transpose(-1, -2), torch.matmul(v.transpose(-1, -2), v)], dim=-1),
+        ],
+        dim=-2,
+    )
+
+    def times_x(w: torch.Tensor) -> torch.Tensor:
+        return torch.matmul(k, w[..., :d, :]).add_(torch.matmul(v, w[..., d:, :]))
+
+    u, s, wt = _gram_solve(
+        gram, times_x, lambda: torch.cat([k, v], dim=-1), r, min(r + oversample, dd), cd
+    )
+    if signs:
+        u, wt = fix_signs(u, wt)
+    return Factors(u=u, s=s, wt=wt)
 
 
 def _gram_refined(x: torch.Tensor, w0: torch.Tensor, r: int, q: int, cd: torch.dtype):

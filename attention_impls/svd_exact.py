@@ -47,7 +47,7 @@ from .base import (
     masked_sdpa,
     zero_padded,
 )
-from .decompose import SOLVERS, Factors, truncated_svd
+from .decompose import SOLVERS, Factors, gram_svd_blocks, truncated_svd
 from .dense import softmax_weights
 from .grad_rules import check_solver_backward, records_grad
 from .registry import register
@@ -73,14 +73,18 @@ def balanced_factors(
     in [-1, 1] and A', B' are on the scale of the rows of [K | V] (|x_i . w_j| <= |x_i|).
     c is a power of two (per user and head, no host sync) >= 1 that keeps A', B' below 1/64
     of ``dtype``'s largest value; U' <= c stays far inside it."""
-    # U is the only N-long factor: one multiply for U', and g from a contiguous copy of U^T
-    # (a max over the strided N axis took 0.73 ms for a 16384 x 16 U, over the copy 0.39 ms)
+    # U is the only N-long factor: one multiply for U' (with the sign convention of
+    # ``fix_signs`` folded in: each U' column has a non-negative sum; the sum over N is cheap),
+    # and g from a contiguous copy of U^T (a max over the strided N axis took 0.73 ms for a
+    # 16384 x 16 U, over the copy 0.39 ms)
+    sign = torch.sign(f.u.sum(dim=-2))  # [B,H,r]
+    sign = torch.where(sign == 0, torch.ones_like(sign), sign)
     g = f.u.mT.contiguous().abs().amax(dim=-1).clamp_min(torch.finfo(f.u.dtype).tiny)  # [B,H,r]
-    sw = (f.s * g)[..., :, None] * f.wt  # [B,H,r,D]
+    sw = (f.s * g * sign)[..., :, None] * f.wt  # [B,H,r,D]
     limit = torch.finfo(dtype).max / 64
     big = sw.abs().amax(dim=(-1, -2), keepdim=True)  # [B,H,1,1]
     c = torch.exp2(torch.ceil(torch.log2(big / limit))).clamp_min(1.0)
-    return f.u * (c / g[..., None, :]), sw[..., :d] / c, sw[..., d:] / c
+    return f.u * (c * (sign / g)[..., None, :]), sw[..., :d] / c, sw[..., d:] / c
 
 
 @dataclass
@@ -136,15 +140,27 @@ def kv_matrix(k: torch.Tensor, v: torch.Tensor, key_mask) -> torch.Tensor:
     return torch.cat([zero_padded(k, key_mask), zero_padded(v, key_mask)], dim=-1)
 
 
-def decompose_kv(op: AttentionOperator, k: torch.Tensor, v: torch.Tensor, key_mask) -> Factors:
+def decompose_kv(
+    op: AttentionOperator, k: torch.Tensor, v: torch.Tensor, key_mask, signs: bool = True
+) -> Factors:
     """Truncated SVD of [K | V] (padded keys zeroed). When autograd records K or V, only the
     fp64 Gram route has a tested backward: ``gram`` runs as ``gram_fp64`` then, and the other
-    solvers refuse (``grad_rules``)."""
+    solvers refuse (``grad_rules``). ``gram`` without autograd works on the two blocks
+    (``gram_svd_blocks``: no [K | V] copy); ``signs=False`` lets it leave the sign
+    convention to the caller (``balanced_factors`` applies it in its own pass over U)."""
     p = op.params
     solver = p.get("solver", "svd")
     check_solver_backward(op.name, solver, k, v)
     if solver == "gram" and records_grad(k, v):
         solver = "gram_fp64"
+    if solver == "gram" and k.device.type != "mps":
+        return gram_svd_blocks(
+            zero_padded(k, key_mask),
+            zero_padded(v, key_mask),
+            p["rank"],
+            p.get("oversample", 8),
+            signs=signs,
+        )
     return truncated_svd(
         kv_matrix(k, v, key_mask),
         p["rank"],
@@ -170,13 +186,13 @@ def decompose_kv_fixed_subspace(
     solvers use; the others refuse (``grad_rules.check_solver_backward``)."""
     full = min(k.shape[-2], k.shape[-1] + v.shape[-1])
     if not records_grad(k, v) or op.params["rank"] < full:
-        return decompose_kv(op, k, v, key_mask)
+        return decompose_kv(op, k, v, key_mask, signs=False)
     if k.shape[-2] == full:  # N <= D: X = I X is its own full-rank factorisation
         x = kv_matrix(k, v, key_mask)
         eye = torch.eye(x.shape[-2], dtype=x.dtype, device=x.device).expand(*x.shape[:-2], -1, -1)
         return Factors(u=eye, s=torch.ones(x.shape[:-1], dtype=x.dtype, device=x.device), wt=x)
     with torch.no_grad():
-        f = decompose_kv(op, k.detach(), v.detach(), key_mask)
+        f = decompose_kv(op, k.detach(), v.detach(), key_mask, signs=False)
     x = kv_matrix(k, v, key_mask).to(f.u.dtype)
     # N > D: W is a complete basis of the D columns. A zero singular value (a padded or
     # rank-deficient user) gets S = 1 there: U S W^T stays X W W^T = X and its derivative
