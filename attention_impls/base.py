@@ -479,8 +479,9 @@ class AttentionOperator:
         """Which of "k", "v" the prepared state proves finite: a NaN or inf anywhere in them
         makes ``_state_tensors(state)`` non-finite under IEEE arithmetic (NaN x w = NaN,
         inf x 0 = NaN, inf - inf = NaN), even with a BLAS that skips zero factors. ``prepare``
-        then checks the small state instead of reading those N x d inputs again. Default:
-        none (every input gets its own finiteness pass)."""
+        then checks the small state instead of reading those N x d inputs again (a state
+        whose ``_state_tensors`` is empty proves nothing: the inputs are then checked).
+        Default: none (every input gets its own finiteness pass)."""
         return ()
 
     def _state_tensors(self, state: BaseState) -> tuple[torch.Tensor, ...]:
@@ -522,7 +523,8 @@ class AttentionOperator:
             if for_causal
             else self._prepare(k, v, key_mask)
         )
-        if proven and not all(all_finite_fast(t) for t in self._state_tensors(state)):
+        witnesses = self._state_tensors(state) if proven else ()
+        if proven and not (witnesses and all(all_finite_fast(t) for t in witnesses)):
             for name, t in (("k", k), ("v", v)):  # find and name the bad input (or pass:
                 if name in proven:  # a finite input can overflow the state; attend says so)
                     check_finite(name, t)

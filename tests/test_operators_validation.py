@@ -89,7 +89,8 @@ def test_fast_path_true_means_finite():
 @pytest.mark.parametrize("name", sorted(ALL))
 def test_forward_checks_q_values_once(name, monkeypatch):
     """forward checks q's values once (attend checks only its structure afterwards), k and v
-    once each (lrea: through its small state instead), and the output once."""
+    once each (lrea: both through its small state instead; linrec: v through K^T V and the
+    witness that every key row weighs it), and the output once."""
     seen: list[int] = []
     real = base.all_finite_fast
 
@@ -104,9 +105,12 @@ def test_forward_checks_q_values_once(name, monkeypatch):
     q, k, v = _qkv(torch.float32)
     ai.get(name, **ALL[name]).forward(q, k, v)
     assert seen.count(q.data_ptr()) == 1
-    expected_kv = 0 if name == "lrea" else 1
-    assert seen.count(k.data_ptr()) == seen.count(v.data_ptr()) == expected_kv
-    assert len(seen) == 4, seen  # q, k, v, output (lrea: q, C, W_decomp V, output)
+    expected_k = 0 if name == "lrea" else 1
+    expected_v = 0 if name in ("lrea", "linrec") else 1
+    assert seen.count(k.data_ptr()) == expected_k
+    assert seen.count(v.data_ptr()) == expected_v
+    # q, k, v, output (lrea: q, C, W_decomp V, output; linrec: q, k, K^T V, witness, output)
+    assert len(seen) == (5 if name == "linrec" else 4), seen
 
 
 @pytest.mark.parametrize("fitted", ["segment_means", "fitted", "fitted_with_a_dead_position"])
@@ -182,3 +186,45 @@ def test_every_entry_point_rejects_nan(name, tensor):
     else:
         with pytest.raises(ValueError, match=f"{tensor} contains NaN"):
             op.prepare(args["k"], args["v"])
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("pos", [0, 23, 47])
+@pytest.mark.parametrize("case", ["plain", "zero_key_row", "padded_row", "causal"])
+def test_linrec_v_proof_catches_every_bad_value(dtype, bad, pos, case):
+    """linrec checks V through K^T V: a bad value anywhere in V, also in the row of an
+    all-zero key (weight 0 in K^T V) or of a padded behaviour, or in the causal form (no
+    K^T V), raises the same message as the direct check, through prepare and forward."""
+    q, k, v = _qkv(dtype)
+    v = v.clone()
+    v[1, 0, pos, 3] = bad
+    mask = None
+    if case == "zero_key_row":
+        k = k.clone()
+        k[1, 0, pos] = 0.0
+    if case == "padded_row":
+        mask = torch.ones(2, k.shape[2], dtype=torch.bool)
+        mask[1, pos] = False
+    kind = "NaN" if bad != bad else "inf"
+    op = ai.get("linrec")
+    with pytest.raises(ValueError, match=rf"v contains {kind} \(1 non-finite values"):
+        if case == "causal":
+            op.forward(k, k, v, causal=True)
+        else:
+            op.forward(q, k, v, mask)
+    if case != "causal":
+        with pytest.raises(ValueError, match=rf"v contains {kind} \(1 non-finite values"):
+            op.prepare(k, v, mask)
+
+
+def test_linrec_v_proof_passes_finite_values_whose_state_overflows():
+    """Finite V whose K^T V overflows fp16: the proof fails, the direct check of V passes, and
+    the output check names the overflow (no "contains" message)."""
+    q, k, _ = _qkv(torch.float16)
+    v = torch.full_like(k, 6e4)
+    op = ai.get("linrec")
+    with pytest.raises(ValueError) as info:
+        op.forward(q, k.abs() + 1.0, v)
+    assert "contains" not in str(info.value)
+    assert "not finite" in str(info.value)
