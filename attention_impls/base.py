@@ -475,8 +475,10 @@ class AttentionOperator:
         dt = dtype_from_name(dtype)
         return self.cost_prepare(shape, dt) + self.cost_attend(shape, dt)
 
-    def _inputs_proven_by_state(self) -> tuple[str, ...]:
-        """Which of "k", "v" the prepared state proves finite: a NaN or inf anywhere in them
+    def _inputs_proven_by_state(self, k: Any = None, v: Any = None) -> tuple[str, ...]:
+        """Which of "k", "v" the prepared state proves finite (for these k, v: a method may
+        prove them only on some paths; anything that is not a tensor gets the direct check,
+        which also rejects it): a NaN or inf anywhere in them
         makes ``_state_tensors(state)`` non-finite under IEEE arithmetic (NaN x w = NaN,
         inf x 0 = NaN, inf - inf = NaN), even with a BLAS that skips zero factors. ``prepare``
         then checks the small state instead of reading those N x d inputs again (a state
@@ -502,7 +504,7 @@ class AttentionOperator:
     def _prepare_checked(
         self, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None, for_causal: bool
     ) -> BaseState:
-        proven = self._inputs_proven_by_state()
+        proven = self._inputs_proven_by_state(k, v)
         key_mask = check_kv(k, v, key_mask, finite=tuple(x for x in ("k", "v") if x not in proven))
         shape = Shape(k.shape[0], k.shape[1], k.shape[2], 1, k.shape[3], v.shape[3])
         self._raise_if_unsupported(shape, k.dtype, k.device)
@@ -564,7 +566,7 @@ class AttentionOperator:
             raise ValueError(
                 f"q and k must agree on [batch, heads]: q {tuple(q.shape)}, k {tuple(k.shape)}"
             )
-        proven = self._inputs_proven_by_state()
+        proven = self._inputs_proven_by_state(k, v)
         key_mask = check_kv(k, v, key_mask, finite=tuple(x for x in ("k", "v") if x not in proven))
         check_query_fits(q, k.device, k.dtype, k.shape[3], k.shape[2], causal)
         if causal and not self.supports_causal:

@@ -86,7 +86,7 @@ class LinRecAttention(AttentionOperator):
             v_witness=witness,
         )
 
-    def _inputs_proven_by_state(self) -> tuple[str, ...]:
+    def _inputs_proven_by_state(self, k=None, v=None) -> tuple[str, ...]:
         """V is checked through kv = K^^T V / sqrt(d) when every row of elu(K) is non-zero and
         real (``v_witness`` finite): a NaN or inf in V's row j then meets the non-zero weights
         of K^_j, and a non-zero factor is never skipped (inf x w = inf, NaN x w = NaN, and

@@ -258,6 +258,23 @@ class SvdExactAttention(AttentionOperator):
         validate_factor_params(self)
         check_choice(self.name, "scores", self.params["scores"], SCORES)
 
+    def _inputs_proven_by_state(self, k=None, v=None) -> tuple[str, ...]:
+        """K and V are checked through S on the default solver's no-autograd path
+        (``gram_svd_blocks``): S comes from the Gram of [K | V] (padded rows multiplied by 0,
+        which keeps a NaN or inf non-finite), whose diagonal sums the squares of every value,
+        and a non-finite diagonal gives NaN factors. Other solvers and autograd's fp64 route
+        would raise inside their decomposition first: there K and V get their own pass."""
+        if self.params["solver"] != "gram":
+            return ()
+        if not (isinstance(k, torch.Tensor) and isinstance(v, torch.Tensor)):
+            return ()
+        if k.device.type == "mps" or records_grad(k, v):
+            return ()
+        return ("k", "v")
+
+    def _state_tensors(self, state: SvdExactState) -> tuple[torch.Tensor, ...]:
+        return (state.s,)
+
     def _check_extra(self, shape, dtype, device):
         reasons = check_rank(self.params["rank"], shape.n, shape.d, shape.value_dim, self.name)
         return reasons + check_causal_rank(self.params["rank"], shape, self.name)
