@@ -122,3 +122,16 @@ def test_bench_peers_warm_flag_is_recorded(tmp_path):
     t = pd.read_csv(tmp_path / "peers.csv")
     assert set(t["timing"]) == {"warm"}
     assert "--warm" in (tmp_path / "peers.md").read_text()
+
+
+@pytest.mark.parametrize("family", ["rank16", "illcond16"])
+def test_bench_solvers_times_the_default_as_prepare_runs_it(family):
+    """bench.solvers' gram rows use the block decomposition svd_exact's prepare runs; on an
+    input of rank r both the default and the fp64 route reconstruct it (no timing asserts)."""
+    from bench.solvers import DECOMPOSE, PEER, run_case
+
+    rows = {r["solver"]: r for r in run_case(96, 1, family, d=8, rank=4, rounds=2)}
+    assert set(rows) == {"gram", "gram_fp64", "svd", "lowrank", PEER, DECOMPOSE}
+    for name in ("gram", DECOMPOSE, "gram_fp64", "svd"):
+        assert rows[name]["recon_err"] < 1e-5, (name, rows[name]["recon_err"])
+    assert rows["gram"]["vs_gram"] == 1.0
