@@ -67,7 +67,8 @@ def score_dtype(scores: str, dtype: torch.dtype) -> torch.dtype:
 def balanced_factors(
     f: Factors, d: int, dtype: torch.dtype
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(U', A', B') with U' A' ~ K and U' B' ~ V, stored so ``dtype`` holds them.
+    """(U', A', B') with U' A' ~ K and U' B' ~ V, stored so ``dtype`` holds them. Consumes
+    ``f``: U' may be written over ``f.u``.
 
     U' = c U diag(1 / g) and [A' | B'] = diag(S g) W^T / c with g_j = max_i |U_ij|, so U' is
     in [-1, 1] and A', B' are on the scale of the rows of [K | V] (|x_i . w_j| <= |x_i|).
@@ -77,16 +78,24 @@ def balanced_factors(
     # U is the only N-long factor: one multiply for U' (with the sign convention of
     # ``fix_signs`` folded in: each U' column has a non-negative sum; the sum over N is cheap),
     # and g from a contiguous copy of U^T (a max over the strided N axis took 0.73 ms for a
-    # 16384 x 16 U, over the copy 0.39 ms)
+    # 16384 x 16 U, over the copy 0.39 ms) as max(max, -min): no N x r temporary |U|, whose
+    # fresh pages cost more than the max itself (0.36 against 0.96 ms at N = 16384)
     sign = torch.where(f.u.sum(dim=-2) >= 0, 1.0, -1.0)  # [B,H,r]
-    g = f.u.mT.contiguous().abs().amax(dim=-1).clamp_min(torch.finfo(f.u.dtype).tiny)  # [B,H,r]
+    ut = f.u.mT.contiguous()
+    g = torch.maximum(ut.amax(dim=-1), ut.amin(dim=-1).neg())
+    g = g.clamp_min(torch.finfo(f.u.dtype).tiny)  # [B,H,r]
     sw = (f.s * g * sign)[..., :, None] * f.wt  # [B,H,r,D]
     limit = torch.finfo(dtype).max / 64
     big = sw.abs().amax(dim=(-1, -2), keepdim=True)  # [B,H,1,1]
+    # U' in place on U when autograd does not need U (the solver's fresh product; its N x r
+    # pages are not allocated twice), else a new tensor
+    in_place = not f.u.requires_grad and f.u.is_contiguous()
     if sw.device.type == "cpu" and float(big.max()) <= limit:  # c = 1 everywhere (a CPU read
-        return f.u * (sign / g)[..., None, :], sw[..., :d], sw[..., d:]  # costs no sync)
+        scale = (sign / g)[..., None, :]  # costs no sync)
+        return (f.u.mul_(scale) if in_place else f.u * scale), sw[..., :d], sw[..., d:]
     c = torch.exp2(torch.ceil(torch.log2(big / limit))).clamp_min(1.0)
-    return f.u * (c * (sign / g)[..., None, :]), sw[..., :d] / c, sw[..., d:] / c
+    scale = c * (sign / g)[..., None, :]
+    return (f.u.mul_(scale) if in_place else f.u * scale), sw[..., :d] / c, sw[..., d:] / c
 
 
 @dataclass
