@@ -27,6 +27,7 @@ from .base import (
     Cost,
     element_size,
     inv_sqrt,
+    needs_grad,
     zero_empty_users,
     zero_padded,
 )
@@ -71,7 +72,10 @@ class LinRecAttention(AttentionOperator):
         # the witness that lets the small kv prove V finite (``_inputs_proven_by_state``)
         y = F.elu(k.float())
         norms = torch.linalg.vector_norm(y, dim=-1, keepdim=True)
-        kn = zero_padded(y / norms.clamp_min(self.params["eps"]).expand_as(y), key_mask)
+        denom = norms.clamp_min(self.params["eps"]).expand_as(y)
+        # in place on the ELU's fresh output unless autograd records (the norm's backward reads
+        # y): one N x d temporary fewer
+        kn = zero_padded(y / denom if needs_grad(k) else y.div_(denom), key_mask)
         kv = torch.matmul(kn.transpose(-1, -2), v.float()) * inv_sqrt(k.shape[-1])
         witness = (
             norms.amin().reciprocal()
