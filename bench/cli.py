@@ -172,6 +172,12 @@ def _parser() -> argparse.ArgumentParser:
         "in cache), instead of after whatever ran before it in the round",
     )
     pe.add_argument(
+        "--note",
+        default="",
+        metavar="TEXT",
+        help="added to the machine description (e.g. what else loads the machine)",
+    )
+    pe.add_argument(
         "--out",
         default="results/cpu",
         metavar="DIR",
@@ -195,6 +201,7 @@ def cmd_peers(a: argparse.Namespace) -> int:
             rounds=a.rounds,
             seed=a.seed,
             warm_each=a.warm,
+            note=a.note,
         )
     print(to_markdown(rows), end="")
     md, csv = write_table(rows, a.out)

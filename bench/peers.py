@@ -355,6 +355,7 @@ def run_peers(
     rounds: int = 11,
     seed: int = 0,
     warm_each: bool = False,
+    note: str = "",
 ) -> list[dict]:
     """Build the pairs, time every runnable callable in one interleaved run, return table rows
     (``warm_each``: see ``interleaved_thread_times``)."""
@@ -369,7 +370,7 @@ def run_peers(
                     fns[f"{p.name}:ours"] = p.ours
                     fns[f"{p.name}:peer"] = p.peer
             times = interleaved_thread_times(fns, rounds, warm_each=warm_each) if fns else {}
-            machine = machine_name()
+            machine = machine_name() + (f"; {note}" if note else "")
             rows = []
             for p in pairs:
                 row = {c: None for c in COLUMNS}

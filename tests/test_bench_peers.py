@@ -118,10 +118,12 @@ def test_warm_timing_runs_each_callable_just_before_its_timed_call():
 
 def test_bench_peers_warm_flag_is_recorded(tmp_path):
     args = ["peers", "--n", "64", "--m", "4", "--d", "8", "--rank", "2", "--features", "8"]
-    assert main([*args, "--rounds", "2", "--warm", "--out", str(tmp_path)]) == 0
+    note = ["--note", "two training jobs share the machine"]
+    assert main([*args, "--rounds", "2", "--warm", *note, "--out", str(tmp_path)]) == 0
     t = pd.read_csv(tmp_path / "peers.csv")
     assert set(t["timing"]) == {"warm"}
-    assert "--warm" in (tmp_path / "peers.md").read_text()
+    md = (tmp_path / "peers.md").read_text()
+    assert "--warm" in md and "; two training jobs share the machine" in md
 
 
 @pytest.mark.parametrize("family", ["rank16", "illcond16"])
