@@ -64,20 +64,30 @@ def test_blocks_without_signs_differ_only_in_signs():
 
 
 @pytest.mark.parametrize("masked", [False, True])
-def test_svd_exact_state_is_signed_balanced_and_reconstructs(masked):
-    """U' columns have non-negative sums and |U'| <= c (c = 1 here) with one entry at 1 in
-    every live column; U' A' = K and U' B' = V on real rows, 0 on padded ones."""
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_svd_exact_state_is_signed_balanced_and_reconstructs(masked, dtype):
+    """U' columns have non-negative sums and |U'| <= 1 (c = 1 here); fp16 factors (scores in
+    the working dtype) are balanced to one entry at 1 in every column, fp32 ones keep U's
+    orthonormal columns; U' A' = K and U' B' = V on real rows, 0 on padded ones."""
     k, v = low_rank_kv(n=200, d=16, dv=16, rank=5, seed=2)
+    k, v = k.to(dtype), v.to(dtype)
     mask = None
     if masked:
         mask = torch.ones(2, 200, dtype=torch.bool)
         mask[0, 150:] = False
         mask[1, :30] = False
-    st = ai.get("svd_exact", rank=5).prepare(k, v, mask)
-    assert bool((st.u.sum(-2) >= 0).all())
-    assert float(st.u.abs().max()) <= 1.0 + 1e-6
-    torch.testing.assert_close(st.u.abs().amax(-2), torch.ones(2, 2, 5))
+    scores = "working" if dtype == torch.float16 else "fp32"
+    st = ai.get("svd_exact", rank=5, scores=scores).prepare(k, v, mask)
+    assert st.u.dtype == dtype
+    u = st.u.float()
+    assert bool((u.sum(-2) >= 0).all())
+    assert float(u.abs().max()) <= 1.0 + 1e-3
+    if dtype == torch.float16:
+        torch.testing.assert_close(u.abs().amax(-2), torch.ones(2, 2, 5))
+    else:
+        torch.testing.assert_close(u.mT @ u, torch.eye(5).expand(2, 2, 5, 5), atol=1e-5, rtol=0)
     real = torch.ones(2, 1, 200, 1) if mask is None else mask[:, None, :, None].float()
-    scale = float(k.abs().max())
-    assert float((st.u @ st.a - k * real).abs().max()) < 1e-5 * scale
-    assert float((st.u @ st.b - v * real).abs().max()) < 1e-5 * scale
+    scale = float(k.float().abs().max())
+    tol = 1e-5 if dtype == torch.float32 else 2e-3
+    assert float((u @ st.a.float() - k.float() * real).abs().max()) < tol * scale
+    assert float((u @ st.b.float() - v.float() * real).abs().max()) < tol * scale
