@@ -223,14 +223,9 @@ def check_kv(
     return key_mask
 
 
-def check_query(
-    q: Any, state: BaseState, causal: bool, finite_checked: bool = False
-) -> torch.Tensor:
-    """q against the prepared state; ``finite_checked``: the caller already checked q's values."""
-    if finite_checked:
-        check_structure("q", q)
-    else:
-        check_tensor("q", q)
+def check_query(q: Any, state: BaseState, causal: bool) -> torch.Tensor:
+    """q's structure and values, and q against the prepared state."""
+    check_tensor("q", q)
     check_query_fits(q, state.device, state.dtype, state.d, state.n, causal, "the prepared state")
     return q
 
