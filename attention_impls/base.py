@@ -223,26 +223,34 @@ def check_kv(
     return key_mask
 
 
-def check_query(
-    q: Any, state: BaseState, causal: bool, finite_checked: bool = False
-) -> torch.Tensor:
-    """q against the prepared state; ``finite_checked``: the caller already checked q's values."""
-    if finite_checked:
-        check_structure("q", q)
-    else:
-        check_tensor("q", q)
-    if q.device != state.device:
-        raise ValueError(f"q is on {q.device} but the prepared state is on {state.device}")
-    if q.dtype != state.dtype:
-        raise ValueError(f"q has dtype {q.dtype} but k/v had {state.dtype}")
-    if q.shape[-1] != state.d:
-        raise ValueError(f"q has head dim {q.shape[-1]} but k has {state.d}")
-    if causal and q.shape[2] != state.n:
+def check_query(q: Any, state: BaseState, causal: bool) -> torch.Tensor:
+    """q's structure and values, and q against the prepared state."""
+    check_tensor("q", q)
+    check_query_fits(q, state.device, state.dtype, state.d, state.n, causal, "the prepared state")
+    return q
+
+
+def check_query_fits(
+    q: torch.Tensor,
+    device: torch.device,
+    dtype: torch.dtype,
+    d: int,
+    n: int,
+    causal: bool,
+    holder: str = "k",
+) -> None:
+    """q (already structurally checked) fits keys of this device, dtype, head dim and length."""
+    if q.device != device:
+        raise ValueError(f"q is on {q.device} but {holder} is on {device}")
+    if q.dtype != dtype:
+        raise ValueError(f"q has dtype {q.dtype} but k/v had {dtype}")
+    if q.shape[-1] != d:
+        raise ValueError(f"q has head dim {q.shape[-1]} but k has {d}")
+    if causal and q.shape[2] != n:
         raise ValueError(
             f"causal self-attention needs as many queries as behaviours (M == N); "
-            f"got M = {q.shape[2]}, N = {state.n}"
+            f"got M = {q.shape[2]}, N = {n}"
         )
-    return q
 
 
 def empty_users_of(key_mask: torch.Tensor | None) -> torch.Tensor | None:
@@ -462,12 +470,15 @@ class AttentionOperator:
         dt = dtype_from_name(dtype)
         return self.cost_prepare(shape, dt) + self.cost_attend(shape, dt)
 
-    def _inputs_proven_by_state(self) -> tuple[str, ...]:
-        """Which of "k", "v" the prepared state proves finite: a NaN or inf anywhere in them
+    def _inputs_proven_by_state(self, k: Any = None, v: Any = None) -> tuple[str, ...]:
+        """Which of "k", "v" the prepared state proves finite (for these k, v: a method may
+        prove them only on some paths; anything that is not a tensor gets the direct check,
+        which also rejects it): a NaN or inf anywhere in them
         makes ``_state_tensors(state)`` non-finite under IEEE arithmetic (NaN x w = NaN,
         inf x 0 = NaN, inf - inf = NaN), even with a BLAS that skips zero factors. ``prepare``
-        then checks the small state instead of reading those N x d inputs again. Default:
-        none (every input gets its own finiteness pass)."""
+        then checks the small state instead of reading those N x d inputs again (a state
+        whose ``_state_tensors`` is empty proves nothing: the inputs are then checked).
+        Default: none (every input gets its own finiteness pass)."""
         return ()
 
     def _state_tensors(self, state: BaseState) -> tuple[torch.Tensor, ...]:
@@ -488,33 +499,40 @@ class AttentionOperator:
     def _prepare_checked(
         self, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None, for_causal: bool
     ) -> BaseState:
-        proven = self._inputs_proven_by_state()
+        proven = self._inputs_proven_by_state(k, v)
         key_mask = check_kv(k, v, key_mask, finite=tuple(x for x in ("k", "v") if x not in proven))
         shape = Shape(k.shape[0], k.shape[1], k.shape[2], 1, k.shape[3], v.shape[3])
         self._raise_if_unsupported(shape, k.dtype, k.device)
         check_memory(lambda: f"{self.label}.prepare", self.memory_model(shape, k.dtype), k.device)
+        return self._prepare_proving(k, v, key_mask, for_causal, proven)
+
+    def _prepare_proving(
+        self,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        key_mask: torch.Tensor | None,
+        for_causal: bool,
+        proven: tuple[str, ...],
+    ) -> BaseState:
+        """Prepare checked inputs; the ``proven`` ones are checked through the state."""
         state = (
             self._prepare_for_causal(k, v, key_mask)
             if for_causal
             else self._prepare(k, v, key_mask)
         )
-        if proven and not all(all_finite_fast(t) for t in self._state_tensors(state)):
+        witnesses = self._state_tensors(state) if proven else ()
+        if proven and not (witnesses and all(all_finite_fast(t) for t in witnesses)):
             for name, t in (("k", k), ("v", v)):  # find and name the bad input (or pass:
                 if name in proven:  # a finite input can overflow the state; attend says so)
                     check_finite(name, t)
         return state
 
     def attend(self, state: BaseState, q: torch.Tensor, causal: bool = False) -> torch.Tensor:
-        return self._attend_checked(state, q, causal, q_finite_checked=False)
-
-    def _attend_checked(
-        self, state: BaseState, q: torch.Tensor, causal: bool, q_finite_checked: bool
-    ) -> torch.Tensor:
         if not isinstance(state, BaseState):
             raise ValueError(
                 f"state must come from {self.name}.prepare(), got {type(state).__name__}"
             )
-        check_query(q, state, causal, finite_checked=q_finite_checked)
+        check_query(q, state, causal)
         check_state(self, state, q)
         if causal and not self.supports_causal:
             raise ValueError(f"{self.name} does not support causal self-attention")
@@ -532,6 +550,10 @@ class AttentionOperator:
         key_mask: torch.Tensor | None = None,
         causal: bool = False,
     ) -> torch.Tensor:
+        """attend(prepare(k, v, key_mask), q, causal) with the same checks and messages, each
+        done once: q's values, k and v, the query against the keys, the unsupported cases and
+        the memory model of the whole call (M queries) before any work, the output after.
+        The state made here is used at once, so its origin needs no check (``check_state``)."""
         check_tensor("q", q)
         if q.device != k.device:
             raise ValueError(f"q is on {q.device} but k is on {k.device}")
@@ -539,9 +561,18 @@ class AttentionOperator:
             raise ValueError(
                 f"q and k must agree on [batch, heads]: q {tuple(q.shape)}, k {tuple(k.shape)}"
             )
-        # q's values were checked above: attend checks only its structure (one pass, not two)
-        state = self._prepare_checked(k, v, key_mask, for_causal=causal)
-        return self._attend_checked(state, q, causal, q_finite_checked=True)
+        proven = self._inputs_proven_by_state(k, v)
+        key_mask = check_kv(k, v, key_mask, finite=tuple(x for x in ("k", "v") if x not in proven))
+        check_query_fits(q, k.device, k.dtype, k.shape[3], k.shape[2], causal)
+        if causal and not self.supports_causal:
+            raise ValueError(f"{self.name} does not support causal self-attention")
+        shape = Shape(
+            k.shape[0], k.shape[1], k.shape[2], q.shape[2], k.shape[3], v.shape[3], causal
+        )
+        self._raise_if_unsupported(shape, k.dtype, k.device)
+        check_memory(lambda: f"{self.label}.forward", self.memory_model(shape, q.dtype), q.device)
+        state = self._prepare_proving(k, v, key_mask, causal, proven)
+        return check_output(lambda: self.label, self._attend(state, q, causal), q)
 
     __call__ = forward
 

@@ -38,6 +38,7 @@ Solvers:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -175,10 +176,9 @@ def _gram_lowrank(x, r, oversample, power_iters, seed, cd):
 
 def _drop_unresolved(s: torch.Tensor, cd: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """(S with components below 8 eps s_1 set to 0, 1/S there and 0 elsewhere)."""
-    keep = s > torch.finfo(cd).eps * 8 * s[..., :1]
-    s = torch.where(keep, s, torch.zeros_like(s))
-    inv = torch.where(keep, 1.0 / s.clamp_min(torch.finfo(cd).tiny), torch.zeros_like(s))
-    return s, inv
+    keep = (s > torch.finfo(cd).eps * 8 * s[..., :1]).to(s.dtype)
+    s = s * keep
+    return s, keep / s.clamp_min(torch.finfo(cd).tiny)
 
 
 def _gram_fp64(x: torch.Tensor, r: int, cd: torch.dtype):
@@ -201,14 +201,14 @@ PLAIN_GRAM_RATIO = 16.0
 
 def plain_gram_is_enough(evals_desc: torch.Tensor, r: int) -> bool:
     """True when every (user, head) of the fp32 Gram's eigenvalues (descending, [..., D]) has
-    its r-th eigenvalue and the gap after it above lambda_1 / PLAIN_GRAM_RATIO (see above).
-    One decision per batch (one host sync on CUDA): a batch with one uncertified matrix is
-    refined whole."""
+    its r-th eigenvalue and the gap after it above lambda_1 / PLAIN_GRAM_RATIO (see above;
+    with lambda_{r+1} clamped at 0 the gap condition implies the first). One decision per
+    batch (one host sync on CUDA): a batch with one uncertified matrix is refined whole."""
     lam1 = evals_desc[..., :1].clamp_min(torch.finfo(evals_desc.dtype).tiny)
-    lam_r = evals_desc[..., r - 1 : r]
-    nxt = evals_desc[..., r : r + 1] if evals_desc.shape[-1] > r else torch.zeros_like(lam_r)
-    floor = lam1 / PLAIN_GRAM_RATIO
-    return bool(((lam_r >= floor) & (lam_r - nxt.clamp_min(0) >= floor)).all())
+    gap = evals_desc[..., r - 1 : r]
+    if evals_desc.shape[-1] > r:
+        gap = gap - evals_desc[..., r : r + 1].clamp_min(0)
+    return bool((gap * PLAIN_GRAM_RATIO >= lam1).all())
 
 
 def _gram(x: torch.Tensor, r: int, q: int, cd: torch.dtype):
@@ -216,19 +216,76 @@ def _gram(x: torch.Tensor, r: int, q: int, cd: torch.dtype):
     fp32 was enough (``plain_gram_is_enough``), else one refinement (``_gram_refined``), or
     the fp64 Gram when q >= D leaves no subspace to refine."""
     gram = torch.matmul(x.transpose(-1, -2), x)  # [B,H,D,D] in the compute dtype
-    evals, evecs = torch.linalg.eigh(gram)
-    evals, evecs = evals.flip(-1), evecs.flip(-1)  # descending
+    return _gram_solve(gram, lambda w: torch.matmul(x, w), lambda: x, r, q, cd)
+
+
+def _gram_solve(gram, times_x, make_x, r: int, q: int, cd: torch.dtype):
+    """``_gram`` from the fp32 Gram of X: ``times_x(w)`` = X w, ``make_x()`` = X (only built
+    when the certificate fails: the refinement multiplies by X several times)."""
+    evals, evecs = torch.linalg.eigh(gram)  # ascending
+    evals = evals.flip(-1)  # descending; of the vectors only the top ones are flipped below
     if plain_gram_is_enough(evals, r):
         s, inv = _drop_unresolved(evals[..., :r].clamp_min(0).sqrt(), cd)
-        w = evecs[..., :r]
-        return (
-            torch.matmul(x, w * inv[..., None, :]),
-            s,
-            w.transpose(-1, -2),
-        )  # scale W, not N x r U
+        w = evecs[..., -r:].flip(-1)
+        return times_x(w * inv[..., None, :]), s, w.transpose(-1, -2)  # scale W, not N x r U
+    x = make_x()
     if q >= x.shape[-1]:
         return _gram_fp64(x, r, cd)
-    return _gram_refined(x, evecs[..., :q], r, q, cd)
+    return _gram_refined(x, evecs[..., -q:].flip(-1), r, q, cd)
+
+
+def gram_svd_blocks(
+    k: torch.Tensor, v: torch.Tensor, rank: int, oversample: int = 8, signs: bool = True
+) -> Factors:
+    """The ``gram`` solver on X = [K | V] given as its two blocks, without forming X: the
+    Gram from three block products (K^T K, K^T V, V^T V: 3/4 of X^T X's flops, no N x D
+    copy; measured 5.0 against 6.5 ms at N = 16384, d = dv = 64, one CPU thread) and
+    U = K W_K / S + V W_V / S. X is built only when the fp32 Gram is not certified (the
+    refinement multiplies by X several times). ``signs=False`` leaves the signs to the caller
+    (``fix_signs``), who may fold them into a pass over U it makes anyway.
+
+    Its diagonal (the squared column norms of X) is finite exactly when every value of X is
+    finite and no column's sum of squares overflows; otherwise the factors are NaN (no eigh,
+    which would raise), so S proves [K | V] finite (``svd_exact._inputs_proven_by_state``)."""
+    cd = _compute_dtype(k.dtype)
+    k, v = k.to(cd), v.to(cd)
+    n, d, dd = k.shape[-2], k.shape[-1], k.shape[-1] + v.shape[-1]
+    r = min(rank, n, dd)
+    kt = k.transpose(-1, -2)
+    ktv = torch.matmul(kt, v)
+    gram = torch.cat(
+        [
+            torch.cat([torch.matmul(kt, k), ktv], dim=-1),
+            torch.cat([ktv.transpose(-1, -2), torch.matmul(v.transpose(-1, -2), v)], dim=-1),
+        ],
+        dim=-2,
+    )
+    diag = gram.diagonal(dim1=-2, dim2=-1)
+    if not math.isfinite(diag.sum().item()) and not bool(torch.isfinite(diag).all()):
+        # a NaN or inf anywhere in X (or squares beyond the dtype's range): eigh would raise;
+        # NaN factors instead, so the caller can find and name the bad input
+        nan = float("nan")
+        return Factors(
+            u=torch.full((*k.shape[:-1], r), nan, dtype=cd, device=k.device),
+            s=torch.full((*k.shape[:-2], r), nan, dtype=cd, device=k.device),
+            wt=torch.full((*k.shape[:-2], r, dd), nan, dtype=cd, device=k.device),
+        )
+
+    def times_x(w: torch.Tensor) -> torch.Tensor:  # K W_K + V W_V, the sum in place
+        u = torch.matmul(k, w[..., :d, :])
+        if u.is_contiguous() and v.is_contiguous():  # one batched multiply-add (measured
+            flat = u.view(-1, n, u.shape[-1])  # 1.0 against 1.2 ms for matmul + add_ at
+            wv = w[..., d:, :].expand(*v.shape[:-2], -1, -1)  # N = 16384, r = 16)
+            flat.baddbmm_(v.view(-1, n, v.shape[-1]), wv.reshape(-1, *wv.shape[-2:]))
+            return u
+        return u.add_(torch.matmul(v, w[..., d:, :]))
+
+    u, s, wt = _gram_solve(
+        gram, times_x, lambda: torch.cat([k, v], dim=-1), r, min(r + oversample, dd), cd
+    )
+    if signs:
+        u, wt = fix_signs(u, wt)
+    return Factors(u=u, s=s, wt=wt)
 
 
 def _gram_refined(x: torch.Tensor, w0: torch.Tensor, r: int, q: int, cd: torch.dtype):

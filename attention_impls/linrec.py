@@ -27,6 +27,7 @@ from .base import (
     Cost,
     element_size,
     inv_sqrt,
+    needs_grad,
     zero_empty_users,
     zero_padded,
 )
@@ -46,6 +47,10 @@ class LinRecState(BaseState):
     kv: torch.Tensor = None  # type: ignore[assignment]  [B,H,d,dv] = K^^T V / sqrt(d)
     k: torch.Tensor = None  # type: ignore[assignment]   reference to the keys (evaluation only)
     v: torch.Tensor = None  # type: ignore[assignment]   reference to the values (causal form)
+    # 1 / (smallest row norm of elu(K)) over real rows, inf when a row is zero or padded:
+    # finite means every behaviour's value row enters kv with a non-zero weight (``prepare``
+    # then checks V through kv); None for the causal form, which makes no kv
+    v_witness: torch.Tensor | None = None
 
 
 @register
@@ -63,9 +68,41 @@ class LinRecAttention(AttentionOperator):
         check_float(self.name, "eps", self.params["eps"], 0.0, EPS_MAX, lo_open=True)
 
     def _prepare(self, k, v, key_mask):
-        kn = zero_padded(elu_l2(k, self.params["eps"]), key_mask)
+        # elu_l2 written out (the same ops as F.normalize) to keep the row norms: they are
+        # the witness that lets the small kv prove V finite (``_inputs_proven_by_state``)
+        y = F.elu(k.float())
+        norms = torch.linalg.vector_norm(y, dim=-1, keepdim=True)
+        denom = norms.clamp_min(self.params["eps"]).expand_as(y)
+        # in place on the ELU's fresh output unless autograd records (the norm's backward reads
+        # y): one N x d temporary fewer
+        kn = zero_padded(y / denom if needs_grad(k) else y.div_(denom), key_mask)
         kv = torch.matmul(kn.transpose(-1, -2), v.float()) * inv_sqrt(k.shape[-1])
-        return LinRecState(**self._base_state_kwargs(k, v, key_mask), kv=kv.to(k.dtype), k=k, v=v)
+        witness = (
+            norms.amin().reciprocal()
+            if key_mask is None
+            else torch.tensor(float("inf"), device=k.device)
+        )
+        return LinRecState(
+            **self._base_state_kwargs(k, v, key_mask),
+            kv=kv.to(k.dtype),
+            k=k,
+            v=v,
+            v_witness=witness,
+        )
+
+    def _inputs_proven_by_state(self, k=None, v=None) -> tuple[str, ...]:
+        """V is checked through kv = K^^T V / sqrt(d) when every row of elu(K) is non-zero and
+        real (``v_witness`` finite): a NaN or inf in V's row j then meets the non-zero weights
+        of K^_j, and a non-zero factor is never skipped (inf x w = inf, NaN x w = NaN, and
+        sums of those stay non-finite), so kv is non-finite. Otherwise (a zero or padded key
+        row, the causal form) V gets its own pass. K is always checked: ELU(-inf) = -1 is
+        finite, so no product of K^ reveals a -inf in K."""
+        return ("v",)
+
+    def _state_tensors(self, state: LinRecState) -> tuple[torch.Tensor, ...]:
+        if state.v_witness is None or state.kv is None:
+            return ()  # proves nothing: prepare checks V itself
+        return (state.kv, state.v_witness)
 
     def _prepare_for_causal(self, k, v, key_mask):
         """forward(causal=True) attends by prefix sums over k and v: no K^T V sum needed."""

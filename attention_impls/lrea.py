@@ -182,7 +182,7 @@ class LreaAttention(AttentionOperator):
             )
         return ok
 
-    def _inputs_proven_by_state(self) -> tuple[str, ...]:
+    def _inputs_proven_by_state(self, k=None, v=None) -> tuple[str, ...]:
         """C = K^T W_comp and W_decomp V: with the segment-mean default every position has a
         positive weight, so any NaN/inf of K or V makes C or W_decomp V non-finite; a fitted
         or set projection does too unless a position has weight 0 in every column."""

@@ -47,7 +47,7 @@ from .base import (
     masked_sdpa,
     zero_padded,
 )
-from .decompose import SOLVERS, Factors, truncated_svd
+from .decompose import SOLVERS, Factors, gram_svd_blocks, truncated_svd
 from .dense import softmax_weights
 from .grad_rules import check_solver_backward, records_grad
 from .registry import register
@@ -67,20 +67,44 @@ def score_dtype(scores: str, dtype: torch.dtype) -> torch.dtype:
 def balanced_factors(
     f: Factors, d: int, dtype: torch.dtype
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(U', A', B') with U' A' ~ K and U' B' ~ V, stored so ``dtype`` holds them.
+    """(U', A', B') with U' A' ~ K and U' B' ~ V, stored so ``dtype`` holds them. Consumes
+    ``f``: U' may be written over ``f.u``.
 
-    U' = c U diag(1 / g) and [A' | B'] = diag(S g) W^T / c with g_j = max_i |U_ij|, so U' is
-    in [-1, 1] and A', B' are on the scale of the rows of [K | V] (|x_i . w_j| <= |x_i|).
+    fp16 / bf16: U' = c U diag(1 / g) and [A' | B'] = diag(S g) W^T / c with g_j = max_i
+    |U_ij|, so U' is in [-1, 1] and A', B' are on the scale of the rows of [K | V]
+    (|x_i . w_j| <= |x_i|). fp32 / fp64: g = 1 (U's columns are orthonormal, so U is in
+    [-1, 1] already, and S W^T fits: s_1 is finite whenever the decomposition was); this
+    saves a copy of U and two reductions over it (measured 8 % of prepare at N = 4096).
     c is a power of two (per user and head, no host sync) >= 1 that keeps A', B' below 1/64
-    of ``dtype``'s largest value; U' <= c stays far inside it."""
-    # U is the only N-long factor: one multiply for U', and g from a contiguous copy of U^T
-    # (a max over the strided N axis took 0.73 ms for a 16384 x 16 U, over the copy 0.39 ms)
-    g = f.u.mT.contiguous().abs().amax(dim=-1).clamp_min(torch.finfo(f.u.dtype).tiny)  # [B,H,r]
-    sw = (f.s * g)[..., :, None] * f.wt  # [B,H,r,D]
+    of ``dtype``'s largest value; U' <= c stays far inside it. On CPU, where reading a value
+    costs no sync, c = 1 (every user's A', B' already fit) skips its five small ops. Every
+    U' column gets a non-negative sum (the sign convention of ``fix_signs``)."""
+    # U is the only N-long factor: one multiply for U' (the signs folded in; the sum over N
+    # is cheap), and for narrow dtypes g from a contiguous copy of U^T (a max over the
+    # strided N axis took 0.73 ms for a 16384 x 16 U, over the copy 0.39 ms) as max(max,
+    # -min): no N x r temporary |U|, whose fresh pages cost more than the max itself (0.36
+    # against 0.96 ms at N = 16384)
+    sign = torch.where(f.u.sum(dim=-2) >= 0, 1.0, -1.0)  # [B,H,r]
+    if dtype.itemsize >= 4:
+        col = sign  # U' = U diag(sign)
+        sw = (f.s * sign)[..., :, None] * f.wt  # [B,H,r,D]
+    else:
+        ut = f.u.mT.contiguous()
+        g = torch.maximum(ut.amax(dim=-1), ut.amin(dim=-1).neg())
+        g = g.clamp_min(torch.finfo(f.u.dtype).tiny)  # [B,H,r]
+        col = sign / g
+        sw = (f.s * g * sign)[..., :, None] * f.wt
     limit = torch.finfo(dtype).max / 64
     big = sw.abs().amax(dim=(-1, -2), keepdim=True)  # [B,H,1,1]
+    # U' in place on U when autograd does not need U (the solver's fresh product; its N x r
+    # pages are not allocated twice), else a new tensor
+    in_place = not f.u.requires_grad and f.u.is_contiguous()
+    if sw.device.type == "cpu" and float(big.max()) <= limit:  # c = 1 everywhere (a CPU read
+        scale = col[..., None, :]  # costs no sync)
+        return (f.u.mul_(scale) if in_place else f.u * scale), sw[..., :d], sw[..., d:]
     c = torch.exp2(torch.ceil(torch.log2(big / limit))).clamp_min(1.0)
-    return f.u * (c / g[..., None, :]), sw[..., :d] / c, sw[..., d:] / c
+    scale = c * col[..., None, :]
+    return (f.u.mul_(scale) if in_place else f.u * scale), sw[..., :d] / c, sw[..., d:] / c
 
 
 @dataclass
@@ -136,15 +160,27 @@ def kv_matrix(k: torch.Tensor, v: torch.Tensor, key_mask) -> torch.Tensor:
     return torch.cat([zero_padded(k, key_mask), zero_padded(v, key_mask)], dim=-1)
 
 
-def decompose_kv(op: AttentionOperator, k: torch.Tensor, v: torch.Tensor, key_mask) -> Factors:
+def decompose_kv(
+    op: AttentionOperator, k: torch.Tensor, v: torch.Tensor, key_mask, signs: bool = True
+) -> Factors:
     """Truncated SVD of [K | V] (padded keys zeroed). When autograd records K or V, only the
     fp64 Gram route has a tested backward: ``gram`` runs as ``gram_fp64`` then, and the other
-    solvers refuse (``grad_rules``)."""
+    solvers refuse (``grad_rules``). ``gram`` without autograd works on the two blocks
+    (``gram_svd_blocks``: no [K | V] copy); ``signs=False`` lets it leave the sign
+    convention to the caller (``balanced_factors`` applies it in its own pass over U)."""
     p = op.params
     solver = p.get("solver", "svd")
     check_solver_backward(op.name, solver, k, v)
     if solver == "gram" and records_grad(k, v):
         solver = "gram_fp64"
+    if solver == "gram" and k.device.type != "mps":
+        return gram_svd_blocks(
+            zero_padded(k, key_mask),
+            zero_padded(v, key_mask),
+            p["rank"],
+            p.get("oversample", 8),
+            signs=signs,
+        )
     return truncated_svd(
         kv_matrix(k, v, key_mask),
         p["rank"],
@@ -170,13 +206,13 @@ def decompose_kv_fixed_subspace(
     solvers use; the others refuse (``grad_rules.check_solver_backward``)."""
     full = min(k.shape[-2], k.shape[-1] + v.shape[-1])
     if not records_grad(k, v) or op.params["rank"] < full:
-        return decompose_kv(op, k, v, key_mask)
+        return decompose_kv(op, k, v, key_mask, signs=False)
     if k.shape[-2] == full:  # N <= D: X = I X is its own full-rank factorisation
         x = kv_matrix(k, v, key_mask)
         eye = torch.eye(x.shape[-2], dtype=x.dtype, device=x.device).expand(*x.shape[:-2], -1, -1)
         return Factors(u=eye, s=torch.ones(x.shape[:-1], dtype=x.dtype, device=x.device), wt=x)
     with torch.no_grad():
-        f = decompose_kv(op, k.detach(), v.detach(), key_mask)
+        f = decompose_kv(op, k.detach(), v.detach(), key_mask, signs=False)
     x = kv_matrix(k, v, key_mask).to(f.u.dtype)
     # N > D: W is a complete basis of the D columns. A zero singular value (a padded or
     # rank-deficient user) gets S = 1 there: U S W^T stays X W W^T = X and its derivative
@@ -241,6 +277,23 @@ class SvdExactAttention(AttentionOperator):
     def _validate_params(self) -> None:
         validate_factor_params(self)
         check_choice(self.name, "scores", self.params["scores"], SCORES)
+
+    def _inputs_proven_by_state(self, k=None, v=None) -> tuple[str, ...]:
+        """K and V are checked through S on the default solver's no-autograd path
+        (``gram_svd_blocks``): S comes from the Gram of [K | V] (padded rows multiplied by 0,
+        which keeps a NaN or inf non-finite), whose diagonal sums the squares of every value,
+        and a non-finite diagonal gives NaN factors. Other solvers and autograd's fp64 route
+        would raise inside their decomposition first: there K and V get their own pass."""
+        if self.params["solver"] != "gram":
+            return ()
+        if not (isinstance(k, torch.Tensor) and isinstance(v, torch.Tensor)):
+            return ()
+        if k.device.type == "mps" or records_grad(k, v):
+            return ()
+        return ("k", "v")
+
+    def _state_tensors(self, state: SvdExactState) -> tuple[torch.Tensor, ...]:
+        return (state.s,)
 
     def _check_extra(self, shape, dtype, device):
         reasons = check_rank(self.params["rank"], shape.n, shape.d, shape.value_dim, self.name)

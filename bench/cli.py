@@ -166,6 +166,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     pe.add_argument("--seed", type=int, default=0, help="input and feature seed (default 0)")
     pe.add_argument(
+        "--warm",
+        action="store_true",
+        help="time each call right after an untimed call of the same callable (its own inputs "
+        "in cache), instead of after whatever ran before it in the round",
+    )
+    pe.add_argument(
+        "--note",
+        default="",
+        metavar="TEXT",
+        help="added to the machine description (e.g. what else loads the machine)",
+    )
+    pe.add_argument(
         "--out",
         default="results/cpu",
         metavar="DIR",
@@ -188,6 +200,8 @@ def cmd_peers(a: argparse.Namespace) -> int:
             features=a.features,
             rounds=a.rounds,
             seed=a.seed,
+            warm_each=a.warm,
+            note=a.note,
         )
     print(to_markdown(rows), end="")
     md, csv = write_table(rows, a.out)

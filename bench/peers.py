@@ -55,6 +55,7 @@ COLUMNS = [
     "seed",
     "machine",
     "torch",
+    "timing",
 ]
 
 
@@ -94,10 +95,15 @@ def machine_name() -> str:
 
 
 def interleaved_thread_times(
-    fns: dict[str, Callable[[], object]], rounds: int, warmup: int = 1
+    fns: dict[str, Callable[[], object]], rounds: int, warmup: int = 1, warm_each: bool = False
 ) -> dict[str, list[float]]:
     """Thread CPU seconds of each callable per round; round i starts at callable i mod k, so
-    no callable always runs first (after another's cache or allocator state)."""
+    no callable always runs first (after another's cache or allocator state).
+
+    The order within a round is fixed, so each pair's ``ours`` mostly runs right after the
+    previous pair's peer (other inputs in cache) and its peer right after ``ours`` (the same
+    inputs in cache). ``warm_each``: every timed call follows an untimed call of the same
+    callable, so each is timed with its own inputs in cache, whatever ran before."""
     names = list(fns)
     for _ in range(warmup):
         for name in names:
@@ -106,6 +112,8 @@ def interleaved_thread_times(
     for i in range(rounds):
         for j in range(len(names)):
             name = names[(i + j) % len(names)]
+            if warm_each:
+                fns[name]()
             t0 = time.thread_time()
             fns[name]()
             out[name].append(time.thread_time() - t0)
@@ -346,8 +354,11 @@ def run_peers(
     features: int = 256,
     rounds: int = 11,
     seed: int = 0,
+    warm_each: bool = False,
+    note: str = "",
 ) -> list[dict]:
-    """Build the pairs, time every runnable callable in one interleaved run, return table rows."""
+    """Build the pairs, time every runnable callable in one interleaved run, return table rows
+    (``warm_each``: see ``interleaved_thread_times``)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -358,8 +369,8 @@ def run_peers(
                 if p.status == "ok":
                     fns[f"{p.name}:ours"] = p.ours
                     fns[f"{p.name}:peer"] = p.peer
-            times = interleaved_thread_times(fns, rounds) if fns else {}
-            machine = machine_name()
+            times = interleaved_thread_times(fns, rounds, warm_each=warm_each) if fns else {}
+            machine = machine_name() + (f"; {note}" if note else "")
             rows = []
             for p in pairs:
                 row = {c: None for c in COLUMNS}
@@ -379,6 +390,7 @@ def run_peers(
                     seed=seed,
                     machine=machine,
                     torch=torch.__version__,
+                    timing="warm" if warm_each else "rotated",
                 )
                 if p.status == "ok":
                     to, tp = times[f"{p.name}:ours"], times[f"{p.name}:peer"]
@@ -408,6 +420,13 @@ def _median(xs: list[float]) -> float:
     return s[k // 2] if k % 2 else 0.5 * (s[k // 2 - 1] + s[k // 2])
 
 
+TIMING_WORDS = {
+    "rotated": "rotated order: each pair's ours runs after the previous pair's peer, its peer "
+    "after ours",
+    "warm": "--warm: each timed call right after an untimed call of itself",
+}
+
+
 def to_markdown(rows: list[dict]) -> str:
     head = rows[0] if rows else {}
     ns = sorted({int(r["n"]) for r in rows})
@@ -415,7 +434,8 @@ def to_markdown(rows: list[dict]) -> str:
         "# Side by side with public implementations (`python -m bench peers`)",
         "",
         f"Machine: {head.get('machine')}; torch {head.get('torch')}; one torch thread; thread CPU time, "
-        f"{head.get('rounds')} interleaved rounds; synthetic fp32 inputs (seed {head.get('seed')}), "
+        f"{head.get('rounds')} interleaved rounds ({TIMING_WORDS.get(head.get('timing'), 'rotated order')}); "
+        f"synthetic fp32 inputs (seed {head.get('seed')}), "
         f"N = {', '.join(map(str, ns))}, M = {head.get('m')}, d = dv = {head.get('d')}, B x H = {head.get('bh')}. "
         "Ratio = geometric mean of per-round ours/peer, 95 % t-interval. Rel diff = max |ours - peer| / "
         "max |peer|.",

@@ -10,7 +10,13 @@ import pytest
 import torch
 
 from bench.cli import main
-from bench.peers import COLUMNS, linrec_core, plain_gram_eigh, ratio_interval
+from bench.peers import (
+    COLUMNS,
+    interleaved_thread_times,
+    linrec_core,
+    plain_gram_eigh,
+    ratio_interval,
+)
 
 
 def test_bench_peers_tiny(tmp_path, capsys):
@@ -95,3 +101,39 @@ def _has_fla() -> bool:
     except ImportError:
         return False
     return True
+
+
+def test_warm_timing_runs_each_callable_just_before_its_timed_call():
+    """--warm: every timed call follows an untimed call of the same callable; the default
+    rotates the order per round and calls each once per round."""
+    calls: list[str] = []
+    fns = {name: (lambda name=name: calls.append(name)) for name in ("a", "b", "c")}
+    times = interleaved_thread_times(fns, rounds=2, warmup=0, warm_each=True)
+    assert calls == ["a", "a", "b", "b", "c", "c", "b", "b", "c", "c", "a", "a"]
+    assert all(len(t) == 2 for t in times.values())
+    calls.clear()
+    interleaved_thread_times(fns, rounds=2, warmup=0)
+    assert calls == ["a", "b", "c", "b", "c", "a"]
+
+
+def test_bench_peers_warm_flag_is_recorded(tmp_path):
+    args = ["peers", "--n", "64", "--m", "4", "--d", "8", "--rank", "2", "--features", "8"]
+    note = ["--note", "two training jobs share the machine"]
+    assert main([*args, "--rounds", "2", "--warm", *note, "--out", str(tmp_path)]) == 0
+    t = pd.read_csv(tmp_path / "peers.csv")
+    assert set(t["timing"]) == {"warm"}
+    md = (tmp_path / "peers.md").read_text()
+    assert "--warm" in md and "; two training jobs share the machine" in md
+
+
+@pytest.mark.parametrize("family", ["rank16", "illcond16"])
+def test_bench_solvers_times_the_default_as_prepare_runs_it(family):
+    """bench.solvers' gram rows use the block decomposition svd_exact's prepare runs; on an
+    input of rank r both the default and the fp64 route reconstruct it (no timing asserts)."""
+    from bench.solvers import DECOMPOSE, PEER, run_case
+
+    rows = {r["solver"]: r for r in run_case(96, 1, family, d=8, rank=4, rounds=2)}
+    assert set(rows) == {"gram", "gram_fp64", "svd", "lowrank", PEER, DECOMPOSE}
+    for name in ("gram", DECOMPOSE, "gram_fp64", "svd"):
+        assert rows[name]["recon_err"] < 1e-5, (name, rows[name]["recon_err"])
+    assert rows["gram"]["vs_gram"] == 1.0

@@ -89,7 +89,8 @@ def test_fast_path_true_means_finite():
 @pytest.mark.parametrize("name", sorted(ALL))
 def test_forward_checks_q_values_once(name, monkeypatch):
     """forward checks q's values once (attend checks only its structure afterwards), k and v
-    once each (lrea: through its small state instead), and the output once."""
+    once each (lrea: both through its small state instead; linrec: v through K^T V and the
+    witness that every key row weighs it; svd_exact: both through S), and the output once."""
     seen: list[int] = []
     real = base.all_finite_fast
 
@@ -104,9 +105,13 @@ def test_forward_checks_q_values_once(name, monkeypatch):
     q, k, v = _qkv(torch.float32)
     ai.get(name, **ALL[name]).forward(q, k, v)
     assert seen.count(q.data_ptr()) == 1
-    expected_kv = 0 if name == "lrea" else 1
-    assert seen.count(k.data_ptr()) == seen.count(v.data_ptr()) == expected_kv
-    assert len(seen) == 4, seen  # q, k, v, output (lrea: q, C, W_decomp V, output)
+    expected_k = 0 if name in ("lrea", "svd_exact") else 1
+    expected_v = 0 if name in ("lrea", "linrec", "svd_exact") else 1
+    assert seen.count(k.data_ptr()) == expected_k
+    assert seen.count(v.data_ptr()) == expected_v
+    # q, k, v, output (lrea: q, C, W_decomp V, output; linrec: q, k, K^T V, witness, output;
+    # svd_exact: q, S, output)
+    assert len(seen) == {"linrec": 5, "svd_exact": 3}.get(name, 4), seen
 
 
 @pytest.mark.parametrize("fitted", ["segment_means", "fitted", "fitted_with_a_dead_position"])
@@ -182,3 +187,104 @@ def test_every_entry_point_rejects_nan(name, tensor):
     else:
         with pytest.raises(ValueError, match=f"{tensor} contains NaN"):
             op.prepare(args["k"], args["v"])
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("pos", [0, 23, 47])
+@pytest.mark.parametrize("case", ["plain", "zero_key_row", "padded_row", "causal"])
+def test_linrec_v_proof_catches_every_bad_value(dtype, bad, pos, case):
+    """linrec checks V through K^T V: a bad value anywhere in V, also in the row of an
+    all-zero key (weight 0 in K^T V) or of a padded behaviour, or in the causal form (no
+    K^T V), raises the same message as the direct check, through prepare and forward."""
+    q, k, v = _qkv(dtype)
+    v = v.clone()
+    v[1, 0, pos, 3] = bad
+    mask = None
+    if case == "zero_key_row":
+        k = k.clone()
+        k[1, 0, pos] = 0.0
+    if case == "padded_row":
+        mask = torch.ones(2, k.shape[2], dtype=torch.bool)
+        mask[1, pos] = False
+    kind = "NaN" if bad != bad else "inf"
+    op = ai.get("linrec")
+    with pytest.raises(ValueError, match=rf"v contains {kind} \(1 non-finite values"):
+        if case == "causal":
+            op.forward(k, k, v, causal=True)
+        else:
+            op.forward(q, k, v, mask)
+    if case != "causal":
+        with pytest.raises(ValueError, match=rf"v contains {kind} \(1 non-finite values"):
+            op.prepare(k, v, mask)
+
+
+def test_linrec_v_proof_passes_finite_values_whose_state_overflows():
+    """Finite V whose K^T V overflows fp16: the proof fails, the direct check of V passes, and
+    the output check names the overflow (no "contains" message)."""
+    q, k, _ = _qkv(torch.float16)
+    v = torch.full_like(k, 6e4)
+    op = ai.get("linrec")
+    with pytest.raises(ValueError) as info:
+        op.forward(q, k.abs() + 1.0, v)
+    assert "contains" not in str(info.value)
+    assert "not finite" in str(info.value)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+@pytest.mark.parametrize("tensor", ["k", "v"])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("pos", [0, 23, 47])
+@pytest.mark.parametrize("padded", [False, True])
+def test_svd_exact_proof_through_s_catches_every_bad_value(dtype, tensor, bad, pos, padded):
+    """svd_exact (default gram solver) checks K and V through S: a bad value anywhere, also in
+    a padded row, raises the message of the direct check, through prepare and forward; k is
+    named first when both are bad, as the direct checks do."""
+    q, k, v = _qkv(dtype)
+    k, v = k.clone(), v.clone()
+    {"k": k, "v": v}[tensor][0, 1, pos, 5] = bad
+    mask = None
+    if padded:
+        mask = torch.ones(2, k.shape[2], dtype=torch.bool)
+        mask[0, pos] = False
+    kind = "NaN" if bad != bad else "inf"
+    op = ai.get("svd_exact", rank=4)
+    assert op._inputs_proven_by_state(k, v) == ("k", "v")
+    msg = rf"{tensor} contains {kind} \(1 non-finite values"
+    with pytest.raises(ValueError, match=msg):
+        op.forward(q, k, v, mask)
+    with pytest.raises(ValueError, match=msg):
+        op.prepare(k, v, mask)
+    if tensor == "v":
+        k[1, 0, 0, 0] = float("nan")
+        with pytest.raises(ValueError, match="k contains NaN"):
+            op.prepare(k, v, mask)
+
+
+def test_svd_exact_proof_only_where_the_gram_blocks_run():
+    """Other solvers and autograd's fp64 route decompose (and would raise) before any check of
+    the state: they check K and V directly."""
+    q, k, v = _qkv(torch.float32)
+    assert ai.get("svd_exact", rank=4, solver="svd")._inputs_proven_by_state(k, v) == ()
+    kg = k.clone().requires_grad_(True)
+    op = ai.get("svd_exact", rank=4)
+    assert op._inputs_proven_by_state(kg, v) == ()
+    with torch.no_grad():
+        assert op._inputs_proven_by_state(kg, v) == ("k", "v")
+    bad = v.clone()
+    bad[0, 0, 3, 3] = float("inf")
+    for solver in ("svd", "gram_fp64", "lowrank"):
+        with pytest.raises(ValueError, match="v contains inf"):
+            ai.get("svd_exact", rank=4, solver=solver).forward(q, k, bad)
+    with pytest.raises(ValueError, match="v contains inf"):
+        op.forward(q, kg, bad)
+
+
+def test_svd_exact_finite_inputs_whose_gram_overflows_are_not_called_non_finite():
+    """Values of 1e20: finite, but their squares overflow fp32's Gram. The proof fails, the
+    direct checks pass, and the output check names the overflow."""
+    q, k, v = _qkv(torch.float32)
+    op = ai.get("svd_exact", rank=4)
+    with pytest.raises(ValueError) as info:
+        op.forward(q, k * 1e20, v)
+    assert "contains" not in str(info.value) and "not finite" in str(info.value)
