@@ -8,8 +8,9 @@ decay (the bench's ``spectrum_matched`` family, bench/inputs.py) over its first 
 values and zero beyond (K and V of a trained model project one d-dim hidden state, so [K|V]
 has rank <= d), keys scaled to unit mean square. Queries are Gaussian with standard deviation s / sqrt(d), so the logits q.k have a
 standard deviation of about s. The score scale s is the real one: calibrated so that the
-synthetic users' KL at rank 16 equals the median KL the trained model's own users show at
-rank 16 in the dataset's longest N bin (``kl_by_rank.csv`` of the same spectra folder). The
+synthetic users' median KL equals the median KL the trained model's own users show in the
+dataset's longest N bin (``kl_by_rank.csv`` of the same spectra folder), at the measured rank
+whose real KL is nearest the 1e-2 budget. The
 decision reads that scale (temperature 1); ``kl_by_temperature.csv`` shows how the rank a
 budget needs moves when the scale is multiplied by t. The rows are labelled route ``synthetic-from-real``
 and the N bin is the single length ``[N,N+1)``, so ``decide`` times each at exactly that N.
@@ -22,6 +23,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 ROUTE = "synthetic-from-real"
@@ -109,9 +111,14 @@ def synthetic_kl(
     return df
 
 
-def real_reference(spectra: str | Path, route: str, rank: int = 16) -> tuple[float, int, str]:
-    """(median KL at ``rank``, median N, N bin) of the real users in the longest N bin with at
-    least 10 users, from the spectra folder's kl_by_rank.csv (svd_exact rows of ``route``)."""
+def real_reference(
+    spectra: str | Path, route: str, budget: float = 1e-2
+) -> tuple[float, int, str, int]:
+    """(median KL, median N, N bin, rank) of the real users in the longest N bin with at least
+    10 users, from the spectra folder's kl_by_rank.csv (svd_exact rows of ``route``), at the
+    measured rank whose median KL is nearest ``budget`` (in log scale; KL in [1e-6, 10]): the
+    scale is matched where the decision is made, so at the real bin's N the synthetic users
+    need about the rank the real ones need."""
     from .decide import _bin_bounds
 
     p = Path(spectra)
@@ -124,13 +131,19 @@ def real_reference(spectra: str | Path, route: str, rank: int = 16) -> tuple[flo
     kl = pd.read_csv(path, dtype={"user": str})
     if "method" in kl.columns:
         kl = kl[kl["method"].fillna("svd_exact") == "svd_exact"]
-    kl = kl[(kl["route"] == route) & (kl["rank"] == rank)]
+    kl = kl[kl["route"] == route]
     counts = kl.groupby("n_bin")["user"].nunique()
     bins = sorted((b for b, c in counts.items() if c >= 10), key=lambda b: _bin_bounds(b)[0])
     if not bins:
-        raise ValueError(f"{path}: no N bin of route {route!r} has 10 users with rank {rank}")
+        raise ValueError(f"{path}: no N bin of route {route!r} has 10 users")
     g = kl[kl["n_bin"] == bins[-1]]
-    return float(g["kl_mean"].median()), int(g["n"].median()), str(bins[-1])
+    med = g.groupby("rank")["kl_mean"].median()
+    med = med[(med >= 1e-6) & (med <= 10)]
+    if med.empty:
+        raise ValueError(f"{path}: route {route!r} has no rank with a median KL in [1e-6, 10]")
+    rank = int((np.log(med) - math.log(budget)).abs().idxmin())
+    users = g[g["rank"] == rank]
+    return float(med[rank]), int(users["n"].median()), str(bins[-1]), rank
 
 
 def calibrate_scale(

@@ -102,11 +102,11 @@ def cmd_seeds_regime(args: argparse.Namespace) -> int:
     path, desc = read_profile(spectra)
     route = str(desc.get("route", "sasrec"))
     t0 = time.perf_counter()
-    ref_kl, ref_n, ref_bin = real_reference(spectra, route)
-    scale = calibrate_scale(spectra, ref_kl, ref_n)
+    ref_kl, ref_n, ref_bin, ref_rank = real_reference(spectra, route)
+    scale = calibrate_scale(spectra, ref_kl, ref_n, rank=ref_rank)
     print(
-        f"score scale {scale:.3g}: the synthetic users' median KL at rank 16 equals the real "
-        f"{route} users' {ref_kl:.3g} in N bin {ref_bin} (median N {ref_n})"
+        f"score scale {scale:.3g}: the synthetic users' median KL at rank {ref_rank} equals the "
+        f"real {route} users' {ref_kl:.3g} in N bin {ref_bin} (median N {ref_n})"
     )
     by_t = {}
     for t in temps:
@@ -135,7 +135,7 @@ def cmd_seeds_regime(args: argparse.Namespace) -> int:
         "score_scale": scale,
         "calibration": {
             "route": route,
-            "rank": 16,
+            "rank": ref_rank,
             "kl_median": ref_kl,
             "n_bin": ref_bin,
             "n_median": ref_n,

@@ -49,12 +49,15 @@ def test_kl_grows_with_the_score_scale(spectra):
 
 def test_calibration_recovers_the_scale_of_a_known_table(spectra):
     # a "real" table made at scale 3: the calibration must find about 3 back
-    ref = synthetic_kl(spectra, ns=(96,), users=12, ranks=(16,), d=32, scale=3.0)
+    ref = synthetic_kl(spectra, ns=(96,), users=12, ranks=(1, 4, 16, 24), d=32, scale=3.0)
     ref = ref.assign(route="sasrec", n_bin="[64,256)")
     ref.to_csv(spectra / "kl_by_rank.csv", index=False)
-    kl, n, nb = real_reference(spectra, "sasrec")
+    kl, n, nb, rank = real_reference(spectra, "sasrec")
     assert nb == "[64,256)" and n == 96
-    s = calibrate_scale(spectra, kl, n, users=12, d=32)
+    by_rank = ref.groupby("rank")["kl_mean"].median()
+    # the calibration rank is the one whose KL is nearest the 1e-2 budget
+    assert rank == (np.log(by_rank) - np.log(1e-2)).abs().idxmin()
+    s = calibrate_scale(spectra, kl, n, rank=rank, users=12, d=32)
     assert s == pytest.approx(3.0, rel=0.1)
 
 
@@ -78,7 +81,7 @@ def test_errors_name_the_problem(tmp_path, spectra):
             "method": ["svd_exact"],
         }
     ).to_csv(spectra / "kl_by_rank.csv", index=False)
-    with pytest.raises(ValueError, match="10 users"):
+    with pytest.raises(ValueError, match="has no N bin|10 users"):
         real_reference(spectra, "sasrec")
 
 
