@@ -24,6 +24,7 @@ CLI_MODULES = {
     "analysis/cluster.py",
     "analysis/scale_bench.py",
     "analysis/quality_cli.py",
+    "analysis/seeds_regime_cli.py",
     "analysis/synthlog.py",
     "reports/cli.py",
     "reports/__main__.py",
