@@ -552,7 +552,9 @@ def cmd_decide(args: argparse.Namespace) -> int:
         return 2
     out = Path(args.out)
     first = Path(benches[0]) if benches else None
-    bench_out = str(first / "targeted" if first and first.is_dir() else "out/bench-targeted")
+    bench_out = args.targeted_out or str(
+        first / "targeted" if first and first.is_dir() else "out/bench-targeted"
+    )
     opts = DecideOpts(
         budgets=tuple(split_list(args.budgets, float)),
         quantile=args.quantile,
@@ -873,6 +875,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=arg_type(Rule("float", 0, 1)),
         default=0.05,
         help="log-normal sigma of run-to-run timing drift per bench row (default 0.05; 0 = off)",
+    )
+    dp.add_argument(
+        "--targeted-out",
+        default=None,
+        help="where the printed command measures missing cases (default BENCH/targeted)",
     )
     dp.set_defaults(func=cmd_decide)
     fp = sub.add_parser("findings", help="markdown table of headline numbers over result folders")

@@ -153,22 +153,17 @@ def cmd_seeds_regime(args: argparse.Namespace) -> int:
     print(summ.to_string(index=False))
     if not args.bench:
         print(
-            f"wrote {out}; decide with: python -m analysis decide --spectra {out} --m {args.m} --bench BENCH --out {out}"
+            f"wrote {out}; decide with: python -m analysis decide --spectra {out} --m {args.m} "
+            f"--bench BENCH --targeted-out BENCH/targeted-seeds --out {out}"
         )
         return 0
     from .cli import main
 
-    argv = [
-        "decide",
-        "--spectra",
-        str(out),
-        "--m",
-        args.m,
-        "--out",
-        str(out),
-        "--bench",
-        *args.bench,
-    ]
+    # its sweeps go beside the real data's targeted sweep, not into it, so the real-data
+    # decisions still rebuild from the same rows
+    seeds_out = str(Path(args.bench[0]) / "targeted-seeds")
+    argv = ["decide", "--spectra", str(out), "--m", args.m, "--out", str(out)]
+    argv += ["--targeted-out", seeds_out, "--bench", *args.bench]
     if args.quality:
         argv += ["--quality", args.quality]
     buf = io.StringIO()
