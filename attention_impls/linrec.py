@@ -51,6 +51,9 @@ class LinRecState(BaseState):
     # finite means every behaviour's value row enters kv with a non-zero weight (``prepare``
     # then checks V through kv); None for the causal form, which makes no kv
     v_witness: torch.Tensor | None = None
+    # sum of K (0-d), made by the checked calls only (``_prepare_witnessed``): finite proves K
+    # finite; None from ``prepare_unchecked`` and the causal form
+    k_witness: torch.Tensor | None = None
 
 
 @register
@@ -67,10 +70,13 @@ class LinRecAttention(AttentionOperator):
         # real rows (ELU outputs of small inputs have norms ~ |x|)
         check_float(self.name, "eps", self.params["eps"], 0.0, EPS_MAX, lo_open=True)
 
-    def _prepare(self, k, v, key_mask):
+    def _prepare(self, k, v, key_mask, k_sum: bool = False):
         # elu_l2 written out (the same ops as F.normalize) to keep the row norms: they are
         # the witness that lets the small kv prove V finite (``_inputs_proven_by_state``)
         y = F.elu(k.float())
+        # K's finiteness (checked calls): its sum right after the ELU read K, still in cache
+        # (at N = 16384 this cost less than the same sum before the ELU in an A/B)
+        k_witness = k.sum() if k_sum and k.dtype != torch.float16 else None
         norms = torch.linalg.vector_norm(y, dim=-1, keepdim=True)
         denom = norms.clamp_min(self.params["eps"]).expand_as(y)
         # in place on the ELU's fresh output unless autograd records (the norm's backward reads
@@ -88,21 +94,30 @@ class LinRecAttention(AttentionOperator):
             k=k,
             v=v,
             v_witness=witness,
+            k_witness=k_witness,
         )
+
+    def _prepare_witnessed(self, k, v, key_mask):
+        return self._prepare(k, v, key_mask, k_sum=True)
 
     def _inputs_proven_by_state(self, k=None, v=None) -> tuple[str, ...]:
         """V is checked through kv = K^^T V / sqrt(d) when every row of elu(K) is non-zero and
         real (``v_witness`` finite): a NaN or inf in V's row j then meets the non-zero weights
         of K^_j, and a non-zero factor is never skipped (inf x w = inf, NaN x w = NaN, and
         sums of those stay non-finite), so kv is non-finite. Otherwise (a zero or padded key
-        row, the causal form) V gets its own pass. K is always checked: ELU(-inf) = -1 is
-        finite, so no product of K^ reveals a -inf in K."""
-        return ("v",)
+        row, the causal form) V gets its own pass. K: ELU(-inf) = -1 is finite, so no product
+        of K^ reveals a -inf in K; the checked calls sum K right after the ELU instead
+        (``k_witness``, one pass over K where the ELU left it in cache), except in fp16,
+        whose total of 65,504 overflows easily: there K gets the direct check (with its
+        row-sum retry) before prepare."""
+        return ("v",) if getattr(k, "dtype", None) == torch.float16 else ("k", "v")
 
     def _state_tensors(self, state: LinRecState) -> tuple[torch.Tensor, ...]:
         if state.v_witness is None or state.kv is None:
-            return ()  # proves nothing: prepare checks V itself
-        return (state.kv, state.v_witness)
+            return ()  # proves nothing: prepare checks K and V themselves
+        if state.k_witness is None:  # fp16: K was checked directly
+            return (state.kv, state.v_witness)
+        return (state.k_witness, state.kv, state.v_witness)
 
     def _prepare_for_causal(self, k, v, key_mask):
         """forward(causal=True) attends by prefix sums over k and v: no K^T V sum needed."""
