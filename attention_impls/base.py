@@ -17,6 +17,7 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 import torch.nn.functional as F
 
+from . import validate as validation
 from .kernels import resolve_backend, validate_backend
 from .validate import (
     all_finite_fast,
@@ -484,6 +485,12 @@ class AttentionOperator:
     def _state_tensors(self, state: BaseState) -> tuple[torch.Tensor, ...]:
         return ()
 
+    def _output_proven_finite(self, state: BaseState, q: torch.Tensor, causal: bool) -> bool:
+        """True when the checked state bounds every output value (and every intermediate of
+        ``_attend``) below the dtype's range for any finite q: ``forward`` then skips reading
+        the output. Default: False (the output is checked)."""
+        return False
+
     def _prepare_witnessed(
         self, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None
     ) -> BaseState:
@@ -575,8 +582,13 @@ class AttentionOperator:
         passed before (``structure_key``) skips them and runs the rest (values, unsupported
         cases, the free-memory test) in the same order."""
         key = structure_key(q, k, v, key_mask, causal, self.params)
-        cache = self.__dict__.setdefault("_structure_cache", {})
-        hit = cache.get(key) if key is not None else None
+        cache = self.__dict__.get("_structure_cache")
+        if cache is None:
+            cache = self.__dict__["_structure_cache"] = {}
+        try:
+            hit = cache.get(key)
+        except TypeError:  # an unhashable parameter value: no caching
+            key = hit = None
         if hit is None:
             shape = self._check_forward_structure(q, k, v, key_mask, causal)
             estimate = self.memory_model(shape, q.dtype)
@@ -595,9 +607,13 @@ class AttentionOperator:
             if "v" not in proven and not all_finite_fast(v):
                 check_finite("v", v)
         self._raise_if_unsupported(shape, k.dtype, k.device)
-        check_memory(lambda: f"{self.label}.forward", estimate, q.device)
+        if estimate >= validation.MEMORY_CHECK_FLOOR:  # below it check_memory returns at once
+            check_memory(lambda: f"{self.label}.forward", estimate, q.device)
         state = self._prepare_proving(k, v, key_mask, causal, proven)
-        return check_output(lambda: self.label, self._attend(state, q, causal), q)
+        out = self._attend(state, q, causal)
+        if self._output_proven_finite(state, q, causal) or all_finite_fast(out):
+            return out
+        return check_output(lambda: self.label, out, q)
 
     def _check_forward_structure(
         self,
@@ -693,7 +709,7 @@ def structure_key(
 ) -> tuple | None:
     """What ``forward``'s structural checks and memory model depend on (type, shape, dtype,
     device of q, k, v and the mask, causal, the parameters' values), or None for a non-tensor
-    input or an unhashable parameter (never cached)."""
+    input (never cached; neither is a key that does not hash)."""
     if not (
         isinstance(q, torch.Tensor) and isinstance(k, torch.Tensor) and isinstance(v, torch.Tensor)
     ):
@@ -704,17 +720,12 @@ def structure_key(
         mask = (type(key_mask), key_mask.shape, key_mask.dtype, key_mask.device)
     else:
         return None
-    key = (
+    return (
         type(q), q.shape, q.dtype, q.device,
         type(k), k.shape, k.dtype, k.device,
         type(v), v.shape, v.dtype, v.device,
         mask, bool(causal), tuple(params.values()),
     )  # fmt: skip
-    try:
-        hash(key)
-    except TypeError:
-        return None
-    return key
 
 
 def needs_grad(q: torch.Tensor, state: BaseState | None = None) -> bool:

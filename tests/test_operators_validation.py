@@ -113,9 +113,9 @@ def test_forward_checks_q_values_once(name, monkeypatch):
         expected_v = 0 if name in ("lrea", "linrec", "svd_exact") else 1
         assert seen.count(k.data_ptr()) == expected_k
         assert seen.count(v.data_ptr()) == expected_v
-        # q, k, v, output (lrea: q, C, W_decomp V, output; linrec: q, K's sum, K^T V,
-        # witness, output; svd_exact: q, S, output)
-        assert len(seen) == {"linrec": 5, "svd_exact": 3}.get(name, 4), seen
+        # q, k, v, output (lrea: q, C, W_decomp V, output; linrec: q, K's sum, ||K^T V||,
+        # witness, no output: ||K^T V|| bounds it; svd_exact: q, S, output)
+        assert len(seen) == {"svd_exact": 3}.get(name, 4), seen
 
 
 @pytest.mark.parametrize("name", sorted(ALL))
@@ -287,6 +287,27 @@ def test_linrec_k_check_after_the_elu_catches_every_bad_value(dtype, bad, pos, c
     if case != "causal":
         with pytest.raises(ValueError, match=msg):
             op.prepare(k, v, mask)
+
+
+def test_linrec_output_bound_skips_the_check_only_when_it_proves_finite():
+    """||K^T V||_F bounds linrec's output. Finite K^T V whose norm passes half the dtype's
+    range: the output is checked and an overflow is named; a small norm proves it finite.
+    (fp16: K^T V is summed in fp32 and stored in fp16, so it can be finite while the output
+    overflows; in bf16, fp32 and fp64 the fp32/fp64 sum behind K^T V overflows first.)"""
+    dtype = torch.float16
+    q = torch.ones(1, 1, 3, 8, dtype=dtype)
+    k = torch.ones(1, 1, 8, 8, dtype=dtype)
+    # every kv entry is max / 2 (finite), every output sqrt(8) max / 2 (not)
+    v = torch.full((1, 1, 8, 8), torch.finfo(dtype).max / 2, dtype=dtype)
+    op = ai.get("linrec")
+    state = op._prepare_witnessed(k, v, None)
+    assert bool(torch.isfinite(state.kv).all())
+    assert not op._output_proven_finite(state, q, False)
+    with pytest.raises(ValueError, match="output values are not finite"):
+        op.forward(q, k, v)
+    small = op._prepare_witnessed(k, torch.ones_like(v), None)
+    assert op._output_proven_finite(small, q, False)
+    assert not op._output_proven_finite(small, q, True)
 
 
 def test_linrec_finite_keys_whose_sum_overflows_pass():
