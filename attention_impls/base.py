@@ -389,7 +389,14 @@ class AttentionOperator:
         return float(shape.bh * shape.m * shape.value_dim * es)
 
     def _check_extra(self, shape: Shape, dtype: torch.dtype, device: torch.device) -> list[str]:
+        """Reasons this operator cannot run the case. Must depend on nothing but the
+        arguments, ``params`` and ``_unsupported_key()`` (``forward`` caches a pass)."""
         return []
+
+    def _unsupported_key(self) -> Any:
+        """What ``_check_extra`` reads besides its arguments and ``params`` (hashable; LREA:
+        the length of a fitted projection). Default: None."""
+        return None
 
     # -- public API -------------------------------------------------------------------
     @property
@@ -577,11 +584,11 @@ class AttentionOperator:
         the memory model of the whole call (M queries) before any work, the output after.
         The state made here is used at once, so its origin needs no check (``check_state``).
 
-        The structural checks (types, devices, dtypes, shapes, the mask's) and the memory
-        model depend only on those properties and the parameters: a call whose properties
-        passed before (``structure_key``) skips them and runs the rest (values, unsupported
-        cases, the free-memory test) in the same order."""
-        key = structure_key(q, k, v, key_mask, causal, self.params)
+        The structural checks (types, devices, dtypes, shapes, the mask's), the unsupported
+        cases and the memory model depend only on those properties, the parameters and
+        ``_unsupported_key()``: a call whose properties passed before (``structure_key``)
+        skips them and runs the rest (values, the free-memory test) in the same order."""
+        key = structure_key(q, k, v, key_mask, causal, self.params, self._unsupported_key())
         cache = self.__dict__.get("_structure_cache")
         if cache is None:
             cache = self.__dict__["_structure_cache"] = {}
@@ -591,6 +598,7 @@ class AttentionOperator:
             key = hit = None
         if hit is None:
             shape = self._check_forward_structure(q, k, v, key_mask, causal)
+            self._raise_if_unsupported(shape, k.dtype, k.device)
             estimate = self.memory_model(shape, q.dtype)
             if key is not None:
                 if len(cache) >= STRUCTURE_CACHE_SIZE:
@@ -606,7 +614,6 @@ class AttentionOperator:
                 check_finite("k", k)
             if "v" not in proven and not all_finite_fast(v):
                 check_finite("v", v)
-        self._raise_if_unsupported(shape, k.dtype, k.device)
         if estimate >= validation.MEMORY_CHECK_FLOOR:  # below it check_memory returns at once
             check_memory(lambda: f"{self.label}.forward", estimate, q.device)
         state = self._prepare_proving(k, v, key_mask, causal, proven)
@@ -705,11 +712,12 @@ STRUCTURE_CACHE_SIZE = 64  # distinct input structures remembered per operator
 
 
 def structure_key(
-    q: Any, k: Any, v: Any, key_mask: Any, causal: bool, params: dict[str, Any]
+    q: Any, k: Any, v: Any, key_mask: Any, causal: bool, params: dict[str, Any], extra: Any
 ) -> tuple | None:
-    """What ``forward``'s structural checks and memory model depend on (type, shape, dtype,
-    device of q, k, v and the mask, causal, the parameters' values), or None for a non-tensor
-    input (never cached; neither is a key that does not hash)."""
+    """What ``forward``'s structural checks, unsupported cases and memory model depend on
+    (type, shape, dtype, device of q, k, v and the mask, causal, the parameters' values,
+    ``extra``), or None for a non-tensor input (never cached; neither is a key that does not
+    hash)."""
     if not (
         isinstance(q, torch.Tensor) and isinstance(k, torch.Tensor) and isinstance(v, torch.Tensor)
     ):
@@ -724,7 +732,7 @@ def structure_key(
         type(q), q.shape, q.dtype, q.device,
         type(k), k.shape, k.dtype, k.device,
         type(v), v.shape, v.dtype, v.device,
-        mask, bool(causal), tuple(params.values()),
+        mask, bool(causal), tuple(params.values()), extra,
     )  # fmt: skip
 
 

@@ -142,6 +142,9 @@ class LreaAttention(AttentionOperator):
             )
         return reasons
 
+    def _unsupported_key(self):
+        return None if self.w_comp is None else self.w_comp.shape[0]
+
     # -- projection ---------------------------------------------------------------------
     def set_projection(self, w_comp: torch.Tensor, w_decomp: torch.Tensor) -> None:
         """Use given W_comp (N x r) and W_decomp (r x N) instead of the training-free default."""

@@ -388,3 +388,17 @@ def test_svd_exact_finite_inputs_whose_gram_overflows_are_not_called_non_finite(
     with pytest.raises(ValueError) as info:
         op.forward(q, k * 1e20, v)
     assert "contains" not in str(info.value) and "not finite" in str(info.value)
+
+
+def test_lrea_refit_for_another_length_is_caught_after_a_cached_call():
+    """The unsupported cases are cached with the input structure and the fitted projection's
+    length: a refit for another N makes the same input an error again."""
+    q, k, v = _qkv(torch.float32)
+    op = ai.get("lrea", rank=4)
+    op.fit(k)
+    op.forward(q, k, v)
+    op.fit(k[:, :, :40])
+    with pytest.raises(ValueError, match="projection was fitted for N = 40, input has N = 48"):
+        op.forward(q, k, v)
+    op.fit(k)
+    assert torch.isfinite(op.forward(q, k, v)).all()
