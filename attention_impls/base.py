@@ -17,6 +17,7 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 import torch.nn.functional as F
 
+from . import validate as validation
 from .kernels import resolve_backend, validate_backend
 from .validate import (
     all_finite_fast,
@@ -388,7 +389,14 @@ class AttentionOperator:
         return float(shape.bh * shape.m * shape.value_dim * es)
 
     def _check_extra(self, shape: Shape, dtype: torch.dtype, device: torch.device) -> list[str]:
+        """Reasons this operator cannot run the case. Must depend on nothing but the
+        arguments, ``params`` and ``_unsupported_key()`` (``forward`` caches a pass)."""
         return []
+
+    def _unsupported_key(self) -> Any:
+        """What ``_check_extra`` reads besides its arguments and ``params`` (hashable; LREA:
+        the length of a fitted projection). Default: None."""
+        return None
 
     # -- public API -------------------------------------------------------------------
     @property
@@ -484,6 +492,20 @@ class AttentionOperator:
     def _state_tensors(self, state: BaseState) -> tuple[torch.Tensor, ...]:
         return ()
 
+    def _output_proven_finite(self, state: BaseState, q: torch.Tensor, causal: bool) -> bool:
+        """True when the checked state bounds every output value (and every intermediate of
+        ``_attend``) below the dtype's range for any finite q: ``forward`` then skips reading
+        the output. Default: False (the output is checked)."""
+        return False
+
+    def _prepare_witnessed(
+        self, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None
+    ) -> BaseState:
+        """The state the checked calls make: ``_prepare``'s, plus any witness that only the
+        proof of ``_inputs_proven_by_state`` needs (LinRec: K's sum, taken while the ELU has
+        K in cache). Default: ``_prepare``."""
+        return self._prepare(k, v, key_mask)
+
     def prepare(
         self, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None = None
     ) -> BaseState:
@@ -518,10 +540,17 @@ class AttentionOperator:
         state = (
             self._prepare_for_causal(k, v, key_mask)
             if for_causal
-            else self._prepare(k, v, key_mask)
+            else self._prepare_witnessed(k, v, key_mask)
         )
-        witnesses = self._state_tensors(state) if proven else ()
-        if proven and not (witnesses and all(all_finite_fast(t) for t in witnesses)):
+        if not proven:
+            return state
+        witnesses = self._state_tensors(state)
+        ok = bool(witnesses)
+        for t in witnesses:
+            if not all_finite_fast(t):
+                ok = False
+                break
+        if not ok:
             for name, t in (("k", k), ("v", v)):  # find and name the bad input (or pass:
                 if name in proven:  # a finite input can overflow the state; attend says so)
                     check_finite(name, t)
@@ -553,7 +582,57 @@ class AttentionOperator:
         """attend(prepare(k, v, key_mask), q, causal) with the same checks and messages, each
         done once: q's values, k and v, the query against the keys, the unsupported cases and
         the memory model of the whole call (M queries) before any work, the output after.
-        The state made here is used at once, so its origin needs no check (``check_state``)."""
+        The state made here is used at once, so its origin needs no check (``check_state``).
+
+        The structural checks (types, devices, dtypes, shapes, the mask's), the unsupported
+        cases and the memory model depend only on those properties, the parameters and
+        ``_unsupported_key()``: a call whose properties passed before (``structure_key``)
+        skips them and runs the rest (values, the free-memory test) in the same order."""
+        key = structure_key(q, k, v, key_mask, causal, self.params, self._unsupported_key())
+        cache = self.__dict__.get("_structure_cache")
+        if cache is None:
+            cache = self.__dict__["_structure_cache"] = {}
+        try:
+            hit = cache.get(key)
+        except TypeError:  # an unhashable parameter value: no caching
+            key = hit = None
+        if hit is None:
+            shape = self._check_forward_structure(q, k, v, key_mask, causal)
+            self._raise_if_unsupported(shape, k.dtype, k.device)
+            estimate = self.memory_model(shape, q.dtype)
+            if key is not None:
+                if len(cache) >= STRUCTURE_CACHE_SIZE:
+                    cache.clear()
+                cache[key] = (shape, estimate)
+            proven = self._inputs_proven_by_state(k, v)
+        else:
+            shape, estimate = hit
+            if not all_finite_fast(q):
+                check_finite("q", q)
+            proven = self._inputs_proven_by_state(k, v)
+            if "k" not in proven and not all_finite_fast(k):
+                check_finite("k", k)
+            if "v" not in proven and not all_finite_fast(v):
+                check_finite("v", v)
+        if estimate >= validation.MEMORY_CHECK_FLOOR:  # below it check_memory returns at once
+            check_memory(lambda: f"{self.label}.forward", estimate, q.device)
+        state = self._prepare_proving(k, v, key_mask, causal, proven)
+        out = self._attend(state, q, causal)
+        if self._output_proven_finite(state, q, causal) or all_finite_fast(out):
+            return out
+        return check_output(lambda: self.label, out, q)
+
+    def _check_forward_structure(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        key_mask: torch.Tensor | None,
+        causal: bool,
+    ) -> Shape:
+        """Every check of ``forward`` before the unsupported cases, in order (q's structure
+        and values, k and v with the values the state does not prove, the mask, the query
+        against the keys); returns the call's Shape."""
         check_tensor("q", q)
         if q.device != k.device:
             raise ValueError(f"q is on {q.device} but k is on {k.device}")
@@ -562,17 +641,11 @@ class AttentionOperator:
                 f"q and k must agree on [batch, heads]: q {tuple(q.shape)}, k {tuple(k.shape)}"
             )
         proven = self._inputs_proven_by_state(k, v)
-        key_mask = check_kv(k, v, key_mask, finite=tuple(x for x in ("k", "v") if x not in proven))
+        check_kv(k, v, key_mask, finite=tuple(x for x in ("k", "v") if x not in proven))
         check_query_fits(q, k.device, k.dtype, k.shape[3], k.shape[2], causal)
         if causal and not self.supports_causal:
             raise ValueError(f"{self.name} does not support causal self-attention")
-        shape = Shape(
-            k.shape[0], k.shape[1], k.shape[2], q.shape[2], k.shape[3], v.shape[3], causal
-        )
-        self._raise_if_unsupported(shape, k.dtype, k.device)
-        check_memory(lambda: f"{self.label}.forward", self.memory_model(shape, q.dtype), q.device)
-        state = self._prepare_proving(k, v, key_mask, causal, proven)
-        return check_output(lambda: self.label, self._attend(state, q, causal), q)
+        return Shape(k.shape[0], k.shape[1], k.shape[2], q.shape[2], k.shape[3], v.shape[3], causal)
 
     __call__ = forward
 
@@ -613,7 +686,7 @@ class AttentionOperator:
         return check_output(f"{self.label}.implied_weights", out, q, working_dtype=q.dtype)
 
     def _raise_if_unsupported(self, shape: Shape, dtype: torch.dtype, device: torch.device) -> None:
-        reasons = [r for r in self._check_extra(shape, dtype, device)]
+        reasons = self._check_extra(shape, dtype, device)
         if reasons:
             raise ValueError(f"{self.label} cannot run this input: " + "; ".join(reasons))
 
@@ -633,6 +706,34 @@ class AttentionOperator:
             batch=k.shape[0],
             heads=k.shape[1],
         )
+
+
+STRUCTURE_CACHE_SIZE = 64  # distinct input structures remembered per operator
+
+
+def structure_key(
+    q: Any, k: Any, v: Any, key_mask: Any, causal: bool, params: dict[str, Any], extra: Any
+) -> tuple | None:
+    """What ``forward``'s structural checks, unsupported cases and memory model depend on
+    (type, shape, dtype, device of q, k, v and the mask, causal, the parameters' values,
+    ``extra``), or None for a non-tensor input (never cached; neither is a key that does not
+    hash)."""
+    if not (
+        isinstance(q, torch.Tensor) and isinstance(k, torch.Tensor) and isinstance(v, torch.Tensor)
+    ):
+        return None
+    if key_mask is None:
+        mask = None
+    elif isinstance(key_mask, torch.Tensor):
+        mask = (type(key_mask), key_mask.shape, key_mask.dtype, key_mask.device)
+    else:
+        return None
+    return (
+        type(q), q.shape, q.dtype, q.device,
+        type(k), k.shape, k.dtype, k.device,
+        type(v), v.shape, v.dtype, v.device,
+        mask, bool(causal), tuple(params.values()), extra,
+    )  # fmt: skip
 
 
 def needs_grad(q: torch.Tensor, state: BaseState | None = None) -> bool:

@@ -35,6 +35,21 @@ from .registry import register
 from .validate import check_float
 
 EPS_MAX = 1e-3
+_HALF_MAX: dict[torch.dtype, float] = {}
+
+
+def frobenius(t: torch.Tensor) -> torch.Tensor:
+    """||t||_F as a 0-d tensor, accumulated and returned in fp32 for fp16/bf16 (no overflow
+    of the half-precision range by the norm itself), in t's dtype otherwise."""
+    wide = torch.float32 if t.dtype in (torch.float16, torch.bfloat16) else None
+    return torch.linalg.vector_norm(t, dtype=wide)
+
+
+def half_max(dtype: torch.dtype) -> float:
+    """Half the largest finite value of ``dtype`` (cached: this runs in every checked call)."""
+    if dtype not in _HALF_MAX:
+        _HALF_MAX[dtype] = 0.5 * float(torch.finfo(dtype).max)
+    return _HALF_MAX[dtype]
 
 
 def elu_l2(x: torch.Tensor, eps: float) -> torch.Tensor:
@@ -51,6 +66,12 @@ class LinRecState(BaseState):
     # finite means every behaviour's value row enters kv with a non-zero weight (``prepare``
     # then checks V through kv); None for the causal form, which makes no kv
     v_witness: torch.Tensor | None = None
+    # sum of K (0-d), made by the checked calls only (``_prepare_witnessed``): finite proves K
+    # finite; None from ``prepare_unchecked`` and the causal form
+    k_witness: torch.Tensor | None = None
+    # ||kv||_F in fp32 (0-d), made by the checked calls only: finite proves kv finite (what
+    # kv itself proved before) and bounds the output (``_output_proven_finite``)
+    kv_norm: torch.Tensor | None = None
 
 
 @register
@@ -67,10 +88,13 @@ class LinRecAttention(AttentionOperator):
         # real rows (ELU outputs of small inputs have norms ~ |x|)
         check_float(self.name, "eps", self.params["eps"], 0.0, EPS_MAX, lo_open=True)
 
-    def _prepare(self, k, v, key_mask):
+    def _prepare(self, k, v, key_mask, witnesses: bool = False):
         # elu_l2 written out (the same ops as F.normalize) to keep the row norms: they are
         # the witness that lets the small kv prove V finite (``_inputs_proven_by_state``)
         y = F.elu(k.float())
+        # K's finiteness (checked calls): its sum right after the ELU read K, still in cache
+        # (at N = 16384 this cost less than the same sum before the ELU in an A/B)
+        k_witness = k.sum() if witnesses and k.dtype != torch.float16 else None
         norms = torch.linalg.vector_norm(y, dim=-1, keepdim=True)
         denom = norms.clamp_min(self.params["eps"]).expand_as(y)
         # in place on the ELU's fresh output unless autograd records (the norm's backward reads
@@ -82,27 +106,48 @@ class LinRecAttention(AttentionOperator):
             if key_mask is None
             else torch.tensor(float("inf"), device=k.device)
         )
+        kv = kv.to(k.dtype)
         return LinRecState(
             **self._base_state_kwargs(k, v, key_mask),
-            kv=kv.to(k.dtype),
+            kv=kv,
             k=k,
             v=v,
             v_witness=witness,
+            k_witness=k_witness,
+            kv_norm=frobenius(kv) if witnesses else None,
         )
+
+    def _prepare_witnessed(self, k, v, key_mask):
+        return self._prepare(k, v, key_mask, witnesses=True)
+
+    def _output_proven_finite(self, state: LinRecState, q: torch.Tensor, causal: bool) -> bool:
+        """Every output value and partial sum is q^_i . kv[:, j] with ||q^_i|| <= 1 (the rows
+        of q^ are L2-normalised; finite q gives finite q^), so |.| <= ||kv[:, j]|| <=
+        ||kv||_F: below half the dtype's largest finite value (room for rounding) the output
+        is finite and forward skips reading it. Causal form (no kv): not proven."""
+        if causal or state.kv_norm is None:
+            return False
+        return state.kv_norm.item() < half_max(q.dtype)
 
     def _inputs_proven_by_state(self, k=None, v=None) -> tuple[str, ...]:
         """V is checked through kv = K^^T V / sqrt(d) when every row of elu(K) is non-zero and
         real (``v_witness`` finite): a NaN or inf in V's row j then meets the non-zero weights
         of K^_j, and a non-zero factor is never skipped (inf x w = inf, NaN x w = NaN, and
         sums of those stay non-finite), so kv is non-finite. Otherwise (a zero or padded key
-        row, the causal form) V gets its own pass. K is always checked: ELU(-inf) = -1 is
-        finite, so no product of K^ reveals a -inf in K."""
-        return ("v",)
+        row, the causal form) V gets its own pass. K: ELU(-inf) = -1 is finite, so no product
+        of K^ reveals a -inf in K; the checked calls sum K right after the ELU instead
+        (``k_witness``, one pass over K where the ELU left it in cache), except in fp16,
+        whose total of 65,504 overflows easily: there K gets the direct check (with its
+        row-sum retry) before prepare."""
+        return ("v",) if getattr(k, "dtype", None) == torch.float16 else ("k", "v")
 
     def _state_tensors(self, state: LinRecState) -> tuple[torch.Tensor, ...]:
         if state.v_witness is None or state.kv is None:
-            return ()  # proves nothing: prepare checks V itself
-        return (state.kv, state.v_witness)
+            return ()  # proves nothing: prepare checks K and V themselves
+        kv = state.kv if state.kv_norm is None else state.kv_norm
+        if state.k_witness is None:  # fp16: K was checked directly
+            return (kv, state.v_witness)
+        return (state.k_witness, kv, state.v_witness)
 
     def _prepare_for_causal(self, k, v, key_mask):
         """forward(causal=True) attends by prefix sums over k and v: no K^T V sum needed."""

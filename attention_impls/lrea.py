@@ -142,6 +142,9 @@ class LreaAttention(AttentionOperator):
             )
         return reasons
 
+    def _unsupported_key(self):
+        return None if self.w_comp is None else self.w_comp.shape[0]
+
     # -- projection ---------------------------------------------------------------------
     def set_projection(self, w_comp: torch.Tensor, w_decomp: torch.Tensor) -> None:
         """Use given W_comp (N x r) and W_decomp (r x N) instead of the training-free default."""
@@ -161,7 +164,11 @@ class LreaAttention(AttentionOperator):
         self._use_projection(w_comp.float(), w_decomp.float())
 
     def _use_projection(self, w_comp: torch.Tensor, w_decomp: torch.Tensor) -> None:
-        self.w_comp, self.w_decomp = w_comp, w_decomp
+        """Store the projection as normal tensors: one made under ``torch.inference_mode()``
+        (a fit there, an inference-mode caller of ``set_projection``) is cloned out of it, so
+        later calls in any mode can use it (inference tensors track no version counter, which
+        ``_covers_all`` reads, and cannot be saved for backward)."""
+        self.w_comp, self.w_decomp = (normal_tensor(w) for w in (w_comp, w_decomp))
 
     def _covers_all(self) -> bool:
         """Every position has a non-zero weight in some column of W_comp and of W_decomp: then
@@ -205,7 +212,21 @@ class LreaAttention(AttentionOperator):
         from .base import check_kv
 
         mask = check_kv(k, k, key_mask)
-        k = k.detach()  # a fit is a fixed preprocessing step: no gradient to the samples
+        # a fit is a fixed preprocessing step: no gradient to the samples; it runs the same
+        # under inference_mode / no_grad (its Adam steps record their own graph)
+        with torch.inference_mode(False), torch.enable_grad():
+            return self._fit(normal_tensor(k.detach()), mask, nonneg_penalty, steps, lr)
+
+    def _fit(
+        self,
+        k: torch.Tensor,
+        mask: torch.Tensor | None,
+        nonneg_penalty: float,
+        steps: int,
+        lr: float,
+    ) -> dict[str, float]:
+        """``fit`` outside inference mode, with grad on, on normal (non-inference) tensors."""
+        mask = None if mask is None else normal_tensor(mask)
         p = principal_positions(k, mask, self.params["rank"], self.params["seed"])
         w_comp, w_decomp = p.clone(), p.T.clone()
         kz = zero_padded(k.float(), mask)
@@ -241,8 +262,9 @@ class LreaAttention(AttentionOperator):
             return self.w_comp.to(k.device), self.w_decomp.to(k.device)
         key = (k.shape[2], str(k.device))
         if key not in self._default:
-            p = segment_basis(k.shape[2], self.params["rank"], k.device)
-            self._default[key] = (p, p.T.contiguous())
+            with torch.inference_mode(False):  # cached: usable by later calls in any mode
+                p = segment_basis(k.shape[2], self.params["rank"], k.device)
+                self._default[key] = (p, p.T.contiguous())
         return self._default[key]
 
     # -- operator -------------------------------------------------------------------------
@@ -350,6 +372,14 @@ class LreaAttention(AttentionOperator):
         if self.params["form"] == "training":
             extra += es * shape.m * shape.n
         return float(shape.bh * (4 * shape.n * (shape.d + shape.value_dim) + extra))
+
+
+def normal_tensor(t: torch.Tensor) -> torch.Tensor:
+    """``t``, or a clone outside inference mode when ``t`` is an inference tensor."""
+    if not t.is_inference():
+        return t
+    with torch.inference_mode(False):
+        return t.clone()
 
 
 def balance_gamma(c: torch.Tensor, bv: torch.Tensor) -> torch.Tensor:

@@ -478,3 +478,28 @@ def test_lrea_default_basis_is_deterministic_and_cost_has_no_fit():
     before = a.cost_prepare(shape)
     a.fit(k)
     assert a.cost_prepare(shape) == before
+
+
+@pytest.mark.parametrize("steps", [0, 3])
+def test_lrea_fit_in_inference_mode_then_forward(steps):
+    """A projection fitted (or a default basis first made) under torch.inference_mode() is a
+    normal tensor afterwards: forward outside the mode, gradients included, and inside it."""
+    q, k, v = make_qkv(n=40, d=8)
+    op = ai.get("lrea", rank=4)
+    with torch.inference_mode():
+        op.fit(k, steps=steps)
+        ref = op.forward(q, k, v)
+    assert not op.w_comp.is_inference() and not op.w_decomp.is_inference()
+    assert torch.equal(op.forward(q, k, v), ref)
+    with torch.no_grad():
+        op.fit(k, steps=steps)  # the Adam steps record their own graph
+    kk = k.clone().requires_grad_(True)
+    op.forward(q, kk, v).sum().backward()
+    assert kk.grad is not None and torch.isfinite(kk.grad).all()
+    default = ai.get("lrea", rank=4)
+    with torch.inference_mode():
+        first = default.forward(q, k, v)  # makes and caches the segment-mean basis
+    vv = v.clone().requires_grad_(True)
+    out = default.forward(q, k, vv)
+    out.sum().backward()
+    assert torch.equal(out.detach(), first) and vv.grad is not None

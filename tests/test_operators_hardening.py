@@ -280,12 +280,15 @@ def test_item11_attend_checks_the_memory_model(monkeypatch):
     q, k, v = make_qkv(b=1, h=1, n=20, m=3, d=8)
     op = ai.get("lrea", rank=4, form="training")
     state = op.prepare(k, v)
+    op.forward(q, k, v)  # this input's structure and memory model are now remembered
     monkeypatch.setattr(validate, "MEMORY_CHECK_FLOOR", 0)
     monkeypatch.setattr(validate, "free_bytes", lambda device: 10)
     with pytest.raises(InsufficientMemoryError, match="lrea.*attend needs about"):
         op.attend(state, q)
     with pytest.raises(InsufficientMemoryError, match="prepare needs about"):
         op.prepare(k, v)
+    with pytest.raises(InsufficientMemoryError, match="lrea.*forward needs about"):
+        op.forward(q, k, v)
 
 
 @pytest.mark.parametrize("name", sorted(ALL))

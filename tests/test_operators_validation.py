@@ -89,8 +89,9 @@ def test_fast_path_true_means_finite():
 @pytest.mark.parametrize("name", sorted(ALL))
 def test_forward_checks_q_values_once(name, monkeypatch):
     """forward checks q's values once (attend checks only its structure afterwards), k and v
-    once each (lrea: both through its small state instead; linrec: v through K^T V and the
-    witness that every key row weighs it; svd_exact: both through S), and the output once."""
+    once each (lrea: both through its small state instead; linrec: k through its sum taken
+    after the ELU, v through K^T V and the witness that every key row weighs it; svd_exact:
+    both through S), and the output once."""
     seen: list[int] = []
     real = base.all_finite_fast
 
@@ -103,15 +104,53 @@ def test_forward_checks_q_values_once(name, monkeypatch):
 
     monkeypatch.setattr(validate, "all_finite_fast", counting)
     q, k, v = _qkv(torch.float32)
-    ai.get(name, **ALL[name]).forward(q, k, v)
-    assert seen.count(q.data_ptr()) == 1
-    expected_k = 0 if name in ("lrea", "svd_exact") else 1
-    expected_v = 0 if name in ("lrea", "linrec", "svd_exact") else 1
-    assert seen.count(k.data_ptr()) == expected_k
-    assert seen.count(v.data_ptr()) == expected_v
-    # q, k, v, output (lrea: q, C, W_decomp V, output; linrec: q, k, K^T V, witness, output;
-    # svd_exact: q, S, output)
-    assert len(seen) == {"linrec": 5, "svd_exact": 3}.get(name, 4), seen
+    op = ai.get(name, **ALL[name])
+    for _ in range(2):  # the second call finds its structure checked (``structure_key``)
+        seen.clear()
+        op.forward(q, k, v)
+        assert seen.count(q.data_ptr()) == 1
+        expected_k = 0 if name in ("lrea", "svd_exact", "linrec") else 1
+        expected_v = 0 if name in ("lrea", "linrec", "svd_exact") else 1
+        assert seen.count(k.data_ptr()) == expected_k
+        assert seen.count(v.data_ptr()) == expected_v
+        # q, k, v, output (lrea: q, C, W_decomp V, output; linrec: q, K's sum, ||K^T V||,
+        # witness, no output: ||K^T V|| bounds it; svd_exact: q, S, output)
+        assert len(seen) == {"svd_exact": 3}.get(name, 4), seen
+
+
+@pytest.mark.parametrize("name", sorted(ALL))
+def test_forward_with_a_cached_structure_still_checks_everything(name):
+    """After a good call the structure of q, k, v and the mask is remembered: values are
+    still checked (each input named), and any other structure is checked afresh."""
+    op = ai.get(name, **ALL[name])
+    q, k, v = _qkv(torch.float32)
+    mask = torch.ones(2, k.shape[2], dtype=torch.bool)
+    op.forward(q, k, v)
+    op.forward(q, k, v, mask)
+    for tensor in ("q", "k", "v"):
+        for bad in (float("nan"), float("inf"), float("-inf")):
+            t = {"q": q, "k": k, "v": v}[tensor].clone()
+            t[1, 1, -1, -1] = bad
+            args = {"q": q, "k": k, "v": v, tensor: t}
+            kind = "NaN" if bad != bad else "inf"
+            for m in (None, mask):
+                with pytest.raises(ValueError, match=rf"{tensor} contains {kind} \(1 non-finite"):
+                    op.forward(args["q"], args["k"], args["v"], m)
+    wrong = [
+        ((q.double(), k, v, None), "q has dtype"),
+        ((q[:1], k, v, None), "q and k must agree on \\[batch, heads\\]"),
+        ((q, k, v[:, :, :-1], None), "k and v must agree"),
+        ((q[..., :-1], k, v, None), "q has head dim"),
+        ((q, k, v, mask.long()), "key_mask must be a bool tensor"),
+        ((q, k, v, mask[:, :-1]), "key_mask must have shape"),
+        ((q, k, v, [True] * k.shape[2]), "key_mask must be a torch.Tensor"),
+        ((q.tolist(), k, v, None), "q must be a torch.Tensor"),
+        ((q[0], k, v, None), "q must be 4-D"),
+    ]
+    for (qq, kk, vv, m), msg in wrong:
+        with pytest.raises(ValueError, match=msg):
+            op.forward(qq, kk, vv, m)
+    assert torch.isfinite(op.forward(q, k, v)).all()
 
 
 @pytest.mark.parametrize("fitted", ["segment_means", "fitted", "fitted_with_a_dead_position"])
@@ -219,6 +258,67 @@ def test_linrec_v_proof_catches_every_bad_value(dtype, bad, pos, case):
             op.prepare(k, v, mask)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("pos", [0, 23, 47])
+@pytest.mark.parametrize("case", ["plain", "padded_row", "causal", "v_also_bad"])
+def test_linrec_k_check_after_the_elu_catches_every_bad_value(dtype, bad, pos, case):
+    """linrec sums K after the ELU (ELU(-inf) = -1 hides a -inf from everything computed
+    from K^): a bad value anywhere in K, also in a padded row, in the causal form, or with V
+    bad too (k is named first), raises the direct check's message through prepare and
+    forward."""
+    q, k, v = _qkv(dtype)
+    k, v = k.clone(), v.clone()
+    k[0, 1, pos, 5] = bad
+    if case == "v_also_bad":
+        v[1, 0, 3, 3] = float("nan")
+    mask = None
+    if case == "padded_row":
+        mask = torch.ones(2, k.shape[2], dtype=torch.bool)
+        mask[0, pos] = False
+    kind = "NaN" if bad != bad else "inf"
+    msg = rf"k contains {kind} \(1 non-finite values"
+    op = ai.get("linrec")
+    with pytest.raises(ValueError, match=msg):
+        if case == "causal":
+            op.forward(k.clone().nan_to_num_(0.0), k, v, causal=True)
+        else:
+            op.forward(q, k, v, mask)
+    if case != "causal":
+        with pytest.raises(ValueError, match=msg):
+            op.prepare(k, v, mask)
+
+
+def test_linrec_output_bound_skips_the_check_only_when_it_proves_finite():
+    """||K^T V||_F bounds linrec's output. Finite K^T V whose norm passes half the dtype's
+    range: the output is checked and an overflow is named; a small norm proves it finite.
+    (fp16: K^T V is summed in fp32 and stored in fp16, so it can be finite while the output
+    overflows; in bf16, fp32 and fp64 the fp32/fp64 sum behind K^T V overflows first.)"""
+    dtype = torch.float16
+    q = torch.ones(1, 1, 3, 8, dtype=dtype)
+    k = torch.ones(1, 1, 8, 8, dtype=dtype)
+    # every kv entry is max / 2 (finite), every output sqrt(8) max / 2 (not)
+    v = torch.full((1, 1, 8, 8), torch.finfo(dtype).max / 2, dtype=dtype)
+    op = ai.get("linrec")
+    state = op._prepare_witnessed(k, v, None)
+    assert bool(torch.isfinite(state.kv).all())
+    assert not op._output_proven_finite(state, q, False)
+    with pytest.raises(ValueError, match="output values are not finite"):
+        op.forward(q, k, v)
+    small = op._prepare_witnessed(k, torch.ones_like(v), None)
+    assert op._output_proven_finite(small, q, False)
+    assert not op._output_proven_finite(small, q, True)
+
+
+def test_linrec_finite_keys_whose_sum_overflows_pass():
+    """Keys at fp32's largest value (their sum overflows): the exact check of K passes and the
+    output is finite (normalised keys)."""
+    q, k, v = _qkv(torch.float32)
+    k = torch.full_like(k, torch.finfo(torch.float32).max)
+    assert not bool(torch.isfinite(k.sum()))
+    assert bool(torch.isfinite(ai.get("linrec").forward(q, k, v)).all())
+
+
 def test_linrec_v_proof_passes_finite_values_whose_state_overflows():
     """Finite V whose K^T V overflows fp16: the proof fails, the direct check of V passes, and
     the output check names the overflow (no "contains" message)."""
@@ -288,3 +388,17 @@ def test_svd_exact_finite_inputs_whose_gram_overflows_are_not_called_non_finite(
     with pytest.raises(ValueError) as info:
         op.forward(q, k * 1e20, v)
     assert "contains" not in str(info.value) and "not finite" in str(info.value)
+
+
+def test_lrea_refit_for_another_length_is_caught_after_a_cached_call():
+    """The unsupported cases are cached with the input structure and the fitted projection's
+    length: a refit for another N makes the same input an error again."""
+    q, k, v = _qkv(torch.float32)
+    op = ai.get("lrea", rank=4)
+    op.fit(k)
+    op.forward(q, k, v)
+    op.fit(k[:, :, :40])
+    with pytest.raises(ValueError, match="projection was fitted for N = 40, input has N = 48"):
+        op.forward(q, k, v)
+    op.fit(k)
+    assert torch.isfinite(op.forward(q, k, v)).all()
