@@ -12,7 +12,14 @@ from reports import html
 from reports.claims import CONFIRMED, NOT_SHOWN, REFUTED, svd_faster
 from reports.load import DatasetSpectra, ResultSet
 from reports.noise import speedup_interval
-from reports.sections import Section, Table, _decision_view, _pick_decisions
+from reports.sections import (
+    SYNTHETIC_ROUTE,
+    Section,
+    Table,
+    _decision_tables,
+    _decision_view,
+    _pick_decisions,
+)
 
 
 def _dec(device: str, rows: int = 30) -> pd.DataFrame:
@@ -73,6 +80,16 @@ def test_report_uses_its_devices_decisions_or_warns() -> None:
     ds.decision_sets = {"": _dec("cpu (X)")}
     picked, warn = _pick_decisions(ds, {"cuda"})
     assert [k for k, _ in picked] == [""] and "timings from cpu (X)" in warn
+
+
+def test_synthetic_from_real_decisions_are_titled_so() -> None:
+    ds = DatasetSpectra("toy", Path("results/spectra/toy"))
+    s = Section(8, "decisions", "Decisions and claims")
+    _decision_tables(s, ds, "", _dec("cpu (X)", 2))
+    _decision_tables(s, ds, "seeds-regime", _dec("cpu (X)", 2).assign(route=SYNTHETIC_ROUTE))
+    real, synth = (t.title for t in s.tables)
+    assert "(real data;" in real and "synthetic-from-real" not in real
+    assert "synthetic-from-real" in synth and "real data" not in synth
 
 
 def _bench(ratio: float, iqr_rel: float, samples: int) -> pd.DataFrame:
