@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 from typing import Any
 
 from bench.validate import positive_int
@@ -130,7 +131,14 @@ def add_swap_parser(sub: Any) -> None:
     p.add_argument("--quality", required=True, help="folder written by `analysis quality`")
     p.add_argument("--data", default=None, help="the same data the models were trained on")
     p.add_argument(
-        "--ranks", default="1,2,4,8,16,32,64,128", help="comma list of ranks (default up to 128)"
+        "--task",
+        choices=["seqrec", "target"],
+        default="seqrec",
+        help="target: the DIN-style model (dense retrained per row, deterministically; "
+        "ΔAUC / ΔGAUC by rank, analysis/target_swap.py)",
+    )
+    p.add_argument(
+        "--ranks", default=None, help="comma list of ranks (default 1..128; target 2..32)"
     )
     p.add_argument("--seeds", type=_seeds, default=None, help="dense runs to use (default all)")
     p.add_argument("--budget", type=float, default=0.005, help="ΔNDCG budget for the rank line")
@@ -146,12 +154,17 @@ def _swap_cmd(args: Any) -> int:
     from .quality_swap import markdown, rank_for_budget, run_swap
 
     torch.set_num_threads(args.threads)
+    default = "2,4,8,16,32" if args.task == "target" else "1,2,4,8,16,32,64,128"
     try:
-        ranks = tuple(int(r) for r in args.ranks.split(",") if r.strip())
+        ranks = tuple(int(r) for r in (args.ranks or default).split(",") if r.strip())
     except ValueError:
         raise SystemExit(f"--ranks: {args.ranks!r} is not a comma list of ints") from None
+    if not ranks or min(ranks) < 1:
+        raise SystemExit(f"--ranks: {args.ranks!r} needs ranks >= 1")
     path, fmt, name = resolve(args.data)
     data = load(path, fmt, False, name, None, None, None, None)
+    if args.task == "target":
+        return _target_swap(args, data, ranks)
     df = run_swap(args.quality, data, ranks, args.seeds)
     print(f"{len(df)} rows in {args.quality}/swap.csv")
     for seed, t in df.groupby("seed"):
@@ -161,4 +174,23 @@ def _swap_cmd(args: Any) -> int:
             f"-{args.budget:g}: {r if r is not None else 'none of those tried'}"
         )
         print(markdown(t))
+    return 0
+
+
+def _target_swap(args: Any, data: Any, ranks: tuple[int, ...]) -> int:
+    import pandas as pd
+
+    from bench.store import _atomic_write
+
+    from .target_swap import run_target_swap
+
+    df = run_target_swap(args.quality, data, ranks, args.seeds)
+    out = Path(args.quality) / "swap.csv"
+    if out.is_file():  # keep the other seeds' rows (one call per seed resumes a cut run)
+        old = pd.read_csv(out)
+        keep = ~old.set_index(["preset", "seed"]).index.isin(df.set_index(["preset", "seed"]).index)
+        df = pd.concat([old[keep], df], ignore_index=True).sort_values(["preset", "seed"])
+    _atomic_write(out, lambda tmp: df.to_csv(tmp, index=False, float_format="%.6g"))
+    print(f"{len(df)} rows in {out}")
+    print(df.to_string(index=False, float_format=lambda x: f"{x:.4f}"))
     return 0

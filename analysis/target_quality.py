@@ -148,6 +148,21 @@ def _pop_metrics(split: Any, es: EvalSet) -> dict[str, float]:
     }
 
 
+def prepare_run(data: Any, p: TargetPreset) -> tuple[list, Any, EvalSet, EvalSet, int, bool]:
+    """(sequences, split, validation set, test set, longest history, recency on) of a preset:
+    the same for every method and seed of a run, and for the swap that re-evaluates it."""
+    seqs, held = list(data.sequences), data.held_out
+    if p.max_users is not None:
+        seqs = seqs[: p.max_users]
+        held = None if held is None else held[: p.max_users]
+    split = make_split(seqs, held, data.n_items, data.time_ordered)
+    rng = np.random.default_rng(EVAL_SEED)  # the same candidates for every method and seed
+    val = eval_set(split, "val", p.neg_eval, p.hist_cap, p.neg, rng)
+    test = eval_set(split, "test", p.neg_eval, p.hist_cap, p.neg, rng)
+    max_hist = max(max(len(h) for h in test.hists), max(len(h) for h in val.hists))
+    return seqs, split, val, test, max_hist, p.recency and data.time_ordered
+
+
 def run_target_quality(
     data: Any,
     methods: list[tuple[str, dict[str, Any]]],
@@ -163,16 +178,7 @@ def run_target_quality(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     log = out / LOG_NAME
-    seqs, held = list(data.sequences), data.held_out
-    if p.max_users is not None:
-        seqs = seqs[: p.max_users]
-        held = None if held is None else held[: p.max_users]
-    split = make_split(seqs, held, data.n_items, data.time_ordered)
-    rng = np.random.default_rng(EVAL_SEED)  # the same candidates for every method and seed
-    val = eval_set(split, "val", p.neg_eval, p.hist_cap, p.neg, rng)
-    test = eval_set(split, "test", p.neg_eval, p.hist_cap, p.neg, rng)
-    max_hist = max(max(len(h) for h in test.hists), max(len(h) for h in val.hists))
-    recency = p.recency and data.time_ordered
+    seqs, split, val, test, max_hist, recency = prepare_run(data, p)
     done = {r["case_id"] for r in read_rows(log) if r.get("status") in ("ok", "unsupported")}
     cases = [(m, q, s) for s in seeds for m, q in methods]  # seed-major: a cut run keeps seeds
     bar = tqdm(cases, desc="target", disable=not progress)
@@ -235,10 +241,11 @@ def write_tables(out: str | Path) -> pd.DataFrame:
     return df
 
 
-def _train_eval(
-    factory: Any, split: Any, val: EvalSet, test: EvalSet, p: TargetPreset, seed: int,
-    recency: bool, max_hist: int, method: str, full: dict[str, Any], n_items: int, bar: Any,
-) -> dict[str, Any]:  # fmt: skip
+def fit_model(
+    factory: Any, split: Any, val: EvalSet, p: TargetPreset, seed: int, recency: bool,
+    max_hist: int, method: str, full: dict[str, Any], n_items: int, bar: Any = None,
+) -> tuple[TargetModel, TrainConfig, dict[str, Any]]:  # fmt: skip
+    """Train one (method, seed) of a preset; deterministic on CPU (the swap retrains dense)."""
     cfg = TrainConfig(
         **{k: v for k, v in asdict(p).items() if k in TrainConfig.__dataclass_fields__ and k != "recency"},
         recency=recency, seed=seed,
@@ -253,7 +260,16 @@ def _train_eval(
             bar.set_postfix(method=method, seed=seed, epoch=epoch, loss=f"{loss:.4f}",
                             val_auc=f"{val_auc:.4f}")  # fmt: skip
 
-    res = train(model, split, val, cfg, report)
+    return model, cfg, train(model, split, val, cfg, report)
+
+
+def _train_eval(
+    factory: Any, split: Any, val: EvalSet, test: EvalSet, p: TargetPreset, seed: int,
+    recency: bool, max_hist: int, method: str, full: dict[str, Any], n_items: int, bar: Any,
+) -> dict[str, Any]:  # fmt: skip
+    model, cfg, res = fit_model(
+        factory, split, val, p, seed, recency, max_hist, method, full, n_items, bar
+    )
     t = time.perf_counter()
     res |= evaluate(model, test.hists, test.pos, test.negs, cfg)
     res["eval_s"] = time.perf_counter() - t

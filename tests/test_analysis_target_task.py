@@ -152,3 +152,34 @@ def test_resume_skips_finished_rows_and_survives_a_cut_write(tmp_path: Path) -> 
     assert again[:3] == lines[:3] and len(again) == 4
     assert json.loads(again[3])["case_id"] == json.loads(lines[3])["case_id"]
     assert len(pd.read_csv(out / "results.csv")) == 4
+
+
+@needs_ml1m
+def test_target_swap_reproduces_dense_and_full_rank_equals_it(tmp_path: Path) -> None:
+    from analysis.target_metrics import gauc
+    from analysis.target_swap import user_aucs
+
+    out = tmp_path / "t"
+    assert main(_argv(out, "dense")) == 0
+    # rank 32 = 2 d (d = 16 in smoke): the factorisation is exact, so the swap equals dense
+    argv = ["swap", "--task", "target", "--quality", str(out), "--data", str(SHARED / "ml-1m"),
+            "--ranks", "1,32"]  # fmt: skip
+    assert main(argv) == 0
+    sw = pd.read_csv(out / "swap.csv")
+    row = pd.read_csv(out / "results.csv").iloc[0]
+    dense = sw[sw["rank"].isna()].iloc[0]
+    # the retrained model is the row's (checked to 1e-9 inside; the CSVs keep 6-7 digits)
+    assert dense["auc"] == pytest.approx(row["auc"], abs=1e-6)
+    full = sw[sw["rank"] == 32].iloc[0]
+    assert abs(full["d_auc"]) < 1e-6 and abs(full["d_gauc"]) < 1e-6
+    low = sw[sw["rank"] == 1].iloc[0]
+    assert low["d_gauc_lo"] <= low["d_gauc"] <= low["d_gauc_hi"] and low["d_auc"] != 0
+    # GAUC with equal candidates per user is the mean per-user AUC
+    s = np.array([[0.9, 0.1, 0.95, 0.9], [0.2, 0.1, 0.3, 0.0]])
+    labels = np.zeros(s.shape, dtype=bool)
+    labels[:, 0] = True
+    users = np.repeat(np.arange(2), 4)
+    assert user_aucs(s).mean() == pytest.approx(gauc(labels.ravel(), s.ravel(), users))
+    bad = tmp_path / "none"
+    bad.mkdir()
+    assert main([*argv[:4], str(bad), *argv[5:]]) == 2
