@@ -78,60 +78,33 @@ class Preset:
     patience: int | None = None  # stop after this many epochs without a better validation
 
 
+_CPU_ML1M = Preset(
+    dim=64,
+    max_len=200,
+    blocks=2,
+    epochs=30,
+    batch_size=64,
+    lr=2e-3,
+    dropout=0.2,
+    max_users=None,
+    patience=4,
+)
+
 PRESETS: dict[str, Preset] = {
     # seconds: a few hundred users, a tiny model, 2 epochs (the test runs it)
     "smoke": Preset(
         dim=16, max_len=20, blocks=1, epochs=2, batch_size=32, lr=2e-3, dropout=0.2, max_users=150
     ),
     # the committed CPU run (results/quality/): sized to finish on a loaded 2-vCPU VM
-    "cpu": Preset(
-        dim=64,
-        max_len=100,
-        blocks=2,
-        epochs=30,
-        batch_size=64,
-        lr=2e-3,
-        dropout=0.2,
-        max_users=None,
-    ),
+    "cpu": replace(_CPU_ML1M, max_len=100, patience=None),
     # ML-1M at the anchor's length (200) on a 2-core CPU: the committed ml-1m runs
-    "cpu-ml1m": Preset(
-        dim=64,
-        max_len=200,
-        blocks=2,
-        epochs=30,
-        batch_size=64,
-        lr=2e-3,
-        dropout=0.2,
-        max_users=None,
-        patience=4,
-    ),
+    "cpu-ml1m": _CPU_ML1M,
     # cpu-ml1m trained to convergence (dense was still improving at epoch 30): resumable per
     # epoch, so a run cut off by a session's end continues where it stopped
-    "cpu-ml1m-long": Preset(
-        dim=64,
-        max_len=200,
-        blocks=2,
-        epochs=120,
-        batch_size=64,
-        lr=2e-3,
-        dropout=0.2,
-        max_users=None,
-        patience=10,
-    ),
+    "cpu-ml1m-long": replace(_CPU_ML1M, epochs=120, patience=10),
     # cpu-ml1m-long with gSASRec's SASRec dropout (0.5, its config_ml1m_sasrec.py): at 0.2
-    # the dense model peaked at epoch 20-26 and stopped there
-    "cpu-ml1m-drop5": Preset(
-        dim=64,
-        max_len=200,
-        blocks=2,
-        epochs=120,
-        batch_size=64,
-        lr=2e-3,
-        dropout=0.5,
-        max_users=None,
-        patience=10,
-    ),
+    # the dense model peaked at epoch 24-31 and stopped there
+    "cpu-ml1m-drop5": replace(_CPU_ML1M, epochs=120, patience=10, dropout=0.5),
     # a GPU budget near the anchors' (d = 128, long training, early stopping)
     "paper": Preset(
         dim=128,
