@@ -875,7 +875,7 @@ def _decision_tables(s: Section, ds, key: str, dec: pd.DataFrame) -> None:
     synthetic = "route" in dec.columns and dec["route"].astype(str).eq(SYNTHETIC_ROUTE).all()
     what = (
         "synthetic-from-real: N = 1k..64k with the dataset's fitted spectrum and score scale, "
-        "`analysis seeds-regime`"
+        "from analysis seeds-regime"
         if synthetic
         else "real data"
     )
