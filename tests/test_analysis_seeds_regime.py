@@ -117,3 +117,42 @@ def test_cli_writes_tables_and_refuses_bad_lists(spectra, capsys):
     with pytest.raises(SystemExit):
         main(["seeds-regime", "--spectra", str(spectra), "--n", "64,x"])
     assert "comma list of ints" in capsys.readouterr().err
+
+
+def test_missing_rank_is_benched_once_resumed_then_decided(spectra, tmp_path):
+    """decide lists the case it lacks (svd_exact at the rank the users need), the targeted
+    bench measures it once, a second run resumes without measuring, and decide then times it."""
+    from bench.cli import main as bench_main
+    from conftest import tiny_sweep
+
+    kl = synthetic_kl(spectra, ns=(64,), users=2, ranks=(1, 2, 4, 8, 16), d=8, scale=4.0)
+    kl.to_csv(spectra / "kl_by_rank.csv", index=False)
+    bench = tmp_path / "bench"
+    sweep = tiny_sweep(tmp_path, methods=["dense"], n=(64,), m=4, fidelity=False)
+    assert bench_main(["run", "--config", str(sweep), "--out", str(bench), "--no-cascade",
+                       "--yes", "--no-progress"]) == 0  # fmt: skip
+    out, targeted = tmp_path / "dec", tmp_path / "targeted"
+    dec = ["decide", "--spectra", str(spectra), "--m", "4", "--budgets", "1e-2",
+           "--bench", str(bench), "--targeted-out", str(targeted), "--out", str(out)]  # fmt: skip
+    assert main(dec) == 0
+    toml = out / "missing_cases.toml"
+    cand = pd.read_csv(out / "candidates.csv")
+    need = cand[cand["method"] == "svd_exact"]
+    assert need["speedup"].isna().all()  # not timed: no svd_exact row in the bench table
+    rank = int(need["rank"].iloc[0])
+    assert f"rank = [{rank}]" in toml.read_text()
+    with toml.open("a") as f:  # fast timing for the test; the cases are decide's
+        f.write("[timing]\nmin_calls = 2\nmax_calls = 3\nmin_time_s = 0.0\nwarmup_max = 1\n")
+    run = ["run", "--config", str(toml), "--out", str(targeted), "--no-cascade", "--yes",
+           "--no-progress"]  # fmt: skip
+    assert bench_main(run) == 0
+    rows = pd.read_csv(targeted / "results.csv")
+    assert ((rows["method"] == "svd_exact") & (rows["status"] == "ok")).any()
+    assert bench_main(run) == 0  # resumes: nothing measured twice
+    assert len(pd.read_csv(targeted / "results.csv")) == len(rows)
+    assert (
+        main([*dec[:-2], "--bench", str(bench), str(targeted), "--out", str(tmp_path / "d2")]) == 0
+    )
+    again = pd.read_csv(tmp_path / "d2" / "candidates.csv")
+    again = again[again["method"] == "svd_exact"]
+    assert (again["rank"] == rank).all() and again["speedup"].notna().all()
