@@ -154,16 +154,18 @@ def cmd_seeds_regime(args: argparse.Namespace) -> int:
     if not args.bench:
         print(
             f"wrote {out}; decide with: python -m analysis decide --spectra {out} --m {args.m} "
-            f"--bench BENCH --targeted-out BENCH/targeted-seeds --out {out}"
+            f"--bench BENCH BENCH-seeds-regime --targeted-out BENCH-seeds-regime --out {out}"
         )
         return 0
     from .cli import main
 
-    # its sweeps go beside the real data's targeted sweep, not into it, so the real-data
-    # decisions still rebuild from the same rows
-    seeds_out = str(Path(args.bench[0]) / "targeted-seeds")
+    # its sweep is a folder beside the bench table, not inside it (decide reads every
+    # results.csv under a --bench folder), so the real-data decisions keep their rows
+    first = Path(args.bench[0])
+    seeds_out = str(first.with_name(first.name + "-seeds-regime"))
     argv = ["decide", "--spectra", str(out), "--m", args.m, "--out", str(out)]
-    argv += ["--targeted-out", seeds_out, "--bench", *args.bench]
+    benches = [*args.bench] + ([seeds_out] if Path(seeds_out).is_dir() else [])
+    argv += ["--targeted-out", seeds_out, "--bench", *dict.fromkeys(benches)]
     if args.quality:
         argv += ["--quality", args.quality]
     buf = io.StringIO()
