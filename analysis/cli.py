@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import re
 import sys
 import time
@@ -23,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.cliargs import parse, split_list
+from bench.cliargs import parse, positive_floats, split_list
 from bench.logs import setup_cli_logging
 from bench.validate import Rule, arg_type, nonneg_int, positive_float, positive_int
 
@@ -491,20 +490,10 @@ def _run_kl(
     return {"users": int(need["user"].nunique()), "seconds": round(dt, 1)}
 
 
-def _temperatures(value: str) -> list[float]:
-    try:
-        ts = [float(x) for x in value.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a comma list of numbers") from None
-    if not ts or any(not (t > 0 and math.isfinite(t)) for t in ts):
-        raise argparse.ArgumentTypeError(f"{value!r}: temperatures must be finite and > 0")
-    return ts
-
-
 def _add_temperatures(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--temperatures",
-        type=_temperatures,
+        type=positive_floats,
         default=[0.25, 0.5, 1.0, 2.0],
         help="query temperatures t (q -> t q) for kl_by_temperature.csv; the decision uses t = 1 "
         "(default 0.25,0.5,1,2; '1' skips the table)",

@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 from typing import Any
 
+from bench.cliargs import int_list
 from bench.validate import positive_int
 
 DEFAULT_METHODS = "dense,linrec,performer,mean_pool,pop"
 
 
-def _seeds(value: str) -> list[int]:
-    try:
-        seeds = [int(s) for s in value.split(",") if s.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"--seeds: {value!r} is not a comma list of ints"
-        ) from None
-    if not seeds or any(s < 0 for s in seeds):
-        raise argparse.ArgumentTypeError(f"--seeds: {value!r} needs non-negative ints")
-    return seeds
+_seeds = int_list("--seeds", 0, "non-negative ints")
 
 
 def _device(name: str) -> str:

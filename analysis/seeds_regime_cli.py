@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.cliargs import split_list
+from bench.cliargs import int_list, positive_floats
 from bench.validate import nonneg_int, positive_int
 
 from .seeds_regime import (
@@ -28,31 +28,6 @@ from .seeds_regime import (
 )
 
 
-def _ints(flag: str):
-    def parse(value: str) -> str:
-        try:
-            vals = [int(x) for x in value.split(",") if x.strip()]
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"{flag}: {value!r} is not a comma list of ints"
-            ) from None
-        if not vals or min(vals) < 2:
-            raise argparse.ArgumentTypeError(f"{flag}: {value!r} needs ints >= 2")
-        return value
-
-    return parse
-
-
-def _floats(value: str) -> str:
-    try:
-        vals = [float(x) for x in value.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--temperatures: {value!r} is not a comma list") from None
-    if not vals or min(vals) <= 0:
-        raise argparse.ArgumentTypeError(f"--temperatures: {value!r} needs numbers > 0")
-    return value
-
-
 def add_seeds_regime_parser(sub: Any) -> None:
     p = sub.add_parser(
         "seeds-regime",
@@ -64,12 +39,15 @@ def add_seeds_regime_parser(sub: Any) -> None:
     )
     p.add_argument("--out", default=None, help="output folder (default SPECTRA/seeds-regime)")
     p.add_argument(
-        "--n", type=_ints("--n"), default=",".join(map(str, SEEDS_N)), help="lengths N (comma list)"
+        "--n",
+        type=int_list("--n", 2, "ints >= 2"),
+        default=list(SEEDS_N),
+        help="lengths N (comma list)",
     )
     p.add_argument(
         "--m",
-        type=_ints("--m"),
-        default=",".join(map(str, SEEDS_M)),
+        type=int_list("--m", 2, "ints >= 2"),
+        default=list(SEEDS_M),
         help="candidates M for decide",
     )
     p.add_argument(
@@ -78,8 +56,8 @@ def add_seeds_regime_parser(sub: Any) -> None:
     p.add_argument("--queries", type=positive_int, default=64, help="queries per user (default 64)")
     p.add_argument(
         "--temperatures",
-        type=_floats,
-        default=",".join(f"{t:g}" for t in TEMPERATURES),
+        type=positive_floats,
+        default=list(TEMPERATURES),
         help="multiples of the calibrated score scale for kl_by_temperature.csv",
     )
     p.add_argument("--bench", nargs="+", default=None, help="bench table(s): also decide")
@@ -97,8 +75,9 @@ def cmd_seeds_regime(args: argparse.Namespace) -> int:
     spectra = Path(args.spectra)
     out = Path(args.out) if args.out else spectra / "seeds-regime"
     writable_dir(out)
-    ns = tuple(split_list(args.n, int))
-    temps = sorted(set(split_list(args.temperatures, float)) | {1.0})
+    ns = tuple(args.n)
+    m = ",".join(map(str, args.m))
+    temps = sorted(set(args.temperatures) | {1.0})
     path, desc = read_profile(spectra)
     route = str(desc.get("route", "sasrec"))
     t0 = time.perf_counter()
@@ -153,7 +132,7 @@ def cmd_seeds_regime(args: argparse.Namespace) -> int:
     print(summ.to_string(index=False))
     if not args.bench:
         print(
-            f"wrote {out}; decide with: python -m analysis decide --spectra {out} --m {args.m} "
+            f"wrote {out}; decide with: python -m analysis decide --spectra {out} --m {m} "
             f"--bench BENCH BENCH-seeds-regime --targeted-out BENCH-seeds-regime --out {out}"
         )
         return 0
@@ -163,7 +142,7 @@ def cmd_seeds_regime(args: argparse.Namespace) -> int:
     # results.csv under a --bench folder), so the real-data decisions keep their rows
     first = Path(args.bench[0])
     seeds_out = str(first.with_name(first.name + "-seeds-regime"))
-    argv = ["decide", "--spectra", str(out), "--m", args.m, "--out", str(out)]
+    argv = ["decide", "--spectra", str(out), "--m", m, "--out", str(out)]
     benches = [*args.bench] + ([seeds_out] if Path(seeds_out).is_dir() else [])
     argv += ["--targeted-out", seeds_out, "--bench", *dict.fromkeys(benches)]
     if args.quality:

@@ -69,9 +69,12 @@ def run_target_swap(
     if dense.empty:
         raise ValueError(f"{path}: no trained dense target row for {data.name}")
     rows: list[dict[str, Any]] = []
+    runs: dict[str, tuple] = {}  # one split and evaluation set per preset, shared by its seeds
     for _, r in dense.iterrows():
         p = PRESETS[str(r["preset"])]
-        _, split, val, test, max_hist, recency = prepare_run(data, p)
+        if r["preset"] not in runs:
+            runs[r["preset"]] = prepare_run(data, p)
+        _, split, val, test, max_hist, recency = runs[r["preset"]]
         factory, full, _ = layer_for("dense", {}, max_hist, p.neg_eval + 1, p.dim)
         model, cfg, _ = fit_model(
             factory, split, val, p, int(r["seed"]), recency, max_hist, "dense", full, data.n_items

@@ -5,11 +5,14 @@
   says nothing about the subcommand).
 - :func:`split_list`: one list syntax everywhere: ``--methods dense svd_exact``,
   ``--methods dense,svd_exact`` and mixtures all mean the same.
+- :func:`int_list` / :func:`positive_floats`: argparse types for one comma list of numbers
+  (seeds, lengths, temperatures) with the flag and the bound named in the error.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -41,3 +44,31 @@ def split_list(
     if isinstance(values, str):
         values = [values]
     return [cast(x.strip()) for v in values for x in str(v).split(",") if x.strip()]
+
+
+def int_list(flag: str, minimum: int, need: str) -> Callable[[str], list[int]]:
+    """``"0,1,2"`` -> [0, 1, 2]; every value >= ``minimum`` (``need`` says so in the error)."""
+
+    def parse_ints(value: str) -> list[int]:
+        try:
+            vals = [int(x) for x in value.split(",") if x.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{flag}: {value!r} is not a comma list of ints"
+            ) from None
+        if not vals or min(vals) < minimum:
+            raise argparse.ArgumentTypeError(f"{flag}: {value!r} needs {need}")
+        return vals
+
+    return parse_ints
+
+
+def positive_floats(value: str) -> list[float]:
+    """``"0.5,1,2"`` -> [0.5, 1.0, 2.0]; every value finite and > 0 (query temperatures)."""
+    try:
+        ts = [float(x) for x in value.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a comma list of numbers") from None
+    if not ts or any(not (t > 0 and math.isfinite(t)) for t in ts):
+        raise argparse.ArgumentTypeError(f"{value!r}: temperatures must be finite and > 0")
+    return ts
