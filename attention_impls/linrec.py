@@ -57,6 +57,14 @@ def elu_l2(x: torch.Tensor, eps: float) -> torch.Tensor:
     return F.normalize(F.elu(x.float()), p=2.0, dim=-1, eps=eps)
 
 
+def row_divide(y: torch.Tensor, norms: torch.Tensor, eps: float, grad: bool) -> torch.Tensor:
+    """y / max(norms, eps): ``elu_l2``'s division (F.normalize's, without its Python ``norm``
+    wrapper), in place on the ELU's fresh output unless autograd records (the norm's backward
+    reads y): one temporary fewer. The clamp of the fresh norms is in place either way."""
+    denom = norms.clamp_min(eps) if grad else norms.clamp_min_(eps)
+    return y / denom if grad else y.div_(denom)
+
+
 @dataclass
 class LinRecState(BaseState):
     kv: torch.Tensor = None  # type: ignore[assignment]  [B,H,d,dv] = K^^T V / sqrt(d)
@@ -91,22 +99,24 @@ class LinRecAttention(AttentionOperator):
     def _prepare(self, k, v, key_mask, witnesses: bool = False):
         # elu_l2 written out (the same ops as F.normalize) to keep the row norms: they are
         # the witness that lets the small kv prove V finite (``_inputs_proven_by_state``)
+        grad = needs_grad(k)
         y = F.elu(k.float())
         # K's finiteness (checked calls): its sum right after the ELU read K, still in cache
         # (at N = 16384 this cost less than the same sum before the ELU in an A/B)
         k_witness = k.sum() if witnesses and k.dtype != torch.float16 else None
         norms = torch.linalg.vector_norm(y, dim=-1, keepdim=True)
-        denom = norms.clamp_min(self.params["eps"]).expand_as(y)
-        # in place on the ELU's fresh output unless autograd records (the norm's backward reads
-        # y): one N x d temporary fewer
-        kn = zero_padded(y / denom if needs_grad(k) else y.div_(denom), key_mask)
-        kv = torch.matmul(kn.transpose(-1, -2), v.float()) * inv_sqrt(k.shape[-1])
-        witness = (
-            norms.amin().reciprocal()
-            if key_mask is None
-            else torch.tensor(float("inf"), device=k.device)
-        )
-        kv = kv.to(k.dtype)
+        witness = None
+        if witnesses:  # read by ``_prepare_proving`` only; before the clamp below, which may
+            # run in place: a zero row's norm must give an infinite witness
+            witness = (
+                norms.amin().reciprocal()
+                if key_mask is None
+                else torch.tensor(float("inf"), device=k.device)
+            )
+        kn = zero_padded(row_divide(y, norms, self.params["eps"], grad), key_mask)
+        kv = torch.matmul(kn.transpose(-1, -2), v.float()).mul_(inv_sqrt(k.shape[-1]))
+        if kv.dtype != k.dtype:
+            kv = kv.to(k.dtype)
         return LinRecState(
             **self._base_state_kwargs(k, v, key_mask),
             kv=kv,
@@ -162,7 +172,11 @@ class LinRecAttention(AttentionOperator):
             from .kernels.row_mlp import linrec_attend
 
             return linrec_attend(q, state.kv, state.empty_users, self.params["eps"])
-        qn = elu_l2(q, self.params["eps"]).to(q.dtype)
+        y = F.elu(q.float())
+        norms = torch.linalg.vector_norm(y, dim=-1, keepdim=True)
+        qn = row_divide(y, norms, self.params["eps"], needs_grad(q))
+        if qn.dtype != q.dtype:
+            qn = qn.to(q.dtype)
         return zero_empty_users(torch.matmul(qn, state.kv), state.empty_users)
 
     def _implied_weights_chunk(self, state: LinRecState, q, row_offset, causal):

@@ -172,6 +172,13 @@ def _parser() -> argparse.ArgumentParser:
         "in cache), instead of after whatever ran before it in the round",
     )
     pe.add_argument(
+        "--malloc",
+        choices=("tuned", "default"),
+        default="tuned",
+        help="tuned (default): raise glibc's mmap/trim thresholds first, as the harness's CPU "
+        "runs do (both sides alike); default: leave malloc as the process started",
+    )
+    pe.add_argument(
         "--note",
         default="",
         metavar="TEXT",
@@ -202,6 +209,7 @@ def cmd_peers(a: argparse.Namespace) -> int:
             seed=a.seed,
             warm_each=a.warm,
             note=a.note,
+            malloc=a.malloc,
         )
     print(to_markdown(rows), end="")
     md, csv = write_table(rows, a.out)

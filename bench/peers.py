@@ -11,7 +11,10 @@ Pairs (ours vs peer):
 - ``svd_exact`` prepare (default solver) vs a plain fp32 Gram + eigh + U = X W / S.
 
 Peers that are not installed are rows with status ``skipped`` and the reason. Timing: each
-round runs every callable once, in a rotated order, on one torch thread (thread CPU time only
+round runs every callable once, pairs in a rotated order and inside each pair ours first in
+half the rounds and the peer first in the other half (``interleaved_thread_times``; the
+earlier fixed order ran every peer right after ours, on the inputs ours had just read), on one
+torch thread (thread CPU time only
 counts the calling thread); the ratio is the geometric mean of the per-round ratios ours/peer
 with a 95 % t-interval on their logs (scipy). Outputs: max |ours - peer| and that over max |peer|.
 """
@@ -56,6 +59,7 @@ COLUMNS = [
     "machine",
     "torch",
     "timing",
+    "malloc_tuning",
 ]
 
 
@@ -97,26 +101,34 @@ def machine_name() -> str:
 def interleaved_thread_times(
     fns: dict[str, Callable[[], object]], rounds: int, warmup: int = 1, warm_each: bool = False
 ) -> dict[str, list[float]]:
-    """Thread CPU seconds of each callable per round; round i starts at callable i mod k, so
-    no callable always runs first (after another's cache or allocator state).
+    """Thread CPU seconds of each callable per round, in an order that favours no callable.
 
-    The order within a round is fixed, so each pair's ``ours`` mostly runs right after the
-    previous pair's peer (other inputs in cache) and its peer right after ``ours`` (the same
-    inputs in cache). ``warm_each``: every timed call follows an untimed call of the same
-    callable, so each is timed with its own inputs in cache, whatever ran before."""
-    names = list(fns)
+    Callables named ``group:side`` (``linrec:ours``, ``linrec:peer``) form a group; a name
+    without ``:`` is its own group. Round i runs the groups from group i mod G on, and inside
+    group g the sides from side (i + g) mod S on: with two sides each runs first (after
+    another group's inputs were in cache) in half the rounds and second (right after the
+    other side read the same inputs) in the other half. ``warm_each``: every timed call
+    follows an untimed call of the same callable, so each is timed with its own inputs in
+    cache, whatever ran before."""
+    groups: dict[str, list[str]] = {}
+    for name in fns:
+        groups.setdefault(name.split(":", 1)[0], []).append(name)
+    members = list(groups.values())
     for _ in range(warmup):
-        for name in names:
+        for name in fns:
             fns[name]()
-    out: dict[str, list[float]] = {name: [] for name in names}
+    out: dict[str, list[float]] = {name: [] for name in fns}
     for i in range(rounds):
-        for j in range(len(names)):
-            name = names[(i + j) % len(names)]
-            if warm_each:
+        for j in range(len(members)):
+            g = (i + j) % len(members)
+            group = members[g]
+            for s in range(len(group)):
+                name = group[(i + g + s) % len(group)]
+                if warm_each:
+                    fns[name]()
+                t0 = time.thread_time()
                 fns[name]()
-            t0 = time.thread_time()
-            fns[name]()
-            out[name].append(time.thread_time() - t0)
+                out[name].append(time.thread_time() - t0)
     return out
 
 
@@ -356,9 +368,13 @@ def run_peers(
     seed: int = 0,
     warm_each: bool = False,
     note: str = "",
+    malloc: str = "tuned",
 ) -> list[dict]:
     """Build the pairs, time every runnable callable in one interleaved run, return table rows
-    (``warm_each``: see ``interleaved_thread_times``)."""
+    (``warm_each``: see ``interleaved_thread_times``; ``malloc``: ``tuned`` tunes glibc malloc
+    first, as the harness's CPU runs do, for both sides alike; ``default`` leaves it as the
+    process started)."""
+    tuning = malloc_state(malloc)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -390,7 +406,8 @@ def run_peers(
                     seed=seed,
                     machine=machine,
                     torch=torch.__version__,
-                    timing="warm" if warm_each else "rotated",
+                    timing="warm" if warm_each else "alternated",
+                    malloc_tuning=tuning,
                 )
                 if p.status == "ok":
                     to, tp = times[f"{p.name}:ours"], times[f"{p.name}:peer"]
@@ -414,6 +431,26 @@ def run_peers(
         torch.set_num_threads(threads)
 
 
+MALLOC_CHOICES = ("tuned", "default")
+
+
+def malloc_state(malloc: str) -> str:
+    """Apply ``malloc`` (``tuned``: glibc's mmap/trim thresholds raised, as the harness does on
+    CPU; ``default``: untouched) and say what the process runs with. glibc has no reset, so a
+    process tuned earlier says so whatever is asked."""
+    from attention_impls.allocator import malloc_tuning, tune_glibc_malloc
+
+    if malloc not in MALLOC_CHOICES:
+        raise ValueError(f"malloc must be one of {MALLOC_CHOICES}, got {malloc!r}")
+    done = malloc_tuning()
+    if done is not None:
+        return f"on: {done.describe()}"
+    if malloc == "default":
+        return "off: glibc defaults"
+    t = tune_glibc_malloc()
+    return ("on: " if t.applied else "off: ") + t.describe()
+
+
 def _median(xs: list[float]) -> float:
     s = sorted(xs)
     k = len(s)
@@ -421,6 +458,8 @@ def _median(xs: list[float]) -> float:
 
 
 TIMING_WORDS = {
+    "alternated": "pairs in rotated order, and within each pair ours first in half the rounds "
+    "and the peer first in the other half",
     "rotated": "rotated order: each pair's ours runs after the previous pair's peer, its peer "
     "after ours",
     "warm": "--warm: each timed call right after an untimed call of itself",
@@ -434,9 +473,10 @@ def to_markdown(rows: list[dict]) -> str:
         "# Side by side with public implementations (`python -m bench peers`)",
         "",
         f"Machine: {head.get('machine')}; torch {head.get('torch')}; one torch thread; thread CPU time, "
-        f"{head.get('rounds')} interleaved rounds ({TIMING_WORDS.get(head.get('timing'), 'rotated order')}); "
+        f"{head.get('rounds')} interleaved rounds ({TIMING_WORDS.get(head.get('timing'), str(head.get('timing')))}); "
         f"synthetic fp32 inputs (seed {head.get('seed')}), "
         f"N = {', '.join(map(str, ns))}, M = {head.get('m')}, d = dv = {head.get('d')}, B x H = {head.get('bh')}. "
+        f"malloc tuning {head.get('malloc_tuning')}. "
         "Ratio = geometric mean of per-round ours/peer, 95 % t-interval. Rel diff = max |ours - peer| / "
         "max |peer|.",
         "",

@@ -1,6 +1,6 @@
 """CPU probes of issue 11: validation cost and allocator churn (thread CPU time).
 
-``python -m bench.probe_overhead checked [--n 4096 16384] [--rounds 11]``
+``python -m bench.probe_overhead checked [--n 4096 16384] [--rounds 11] [--malloc tuned|default]``
     checked (``prepare`` / ``attend`` / ``forward``) against unchecked
     (``prepare_unchecked`` / ``attend_unchecked``) calls of every operator, in interleaved
     rounds (the order alternates), one thread; prints the median ratio checked / unchecked
@@ -213,6 +213,12 @@ def main(argv: list[str] | None = None) -> None:
     c.add_argument("--n", type=int, nargs="+", default=[4096, 16384])
     c.add_argument("--rounds", type=int, default=11)
     c.add_argument("--methods", nargs="+", default=list(METHODS))
+    c.add_argument(
+        "--malloc",
+        choices=("tuned", "default"),
+        default="tuned",
+        help="tuned (default): glibc malloc tuned first, as the harness's CPU runs; default: not",
+    )
     a = sub.add_parser("allocator")
     a.add_argument("--rounds", type=int, default=5)
     a.add_argument("--n", type=int, default=16384)
@@ -224,6 +230,9 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     if args.cmd == "checked":
+        from .peers import malloc_state
+
+        print(f"# malloc tuning {malloc_state(args.malloc)}", flush=True)
         checked(args.n, args.rounds, args.methods)
     elif args.cmd == "allocator":
         allocator(args.rounds, args.n, args.calls)

@@ -14,6 +14,7 @@ from bench.peers import (
     COLUMNS,
     interleaved_thread_times,
     linrec_core,
+    malloc_state,
     plain_gram_eigh,
     ratio_interval,
 )
@@ -35,6 +36,8 @@ def test_bench_peers_tiny(tmp_path, capsys):
             "32",
             "--rounds",
             "3",
+            "--malloc",
+            "default",
             "--out",
             str(tmp_path),
         ]
@@ -42,6 +45,9 @@ def test_bench_peers_tiny(tmp_path, capsys):
     assert rc == 0
     t = pd.read_csv(tmp_path / "peers.csv")
     assert list(t.columns) == COLUMNS
+    # the allocator the run had is recorded (glibc has no reset: a process tuned by an
+    # earlier test says "on")
+    assert t["malloc_tuning"].str.match(r"^(on|off): ").all()
     assert set(t["pair"]) >= {
         "performer",
         "causal_linear",
@@ -71,6 +77,11 @@ def test_bench_peers_tiny(tmp_path, capsys):
     md = (tmp_path / "peers.md").read_text()
     assert "thread CPU time" in md and "| svd_prepare |" in md
     assert "wrote" in capsys.readouterr().out
+
+
+def test_malloc_choice_is_checked():
+    with pytest.raises(ValueError, match="malloc must be one of"):
+        malloc_state("fast")
 
 
 def test_ratio_interval_brackets_the_geometric_mean():
@@ -114,6 +125,21 @@ def test_warm_timing_runs_each_callable_just_before_its_timed_call():
     calls.clear()
     interleaved_thread_times(fns, rounds=2, warmup=0)
     assert calls == ["a", "b", "c", "b", "c", "a"]
+
+
+def test_default_order_puts_each_side_of_a_pair_first_in_half_the_rounds():
+    """Pairs ``x:ours`` / ``x:peer``: the pairs rotate, and inside a pair ours and the peer
+    alternate in going first (neither always runs on the inputs the other just read)."""
+    calls: list[str] = []
+    names = ["p:ours", "p:peer", "q:ours", "q:peer"]
+    fns = {name: (lambda name=name: calls.append(name)) for name in names}
+    times = interleaved_thread_times(fns, rounds=4, warmup=0)
+    assert all(len(t) == 4 for t in times.values())
+    rounds = [calls[i : i + 4] for i in range(0, 16, 4)]
+    for group in ("p", "q"):
+        first = [next(c for c in r if c.startswith(group + ":")) for r in rounds]
+        assert first.count(f"{group}:ours") == 2 and first.count(f"{group}:peer") == 2
+    assert [r[0][0] for r in rounds] == ["p", "q", "p", "q"]  # the pairs rotate too
 
 
 def test_bench_peers_warm_flag_is_recorded(tmp_path):
