@@ -23,7 +23,13 @@ import torch
 import attention_impls as ai
 from attention_impls.decompose import gram_svd_blocks, truncated_svd
 
-from .peers import interleaved_thread_times, machine_name, plain_gram_eigh, ratio_interval
+from .peers import (
+    interleaved_thread_times,
+    machine_name,
+    malloc_state,
+    plain_gram_eigh,
+    ratio_interval,
+)
 
 SOLVERS = ("gram", "gram_fp64", "svd", "lowrank")
 PEER = "plain_fp32_gram"
@@ -134,7 +140,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="results/cpu", help="writes DIR/svd_solvers.md and .csv")
+    p.add_argument(
+        "--malloc",
+        choices=("tuned", "default"),
+        default="tuned",
+        help="tuned (default): glibc malloc tuned first, as the harness's CPU runs; default: not",
+    )
     a = p.parse_args(argv)
+    tuning = malloc_state(a.malloc)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -150,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     t = pd.DataFrame(rows)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    md = to_markdown(t, machine_name())
+    md = to_markdown(t, f"{machine_name()}; malloc tuning {tuning}")
     (out / "svd_solvers.md").write_text(md)
     t.to_csv(out / "svd_solvers.csv", index=False)
     print(md, end="")
