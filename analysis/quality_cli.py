@@ -133,6 +133,13 @@ def add_swap_parser(sub: Any) -> None:
     )
     p.add_argument("--seeds", type=_seeds, default=None, help="dense runs to use (default all)")
     p.add_argument("--budget", type=float, default=0.005, help="ΔNDCG budget for the rank line")
+    p.add_argument(
+        "--kl-users",
+        type=int,
+        default=300,
+        help="target: test users (sampled across history lengths) whose KL by rank on the "
+        "trained model's own Q, K, V goes to QUALITY/kl_by_rank.csv (default 300; 0 = none)",
+    )
     p.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads (default 1)")
     p.set_defaults(func=_swap_cmd)
 
@@ -169,19 +176,36 @@ def _swap_cmd(args: Any) -> int:
 
 
 def _target_swap(args: Any, data: Any, ranks: tuple[int, ...]) -> int:
+    from .closing_loop import rank_needed
+    from .target_swap import run_target_closing_loop
+
+    if args.kl_users < 0:
+        raise SystemExit(f"--kl-users: {args.kl_users} must be >= 0")
+    df, kl = run_target_closing_loop(args.quality, data, ranks, args.seeds, kl_users=args.kl_users)
+    out = _merge_by_model(Path(args.quality) / "swap.csv", df)
+    print(f"{len(out)} rows in {args.quality}/swap.csv")
+    print(df.to_string(index=False, float_format=lambda x: f"{x:.4f}"))
+    if not kl.empty:
+        kl_all = _merge_by_model(Path(args.quality) / "kl_by_rank.csv", kl)
+        print(f"{len(kl_all)} rows in {args.quality}/kl_by_rank.csv")
+        need = rank_needed(kl)
+        need["preset"] = need["user"].str.split("/").str[0]
+        cols = [c for c in need.columns if c.startswith("r_kl_")]
+        print("rank needed for a KL budget (median over users and seeds; NaN: above the ranks tried)")
+        print(need.groupby(["preset", "n_bin"])[cols].median().to_string())
+    return 0
+
+
+def _merge_by_model(out: Path, df: Any) -> Any:
+    """Write ``df`` to ``out`` atomically, keeping the rows of the other (preset, seed) models
+    already there (one call per seed resumes a cut run); returns the merged table."""
     import pandas as pd
 
     from bench.store import _atomic_write
 
-    from .target_swap import run_target_swap
-
-    df = run_target_swap(args.quality, data, ranks, args.seeds)
-    out = Path(args.quality) / "swap.csv"
-    if out.is_file():  # keep the other seeds' rows (one call per seed resumes a cut run)
+    if out.is_file():
         old = pd.read_csv(out)
         keep = ~old.set_index(["preset", "seed"]).index.isin(df.set_index(["preset", "seed"]).index)
         df = pd.concat([old[keep], df], ignore_index=True).sort_values(["preset", "seed"])
     _atomic_write(out, lambda tmp: df.to_csv(tmp, index=False, float_format="%.6g"))
-    print(f"{len(df)} rows in {out}")
-    print(df.to_string(index=False, float_format=lambda x: f"{x:.4f}"))
-    return 0
+    return df

@@ -18,6 +18,8 @@ import pandas as pd
 
 from attention_impls import AttentionLayer
 
+from .target_kl import RANKS as KL_RANKS
+from .target_kl import target_kl_by_rank
 from .target_metrics import auc, ranked_hit_ndcg
 from .target_quality import PRESETS, fit_model, layer_for, prepare_run
 from .target_task import K, score_users
@@ -53,6 +55,20 @@ def run_target_swap(
     boot_seed: int = 0,
 ) -> pd.DataFrame:
     """One row per dense target row x rank (plus the dense row itself, rank None)."""
+    return run_target_closing_loop(quality, data, ranks, seeds, boot_seed, kl_users=0)[0]
+
+
+def run_target_closing_loop(
+    quality: str | Path,
+    data: Any,
+    ranks: tuple[int, ...] = RANKS,
+    seeds: list[int] | None = None,
+    boot_seed: int = 0,
+    kl_users: int = 300,
+    kl_ranks: tuple[int, ...] = KL_RANKS,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(the swap table of ``run_target_swap``, ``kl_by_rank.csv`` rows of up to ``kl_users``
+    test users per dense row on that retrained model's own Q, K, V: ``target_kl``)."""
     path = Path(quality) / "results.csv"
     if not path.is_file():
         raise ValueError(f"{path}: no target-task table; run `analysis quality --task target`")
@@ -69,6 +85,7 @@ def run_target_swap(
     if dense.empty:
         raise ValueError(f"{path}: no trained dense target row for {data.name}")
     rows: list[dict[str, Any]] = []
+    kl: list[pd.DataFrame] = []
     runs: dict[str, tuple] = {}  # one split and evaluation set per preset, shared by its seeds
     for _, r in dense.iterrows():
         p = PRESETS[str(r["preset"])]
@@ -89,6 +106,8 @@ def run_target_swap(
             )
         ids = {"dataset": data.name, "preset": r["preset"], "seed": int(r["seed"])}
         rows.append({**ids, "rank": None, **m0, "d_auc": 0.0, "d_gauc": 0.0})
+        if kl_users > 0:
+            kl.append(target_kl_by_rank(model, test.hists, cands, ids, kl_ranks, kl_users))
         u0 = user_aucs(base)
         rng = np.random.default_rng([boot_seed, int(r["seed"])])
         draws = rng.integers(0, len(u0), size=(BOOT, len(u0)))
@@ -111,4 +130,4 @@ def run_target_swap(
                     f"d_ndcg@{K}": m[f"ndcg@{K}"] - m0[f"ndcg@{K}"],
                 }
             )
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows), (pd.concat(kl, ignore_index=True) if kl else pd.DataFrame())

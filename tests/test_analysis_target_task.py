@@ -163,8 +163,17 @@ def test_target_swap_reproduces_dense_and_full_rank_equals_it(tmp_path: Path) ->
     assert main(_argv(out, "dense")) == 0
     # rank 32 = 2 d (d = 16 in smoke): the factorisation is exact, so the swap equals dense
     argv = ["swap", "--task", "target", "--quality", str(out), "--data", str(SHARED / "ml-1m"),
-            "--ranks", "1,32"]  # fmt: skip
+            "--ranks", "1,32", "--kl-users", "40"]  # fmt: skip
     assert main(argv) == 0
+    # KL by rank on the retrained model's own Q, K, V: sampled users, 0 at the exact rank 2 d
+    kl = pd.read_csv(out / "kl_by_rank.csv")
+    assert set(kl["route"]) == {"din-target"} and kl["user"].nunique() == 40
+    assert kl["user"].str.startswith("smoke/0/").all()
+    exact = kl[kl["rank_used"] >= np.minimum(kl["n"], 2 * kl["d"])]
+    assert len(exact) and (exact["kl_mean"] < 1e-5).all()
+    one = kl[kl["rank"] == 1]
+    assert (one["kl_mean"] > exact["kl_mean"].max()).mean() > 0.5
+    assert kl.groupby("user")["m"].first().eq(21).all()  # 1 positive + 20 negatives (smoke)
     sw = pd.read_csv(out / "swap.csv")
     row = pd.read_csv(out / "results.csv").iloc[0]
     dense = sw[sw["rank"].isna()].iloc[0]
@@ -183,3 +192,32 @@ def test_target_swap_reproduces_dense_and_full_rank_equals_it(tmp_path: Path) ->
     bad = tmp_path / "none"
     bad.mkdir()
     assert main([*argv[:4], str(bad), *argv[5:]]) == 2
+
+
+def test_user_qkv_is_what_the_models_attention_receives() -> None:
+    """Q = W_q E[candidates]; V = W_v E[history]; K = W_k E[history] + the recency embedding
+    (bucket 0 for the latest item); padded slots dropped."""
+    import torch
+
+    from analysis.target_kl import user_qkv
+    from analysis.target_task import TargetModel, TrainConfig
+
+    from attention_impls import AttentionLayer
+
+    cfg = TrainConfig(
+        dim=8, hidden=16, epochs=1, batch_size=8, batch_tokens=100, lr=1e-3, dropout=0.0,
+        targets_per_user=1, train_neg=1, neg="uniform", hist_cap=None, recency=True, seed=0,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = TargetModel(30, cfg, AttentionLayer("dense"))
+    with torch.no_grad():
+        model.rec.weight.normal_()
+    hist, cands = np.array([3, 7, 9, 2]), np.array([5, 11, 1])
+    q, k, v = user_qkv(model, hist, cands)
+    with torch.no_grad():
+        e, h = model.emb(torch.from_numpy(cands)), model.emb(torch.from_numpy(hist))
+        torch.testing.assert_close(q, model.w_q(e))
+        torch.testing.assert_close(v, model.w_v(h))
+        assert k.shape == (4, 8)
+        torch.testing.assert_close(k[-1], model.w_k(h)[-1] + model.rec.weight[0])
+    assert isinstance(model.attn, AttentionLayer)  # the capture is removed again
