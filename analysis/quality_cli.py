@@ -191,7 +191,9 @@ def _target_swap(args: Any, data: Any, ranks: tuple[int, ...]) -> int:
         need = rank_needed(kl)
         need["preset"] = need["user"].str.split("/").str[0]
         cols = [c for c in need.columns if c.startswith("r_kl_")]
-        print("rank needed for a KL budget (median over users and seeds; NaN: above the ranks tried)")
+        print(
+            "rank needed for a KL budget (median over users and seeds; NaN: above the ranks tried)"
+        )
         print(need.groupby(["preset", "n_bin"])[cols].median().to_string())
     return 0
 

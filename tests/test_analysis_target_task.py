@@ -201,7 +201,6 @@ def test_user_qkv_is_what_the_models_attention_receives() -> None:
 
     from analysis.target_kl import user_qkv
     from analysis.target_task import TargetModel, TrainConfig
-
     from attention_impls import AttentionLayer
 
     cfg = TrainConfig(
