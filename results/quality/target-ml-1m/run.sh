@@ -5,11 +5,18 @@
 set -u
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 OUT=results/quality/target-ml-1m
-D=/work/shared/data/ml-1m
+D="${DATA:-../shared/data/ml-1m}"  # from the repository root, ../shared beside it
 q() { python -m analysis quality --task target --data "$D" --out "$OUT" --quiet --threads 1 "$@"; }
 date -u +"start %FT%TZ"
 q --preset cpu --methods dense,mean_pool,pop --seeds 0,1,2
 q --preset cpu-pop --methods dense,mean_pool,pop --seeds 0,1,2
 q --preset cpu --methods linrec,svd_exact,performer,lrea,svd_tokens --seeds 0,1,2
+# second ranks / feature counts (2026-12-06, third session)
+q --preset cpu --methods performer:features=64,svd_exact:rank=8,svd_tokens:rank=32,lrea:rank=32 --seeds 0,1,2
+# svd_exact swapped into each retrained dense model, and KL by rank on its own Q, K, V
+for s in 0 1 2; do
+  python -m analysis swap --task target --quality "$OUT" --data "$D" --seeds "$s" --kl-users 300
+done
+# not run yet
 q --preset cpu-pop-norec --methods dense,mean_pool --seeds 0,1,2
 date -u +"end %FT%TZ"
