@@ -575,6 +575,8 @@ def cmd_decide(args: argparse.Namespace) -> int:
         "quantile": args.quantile,
         "requests": opts.requests,
         "run_sigma": opts.time.run_sigma,
+        # per bench run: the drift sigma used, max(--run-sigma, the drift its rows show)
+        "drift_sigma": v.sigma if v else None,
         "missing_cases": len(missing),
         "date": time.strftime("%Y-%m-%d", time.gmtime()),
     }
@@ -863,7 +865,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--run-sigma",
         type=arg_type(Rule("float", 0, 1)),
         default=0.05,
-        help="log-normal sigma of run-to-run timing drift per bench row (default 0.05; 0 = off)",
+        help="log-normal sigma of run-to-run timing drift per bench row (default 0.05; a run "
+        "whose repeated prepares drift more gets its own, larger sigma; 0 = off)",
     )
     dp.add_argument(
         "--targeted-out",

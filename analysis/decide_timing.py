@@ -4,8 +4,10 @@ The harness stores each phase's median, IQR and sample count per row, not the sa
 cost's interval is the parametric bootstrap of ``bench.compare`` (each row's samples redrawn
 from the log-normal with the recorded median and IQR, the median taken), times one extra
 log-normal factor per row with sigma ``run_sigma`` for the drift between cases of one run
-(load on a shared machine; 0 switches it off). Costs built from several phases (prepare +
-attend, a cascade's stages) add the draws, so their intervals stay consistent.
+(load on a shared machine; 0 switches it off), or the drift the run itself shows when that is
+larger (``drift_sigma``: the same prepare timed in the rows of several M, which it does not
+depend on). Costs built from several phases (prepare + attend, a cascade's stages) add the
+draws, so their intervals stay consistent.
 
 Rows are matched exactly: same method, N, M, d, dtype, batch, heads, setting ``target`` and,
 for ranked methods, the rank. Nothing is interpolated or borrowed from another N or rank.
@@ -51,6 +53,8 @@ class BenchView:
     # per bench run (``source``): "process_cpu" when the harness said its wall times are
     # unusable (a loaded machine; bench.summary.rank_by), else "wall"
     timing: dict[str, str] = field(default_factory=dict)
+    # per bench run: the drift sigma its rows get, max(opts.run_sigma, drift_sigma(run))
+    sigma: dict[str, float] = field(default_factory=dict)
     _factors: dict[int, np.ndarray] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ row selection
@@ -102,12 +106,13 @@ class BenchView:
         so a row's interval does not move when other cases are drawn before it."""
         return np.random.default_rng([self.opts.seed, idx, zlib.crc32(what.encode())])
 
-    def _factor(self, idx: int) -> np.ndarray:
+    def _factor(self, idx: int, source: str) -> np.ndarray:
         if idx not in self._factors:
             o = self.opts
+            sigma = self.sigma.get(source, o.run_sigma)
             self._factors[idx] = (
-                np.exp(self._row_rng(idx, "run").normal(0.0, o.run_sigma, o.resamples))
-                if o.run_sigma > 0
+                np.exp(self._row_rng(idx, "run").normal(0.0, sigma, o.resamples))
+                if sigma > 0
                 else np.ones(o.resamples)
             )
         return self._factors[idx]
@@ -138,7 +143,7 @@ class BenchView:
                 else np.zeros(self.opts.resamples)
             )
             pts.append(float(med))
-            per.append(b * self._factor(int(idx)))
+            per.append(b * self._factor(int(idx), str(row.get("source"))))
         if not pts:
             return None
         return float(np.median(pts)), np.median(np.vstack(per), axis=0)
@@ -192,10 +197,43 @@ def view(bench: pd.DataFrame, device: str | None = None, opts: TimeOpts = TimeOp
     if "device_name" in b.columns and b["device_name"].notna().any():
         name = str(Counter(b["device_name"].dropna().astype(str)).most_common(1)[0][0])
     timing = {str(src): _timing_of(g) for src, g in b.groupby("source")}
+    sigma = {
+        str(src): max(opts.run_sigma, drift_sigma(g, timing[str(src)]))
+        if opts.run_sigma > 0
+        else 0.0
+        for src, g in b.groupby("source")
+    }
     label = f"{device} ({name})" if name and name != device else str(device)
     if "process_cpu" in timing.values():
         label += " [process CPU time: loaded run]"  # the harness found its wall times unusable
-    return BenchView(b.reset_index(drop=True), str(device), label, fixed, opts, timing)
+    return BenchView(b.reset_index(drop=True), str(device), label, fixed, opts, timing, sigma)
+
+
+DRIFT_KEY = ("method", "label", "params", "n", "d", "dv", "dtype", "batch", "heads", "family")
+DRIFT_FLOOR_MS = (
+    0.5  # below this, timer and dispatch jitter (each row's own IQR) dominate, not drift
+)
+
+
+def drift_sigma(rows: pd.DataFrame, timing: str = "wall") -> float:
+    """The drift between rows of one bench run, as the run itself shows it: ``prepare`` does
+    not depend on M, so rows that differ only in M time the same call; the pooled standard
+    deviation of their log medians (0 when no case was timed at two M). On the 2-vCPU dev VM
+    the same prepare took 1.90-2.64 ms in three rows of one quiet run: far more than
+    ``TimeOpts.run_sigma`` assumes. It includes each row's own sampling noise, which the
+    bootstrap counts too (small next to it: many samples per row)."""
+    col = "prepare_process_cpu_ms_median" if timing == "process_cpu" else "prepare_ms_median"
+    if col not in rows.columns:
+        return 0.0
+    x = rows[pd.to_numeric(rows[col], errors="coerce") >= DRIFT_FLOOR_MS]
+    key = [c for c in DRIFT_KEY if c in x.columns]
+    ss, dof = 0.0, 0
+    for _, g in x.groupby(key, dropna=False):
+        if len(g) > 1:
+            lg = np.log(g[col].to_numpy(float))
+            ss += float(((lg - lg.mean()) ** 2).sum())
+            dof += len(g) - 1
+    return math.sqrt(ss / dof) if dof else 0.0
 
 
 def _timing_of(rows: pd.DataFrame) -> str:
