@@ -59,8 +59,8 @@ def elu_l2(x: torch.Tensor, eps: float) -> torch.Tensor:
 
 def row_divide(y: torch.Tensor, norms: torch.Tensor, eps: float, grad: bool) -> torch.Tensor:
     """y / max(norms, eps): ``elu_l2``'s division (F.normalize's, without its Python ``norm``
-    wrapper), in place on the ELU's fresh output unless autograd records (the norm's backward
-    reads y): one temporary fewer. The clamp of the fresh norms is in place either way."""
+    wrapper), in place on the ELU's fresh output and its fresh norms unless autograd records
+    (the norm's backward reads y and the norms): one N x d temporary fewer."""
     denom = norms.clamp_min(eps) if grad else norms.clamp_min_(eps)
     return y / denom if grad else y.div_(denom)
 
