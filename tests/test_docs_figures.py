@@ -37,8 +37,8 @@ def test_analysis_md_prestored_figures(ds: str) -> None:
     assert r["method"] == "svd_exact" and r["rank"] == 16 and r["crossover_r"] == 2
     assert (
         f"{r['speedup']:.2f}x" == "2.24x"
-        and 1.96 <= round(r["speedup_lo"], 2)
-        and round(r["speedup_hi"], 2) <= 2.57
+        and 1.67 <= round(r["speedup_lo"], 2)
+        and round(r["speedup_hi"], 2) <= 3.02
     )
     assert round(r["state_bytes_per_user_head"] / 1024) == 72
     assert "2.24x faster than dense" in _text() and "paying off from R = 2 requests" in _text()
@@ -59,7 +59,7 @@ def test_analysis_md_cascade_figure(ds: str) -> None:
     r = _candidate(ds, 0.01, "cascade", "svd_exact")
     assert r["rank"] == 16 and r["speedup_lo"] < 1 < r["speedup_hi"]
     quoted = f"{r['speedup']:.2f}x [{r['speedup_lo']:.2f}, {r['speedup_hi']:.2f}]"
-    assert quoted == "1.00x [0.88, 1.12]" and quoted in _text()
+    assert quoted == "1.00x [0.77, 1.30]" and quoted in _text()
 
 
 def _candidate(ds: str, budget: float, scen: str, method: str, m: str | None = None) -> pd.Series:
@@ -84,7 +84,7 @@ def test_analysis_md_rank40_figures(ds: str) -> None:
     r = _candidate(ds, 0.001, "pre-stored", "svd_exact", "1024")
     assert r["rank"] == 40 and r["crossover_r"] == 21 and r["speedup_lo"] < 1
     quoted = f"{r['speedup']:.2f}x [{r['speedup_lo']:.2f}, {r['speedup_hi']:.2f}]"
-    assert quoted == "1.05x [0.91, 1.20]" and quoted in _text()
+    assert quoted == "1.05x [0.69, 1.60]" and quoted in _text()
 
 
 def test_analysis_md_lrea_figure() -> None:
