@@ -17,6 +17,7 @@ q --preset cpu --methods performer:features=64,svd_exact:rank=8,svd_tokens:rank=
 for s in 0 1 2; do
   python -m analysis swap --task target --quality "$OUT" --data "$D" --seeds "$s" --kl-users 300
 done
-# not run yet
+q --preset cpu-pop --methods svd_exact,performer,linrec,svd_tokens,lrea --seeds 0,1,2
 q --preset cpu-pop-norec --methods dense,mean_pool --seeds 0,1,2
+q --preset cpu-pop --methods svd_exact:rank=8,performer:features=64 --seeds 0,1,2
 date -u +"end %FT%TZ"
