@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import html as html_mod
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -65,7 +66,19 @@ def table_html(t: Table, titles: dict[str, str]) -> str:
         .set_td_classes(classes)
         .set_table_attributes('class="data"')
     )
-    return sty.to_html()
+    return compact_table_html(sty.to_html())
+
+
+# pandas' per-cell classes ("data row3 col7", "col_heading level0 col7") that no style or
+# script reads: the report's CSS addresses table.data, its th and td, and td.wrap only
+_CELL_CLASSES = re.compile(r' class="(?:data row\d+ col\d+|col_heading level0 col\d+)( wrap)?"')
+
+
+def compact_table_html(html: str) -> str:
+    """A Styler table without its unused per-cell classes and indentation (same markup
+    otherwise): they were a third of a large report's tables."""
+    html = _CELL_CLASSES.sub(lambda m: ' class="wrap"' if m.group(1) else "", html)
+    return "\n".join(line.strip() for line in html.splitlines())
 
 
 def render(sections: list[Section], title: str, subtitle: str, dpi: int = 96) -> str:

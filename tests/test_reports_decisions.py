@@ -152,3 +152,16 @@ def test_speedup_interval_brackets_the_ratio() -> None:
         run_sigma=0.0,
     )
     assert lo < 1.2 < hi and lo > 1.1
+
+
+def test_tables_carry_no_unused_cell_classes_and_keep_wrap() -> None:
+    """pandas' per-cell classes (read by no style) are dropped; td.wrap, which the CSS reads,
+    stays on the long cells; every cell and row is still there."""
+    long = "a label long enough to wrap, with commas"
+    df = pd.DataFrame({"n": [1, 2], "note": [long, "short"]})
+    out = html.render([Section(1, "s", "S", tables=[Table("tbl-x", "X", df)])], "t", "sub")
+    block = out[out.index('id="tbl-x"') :]
+    block = block[: block.index("</table>")]
+    assert "row0" not in block and "col_heading" not in block and "level0" not in block
+    assert block.count('<td class="wrap"') == 2 and block.count("<td") == 4
+    assert block.count("<tr") == 3 and "with commas" in block
