@@ -196,13 +196,12 @@ def view(bench: pd.DataFrame, device: str | None = None, opts: TimeOpts = TimeOp
     name = ""
     if "device_name" in b.columns and b["device_name"].notna().any():
         name = str(Counter(b["device_name"].dropna().astype(str)).most_common(1)[0][0])
-    timing = {str(src): _timing_of(g) for src, g in b.groupby("source")}
-    sigma = {
-        str(src): max(opts.run_sigma, drift_sigma(g, timing[str(src)]))
-        if opts.run_sigma > 0
-        else 0.0
-        for src, g in b.groupby("source")
-    }
+    timing: dict[str, str] = {}
+    sigma: dict[str, float] = {}  # 0 when --run-sigma 0 switches drift off
+    for src, g in b.groupby("source"):
+        timing[str(src)] = _timing_of(g)
+        drift = drift_sigma(g, timing[str(src)])
+        sigma[str(src)] = max(opts.run_sigma, drift) if opts.run_sigma > 0 else 0.0
     label = f"{device} ({name})" if name and name != device else str(device)
     if "process_cpu" in timing.values():
         label += " [process CPU time: loaded run]"  # the harness found its wall times unusable
@@ -210,9 +209,8 @@ def view(bench: pd.DataFrame, device: str | None = None, opts: TimeOpts = TimeOp
 
 
 DRIFT_KEY = ("method", "label", "params", "n", "d", "dv", "dtype", "batch", "heads", "family")
-DRIFT_FLOOR_MS = (
-    0.5  # below this, timer and dispatch jitter (each row's own IQR) dominate, not drift
-)
+# prepares below this measure timer and dispatch jitter (each row's own IQR), not drift
+DRIFT_FLOOR_MS = 0.5
 
 
 def drift_sigma(rows: pd.DataFrame, timing: str = "wall") -> float:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.cliargs import int_list
-from bench.validate import positive_int
+from bench.validate import nonneg_int, positive_int
 
 DEFAULT_METHODS = "dense,linrec,performer,mean_pool,pop"
 
@@ -129,13 +129,16 @@ def add_swap_parser(sub: Any) -> None:
         "ΔAUC / ΔGAUC by rank, analysis/target_swap.py)",
     )
     p.add_argument(
-        "--ranks", default=None, help="comma list of ranks (default 1..128; target 2..32)"
+        "--ranks",
+        type=int_list("--ranks", 1, "ranks >= 1"),
+        default=None,
+        help="comma list of ranks (default 1..128; target 2..32)",
     )
     p.add_argument("--seeds", type=_seeds, default=None, help="dense runs to use (default all)")
     p.add_argument("--budget", type=float, default=0.005, help="ΔNDCG budget for the rank line")
     p.add_argument(
         "--kl-users",
-        type=int,
+        type=nonneg_int,
         default=300,
         help="target: test users (sampled across history lengths) whose KL by rank on the "
         "trained model's own Q, K, V goes to QUALITY/kl_by_rank.csv (default 300; 0 = none)",
@@ -152,13 +155,8 @@ def _swap_cmd(args: Any) -> int:
     from .quality_swap import markdown, rank_for_budget, run_swap
 
     torch.set_num_threads(args.threads)
-    default = "2,4,8,16,32" if args.task == "target" else "1,2,4,8,16,32,64,128"
-    try:
-        ranks = tuple(int(r) for r in (args.ranks or default).split(",") if r.strip())
-    except ValueError:
-        raise SystemExit(f"--ranks: {args.ranks!r} is not a comma list of ints") from None
-    if not ranks or min(ranks) < 1:
-        raise SystemExit(f"--ranks: {args.ranks!r} needs ranks >= 1")
+    default = (2, 4, 8, 16, 32) if args.task == "target" else (1, 2, 4, 8, 16, 32, 64, 128)
+    ranks = tuple(args.ranks) if args.ranks else default
     path, fmt, name = resolve(args.data)
     data = load(path, fmt, False, name, None, None, None, None)
     if args.task == "target":
@@ -179,8 +177,6 @@ def _target_swap(args: Any, data: Any, ranks: tuple[int, ...]) -> int:
     from .closing_loop import rank_needed
     from .target_swap import run_target_closing_loop
 
-    if args.kl_users < 0:
-        raise SystemExit(f"--kl-users: {args.kl_users} must be >= 0")
     df, kl = run_target_closing_loop(args.quality, data, ranks, args.seeds, kl_users=args.kl_users)
     out = _merge_by_model(Path(args.quality) / "swap.csv", df)
     print(f"{len(out)} rows in {args.quality}/swap.csv")

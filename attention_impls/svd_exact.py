@@ -99,10 +99,9 @@ def balanced_factors(
     # U' in place on U when autograd does not need U (the solver's fresh product; its N x r
     # pages are not allocated twice), else a new tensor
     in_place = not f.u.requires_grad and f.u.is_contiguous()
-    if (
-        sw.device.type == "cpu" and float(big.detach().max()) <= limit
-    ):  # c = 1 everywhere (a CPU read
-        scale = col[..., None, :]  # costs no sync)
+    # c = 1 everywhere (a CPU read costs no sync)
+    if sw.device.type == "cpu" and float(big.detach().max()) <= limit:
+        scale = col[..., None, :]
         return (f.u.mul_(scale) if in_place else f.u * scale), sw[..., :d], sw[..., d:]
     c = torch.exp2(torch.ceil(torch.log2(big / limit))).clamp_min(1.0)
     scale = c * col[..., None, :]
