@@ -11,9 +11,10 @@ same model). With ``recency`` (time-ordered data only) a learned embedding of
 floor(log2(1 + distance from the latest item)) is added to the keys, so attention can
 weight recent behaviour and mean pooling (which reads V only) cannot.
 
-Inputs too short for an operator are padded with masked slots: LREA to exactly its ``n``
-(its learned N x r projection is positional; right-aligned, so the last slot is the latest
-item), the SVD methods to at least their rank.
+Inputs too short for an operator are padded with masked slots to at least its rank (the SVD
+methods, LREA). LREA's learned n x r projection is positional and right-aligned (the last
+slot is the latest item); ``AttentionLayer`` applies its last N positions to a batch of N
+behaviours, which equals padding every batch to n without computing on the padding.
 """
 
 from __future__ import annotations
@@ -68,7 +69,6 @@ class TargetModel(nn.Module):
         cfg: TrainConfig,
         attn: nn.Module,
         pad_to: int = 1,
-        exact_n: int | None = None,
     ) -> None:
         super().__init__()
         d = cfg.dim
@@ -89,13 +89,11 @@ class TargetModel(nn.Module):
         )
         self.bias = nn.Embedding(n_items + 1, 1)  # per-item logit bias (popularity), as in
         nn.init.zeros_(self.bias.weight)  # most CTR models' wide part
-        self.pad_to, self.exact_n = pad_to, exact_n
+        self.pad_to = pad_to
 
     def forward(self, hist: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
         """hist [B, L] left-padded item ids (0 = pad), cand [B, M] -> logits [B, M]."""
-        n = max(hist.shape[1] if self.exact_n is None else self.exact_n, self.pad_to)
-        if n < hist.shape[1]:
-            raise ValueError(f"history of {hist.shape[1]} items is longer than n = {n}")
+        n = max(hist.shape[1], self.pad_to)
         mask = hist > 0
         h = self.emb(hist)
         k, v = self.w_k(h), self.w_v(h)

@@ -14,7 +14,12 @@ redrawn from ``seed``, not stored).
 Rules for training (``docs/operators.md``): the Triton kernels have no backward, so a call
 autograd records runs the torch path (``backend_used(..., requires_grad=True)`` says so);
 ``svd_exact`` / ``svd_tokens`` train only with ``solver="gram"``; causal ``svd_exact``
-needs the full rank; LREA needs ``n`` (inputs padded to exactly N behaviours).
+needs the full rank; LREA needs ``n``, the longest history it will see.
+
+LREA's projection is positional and right-aligned: an input of N <= n behaviours uses the
+projection's last N positions (position j of the input is position n - N + j), which is
+exactly what left-padding the input to n with masked slots computes (masked keys and values
+are zeroed before C = K^T W_comp and W_decomp V), without computing on the padding.
 """
 
 from __future__ import annotations
@@ -96,5 +101,14 @@ class AttentionLayer(nn.Module):
         if self.w_comp is not None and self.w_decomp is not None:
             # the operator reads its projection from these attributes; assigning the
             # parameters (fp32 view, no copy for fp32) keeps them in the autograd graph
-            self.op.w_comp, self.op.w_decomp = self.w_comp.float(), self.w_decomp.float()
+            wc, wd = self.w_comp, self.w_decomp
+            n, n_in = wc.shape[0], k.shape[-2] if k.dim() >= 2 else 0
+            if n_in > n:
+                raise ValueError(
+                    f"lrea: the input has N = {n_in} behaviours, more than this layer's "
+                    f"n = {n} (its learned projection covers {n} positions)"
+                )
+            if 0 < n_in < n:  # right-aligned: = left-padding to n with masked slots
+                wc, wd = wc[n - n_in :], wd[:, n - n_in :]
+            self.op.w_comp, self.op.w_decomp = wc.float(), wd.float()
         return self.op.forward(q, k, v, key_mask, causal=causal)

@@ -96,14 +96,17 @@ def test_mean_pool_core_and_full_rank_svd_exact_equals_dense_in_the_model() -> N
     svd = TargetModel(
         30, cfg, AttentionLayer("svd_exact", rank=16, solver="gram_fp64"), pad_to=16
     ).eval()
-    lrea = TargetModel(30, cfg, AttentionLayer("lrea", n=12, rank=4), exact_n=12).eval()
+    lrea = TargetModel(30, cfg, AttentionLayer("lrea", n=12, rank=4), pad_to=4).eval()
     svd.load_state_dict(dense.state_dict())
     hist = torch.tensor([[0, 0, 3, 4, 5], [1, 2, 3, 4, 6]])
     cand = torch.tensor([[7, 8], [9, 1]])
     with torch.no_grad():
         assert torch.allclose(dense(hist, cand), svd(hist, cand), atol=1e-5)
-    lrea(hist, cand).sum().backward()  # padded to exactly n; the projection gets gradients
-    assert lrea.attn.w_comp.grad is not None and lrea.attn.w_comp.grad.abs().sum() > 0
+    lrea(hist, cand).sum().backward()  # the last 5 of n = 12 positions get gradients
+    g = lrea.attn.w_comp.grad
+    assert g is not None and g[-5:].abs().sum() > 0 and g[:-5].abs().sum() == 0
+    with pytest.raises(ValueError, match="N = 13 behaviours, more than this layer's n = 12"):
+        lrea(torch.ones(2, 13, dtype=torch.long), cand)
 
 
 def _argv(out: Path, methods: str, seeds: str = "0") -> list[str]:

@@ -121,5 +121,33 @@ def test_lrea_init_from_keys_and_errors():
     with pytest.raises(ValueError, match="init_lrea_from is for lrea layers"):
         build("dense").init_lrea_from(k)
     q, k, v = make_qkv(n=N + 1, m=5, d=8)
-    with pytest.raises(ValueError, match="projection was fitted for N = 24, input has N = 25"):
+    with pytest.raises(
+        ValueError, match="input has N = 25 behaviours, more than this layer's n = 24"
+    ):
         layer(q, k, v)
+
+
+@pytest.mark.parametrize("form", ["absorbed", "training"])
+def test_lrea_shorter_input_equals_left_padding_to_n(form):
+    """An input of N < n behaviours uses the projection's last N positions: the same output
+    and the same gradients (inputs and W_comp / W_decomp) as left-padding it to n with masked
+    slots, which is what the layer used to require."""
+    torch.manual_seed(0)
+    short_n = 9
+    q, k, v = make_qkv(n=short_n, m=4, d=8, seed=5, dtype=torch.float64)
+    mask = padding_mask(2, short_n, [short_n, 6])
+    pad = N - short_n
+    k_pad, v_pad = (torch.nn.functional.pad(t, (0, 0, pad, 0)) for t in (k, v))
+    mask_pad = torch.nn.functional.pad(mask, (pad, 0))
+    grads = []
+    for kk, vv, mm in ((k, v, mask), (k_pad, v_pad, mask_pad)):
+        layer = build("lrea", form=form)
+        qq = q.clone().requires_grad_(True)
+        kk, vv = kk.clone().requires_grad_(True), vv.clone().requires_grad_(True)
+        out = layer(qq, kk, vv, key_mask=mm)
+        out.square().sum().backward()
+        grads.append((out.detach(), qq.grad, kk.grad[..., -short_n:, :], vv.grad[..., -short_n:, :],
+                      layer.w_comp.grad, layer.w_decomp.grad))  # fmt: skip
+    for a, b in zip(*grads, strict=True):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert float(grads[0][4][:pad].abs().max()) == 0.0  # positions the input never reaches
