@@ -492,6 +492,17 @@ class AttentionOperator:
     def _state_tensors(self, state: BaseState) -> tuple[torch.Tensor, ...]:
         return ()
 
+    def _state_witness(self, state: BaseState) -> torch.Tensor | None:
+        """One 0-d tensor whose finiteness proves every ``_state_tensors`` value finite (the
+        sum of their sums: a NaN or inf anywhere makes it non-finite; finite values can
+        overflow it too, and then the exact checks run), or None when the state proves
+        nothing. Read with one ``.item()``, one sync for all of them."""
+        total = None
+        for t in self._state_tensors(state):
+            part = t if t.dim() == 0 else t.sum()
+            total = part if total is None else total + part
+        return total
+
     def _output_proven_finite(self, state: BaseState, q: torch.Tensor, causal: bool) -> bool:
         """True when the checked state bounds every output value (and every intermediate of
         ``_attend``) below the dtype's range for any finite q: ``forward`` then skips reading
@@ -544,13 +555,8 @@ class AttentionOperator:
         )
         if not proven:
             return state
-        witnesses = self._state_tensors(state)
-        ok = bool(witnesses)
-        for t in witnesses:
-            if not all_finite_fast(t):
-                ok = False
-                break
-        if not ok:
+        total = self._state_witness(state)
+        if total is None or not math.isfinite(total.item()):
             for name, t in (("k", k), ("v", v)):  # find and name the bad input (or pass:
                 if name in proven:  # a finite input can overflow the state; attend says so)
                     check_finite(name, t)
@@ -596,30 +602,72 @@ class AttentionOperator:
             hit = cache.get(key)
         except TypeError:  # an unhashable parameter value: no caching
             key = hit = None
-        if hit is None:
-            shape = self._check_forward_structure(q, k, v, key_mask, causal)
-            self._raise_if_unsupported(shape, k.dtype, k.device)
-            estimate = self.memory_model(shape, q.dtype)
-            if key is not None:
-                if len(cache) >= STRUCTURE_CACHE_SIZE:
-                    cache.clear()
-                cache[key] = (shape, estimate)
-            proven = self._inputs_proven_by_state(k, v)
-        else:
-            shape, estimate = hit
-            if not all_finite_fast(q):
-                check_finite("q", q)
-            proven = self._inputs_proven_by_state(k, v)
-            if "k" not in proven and not all_finite_fast(k):
-                check_finite("k", k)
-            if "v" not in proven and not all_finite_fast(v):
-                check_finite("v", v)
+        if hit is not None:
+            return self._forward_seen(q, k, v, key_mask, causal, hit[1])
+        shape = self._check_forward_structure(q, k, v, key_mask, causal)
+        self._raise_if_unsupported(shape, k.dtype, k.device)
+        estimate = self.memory_model(shape, q.dtype)
+        if key is not None:
+            if len(cache) >= STRUCTURE_CACHE_SIZE:
+                cache.clear()
+            cache[key] = (shape, estimate)
+        proven = self._inputs_proven_by_state(k, v)
         if estimate >= validation.MEMORY_CHECK_FLOOR:  # below it check_memory returns at once
             check_memory(lambda: f"{self.label}.forward", estimate, q.device)
         state = self._prepare_proving(k, v, key_mask, causal, proven)
         out = self._attend(state, q, causal)
         if self._output_proven_finite(state, q, causal) or all_finite_fast(out):
             return out
+        return check_output(lambda: self.label, out, q)
+
+    def _forward_seen(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        key_mask: torch.Tensor | None,
+        causal: bool,
+        estimate: float,
+    ) -> torch.Tensor:
+        """``forward`` for a structure that passed before: the same value checks and
+        messages, with one sync. q's sum, the state's witness (``_state_witness``, for the
+        inputs it proves) and the output's sum (unless ``_output_proven_finite``) are added
+        into one 0-d tensor and read once; a finite total proves all of them finite. Only a
+        non-finite total (a bad value, or finite values that overflow the sum) runs the exact
+        checks, in the order of the first call: q, k, v, then the output. k and v that the
+        state does not prove are checked before prepare, as always (a decomposition must not
+        meet NaN); q's check may wait, as no prepare reads q."""
+        proven = self._inputs_proven_by_state(k, v)
+        for name, t in (("k", k), ("v", v)):
+            if name not in proven and not all_finite_fast(t):
+                check_finite("q", q)  # q's error comes first, as on the first call
+                check_finite(name, t)
+        if estimate >= validation.MEMORY_CHECK_FLOOR:  # below it check_memory returns at once
+            check_memory(lambda: f"{self.label}.forward", estimate, q.device)
+        state = (
+            self._prepare_for_causal(k, v, key_mask)
+            if causal
+            else self._prepare_witnessed(k, v, key_mask)
+        )
+        total = q.sum()
+        if proven:
+            witness = self._state_witness(state)
+            if witness is None:  # the state proves nothing here: the inputs get their pass
+                for name, t in (("k", k), ("v", v)):
+                    if name in proven and not all_finite_fast(t):
+                        check_finite("q", q)
+                        check_finite(name, t)
+            else:
+                total = total + witness
+        out = self._attend(state, q, causal)
+        if not self._output_proven_finite(state, q, causal):
+            total = total + out.sum()
+        if math.isfinite(total.item()):
+            return out
+        check_finite("q", q)
+        for name, t in (("k", k), ("v", v)):
+            if name in proven:
+                check_finite(name, t)
         return check_output(lambda: self.label, out, q)
 
     def _check_forward_structure(

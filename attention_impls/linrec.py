@@ -152,8 +152,10 @@ class LinRecAttention(AttentionOperator):
         return ("v",) if getattr(k, "dtype", None) == torch.float16 else ("k", "v")
 
     def _state_tensors(self, state: LinRecState) -> tuple[torch.Tensor, ...]:
-        if state.v_witness is None or state.kv is None:
-            return ()  # proves nothing: prepare checks K and V themselves
+        if state.v_witness is None or state.kv is None or state.key_mask is not None:
+            # proves nothing (the causal form; a mask, whose padded rows make v_witness
+            # infinite by construction): K and V get their own checks
+            return ()
         kv = state.kv if state.kv_norm is None else state.kv_norm
         if state.k_witness is None:  # fp16: K was checked directly
             return (kv, state.v_witness)
