@@ -223,3 +223,21 @@ def test_user_qkv_is_what_the_models_attention_receives() -> None:
         assert k.shape == (4, 8)
         torch.testing.assert_close(k[-1], model.w_k(h)[-1] + model.rec.weight[0])
     assert isinstance(model.attn, AttentionLayer)  # the capture is removed again
+
+
+def test_min_len_keeps_the_users_with_enough_items_and_refuses_an_empty_run() -> None:
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from analysis.target_quality import prepare_run
+
+    seqs = [np.arange(1, 3 + i) for i in range(12)]  # users with 2 .. 13 items
+    data = SimpleNamespace(sequences=seqs, held_out=None, n_items=40, time_ordered=False)
+    p = replace(PRESETS["smoke"], min_len=10, neg_eval=5)
+    kept, split, *_ = prepare_run(data, p)
+    assert [len(s) for s in kept] == [10, 11, 12, 13] and len(split.fit) == 4
+    held = np.full(12, 39)  # a held-out item counts towards the user's length
+    data_h = SimpleNamespace(sequences=seqs, held_out=held, n_items=40, time_ordered=True)
+    assert [len(s) for s in prepare_run(data_h, p)[0]] == [9, 10, 11, 12, 13]
+    with pytest.raises(ValueError, match="no user has 99 or more items"):
+        prepare_run(data, replace(p, min_len=99))
