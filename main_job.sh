@@ -15,6 +15,14 @@
 #   FORMAT=NAME                  log format, when autodetection is not enough (docs/analysis.md)
 #   USER_COL=, ITEM_COL=, TIME_COL=   column names of your own CSV/TSV/parquet log
 #   YES=1                        start a sweep estimated above a few minutes without asking
+#   QUALITY=smoke|cpu|...        also train both end-task quality tasks on DATA (next-item
+#                                SASRec and DIN-style target attention) with all six methods
+#                                and the two baselines (mean pooling, popularity), preset
+#                                QUALITY of each task (smoke: minutes; cpu: hours on 2 cores),
+#                                into OUT/quality/{seqrec,target}-NAME, and report them
+#                                (section 9); methods a task cannot train are rows with the
+#                                operator's reason
+#   QUALITY_SEEDS=0,1,2          the seeds of those runs (default 0,1,2)
 set -euo pipefail
 cd "$(dirname "$0")"
 OUT="${1:-out}"
@@ -41,8 +49,20 @@ python -m analysis spectrum --data "$DATA" --name "$NAME" --out "$OUT/spectra/$N
 echo "== 3/4 decision table -> $OUT/spectra/$NAME/decisions.{json,csv}"
 python -m analysis decide --spectra "$OUT/spectra/$NAME" --bench "$OUT/bench" --out "$OUT/spectra/$NAME"
 
+REPORT_ARGS=(--results "$OUT/bench" --results "$OUT/spectra")
+if [ -n "${QUALITY:-}" ]; then
+  METHODS=dense,linrec,svd_exact,performer,lrea,svd_tokens,mean_pool,pop
+  for TASK in seqrec target; do
+    echo "== quality: $TASK, preset $QUALITY, all methods -> $OUT/quality/$TASK-$NAME"
+    python -m analysis quality --task "$TASK" --data "$DATA" --methods "$METHODS" \
+      --seeds "${QUALITY_SEEDS:-0,1,2}" --preset "$QUALITY" --out "$OUT/quality/$TASK-$NAME" \
+      "${THREAD_ARGS[@]}"
+  done
+  REPORT_ARGS+=(--results "$OUT/quality")
+fi
+
 echo "== 4/4 report -> $OUT/report"
-python -m reports build --results "$OUT/bench" --results "$OUT/spectra" --out "$OUT/report"
+python -m reports build "${REPORT_ARGS[@]}" --out "$OUT/report"
 
 echo
 echo "Report: $OUT/report/index.html (and $OUT/report/report.pdf)"

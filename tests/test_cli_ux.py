@@ -169,3 +169,39 @@ def test_main_job_passes_column_flags_through(tmp_path: Path) -> None:
     spectrum = next(c for c in calls if " spectrum " in c)
     assert "--format csv --user-col uid --item-col iid --time-col ts" in spectrum
     assert "--yes" in next(c for c in calls if c.startswith("-m bench run"))
+
+
+def test_main_job_quality_trains_both_tasks_with_every_method(tmp_path: Path) -> None:
+    """QUALITY=preset adds both quality tasks, all six methods and the two baselines, and
+    hands their folder to the report (a stub python records the calls)."""
+    import os
+    import shutil
+    import subprocess
+
+    import attention_impls as ai
+
+    if shutil.which("bash") is None:
+        pytest.skip("no bash")
+    stub = tmp_path / "bin"
+    stub.mkdir()
+    (stub / "python").write_text(f'#!/bin/sh\necho "$@" >> {tmp_path / "calls.txt"}\n')
+    (stub / "python").chmod(0o755)
+    env = {**os.environ, "PATH": f"{stub}:{os.environ['PATH']}", "QUALITY": "smoke", "YES": "1"}
+    out = tmp_path / "out"
+    subprocess.run(
+        ["bash", str(ROOT / "main_job.sh"), str(out)],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    calls = (tmp_path / "calls.txt").read_text().splitlines()
+    quality = [c for c in calls if c.startswith("-m analysis quality")]
+    assert [c.split("--task ")[1].split()[0] for c in quality] == ["seqrec", "target"]
+    for c in quality:
+        methods = c.split("--methods ")[1].split()[0].split(",")
+        assert sorted(set(methods) - {"mean_pool", "pop"}) == ai.available()
+        assert {"mean_pool", "pop"} <= set(methods)
+        assert "--preset smoke" in c and "--seeds 0,1,2" in c
+    report = next(c for c in calls if c.startswith("-m reports build"))
+    assert f"--results {out}/quality" in report
