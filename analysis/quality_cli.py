@@ -135,6 +135,11 @@ def add_swap_parser(sub: Any) -> None:
         help="comma list of ranks (default 1..128; target 2..32)",
     )
     p.add_argument("--seeds", type=_seeds, default=None, help="dense runs to use (default all)")
+    p.add_argument(
+        "--presets",
+        default=None,
+        help="target: comma list of the presets whose dense runs to use (default all)",
+    )
     p.add_argument("--budget", type=float, default=0.005, help="ΔNDCG budget for the rank line")
     p.add_argument(
         "--kl-users",
@@ -177,7 +182,10 @@ def _target_swap(args: Any, data: Any, ranks: tuple[int, ...]) -> int:
     from .closing_loop import rank_needed
     from .target_swap import run_target_closing_loop
 
-    df, kl = run_target_closing_loop(args.quality, data, ranks, args.seeds, kl_users=args.kl_users)
+    presets = None if args.presets is None else [p for p in args.presets.split(",") if p]
+    df, kl = run_target_closing_loop(
+        args.quality, data, ranks, args.seeds, kl_users=args.kl_users, presets=presets
+    )
     out = _merge_by_model(Path(args.quality) / "swap.csv", df)
     print(f"{len(out)} rows in {args.quality}/swap.csv")
     print(df.to_string(index=False, float_format=lambda x: f"{x:.4f}"))

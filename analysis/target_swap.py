@@ -66,9 +66,11 @@ def run_target_closing_loop(
     boot_seed: int = 0,
     kl_users: int = 300,
     kl_ranks: tuple[int, ...] = KL_RANKS,
+    presets: list[str] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(the swap table of ``run_target_swap``, ``kl_by_rank.csv`` rows of up to ``kl_users``
-    test users per dense row on that retrained model's own Q, K, V: ``target_kl``)."""
+    test users per dense row on that retrained model's own Q, K, V: ``target_kl``);
+    ``presets``: only the dense rows of these presets (default all)."""
     path = Path(quality) / "results.csv"
     if not path.is_file():
         raise ValueError(f"{path}: no target-task table; run `analysis quality --task target`")
@@ -82,6 +84,11 @@ def run_target_closing_loop(
     dense = dense[dense["dataset"].astype(str) == data.name] if "dataset" in dense else dense
     if seeds is not None:
         dense = dense[dense["seed"].isin(seeds)]
+    if presets is not None:
+        unknown = sorted(set(presets) - set(PRESETS))
+        if unknown:
+            raise ValueError(f"unknown target preset(s) {unknown}; choose from {sorted(PRESETS)}")
+        dense = dense[dense["preset"].astype(str).isin(presets)]
     if dense.empty:
         raise ValueError(f"{path}: no trained dense target row for {data.name}")
     rows: list[dict[str, Any]] = []

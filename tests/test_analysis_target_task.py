@@ -195,6 +195,10 @@ def test_target_swap_reproduces_dense_and_full_rank_equals_it(tmp_path: Path) ->
     bad = tmp_path / "none"
     bad.mkdir()
     assert main([*argv[:4], str(bad), *argv[5:]]) == 2
+    # --presets picks the dense runs of those presets: another preset has none, an unknown
+    # one is named
+    assert main([*argv, "--presets", "cpu-pop"]) == 2
+    assert main([*argv, "--presets", "no-such-preset"]) == 2
 
 
 def test_user_qkv_is_what_the_models_attention_receives() -> None:
