@@ -26,4 +26,9 @@ q --out "$OUT" --preset cpu-book-long-pop-e12 --methods lrea,svd_tokens --seeds 
 q --out "$OUT" --preset cpu-book-long-pop-e12 --methods svd_tokens:rank=32,lrea:rank=32 --seeds 0,1,2
 q --out "$OUT2" --preset cpu-book-long-pop-e12 --methods performer:features=64 --seeds 0,1,2
 q --out "$OUT2" --preset cpu-book-long-pop-e12 --methods svd_exact:rank=8 --seeds 0,1,2
+# 4. svd_exact swapped into the ranking setting's dense models, and KL by rank on them
+for s in 0 1 2; do
+  python -m analysis swap --task target --quality "$OUT" --data "$D" --seeds "$s" \
+    --presets cpu-book-long-pop-e12 --kl-users 300
+done
 date -u +"end %FT%TZ"
