@@ -135,9 +135,9 @@ def test_paper_on_cpu_is_refused_without_yes(tmp_path: Path, capsys) -> None:
     assert not (tmp_path / "p" / "rows.jsonl").exists()
 
 
-def test_main_job_passes_column_flags_through(tmp_path: Path) -> None:
-    """main_job.sh hands FORMAT/USER_COL/ITEM_COL/TIME_COL to the analysis (a stub python
-    on PATH records each call instead of running it)."""
+def _main_job_calls(tmp_path: Path, **env_vars: str) -> list[str]:
+    """Run main_job.sh with a stub python on PATH that records each call instead of running
+    it; returns the recorded argument lines."""
     import os
     import shutil
     import subprocess
@@ -148,16 +148,7 @@ def test_main_job_passes_column_flags_through(tmp_path: Path) -> None:
     stub.mkdir()
     (stub / "python").write_text(f'#!/bin/sh\necho "$@" >> {tmp_path / "calls.txt"}\n')
     (stub / "python").chmod(0o755)
-    env = {
-        **os.environ,
-        "PATH": f"{stub}:{os.environ['PATH']}",
-        "DATA": "my/log.csv",
-        "FORMAT": "csv",
-        "USER_COL": "uid",
-        "ITEM_COL": "iid",
-        "TIME_COL": "ts",
-        "YES": "1",
-    }
+    env = {**os.environ, "PATH": f"{stub}:{os.environ['PATH']}", "YES": "1", **env_vars}
     subprocess.run(
         ["bash", str(ROOT / "main_job.sh"), str(tmp_path / "out")],
         env=env,
@@ -165,7 +156,14 @@ def test_main_job_passes_column_flags_through(tmp_path: Path) -> None:
         capture_output=True,
         timeout=60,
     )
-    calls = (tmp_path / "calls.txt").read_text().splitlines()
+    return (tmp_path / "calls.txt").read_text().splitlines()
+
+
+def test_main_job_passes_column_flags_through(tmp_path: Path) -> None:
+    """main_job.sh hands FORMAT/USER_COL/ITEM_COL/TIME_COL to the analysis."""
+    calls = _main_job_calls(
+        tmp_path, DATA="my/log.csv", FORMAT="csv", USER_COL="uid", ITEM_COL="iid", TIME_COL="ts"
+    )
     spectrum = next(c for c in calls if " spectrum " in c)
     assert "--format csv --user-col uid --item-col iid --time-col ts" in spectrum
     assert "--yes" in next(c for c in calls if c.startswith("-m bench run"))
@@ -173,29 +171,11 @@ def test_main_job_passes_column_flags_through(tmp_path: Path) -> None:
 
 def test_main_job_quality_trains_both_tasks_with_every_method(tmp_path: Path) -> None:
     """QUALITY=preset adds both quality tasks, all six methods and the two baselines, and
-    hands their folder to the report (a stub python records the calls)."""
-    import os
-    import shutil
-    import subprocess
-
+    hands their folder to the report."""
     import attention_impls as ai
 
-    if shutil.which("bash") is None:
-        pytest.skip("no bash")
-    stub = tmp_path / "bin"
-    stub.mkdir()
-    (stub / "python").write_text(f'#!/bin/sh\necho "$@" >> {tmp_path / "calls.txt"}\n')
-    (stub / "python").chmod(0o755)
-    env = {**os.environ, "PATH": f"{stub}:{os.environ['PATH']}", "QUALITY": "smoke", "YES": "1"}
+    calls = _main_job_calls(tmp_path, QUALITY="smoke")
     out = tmp_path / "out"
-    subprocess.run(
-        ["bash", str(ROOT / "main_job.sh"), str(out)],
-        env=env,
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-    calls = (tmp_path / "calls.txt").read_text().splitlines()
     quality = [c for c in calls if c.startswith("-m analysis quality")]
     assert [c.split("--task ")[1].split()[0] for c in quality] == ["seqrec", "target"]
     for c in quality:
