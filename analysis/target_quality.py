@@ -99,8 +99,9 @@ PRESETS: dict[str, TargetPreset] = {
     # mean pooling see nearly the same thing
     "cpu-book-long": replace(_CPU, min_len=20),
     "cpu-book-long-pop": replace(_CPU, min_len=20, neg="pop"),
-    # ... trained 3x longer (the 4-epoch runs pick their last epoch: still rising), and the
-    # users with >= 50 items (1,823 users): where attention could beat mean pooling
+    # ... trained 3x longer (the 4-epoch runs pick their last epoch: still rising): the
+    # committed ranking setting, where dense beat mean pooling beyond the seed spread; and
+    # the users with >= 50 items (1,823 users), which did not learn at this budget
     "cpu-book-long-pop-e12": replace(_CPU, min_len=20, neg="pop", epochs=12),
     "cpu-book-50-pop": replace(_CPU, min_len=50, neg="pop"),
 }
