@@ -42,9 +42,9 @@ def main() -> None:
             ref = op.prepare_unchecked(k, v).kv
             diff = float((kv - ref).abs().max() / ref.abs().max())
             fs = {
-                "unchecked": lambda: op.prepare_unchecked(k, v),
-                "checked (eager witnesses)": lambda: op._prepare_witnessed(k, v, None),
-                "compiled with witnesses": lambda: compiled(k, v),
+                "unchecked": lambda k=k, v=v: op.prepare_unchecked(k, v),
+                "checked (eager witnesses)": lambda k=k, v=v: op._prepare_witnessed(k, v, None),
+                "compiled with witnesses": lambda k=k, v=v: compiled(k, v),
             }
             for f in fs.values():
                 f()
@@ -57,10 +57,14 @@ def main() -> None:
                         f()
                     res[a].append((time.thread_time() - s) / 10)
             base = np.array(res["unchecked"])
-            print(f"N={n}: first compiled call {first:.1f} s (compile or cache), rel diff {diff:.1e}")
+            print(
+                f"N={n}: first compiled call {first:.1f} s (compile or cache), rel diff {diff:.1e}"
+            )
             for a, x in res.items():
                 x = np.array(x)
-                print(f"  {a:28s} {1e3 * np.median(x):7.3f} ms  ratio to unchecked {np.median(x / base):.3f}")
+                print(
+                    f"  {a:28s} {1e3 * np.median(x):7.3f} ms  ratio to unchecked {np.median(x / base):.3f}"
+                )
 
 
 if __name__ == "__main__":
