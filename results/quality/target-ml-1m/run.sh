@@ -20,4 +20,6 @@ done
 q --preset cpu-pop --methods svd_exact,performer,linrec,svd_tokens,lrea --seeds 0,1,2
 q --preset cpu-pop-norec --methods dense,mean_pool --seeds 0,1,2
 q --preset cpu-pop --methods svd_exact:rank=8,performer:features=64 --seeds 0,1,2
+# fifth session: the second ranks of LREA and svd_tokens on cpu-pop (two processes, side folders)
+q --preset cpu-pop --methods lrea:rank=32,svd_tokens:rank=32 --seeds 0,1,2
 date -u +"end %FT%TZ"
