@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.cliargs import int_list
+from bench.cliargs import int_list, split_list
 from bench.validate import nonneg_int, positive_int
 
 DEFAULT_METHODS = "dense,linrec,performer,mean_pool,pop"
@@ -182,7 +182,7 @@ def _target_swap(args: Any, data: Any, ranks: tuple[int, ...]) -> int:
     from .closing_loop import rank_needed
     from .target_swap import run_target_closing_loop
 
-    presets = None if args.presets is None else [p for p in args.presets.split(",") if p]
+    presets = split_list(args.presets)
     df, kl = run_target_closing_loop(
         args.quality, data, ranks, args.seeds, kl_users=args.kl_users, presets=presets
     )

@@ -116,6 +116,13 @@ TARGET_COLUMNS = [
 ]  # fmt: skip
 
 
+def preset_named(name: str) -> TargetPreset:
+    """The target preset called ``name``; a ValueError listing the presets otherwise."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown target preset {name!r}; choose from {sorted(PRESETS)}")
+    return PRESETS[name]
+
+
 def case_id(dataset: str, method: str, params: dict[str, Any], seed: int, preset: str) -> str:
     return f"{TASK}|{dataset}|{method}|{json.dumps(params, sort_keys=True)}|seed={seed}|{preset}"
 
@@ -196,9 +203,7 @@ def run_target_quality(
     progress: bool = True,
 ) -> pd.DataFrame:
     """Train and evaluate every (method, seed) not already in ``out``; returns the table."""
-    if preset_name not in PRESETS:
-        raise ValueError(f"unknown target preset {preset_name!r}; choose from {sorted(PRESETS)}")
-    p = PRESETS[preset_name]
+    p = preset_named(preset_name)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     log = out / LOG_NAME

@@ -21,7 +21,7 @@ from attention_impls import AttentionLayer
 from .target_kl import RANKS as KL_RANKS
 from .target_kl import target_kl_by_rank
 from .target_metrics import auc, ranked_hit_ndcg
-from .target_quality import PRESETS, fit_model, layer_for, prepare_run
+from .target_quality import PRESETS, fit_model, layer_for, prepare_run, preset_named
 from .target_task import K, score_users
 
 RANKS = (2, 4, 8, 16, 32)
@@ -85,9 +85,8 @@ def run_target_closing_loop(
     if seeds is not None:
         dense = dense[dense["seed"].isin(seeds)]
     if presets is not None:
-        unknown = sorted(set(presets) - set(PRESETS))
-        if unknown:
-            raise ValueError(f"unknown target preset(s) {unknown}; choose from {sorted(PRESETS)}")
+        for name in presets:
+            preset_named(name)  # an unknown name is a ValueError that lists the presets
         dense = dense[dense["preset"].astype(str).isin(presets)]
     if dense.empty:
         raise ValueError(f"{path}: no trained dense target row for {data.name}")

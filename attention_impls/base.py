@@ -548,11 +548,7 @@ class AttentionOperator:
         proven: tuple[str, ...],
     ) -> BaseState:
         """Prepare checked inputs; the ``proven`` ones are checked through the state."""
-        state = (
-            self._prepare_for_causal(k, v, key_mask)
-            if for_causal
-            else self._prepare_witnessed(k, v, key_mask)
-        )
+        state = self._checked_state(k, v, key_mask, for_causal)
         if not proven:
             return state
         total = self._state_witness(state)
@@ -561,6 +557,15 @@ class AttentionOperator:
                 if name in proven:  # a finite input can overflow the state; attend says so)
                     check_finite(name, t)
         return state
+
+    def _checked_state(
+        self, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None, for_causal: bool
+    ) -> BaseState:
+        """The state a checked call makes: the causal form's (``forward`` attends with it at
+        once) or the one with the witnesses its proof reads."""
+        if for_causal:
+            return self._prepare_for_causal(k, v, key_mask)
+        return self._prepare_witnessed(k, v, key_mask)
 
     def attend(self, state: BaseState, q: torch.Tensor, causal: bool = False) -> torch.Tensor:
         if not isinstance(state, BaseState):
@@ -638,25 +643,16 @@ class AttentionOperator:
         state does not prove are checked before prepare, as always (a decomposition must not
         meet NaN); q's check may wait, as no prepare reads q."""
         proven = self._inputs_proven_by_state(k, v)
-        for name, t in (("k", k), ("v", v)):
-            if name not in proven and not all_finite_fast(t):
-                check_finite("q", q)  # q's error comes first, as on the first call
-                check_finite(name, t)
+        inputs = (("k", k), ("v", v))
+        _check_after_q(q, [(name, t) for name, t in inputs if name not in proven])
         if estimate >= validation.MEMORY_CHECK_FLOOR:  # below it check_memory returns at once
             check_memory(lambda: f"{self.label}.forward", estimate, q.device)
-        state = (
-            self._prepare_for_causal(k, v, key_mask)
-            if causal
-            else self._prepare_witnessed(k, v, key_mask)
-        )
+        state = self._checked_state(k, v, key_mask, causal)
         total = q.sum()
         if proven:
             witness = self._state_witness(state)
             if witness is None:  # the state proves nothing here: the inputs get their pass
-                for name, t in (("k", k), ("v", v)):
-                    if name in proven and not all_finite_fast(t):
-                        check_finite("q", q)
-                        check_finite(name, t)
+                _check_after_q(q, [(name, t) for name, t in inputs if name in proven])
             else:
                 total = total + witness
         out = self._attend(state, q, causal)
@@ -665,7 +661,7 @@ class AttentionOperator:
         if math.isfinite(total.item()):
             return out
         check_finite("q", q)
-        for name, t in (("k", k), ("v", v)):
+        for name, t in inputs:
             if name in proven:
                 check_finite(name, t)
         return check_output(lambda: self.label, out, q)
@@ -754,6 +750,15 @@ class AttentionOperator:
             batch=k.shape[0],
             heads=k.shape[1],
         )
+
+
+def _check_after_q(q: torch.Tensor, named: list[tuple[str, torch.Tensor]]) -> None:
+    """The fast check of each (name, tensor); one that fails gets the exact checks, q's first
+    (with several bad inputs the error names q, as on a first call)."""
+    for name, t in named:
+        if not all_finite_fast(t):
+            check_finite("q", q)
+            check_finite(name, t)
 
 
 STRUCTURE_CACHE_SIZE = 64  # distinct input structures remembered per operator
