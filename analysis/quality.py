@@ -105,6 +105,11 @@ PRESETS: dict[str, Preset] = {
     # cpu-ml1m-long with gSASRec's SASRec dropout (0.5, its config_ml1m_sasrec.py): at 0.2
     # the dense model peaked at epoch 24-31 and stopped there
     "cpu-ml1m-drop5": replace(_CPU_ML1M, epochs=120, patience=10, dropout=0.5),
+    # the SASRec+ recipe (Klenitskiy & Vasilev, RecSys 2023: full softmax CE, d = 64, dropout
+    # 0.1, lr 1e-3, batch 128, at most 100 epochs, patience 10) on this model and split
+    "cpu-ml1m-plus": replace(
+        _CPU_ML1M, epochs=100, patience=10, dropout=0.1, lr=1e-3, batch_size=128
+    ),
     # a GPU budget near the anchors' (d = 128, long training, early stopping)
     "paper": Preset(
         dim=128,
