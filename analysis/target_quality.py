@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from attention_impls import AttentionLayer
 from attention_impls.base import Shape
+from attention_impls.layer import LREA_INITS
 from attention_impls.registry import get
 from bench.env import cpu_model, git_commit, timestamp
 from bench.store import LOG_NAME, append_row, dedupe, read_rows, write_table
@@ -134,12 +135,18 @@ def layer_for(
 
     SVD methods train through the fp64 Gram (the backward the operators support below full
     rank), so their solver defaults to ``gram_fp64`` here; LREA gets ``n`` = the longest
-    history of the run."""
+    history of the run and ``init`` (the start of its learned projection, ``AttentionLayer``;
+    ``segments`` unless the spec says ``init=random``), both recorded in the row's params."""
     if method == "mean_pool":
         if params:
             raise ValueError(f"mean_pool takes no parameters, got {params}")
         return MeanPool, {}, ""
-    extra: dict[str, Any] = {"n": n} if method == "lrea" else {}
+    extra: dict[str, Any] = {}
+    if method == "lrea":
+        params = dict(params)
+        extra = {"n": n, "init": params.pop("init", "segments")}
+        if extra["init"] not in LREA_INITS:
+            raise ValueError(f"lrea: unknown init {extra['init']!r}; choose one of {LREA_INITS}")
     given = ({"solver": "gram_fp64"} if method in SVD else {}) | params
     op = get(method, **given)  # unknown method / bad params: ValueError here
     full = extra | op.params

@@ -6,8 +6,12 @@
 The layer holds the operator and the operator's learned parameters, so they train, move
 with ``.to()`` and live in ``state_dict``. Only LREA has learned parameters: its paper
 learns W_comp (N x r) and W_decomp (r x N), so ``AttentionLayer("lrea", n=N, rank=r)``
-owns them as ``nn.Parameter``s (initialised to a random orthonormal basis drawn from
-``seed``, or fitted to sample keys with ``init_lrea_from``) and both forms use them.
+owns them as ``nn.Parameter``s and both forms use them. ``init`` sets their start:
+``"segments"`` (the default) = the operator's own default projection (``segment_basis``: r
+contiguous segments, 1/sqrt(n_s) on each, non-negative, so the absorbed form is exact from
+the first step); ``"random"`` = a random orthonormal basis drawn from ``seed`` (entries of
+size 1/sqrt(n) with mixed signs); or fit it to sample keys afterwards with
+``init_lrea_from``.
 Every other method's state is derived from k / v in each call (Performer's features are
 redrawn from ``seed``, not stored).
 
@@ -29,16 +33,22 @@ from typing import Any
 import torch
 from torch import nn
 
+from .lrea import segment_basis
 from .registry import get
+
+LREA_INITS = ("segments", "random")
 
 
 class AttentionLayer(nn.Module):
     """One attention method as a module: ``forward(q, k, v, key_mask=None, causal=False)``."""
 
-    def __init__(self, method: str, n: int | None = None, **params: Any) -> None:
+    def __init__(
+        self, method: str, n: int | None = None, init: str | None = None, **params: Any
+    ) -> None:
         super().__init__()
         self.method = method
         self.op = get(method, **params)
+        self.init = init
         self.w_comp: nn.Parameter | None = None
         self.w_decomp: nn.Parameter | None = None
         if method == "lrea":
@@ -50,13 +60,22 @@ class AttentionLayer(nn.Module):
             rank = self.op.params["rank"]
             if rank > n:
                 raise ValueError(f"lrea: rank {rank} is larger than n = {n}")
-            gen = torch.Generator().manual_seed(int(self.op.params["seed"]))
-            basis, _ = torch.linalg.qr(torch.randn(n, rank, generator=gen))
+            self.init = "segments" if init is None else init
+            if self.init == "segments":
+                basis = segment_basis(n, rank)
+            elif self.init == "random":
+                gen = torch.Generator().manual_seed(int(self.op.params["seed"]))
+                basis, _ = torch.linalg.qr(torch.randn(n, rank, generator=gen))
+            else:
+                raise ValueError(
+                    f"lrea: unknown init {self.init!r}; choose one of {list(LREA_INITS)}"
+                )
             self.w_comp = nn.Parameter(basis.clone())
             self.w_decomp = nn.Parameter(basis.T.clone())
-        elif n is not None:
+        elif n is not None or init is not None:
             raise ValueError(
-                f"n is only used by lrea (its learned N x r projection); {method} takes no n"
+                f"n and init are only used by lrea (its learned N x r projection); "
+                f"{method} takes neither"
             )
 
     @property
@@ -64,7 +83,7 @@ class AttentionLayer(nn.Module):
         return dict(self.op.params)
 
     def extra_repr(self) -> str:
-        return repr(self.op)
+        return repr(self.op) + ("" if self.init is None else f", init={self.init!r}")
 
     @torch.no_grad()
     def init_lrea_from(

@@ -116,7 +116,7 @@ def test_lrea_init_from_keys_and_errors():
         AttentionLayer("lrea", rank=4)
     with pytest.raises(ValueError, match="rank 8 is larger than n = 4"):
         AttentionLayer("lrea", rank=8, n=4)
-    with pytest.raises(ValueError, match="n is only used by lrea"):
+    with pytest.raises(ValueError, match="n and init are only used by lrea"):
         AttentionLayer("dense", n=4)
     with pytest.raises(ValueError, match="init_lrea_from is for lrea layers"):
         build("dense").init_lrea_from(k)
@@ -151,3 +151,29 @@ def test_lrea_shorter_input_equals_left_padding_to_n(form):
     for a, b in zip(*grads, strict=True):
         assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
     assert float(grads[0][4][:pad].abs().max()) == 0.0  # positions the input never reaches
+
+
+def test_lrea_init_segments_is_the_operators_default_and_exact_when_absorbed():
+    """The default start is ``segment_basis`` (the operator's own default projection): non-negative
+    with disjoint columns, so the absorbed form equals the training form from the first step."""
+    from attention_impls.lrea import segment_basis
+
+    absorbed, training = build("lrea"), build("lrea", form="training")
+    assert absorbed.init == "segments"
+    torch.testing.assert_close(absorbed.w_comp.detach(), segment_basis(N, 5))
+    torch.testing.assert_close(absorbed.w_decomp.detach(), segment_basis(N, 5).T)
+    q, k, v = make_qkv(n=N, m=5, d=8, seed=3)
+    mask = padding_mask(2, N, [N, 15])
+    torch.testing.assert_close(absorbed(q, k, v, key_mask=mask), training(q, k, v, key_mask=mask))
+
+
+def test_lrea_init_random_and_unknown_init():
+    a, b = build("lrea", init="random"), build("lrea", init="random")
+    torch.testing.assert_close(a.w_comp, b.w_comp)  # drawn from the operator's seed
+    w = a.w_comp.detach()
+    torch.testing.assert_close(w.T @ w, torch.eye(5), atol=1e-5, rtol=0)
+    assert float(w.min()) < 0  # mixed signs, unlike the segment basis
+    with pytest.raises(ValueError, match="unknown init 'svd'"):
+        build("lrea", init="svd")
+    with pytest.raises(ValueError, match="n and init are only used by lrea"):
+        AttentionLayer("dense", init="random")
