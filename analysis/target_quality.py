@@ -105,6 +105,12 @@ PRESETS: dict[str, TargetPreset] = {
     # the users with >= 50 items (1,823 users), which did not learn at this budget
     "cpu-book-long-pop-e12": replace(_CPU, min_len=20, neg="pop", epochs=12),
     "cpu-book-50-pop": replace(_CPU, min_len=50, neg="pop"),
+    # the latest items only, for every method: LREA's positional projection then spans n =
+    # the cap instead of the longest user (2,275 / 4,474 slots, where a median history of
+    # 96 / 31 items falls into one or two of its r = 16 segments); the caps are about ML-1M's
+    # p75 and amazon-book's long users' p95
+    "cpu-pop-cap200": replace(_CPU, neg="pop", hist_cap=200),
+    "cpu-book-long-pop-e12-cap128": replace(_CPU, min_len=20, neg="pop", epochs=12, hist_cap=128),
 }
 
 TARGET_COLUMNS = [
