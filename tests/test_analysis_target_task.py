@@ -18,7 +18,7 @@ from analysis.cli import main
 from analysis.mean_pool import MeanPool
 from analysis.target_data import history, make_split, sample_negatives, training_samples
 from analysis.target_metrics import auc, gauc, ranked_hit_ndcg
-from analysis.target_quality import PRESETS, TARGET_COLUMNS
+from analysis.target_quality import PRESETS, TARGET_COLUMNS, layer_for
 from analysis.target_task import TargetModel, TrainConfig
 from attention_impls import AttentionLayer
 
@@ -132,7 +132,8 @@ def test_smoke_trains_beats_popularity_and_refusals_are_rows(tmp_path: Path) -> 
         assert r.loc[m, "status"] == "unsupported" and words in r.loc[m, "reason"]
         assert pd.isna(r.loc[m, "auc"])
     assert json.loads(r.loc["svd_exact", "params"])["solver"] == "gram_fp64"
-    assert json.loads(r.loc["lrea", "params"])["n"] == r.loc["lrea", "max_hist"]
+    lrea = json.loads(r.loc["lrea", "params"])
+    assert lrea["n"] == r.loc["lrea", "max_hist"] and lrea["init"] == "segments"
     summ = pd.read_csv(out / "summary.csv")
     assert set(summ["method"]) == {"dense", "pop"}
     assert summ.loc[summ["method"] == "dense", "d_auc"].item() == 0
@@ -245,3 +246,11 @@ def test_min_len_keeps_the_users_with_enough_items_and_refuses_an_empty_run() ->
     assert [len(s) for s in prepare_run(data_h, p)[0]] == [9, 10, 11, 12, 13]
     with pytest.raises(ValueError, match="no user has 99 or more items"):
         prepare_run(data, replace(p, min_len=99))
+
+
+def test_lrea_init_is_a_recorded_parameter_and_bad_init_is_an_error() -> None:
+    factory, full, reason = layer_for("lrea", {"rank": 4, "init": "random"}, 12, 5, 8)
+    assert reason == "" and full["init"] == "random" and full["n"] == 12
+    assert factory().init == "random"
+    with pytest.raises(ValueError, match="unknown init 'pca'"):
+        layer_for("lrea", {"init": "pca"}, 12, 5, 8)
