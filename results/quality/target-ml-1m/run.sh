@@ -22,4 +22,10 @@ q --preset cpu-pop-norec --methods dense,mean_pool --seeds 0,1,2
 q --preset cpu-pop --methods svd_exact:rank=8,performer:features=64 --seeds 0,1,2
 # fifth session: the second ranks of LREA and svd_tokens on cpu-pop (two processes, side folders)
 q --preset cpu-pop --methods lrea:rank=32,svd_tokens:rank=32 --seeds 0,1,2
+# sixth session: LREA from the segment-mean start (init=segments, the layer's default since
+# 9a4cb9b) over the whole history, then every method with histories capped at 200
+q --preset cpu --methods lrea,lrea:rank=32 --seeds 0,1,2
+q --preset cpu-pop --methods lrea,lrea:rank=32 --seeds 0,1,2
+q --preset cpu-pop-cap200 --methods pop,dense,mean_pool,lrea --seeds 0,1,2
+q --preset cpu-pop-cap200 --methods linrec,svd_exact,performer,svd_tokens --seeds 0,1,2
 date -u +"end %FT%TZ"
