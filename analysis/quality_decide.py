@@ -192,7 +192,10 @@ def judge(
         r = ok.loc[ok["loss"].sort_values(kind="stable").index[0]]
     budget, name = budget_for(r["metric"], ndcg_budget, auc_budget)
     name = name.lstrip("Δ")  # "NDCG loss", "AUC loss"
-    where = f"{r['task']} {r['dataset']}, {r['metric']}, {r['config']}, {r['seeds']} seed(s)"
+    preset = f", preset {r['preset']}" if str(r.get("preset", "") or "") else ""
+    where = (
+        f"{r['task']} {r['dataset']}{preset}, {r['metric']}, {r['config']}, {r['seeds']} seed(s)"
+    )
     if pd.isna(r["loss_lo"]):
         short = f"quality interval unknown ({r['interval']})"
         return r, False, f"{short}: {name} loss {r['loss']:+.3g} ({where}); run more seeds", short

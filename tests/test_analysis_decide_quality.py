@@ -342,3 +342,17 @@ def test_each_preset_is_compared_with_its_own_dense() -> None:
     lin = q[(q["method"] == "linrec") & q["status"].eq("ok")]
     assert sorted(lin["preset"]) == ["cpu", "cpu-pop"]
     assert np.allclose(lin["loss"], 1e-4)  # against its own dense, not the mixed 0.075 mean
+
+
+def test_the_decided_words_name_the_preset() -> None:
+    """A method trained under several budgets is decided at one of them; the words say which
+    (e.g. capped histories), since the loss means nothing without it."""
+    from analysis.quality_decide import judge
+
+    a = _rows(SYNTH).assign(preset="cpu")
+    b = _rows({k: [x - 0.05 for x in v] if v else v for k, v in SYNTH.items()})
+    q = quality_rows(pd.concat([a, b.assign(preset="cpu-cap")], ignore_index=True))
+    _, _, words, _ = judge(q[q["method"] == "performer"], ndcg_budget=0.005, auc_budget=0.002)
+    assert "toy, preset cpu" in words  # either preset, named
+    _, _, words, _ = judge(quality_rows(_rows(SYNTH)).query("method == 'linrec'"), 0.005, 0.002)
+    assert "preset" not in words  # rows without a preset: nothing to name
