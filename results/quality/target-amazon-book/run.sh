@@ -31,4 +31,11 @@ for s in 0 1 2; do
   python -m analysis swap --task target --quality "$OUT" --data "$D" --seeds "$s" \
     --presets cpu-book-long-pop-e12 --kl-users 300
 done
+# 5. sixth session: LREA from the segment-mean start (the layer's default since 9a4cb9b), and
+#    every method with histories capped at the latest 128 items (side folders, appended)
+q --out "$OUT" --preset cpu-book-long-pop-e12 --methods lrea --seeds 0,1,2
+q --out "$OUT" --preset cpu-book-long-pop-e12-cap128 --methods pop,dense,mean_pool,lrea --seeds 0,1,2
+q --out "$OUT2" --preset cpu-book-long-pop-e12-cap128 --methods linrec,svd_tokens --seeds 0,1,2
+q --out "$OUT2" --preset cpu-book-long-pop-e12-cap128 --methods svd_exact,performer --seeds 0,1,2
+PYTHONPATH=. python results/quality/target-amazon-book/lrea_scale_probe.py "$D"
 date -u +"end %FT%TZ"
