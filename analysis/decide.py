@@ -358,6 +358,7 @@ def _trained_cols(r: pd.Series | None, note: str) -> dict[str, Any]:
         "params": r["config"],
         "quality_task": r["task"],
         "quality_dataset": r["dataset"],
+        "quality_preset": r.get("preset") or None,  # the budget the loss comes from
         "quality_metric": r.get("metric"),
         "quality_seeds": int(r["seeds"]),
         "quality_loss": val("loss"),
@@ -654,6 +655,7 @@ TRAINED_COLS = (
     "expected_dauc",
     "quality_task",
     "quality_dataset",
+    "quality_preset",
     "quality_metric",
     "quality_seeds",
     "quality_loss",

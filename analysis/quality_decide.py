@@ -203,5 +203,5 @@ def judge(
     words = f"{name} loss {r['loss']:+.3g} {iv} ({where}; {r['interval']})"
     if r.name in inside.index:
         return r, True, f"{words}, inside budget {budget:g}", f"{name} loss inside budget"
-    short = f"over the quality budget ({name} loss {r['loss']:+.2g} {iv} > {budget:g})"
+    short = f"over the quality budget ({name} loss {r['loss']:+.2g} {iv} > {budget:g}{preset})"
     return r, False, f"over the quality budget: {words}, upper end > budget {budget:g}", short

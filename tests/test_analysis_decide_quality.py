@@ -354,5 +354,17 @@ def test_the_decided_words_name_the_preset() -> None:
     q = quality_rows(pd.concat([a, b.assign(preset="cpu-cap")], ignore_index=True))
     _, _, words, _ = judge(q[q["method"] == "performer"], ndcg_budget=0.005, auc_budget=0.002)
     assert "toy, preset cpu" in words  # either preset, named
+    _, _, _, short = judge(q[q["method"] == "performer"], ndcg_budget=0.001, auc_budget=0.001)
+    assert short.startswith("over the quality budget") and ", preset cpu" in short
     _, _, words, _ = judge(quality_rows(_rows(SYNTH)).query("method == 'linrec'"), 0.005, 0.002)
     assert "preset" not in words  # rows without a preset: nothing to name
+
+
+def test_verdict_names_the_quality_preset() -> None:
+    from analysis.verdict import _trained
+
+    row = {"quality_loss": 0.016, "quality_loss_lo": 0.008, "quality_loss_hi": 0.024,
+           "quality_metric": "auc", "quality_seeds": 3, "quality_task": "target",
+           "quality_dataset": "ml-1m", "quality_preset": "cpu-pop-cap200"}  # fmt: skip
+    assert _trained(row).endswith("(3 seeds; target, ml-1m, cpu-pop-cap200)")
+    assert _trained({**row, "quality_preset": float("nan")}).endswith("(3 seeds; target, ml-1m)")
