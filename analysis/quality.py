@@ -546,16 +546,18 @@ def headline_suffix(df: pd.DataFrame) -> str:
 
 
 def summary(df: pd.DataFrame) -> pd.DataFrame:
-    """Mean ± std over seeds per method x params (sample std, ddof 1), the difference to dense,
-    and whether it exceeds the seed spread: |mean - dense mean| > std(method) + std(dense).
-    Metrics are the seen-filtered ones when every row has them (``metrics`` says which)."""
+    """Mean ± std over seeds per preset x method x params (sample std, ddof 1), the difference
+    to dense of the same preset (each preset is its own budget), and whether it exceeds the
+    seed spread: |mean - dense mean| > std(method) + std(dense). Metrics are the seen-filtered
+    ones when every row has them (``metrics`` says which)."""
     suf = headline_suffix(df)
     ok = df[df["status"] == "ok"].copy()
     for col in ("attn_share",):
         if col not in ok.columns:
             ok[col] = np.nan
+    ok["preset"] = ok["preset"].fillna("").astype(str) if "preset" in ok.columns else ""
     s = (
-        ok.groupby(["method", "params"], sort=False)
+        ok.groupby(["preset", "method", "params"], sort=False)
         .agg(
             seeds=("seed", "nunique"),
             hr=(f"hr@{K}{suf}", "mean"),
@@ -571,15 +573,19 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
         )
         .reset_index()
     )
-    s.insert(2, "metrics", "seen items filtered" if suf else "unfiltered")
-    dense = s[s["method"] == "dense"]
-    if len(dense) == 1:
+    s.insert(3, "metrics", "seen items filtered" if suf else "unfiltered")
+    for _, idx in s.groupby("preset", sort=False).groups.items():
+        g = s.loc[idx]
+        dense = g[g["method"] == "dense"]
+        if len(dense) != 1:
+            continue
         d = dense.iloc[0]
         for m in ("hr", "ndcg"):
-            s[f"d_{m}"] = s[m] - d[m]
-            beyond = s[f"d_{m}"].abs() > (s[f"{m}_std"] + d[f"{m}_std"])
-            known = s[f"{m}_std"].notna() & pd.notna(d[f"{m}_std"])  # one seed: no spread
-            s[f"d_{m}_beyond_spread"] = beyond.where(known, None)
+            delta = g[m] - d[m]
+            beyond = delta.abs() > (g[f"{m}_std"] + d[f"{m}_std"])
+            known = g[f"{m}_std"].notna() & pd.notna(d[f"{m}_std"])  # one seed: no spread
+            s.loc[idx, f"d_{m}"] = delta
+            s.loc[idx, f"d_{m}_beyond_spread"] = beyond.where(known, None).astype(object)
     return s
 
 
@@ -590,13 +596,21 @@ def _pm(mean: float, std: float) -> str:
 def summary_markdown(s: pd.DataFrame) -> str:
     """The summary as a markdown table (what the results/quality/*/README.md tables show)."""
     has_d = "d_ndcg" in s.columns
-    head = "| method | seeds | HR@10 | NDCG@10 | " + (
-        "ΔHR@10 vs dense | ΔNDCG@10 vs dense | Δ beyond seed spread (HR / NDCG) | " if has_d else ""
+    presets = "preset" in s.columns and s["preset"].nunique() > 1
+    head = (
+        "| "
+        + ("preset | " if presets else "")
+        + "method | seeds | HR@10 | NDCG@10 | "
+        + (
+            "ΔHR@10 vs dense | ΔNDCG@10 vs dense | Δ beyond seed spread (HR / NDCG) | "
+            if has_d
+            else ""
+        )
     )
     head += "s / step | attention share of a step | best epoch |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for _, r in s.iterrows():
-        cells = [
+        cells = ([r["preset"]] if presets else []) + [
             r["method"],
             str(r["seeds"]),
             _pm(r["hr"], r["hr_std"]),
@@ -605,8 +619,8 @@ def summary_markdown(s: pd.DataFrame) -> str:
         if has_d:
             flag = {True: "yes", False: "no"}
             cells += [
-                f"{r['d_hr']:+.4f}",
-                f"{r['d_ndcg']:+.4f}",
+                f"{r['d_hr']:+.4f}" if pd.notna(r["d_hr"]) else "-",
+                f"{r['d_ndcg']:+.4f}" if pd.notna(r["d_ndcg"]) else "-",
                 f"{flag.get(r['d_hr_beyond_spread'], 'n/a')} / "
                 f"{flag.get(r['d_ndcg_beyond_spread'], 'n/a')}",
             ]

@@ -142,3 +142,24 @@ def test_dense_attention_layer_core_equals_the_sdpa_core() -> None:
         a, b = base(seq), swapped(seq)
     real = seq > 0
     assert torch.allclose(a[real], b[real], atol=1e-5)
+
+
+def test_summary_compares_each_preset_with_its_own_dense() -> None:
+    """Two budgets in one folder (e.g. cpu-ml1m and cpu-ml1m-long): one summary row per preset
+    x method x params, and Δ against dense of the same preset, never a mix (made-up values)."""
+    from analysis.quality import summary, summary_markdown
+
+    rows = []
+    for preset, base in (("short", 0.10), ("long", 0.12)):
+        for seed in range(3):
+            for method, off in (("dense", 0.0), ("linrec", -0.01)):
+                v = base + off + 0.001 * seed
+                rows.append({"method": method, "params": "{}", "preset": preset, "seed": seed,
+                             "status": "ok", "hr@10": 2 * v, "ndcg@10": v, "best_epoch": 3,
+                             "epochs": 4, "s_per_step": 0.1, "train_cpu_s": 1.0,
+                             "val_ndcg@10": v})  # fmt: skip
+    s = summary(pd.DataFrame(rows)).set_index(["preset", "method"])
+    assert s.loc[("long", "dense"), "ndcg"] == pytest.approx(0.121)  # not the 0.111 mix
+    assert s.loc[("short", "linrec"), "d_ndcg"] == pytest.approx(-0.01)
+    assert s.loc[("long", "linrec"), "d_ndcg"] == pytest.approx(-0.01)
+    assert "| long | dense | 3 |" in summary_markdown(s.reset_index())
