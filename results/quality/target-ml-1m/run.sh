@@ -28,4 +28,6 @@ q --preset cpu --methods lrea,lrea:rank=32 --seeds 0,1,2
 q --preset cpu-pop --methods lrea,lrea:rank=32 --seeds 0,1,2
 q --preset cpu-pop-cap200 --methods pop,dense,mean_pool,lrea --seeds 0,1,2
 q --preset cpu-pop-cap200 --methods linrec,svd_exact,performer,svd_tokens --seeds 0,1,2
+q --preset cpu-pop-cap200 --methods svd_tokens:token_scaling=rms --seeds 0,1,2
+q --preset cpu-pop --methods svd_tokens:token_scaling=rms --seeds 0,1,2
 date -u +"end %FT%TZ"
