@@ -47,6 +47,7 @@ from tqdm.auto import tqdm
 from attention_impls import AttentionLayer
 from attention_impls.base import Shape
 from bench.env import cpu_model, git_commit, timestamp
+from bench.quality_rows import deltas_vs_dense
 from bench.store import LOG_NAME, _atomic_write, append_row, dedupe, read_rows, write_table
 
 from .mean_pool import MeanPool
@@ -574,19 +575,7 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
         .reset_index()
     )
     s.insert(3, "metrics", "seen items filtered" if suf else "unfiltered")
-    for _, idx in s.groupby("preset", sort=False).groups.items():
-        g = s.loc[idx]
-        dense = g[g["method"] == "dense"]
-        if len(dense) != 1:
-            continue
-        d = dense.iloc[0]
-        for m in ("hr", "ndcg"):
-            delta = g[m] - d[m]
-            beyond = delta.abs() > (g[f"{m}_std"] + d[f"{m}_std"])
-            known = g[f"{m}_std"].notna() & pd.notna(d[f"{m}_std"])  # one seed: no spread
-            s.loc[idx, f"d_{m}"] = delta
-            s.loc[idx, f"d_{m}_beyond_spread"] = beyond.where(known, None).astype(object)
-    return s
+    return deltas_vs_dense(s, ["preset"], ("hr", "ndcg"))
 
 
 def _pm(mean: float, std: float) -> str:

@@ -192,7 +192,7 @@ def judge(
         r = ok.loc[ok["loss"].sort_values(kind="stable").index[0]]
     budget, name = budget_for(r["metric"], ndcg_budget, auc_budget)
     name = name.lstrip("Δ")  # "NDCG loss", "AUC loss"
-    preset = f", preset {r['preset']}" if str(r.get("preset", "") or "") else ""
+    preset = f", preset {r['preset']}" if r.get("preset") else ""  # "" when the rows had none
     where = (
         f"{r['task']} {r['dataset']}{preset}, {r['metric']}, {r['config']}, {r['seeds']} seed(s)"
     )

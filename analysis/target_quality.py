@@ -25,9 +25,10 @@ from tqdm.auto import tqdm
 
 from attention_impls import AttentionLayer
 from attention_impls.base import Shape
-from attention_impls.layer import LREA_INITS
+from attention_impls.layer import lrea_init
 from attention_impls.registry import get
 from bench.env import cpu_model, git_commit, timestamp
+from bench.quality_rows import deltas_vs_dense
 from bench.store import LOG_NAME, append_row, dedupe, read_rows, write_table
 
 from .mean_pool import MeanPool
@@ -150,9 +151,7 @@ def layer_for(
     extra: dict[str, Any] = {}
     if method == "lrea":
         params = dict(params)
-        extra = {"n": n, "init": params.pop("init", "segments")}
-        if extra["init"] not in LREA_INITS:
-            raise ValueError(f"lrea: unknown init {extra['init']!r}; choose one of {LREA_INITS}")
+        extra = {"n": n, "init": lrea_init(params.pop("init", None))}
     given = ({"solver": "gram_fp64"} if method in SVD else {}) | params
     op = get(method, **given)  # unknown method / bad params: ValueError here
     full = extra | op.params
@@ -343,20 +342,9 @@ def target_summary(df: pd.DataFrame) -> pd.DataFrame:
     ok = ok.assign(cpu_s_per_step=ok["train_cpu_s"] / ok["steps"].where(ok["steps"] > 0))
     s = ok.groupby(["dataset", "preset", "method", "params"], sort=False).agg(**agg)
     s = s.reset_index()
-    for m in METRICS:
+    for m in METRICS:  # every Δ column, empty where a preset has no (single) dense row
         s[f"d_{m}"], s[f"d_{m}_beyond_spread"] = np.nan, None
-    for _, grp in s.groupby(["dataset", "preset"], sort=False):
-        dense = grp[grp["method"] == "dense"]
-        if len(dense) != 1:
-            continue  # no dense row (or several params of it) in this preset: no Δ
-        d = dense.iloc[0]
-        for m in METRICS:
-            delta = grp[m] - d[m]
-            beyond = delta.abs() > (grp[f"{m}_std"] + d[f"{m}_std"])
-            known = grp[f"{m}_std"].notna() & pd.notna(d[f"{m}_std"])  # one seed: no spread
-            s.loc[grp.index, f"d_{m}"] = delta
-            s.loc[grp.index, f"d_{m}_beyond_spread"] = beyond.where(known, None)
-    return s
+    return deltas_vs_dense(s, ["dataset", "preset"], METRICS)
 
 
 def target_summary_markdown(s: pd.DataFrame) -> str:

@@ -45,11 +45,8 @@ def _trained(r) -> str:
     name = "AUC" if r.get("quality_metric") == "auc" else "NDCG"
     iv = "" if lo is None or pd.isna(lo) else f" [{lo:+.2g}, {hi:+.2g}]"
     seeds = int(r.get("quality_seeds") or 0)
-    where = ", ".join(
-        str(r.get(k))
-        for k in ("quality_task", "quality_dataset", "quality_preset")
-        if r.get(k) not in (None, "") and not (isinstance(r.get(k), float) and pd.isna(r.get(k)))
-    )
+    parts = (r.get(k) for k in ("quality_task", "quality_dataset", "quality_preset"))
+    where = ", ".join(str(v) for v in parts if pd.notna(v) and v != "")
     where = f"; {where}" if where else ""
     return f", trained {name} loss {loss:+.2g}{iv} ({seeds} seed{'s' if seeds != 1 else ''}{where})"
 

@@ -39,6 +39,15 @@ from .registry import get
 LREA_INITS = ("segments", "random")
 
 
+def lrea_init(init: str | None) -> str:
+    """The start of an LREA layer's projection: ``init``, or ``"segments"`` when None; an
+    unknown name is a ValueError listing the choices."""
+    init = "segments" if init is None else init
+    if init not in LREA_INITS:
+        raise ValueError(f"lrea: unknown init {init!r}; choose one of {list(LREA_INITS)}")
+    return init
+
+
 class AttentionLayer(nn.Module):
     """One attention method as a module: ``forward(q, k, v, key_mask=None, causal=False)``."""
 
@@ -60,16 +69,12 @@ class AttentionLayer(nn.Module):
             rank = self.op.params["rank"]
             if rank > n:
                 raise ValueError(f"lrea: rank {rank} is larger than n = {n}")
-            self.init = "segments" if init is None else init
+            self.init = lrea_init(init)
             if self.init == "segments":
                 basis = segment_basis(n, rank)
-            elif self.init == "random":
+            else:  # "random"
                 gen = torch.Generator().manual_seed(int(self.op.params["seed"]))
                 basis, _ = torch.linalg.qr(torch.randn(n, rank, generator=gen))
-            else:
-                raise ValueError(
-                    f"lrea: unknown init {self.init!r}; choose one of {list(LREA_INITS)}"
-                )
             self.w_comp = nn.Parameter(basis.clone())
             self.w_decomp = nn.Parameter(basis.T.clone())
         elif n is not None or init is not None:

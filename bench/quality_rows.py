@@ -81,3 +81,23 @@ def config_summaries(raw: pd.DataFrame):
                 }
             )
         yield key, g, metric, summaries
+
+
+def deltas_vs_dense(s: pd.DataFrame, by: list[str], metrics) -> pd.DataFrame:
+    """In place on a summary (one row per method x params, with ``m`` and ``m_std`` columns):
+    ``d_m`` = the difference to the one dense row of the same ``by`` group (e.g. preset: each
+    budget is its own comparison) and ``d_m_beyond_spread`` = |Δ| > std(method) + std(dense)
+    (None where a std is missing: one seed, no spread). A group without exactly one dense row
+    gets no Δ. Returns ``s``."""
+    for _, grp in s.groupby(by, sort=False):
+        dense = grp[grp["method"] == "dense"]
+        if len(dense) != 1:
+            continue
+        d = dense.iloc[0]
+        for m in metrics:
+            delta = grp[m] - d[m]
+            beyond = delta.abs() > (grp[f"{m}_std"] + d[f"{m}_std"])
+            known = grp[f"{m}_std"].notna() & pd.notna(d[f"{m}_std"])
+            s.loc[grp.index, f"d_{m}"] = delta
+            s.loc[grp.index, f"d_{m}_beyond_spread"] = beyond.where(known, None).astype(object)
+    return s
