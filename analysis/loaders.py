@@ -79,6 +79,9 @@ class Interactions:
     val_inputs: list[np.ndarray] | None = None
     val_targets: np.ndarray | None = None
     val_note: str = ""
+    # per validation line, the training line it extends by one item (-1 = none found); with
+    # gSASRec's split this rebuilds its test input, see ``match_validation_users``
+    val_users: np.ndarray | None = None
 
     @property
     def n_users(self) -> int:
@@ -376,7 +379,29 @@ def attach_validation(
     if extra:
         data.items = np.concatenate([data.items, np.asarray(extra, dtype=str)])
     data.val_inputs, data.val_targets = seqs, np.asarray(targets, dtype=np.int64)
+    data.val_users = match_validation_users(data.sequences, seqs)
     data.val_note = f"validation split: {len(seqs)} users from {inputs.parent}"
+
+
+def match_validation_users(train: list[np.ndarray], val_inputs: list[np.ndarray]) -> np.ndarray:
+    """Index of the training line each validation input extends by exactly one item, in
+    order (gSASRec writes both files in the same user order), -1 where none does.
+
+    Why: gSASRec's split keeps a user's last two items out of ``train/input.txt`` (three for
+    a validation user) and tests on ``test/input.txt`` = everything but the last item. A copy
+    without ``test/input.txt`` has lost the item just before each test item; for the
+    validation users ``val/input.txt`` + ``val/output.txt`` is exactly that test input."""
+    out = np.full(len(val_inputs), -1, dtype=np.int64)
+    i = 0
+    for j, v in enumerate(val_inputs):
+        k = i
+        while k < len(train) and not (
+            len(train[k]) == len(v) - 1 and np.array_equal(train[k], v[:-1])
+        ):
+            k += 1
+        if k < len(train):
+            out[j], i = k, k + 1
+    return out
 
 
 def load_kgat(

@@ -51,6 +51,13 @@ from bench.quality_rows import deltas_vs_dense
 from bench.store import LOG_NAME, _atomic_write, append_row, dedupe, read_rows, write_table
 
 from .mean_pool import MeanPool
+from .quality_anchor import (
+    AnchorSet,
+    anchor_columns,
+    anchor_metrics,
+    anchor_set,
+    pop_anchor_metrics,
+)
 from .sasrec import (
     SASRecConfig,
     Trainer,
@@ -139,6 +146,7 @@ QUALITY_COLUMNS = [
     f"ndcg@{K}",
     f"hr@{K}_filtered",
     f"ndcg@{K}_filtered",
+    *anchor_columns(K),
     f"val_hr@{K}",
     f"val_ndcg@{K}",
     f"val_ndcg@{K}_filtered",
@@ -244,6 +252,7 @@ class Split:
     test_target: np.ndarray
     protocol: str
     select: str  # the validation metric that picks the epoch
+    anchor: AnchorSet | None = None  # gSASRec's own test inputs, where rebuildable
 
 
 def splits(
@@ -269,6 +278,7 @@ def make_split(data: Any, max_users: int | None) -> Split:
         sequences = sequences[:max_users]
         held = None if held is None else held[:max_users]
     val_in = getattr(data, "val_inputs", None)
+    anchor = anchor_set(data, max_users)
     if val_in is not None and held is not None:
         vt = np.asarray(data.val_targets)
         if max_users is not None:
@@ -280,8 +290,11 @@ def make_split(data: Any, max_users: int | None) -> Split:
             test_in=sequences,
             test_target=np.asarray(held, dtype=np.int64),
             protocol="gsasrec: train on every training line, validate on the "
-            f"{len(val_in)} validation users, test the held-out item; seen items filtered",
+            f"{len(val_in)} validation users, test the held-out item after the training line "
+            "(without test/input.txt: two steps ahead); anchor_* = gSASRec's test input on "
+            f"{0 if anchor is None else len(anchor[1])} validation users; seen items filtered",
             select=f"ndcg@{K}_filtered",
+            anchor=anchor,
         )
     fit, val_target, test_in, test_target = splits(sequences, held)
     return Split(
@@ -403,6 +416,7 @@ def _train_one(
     t = time.perf_counter()
     test = evaluate(model, split.test_in, split.test_target, k=K)
     eval_s = time.perf_counter() - t
+    anchor = anchor_metrics(model, split.anchor, K)
     epochs = len(trainer.losses)
     steps = trainer.steps_per_epoch * epochs
     v = st["best_val"]
@@ -411,6 +425,7 @@ def _train_one(
         f"ndcg@{K}": test[f"ndcg@{K}"],
         f"hr@{K}_filtered": test[f"hr@{K}_filtered"],
         f"ndcg@{K}_filtered": test[f"ndcg@{K}_filtered"],
+        **anchor,
         f"val_hr@{K}": v[f"hr@{K}"],
         f"val_ndcg@{K}": v[f"ndcg@{K}"],
         f"val_ndcg@{K}_filtered": v[f"ndcg@{K}_filtered"],
@@ -499,6 +514,7 @@ def run_quality(
                     "status": "ok",
                     "reason": "",
                     **{m: test[f"pop_{m}"] for m in _METRICS},
+                    **pop_anchor_metrics(split.anchor, split.fit, data.n_items, K),
                     f"val_hr@{K}": val[f"pop_hr@{K}"],
                     f"val_ndcg@{K}": val[f"pop_ndcg@{K}"],
                     f"val_ndcg@{K}_filtered": val[f"pop_ndcg@{K}_filtered"],
@@ -553,7 +569,7 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
     ones when every row has them (``metrics`` says which)."""
     suf = headline_suffix(df)
     ok = df[df["status"] == "ok"].copy()
-    for col in ("attn_share",):
+    for col in ("attn_share", f"anchor_ndcg@{K}_filtered", f"anchor_hr@{K}_filtered"):
         if col not in ok.columns:
             ok[col] = np.nan
     ok["preset"] = ok["preset"].fillna("").astype(str) if "preset" in ok.columns else ""
@@ -566,6 +582,9 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
             ndcg=(f"ndcg@{K}{suf}", "mean"),
             ndcg_std=(f"ndcg@{K}{suf}", "std"),
             val_ndcg=(f"val_ndcg@{K}{suf}", "mean"),
+            anchor_hr=(f"anchor_hr@{K}_filtered", "mean"),
+            anchor_ndcg=(f"anchor_ndcg@{K}_filtered", "mean"),
+            anchor_ndcg_std=(f"anchor_ndcg@{K}_filtered", "std"),
             best_epoch=("best_epoch", "mean"),
             epochs=("epochs", "mean"),
             s_per_step=("s_per_step", "mean"),
@@ -596,6 +615,9 @@ def summary_markdown(s: pd.DataFrame) -> str:
             else ""
         )
     )
+    anchor = "anchor_ndcg" in s.columns and s["anchor_ndcg"].notna().any()
+    if anchor:
+        head += "NDCG@10, anchor protocol | "
     head += "s / step | attention share of a step | best epoch |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for _, r in s.iterrows():
@@ -613,6 +635,10 @@ def summary_markdown(s: pd.DataFrame) -> str:
                 f"{flag.get(r['d_hr_beyond_spread'], 'n/a')} / "
                 f"{flag.get(r['d_ndcg_beyond_spread'], 'n/a')}",
             ]
+        if anchor:
+            cells.append(
+                _pm(r["anchor_ndcg"], r["anchor_ndcg_std"]) if pd.notna(r["anchor_ndcg"]) else "-"
+            )
         cells += [
             f"{r['s_per_step']:.3f}" if pd.notna(r["s_per_step"]) else "-",
             f"{r['attn_share']:.0%}" if pd.notna(r.get("attn_share")) else "-",

@@ -68,6 +68,12 @@ def add_quality_parser(sub: Any) -> None:
         "--device", default="cpu", help="torch device to train on (default cpu; e.g. cuda)"
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--rescore",
+        action="store_true",
+        help="seqrec: train nothing; fill the anchor-protocol columns (anchor_*) of finished "
+        "rows in --out from their saved best models (analysis/quality_anchor.py)",
+    )
     p.set_defaults(func=_cmd)
 
 
@@ -84,6 +90,8 @@ def _cmd(args: Any) -> int:
     data = load(path, fmt, False, name, None, None, None, None)
     t0 = time.perf_counter()
     device = _device(args.device)
+    if args.rescore:
+        return _cmd_rescore(args, data, device)
     if args.task == "target":
         if device != "cpu":
             raise SystemExit("--task target trains on the CPU only (no --device yet)")
@@ -96,6 +104,25 @@ def _cmd(args: Any) -> int:
         print(summary_markdown(summary(df)))
     for _, r in df[df["status"] != "ok"].drop_duplicates(["method", "params"]).iterrows():
         print(f"{r['method']} {r['params']}: {r['status']}: {r['reason']}")
+    return 0
+
+
+def _cmd_rescore(args: Any, data: Any, device: str) -> int:
+    from .quality import summary, summary_markdown, write_quality_table
+    from .quality_rescore import rescore_anchor
+
+    if args.task != "seqrec":
+        raise SystemExit("--rescore applies to --task seqrec only")
+    from bench.store import LOG_NAME, write_table
+
+    if not (Path(args.out) / LOG_NAME).exists():
+        raise SystemExit(f"--rescore: no rows.jsonl in {args.out}")
+    counts = rescore_anchor(data, args.out, device)
+    print(", ".join(f"{v} {k}" for k, v in counts.items()))
+    df = write_quality_table(args.out)
+    if (df["status"] == "ok").any():
+        write_table(summary(df), args.out, name="summary.csv", parquet=False)
+        print(summary_markdown(summary(df)))
     return 0
 
 

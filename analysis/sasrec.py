@@ -314,6 +314,16 @@ def evaluate(
     (``hr@k``) and with the items of the user's input sequence removed from the ranking
     (``hr@k_filtered``, gSASRec's protocol: a held-out item that was already seen is then a
     miss). Ties favour the target. With one held-out item per user, Recall@k = HR@k."""
+    users, rank, rank_f = evaluate_ranks(model, sequences, target, batch)
+    return {"eval_users": int(len(users)), **hr_ndcg(rank, k), **hr_ndcg(rank_f, k, "_filtered")}
+
+
+@torch.no_grad()
+def evaluate_ranks(
+    model: SASRec, sequences: list[np.ndarray], target: np.ndarray, batch: int = 256
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(evaluated users, 0-based rank of each one's target, the same with seen items removed;
+    inf = a miss), as ``evaluate`` computes them."""
     model.eval()
     users, batches = eval_batches(model, sequences, target, batch)
     rank = np.zeros(len(users))
@@ -323,7 +333,7 @@ def evaluate(
         scores = model(seq)[:, -1] @ table.T
         tgt = torch.from_numpy(target[us]).to(scores.device)
         rank[sel], rank_f[sel] = target_ranks(scores, tgt, [sequences[u] for u in us])
-    return {"eval_users": int(len(users)), **hr_ndcg(rank, k), **hr_ndcg(rank_f, k, "_filtered")}
+    return users, rank, rank_f
 
 
 def target_ranks(
@@ -362,12 +372,33 @@ def ndcg_gain(rank: np.ndarray, k: int) -> np.ndarray:
 
 
 def popularity_baseline(
-    sequences: list[np.ndarray], target: np.ndarray, n_items: int, k: int = 10
+    sequences: list[np.ndarray],
+    target: np.ndarray,
+    n_items: int,
+    k: int = 10,
+    counts_from: list[np.ndarray] | None = None,
 ) -> dict[str, float]:
     """HR@k / NDCG@k of ranking every user's held-out item by training popularity, as is and
-    with the user's seen items removed (``pop_hr@k_filtered``; a seen target is a miss)."""
+    with the user's seen items removed (``pop_hr@k_filtered``; a seen target is a miss).
+    Popularity counts ``counts_from`` (default: ``sequences``, the users' inputs)."""
+    rank, rank_f = popularity_ranks(sequences, target, n_items, counts_from)
+    return {
+        f"pop_{key}": val
+        for key, val in {**hr_ndcg(rank, k), **hr_ndcg(rank_f, k, "_filtered")}.items()
+    }
+
+
+def popularity_ranks(
+    sequences: list[np.ndarray],
+    target: np.ndarray,
+    n_items: int,
+    counts_from: list[np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """0-based ranks of the users' held-out items (those with one) under the popularity
+    ranking, as is and with each user's ``sequences`` items removed (inf = a seen target)."""
+    src = sequences if counts_from is None else counts_from
     counts = np.bincount(
-        np.concatenate([s for s in sequences if len(s)]), minlength=n_items
+        np.concatenate([s for s in src if len(s)] + [np.empty(0, np.int64)]), minlength=n_items
     ).astype(np.float64)
     users = np.flatnonzero(target >= 0)
     srt = np.sort(counts)
@@ -380,10 +411,7 @@ def popularity_baseline(
             rank_f[j] = np.inf
         else:
             rank_f[j] = rank[j] - int((counts[seen] > c_t[j]).sum())
-    return {
-        f"pop_{key}": val
-        for key, val in {**hr_ndcg(rank, k), **hr_ndcg(rank_f, k, "_filtered")}.items()
-    }
+    return rank.astype(np.float64), rank_f
 
 
 def config_dict(cfg: SASRecConfig) -> dict[str, object]:
