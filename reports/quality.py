@@ -66,6 +66,7 @@ def summarise(q: pd.DataFrame) -> list[QualityGroup]:
             for s in summaries
         ]
         t = pd.DataFrame(rows)
+        t["anchor"] = [_anchor(g, s["method"], s["params"]) for s in summaries]
         dense = t[(t["method"] == "dense") & (t["status"] == "ok")]
         t["delta"] = math.nan
         t["beyond"] = None
@@ -90,6 +91,23 @@ def summarise(q: pd.DataFrame) -> list[QualityGroup]:
         )
         out.append(QualityGroup(str(task), str(ds), metric, t, _head_dim(g), srcs, machines))
     return out
+
+
+ANCHOR_COL = "anchor_ndcg@10_filtered"
+
+
+def _anchor(g: pd.DataFrame, method: str, params: object) -> str:
+    """Mean ± std over seeds of the anchor-protocol NDCG@10 (gSASRec's own test input, on the
+    users where it can be rebuilt) with the user count, or '' when the rows do not have it."""
+    if ANCHOR_COL not in g.columns:
+        return ""
+    h = g[(g["status"] == "ok") & (g["method"] == method) & (g["params"] == params)]
+    v = pd.to_numeric(h[ANCHOR_COL], errors="coerce").dropna()
+    if v.empty:
+        return ""
+    users = int(pd.to_numeric(h["anchor_users"], errors="coerce").max())
+    std = f" ± {v.std(ddof=1):.4f}" if len(v) > 1 else " (one seed)"
+    return f"{v.mean():.4f}{std} ({users} users)"
 
 
 @dataclass

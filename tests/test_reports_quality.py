@@ -166,3 +166,24 @@ def test_two_presets_are_two_comparisons() -> None:
     for g in groups:
         t = g.table.set_index("method")
         assert t.loc["mean_pool", "delta"] == pytest.approx(-0.01)
+
+
+def test_anchor_protocol_column_and_sentence_only_when_rows_have_it(tmp_path: Path) -> None:
+    folder = _synthetic_quality(tmp_path / "quality")
+    csv = folder / "synthetic-toy" / "results.csv"
+    plain = summarise(pd.read_csv(csv))[0]
+    assert (plain.table["anchor"] == "").all()
+    df = pd.read_csv(csv)
+    dense = df["method"] == "dense"
+    df.loc[dense, "anchor_ndcg@10_filtered"] = [0.13, 0.12, 0.14]
+    df.loc[dense, "anchor_users"] = 512
+    df.to_csv(csv, index=False)
+    g = summarise(pd.read_csv(csv))[0]
+    got = dict(zip(g.table["method"], g.table["anchor"], strict=False))
+    assert got["dense"] == "0.1300 ± 0.0100 (512 users)"
+    assert got["linrec"] == ""
+    rs = load([folder])
+    sec = quality_section(rs)
+    view = sec.tables[0].df
+    assert "NDCG@10, gSASRec's own test input" in view.columns
+    assert any("gSASRec's own test input" in w and "0.1300" in w for w in sec.intro)
