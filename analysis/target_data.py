@@ -4,7 +4,8 @@ Item ids are the loader's 0-based indices shifted by one (0 = padding). Historie
 left-padded (right-aligned), so for time-ordered data the last column is the latest item.
 
 Split, time-ordered data: test item = the data's held-out item (gSASRec ML-1M:
-``test/output.txt``), else each user's last item; validation item = the last item of the
+``test/output.txt``, which follows the training line by two items there: the shared copy has
+no ``test/input.txt``, see ``quality_anchor.py``), else each user's last item; validation item = the last item of the
 remaining training sequence; training targets are positions t >= 1 of the rest, with history
 = the items before t. Unordered data (KGAT sets such as amazon-book): there is no "before",
 so the test and validation items are drawn at random from each user's set (seed
