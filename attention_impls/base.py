@@ -345,7 +345,6 @@ class AttentionOperator:
     PARAMS: ClassVar[dict[str, Any]] = {}
     supports_causal: ClassVar[bool] = False
     causal_kernel: ClassVar[bool] = True  # False: causal calls run torch whatever ``backend`` says
-    extra_backends: ClassVar[tuple[str, ...]] = ()  # the method's own backends (LinRec: compiled)
     weights_are_distribution: ClassVar[bool] = True
     description: ClassVar[str] = ""
 
@@ -358,7 +357,7 @@ class AttentionOperator:
             )
         self.params: dict[str, Any] = {**self.PARAMS, **params}
         if "backend" in self.PARAMS:  # every method with a Triton kernel takes auto|torch|triton
-            validate_backend(self.params["backend"], self.name, self.extra_backends)
+            validate_backend(self.params["backend"], self.name)
         self._validate_params()
 
     # -- to override ----------------------------------------------------------------
@@ -441,8 +440,6 @@ class AttentionOperator:
         does ``causal=True`` for a method whose kernel has no causal form (``causal_kernel``)."""
         if "backend" not in self.params:
             return "torch"
-        if self.params["backend"] in self.extra_backends:  # the method's own (eager fall-back
-            return "torch" if requires_grad or causal else self.params["backend"]  # as triton's)
         dt = None if dtype is None else dtype_from_name(dtype)
         resolved = resolve_backend(self.params["backend"], device, self.name, dt)
         return "torch" if requires_grad or (causal and not self.causal_kernel) else resolved

@@ -10,8 +10,7 @@ accumulated in fp32 and stored in the working dtype. Cost O((N + M) d dv).
 
 ``backend``: ``torch`` = the code below (the reference); ``triton`` = one fused kernel
 (``kernels/row_mlp.py``: normalisation and product in one launch); ``auto`` = triton on CUDA
-when Triton imports; ``compiled`` = the code below through ``torch.compile``
-(``linrec_compiled.py``: the elementwise passes fused, for CPUs; opt-in, first call compiles).
+when Triton imports.
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from . import causal_linear, linrec_compiled
+from . import causal_linear
 from .base import (
     AttentionOperator,
     BaseState,
@@ -89,7 +88,6 @@ class LinRecAttention(AttentionOperator):
     PARAMS = {"eps": 1e-12, "backend": "auto"}
     supports_causal = True  # causal form: chunked prefix sums (causal_linear.py)
     causal_kernel = False  # the Triton kernel is the non-causal form only
-    extra_backends = ("compiled",)  # torch.compile of the torch path (linrec_compiled.py)
     weights_are_distribution = False
     description = "L2-normalised linear attention (ELU, row L2 norm, Q(K^T V)/sqrt(d))"
 
@@ -102,8 +100,6 @@ class LinRecAttention(AttentionOperator):
         # elu_l2 written out (the same ops as F.normalize) to keep the row norms: they are
         # the witness that lets the small kv prove V finite (``_inputs_proven_by_state``)
         grad = needs_grad(k)
-        if self.params["backend"] == "compiled" and not (grad or needs_grad(v)):
-            return self._prepare_compiled(k, v, key_mask, witnesses)
         y = F.elu(k.float())
         # K's finiteness (checked calls): its sum right after the ELU read K, still in cache
         # (at N = 16384 this cost less than the same sum before the ELU in an A/B)
@@ -128,30 +124,6 @@ class LinRecAttention(AttentionOperator):
             v=v,
             v_witness=witness,
             k_witness=k_witness,
-            kv_norm=frobenius(kv) if witnesses else None,
-        )
-
-    def _prepare_compiled(self, k, v, key_mask, witnesses: bool) -> LinRecState:
-        """``_prepare`` through ``linrec_compiled``: the same state and witnesses."""
-        kv, k_sum, min_norm = linrec_compiled.run(
-            "prepare", k, v, key_mask, self.params["eps"], inv_sqrt(k.shape[-1])
-        )
-        if kv.dtype != k.dtype:
-            kv = kv.to(k.dtype)
-        witness = None
-        if witnesses:
-            witness = (
-                min_norm.reciprocal()
-                if key_mask is None
-                else torch.tensor(float("inf"), device=k.device)
-            )
-        return LinRecState(
-            **self._base_state_kwargs(k, v, key_mask),
-            kv=kv,
-            k=k,
-            v=v,
-            v_witness=witness,
-            k_witness=k_sum if witnesses and k.dtype != torch.float16 else None,
             kv_norm=frobenius(kv) if witnesses else None,
         )
 
@@ -198,14 +170,10 @@ class LinRecAttention(AttentionOperator):
             return causal_linear.linrec_causal(
                 q, state.k, state.v, state.key_mask, self.params["eps"]
             )
-        backend = self._backend(q, state)
-        if backend == "triton":
+        if self._backend(q, state) == "triton":
             from .kernels.row_mlp import linrec_attend
 
             return linrec_attend(q, state.kv, state.empty_users, self.params["eps"])
-        if backend == "compiled":
-            out = linrec_compiled.run("attend", q, state.kv, self.params["eps"])
-            return zero_empty_users(out, state.empty_users)
         y = F.elu(q.float())
         norms = torch.linalg.vector_norm(y, dim=-1, keepdim=True)
         qn = row_divide(y, norms, self.params["eps"], needs_grad(q))

@@ -7,8 +7,7 @@ Pairs (ours vs peer):
 - causal ``linrec`` (self-attention, M = N) vs flash-linear-attention's torch reference
   (``fla.ops.linear_attn.naive.naive_chunk_linear_attn``) fed the same feature map;
 - ``linrec`` forward vs the LinRec authors' attention core written out here (two readings of
-  the key normalisation, see ``linrec_core``), with the default backend and with
-  ``backend="compiled"`` (the same code fused by ``torch.compile``; skipped without a compiler);
+  the key normalisation, see ``linrec_core``);
 - ``svd_exact`` prepare (default solver) vs a plain fp32 Gram + eigh + U = X W / S.
 
 Peers that are not installed are rows with status ``skipped`` and the reason. Timing: each
@@ -300,23 +299,6 @@ def build_pairs(n: int, m: int, d: int, bh: int, rank: int, features: int, seed:
             ours=lambda: lin.attend_unchecked(lin.prepare_unchecked(k, v, None), q, False),
             peer=lambda: linrec_core(q, k, v, -1),
             reason="without input validation (the harness times this path)",
-        )
-    )
-    try:  # the opt-in fused path (torch.compile of the same torch code); no compiler: a row
-        lin_f = ai.get("linrec", backend="compiled")
-        lin_f.forward(q, k, v)  # builds it (seconds), outside the timed rounds
-        fused: dict[str, object] = {"ours": lambda: lin_f.forward(q, k, v)}
-    except RuntimeError as exc:
-        fused = {"status": "skipped", "reason": str(exc)}
-    pairs.append(
-        Pair(
-            "linrec_compiled",
-            "linrec[backend=compiled] forward",
-            "LinRec core, K normalised over features (suite's reading)",
-            "forward",
-            1e-5,
-            peer=lambda: linrec_core(q, k, v, -1),
-            **fused,  # type: ignore[arg-type]
         )
     )
     pairs.append(

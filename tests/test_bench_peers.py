@@ -53,7 +53,6 @@ def test_bench_peers_tiny(tmp_path, capsys):
         "causal_linear",
         "linrec",
         "linrec_unchecked",
-        "linrec_compiled",
         "linrec_seq_axis",
         "svd_prepare",
         "svd_prepare_unchecked",

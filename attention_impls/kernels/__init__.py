@@ -9,8 +9,6 @@ Backends:
 - ``torch``: the PyTorch path (SDPA / matmuls). Always available; the reference.
 - ``triton``: the fused kernel. CUDA with Triton installed, or CPU under the interpreter.
 - ``auto``: ``triton`` on CUDA when Triton imports, else ``torch``.
-- ``compiled`` (LinRec only): its torch path through ``torch.compile``
-  (``attention_impls/linrec_compiled.py``).
 """
 
 from __future__ import annotations
@@ -34,11 +32,9 @@ def interpreter_requested() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "yes", "on")
 
 
-def validate_backend(value: object, name: str, extra: tuple[str, ...] = ()) -> None:
-    """``extra``: the method's own backends beside these (LinRec: ``compiled``)."""
-    allowed = BACKENDS + tuple(extra)
-    if value not in allowed:
-        raise ValueError(f"{name}: unknown backend {value!r}; use one of {', '.join(allowed)}")
+def validate_backend(value: object, name: str) -> None:
+    if value not in BACKENDS:
+        raise ValueError(f"{name}: unknown backend {value!r}; use one of {', '.join(BACKENDS)}")
 
 
 def triton_unavailable_reason(device: torch.device) -> str | None:
