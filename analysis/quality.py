@@ -47,7 +47,7 @@ from tqdm.auto import tqdm
 from attention_impls import AttentionLayer
 from attention_impls.base import Shape
 from bench.env import cpu_model, git_commit, timestamp
-from bench.quality_rows import deltas_vs_dense
+from bench.quality_rows import config_label, deltas_vs_dense, params_of
 from bench.store import LOG_NAME, _atomic_write, append_row, dedupe, read_rows, write_table
 
 from .mean_pool import MeanPool
@@ -620,9 +620,15 @@ def summary_markdown(s: pd.DataFrame) -> str:
         head += "NDCG@10, anchor protocol | "
     head += "s / step | attention share of a step | best epoch |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
-    for _, r in s.iterrows():
+    several = s.groupby(["preset", "method"] if "preset" in s.columns else ["method"])[
+        "params"
+    ].transform("nunique")
+    for i, r in s.iterrows():
+        name = r["method"]
+        if several[i] > 1:  # the same method at two settings: say which
+            name += f" ({config_label(params_of(r['params']))})"
         cells = ([r["preset"]] if presets else []) + [
-            r["method"],
+            name,
             str(r["seeds"]),
             _pm(r["hr"], r["hr_std"]),
             _pm(r["ndcg"], r["ndcg_std"]),

@@ -163,3 +163,24 @@ def test_summary_compares_each_preset_with_its_own_dense() -> None:
     assert s.loc[("short", "linrec"), "d_ndcg"] == pytest.approx(-0.01)
     assert s.loc[("long", "linrec"), "d_ndcg"] == pytest.approx(-0.01)
     assert "| long | dense | 3 |" in summary_markdown(s.reset_index())
+
+
+def test_summary_table_names_the_setting_of_a_method_run_twice() -> None:
+    """Performer at 64 and at 256 features in one preset: two rows the table tells apart
+    (made-up values); a method run once keeps its plain name."""
+    from analysis.quality import summary, summary_markdown
+
+    rows = []
+    for seed in range(2):
+        for method, params, v in (
+            ("dense", '{"backend": "torch"}', 0.11),
+            ("performer", '{"features": 64}', 0.09),
+            ("performer", '{"features": 256}', 0.10),
+        ):
+            rows.append({"method": method, "params": params, "preset": "p", "seed": seed,
+                         "status": "ok", "hr@10": 2 * v, "ndcg@10": v, "best_epoch": 3,
+                         "epochs": 4, "s_per_step": 0.1, "train_cpu_s": 1.0,
+                         "val_ndcg@10": v})  # fmt: skip
+    md = summary_markdown(summary(pd.DataFrame(rows)))
+    assert "| performer (features=64) | 2 |" in md and "| performer (features=256) | 2 |" in md
+    assert "| dense | 2 |" in md
