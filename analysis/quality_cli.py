@@ -108,13 +108,13 @@ def _cmd(args: Any) -> int:
 
 
 def _cmd_rescore(args: Any, data: Any, device: str) -> int:
+    from bench.store import LOG_NAME, write_table
+
     from .quality import summary, summary_markdown, write_quality_table
     from .quality_rescore import rescore_anchor
 
     if args.task != "seqrec":
         raise SystemExit("--rescore applies to --task seqrec only")
-    from bench.store import LOG_NAME, write_table
-
     if not (Path(args.out) / LOG_NAME).exists():
         raise SystemExit(f"--rescore: no rows.jsonl in {args.out}")
     counts = rescore_anchor(data, args.out, device)
