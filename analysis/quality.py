@@ -11,7 +11,9 @@ row with status ``unsupported`` and that reason.
 
 Split: with a separate validation split (gSASRec's ML-1M ``val/``) the model trains on every
 training line, validates on the validation users and tests each user's held-out item after
-the training line (gSASRec's protocol). Otherwise leave-one-out: test item = the data's
+the training line (gSASRec's split; without its ``test/input.txt`` that item is two steps
+ahead, so the ``anchor_*`` columns also score gSASRec's exact test input on the validation
+users, see ``quality_anchor.py``). Otherwise leave-one-out: test item = the data's
 held-out item when it has one, else each user's last item; validation item = the last item
 of the remaining training sequence, which the model then never trains on. Metrics as
 ``sasrec.evaluate``: full ranking over all items, HR@10 / NDCG@10 as is and with seen items
