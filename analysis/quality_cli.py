@@ -86,6 +86,8 @@ def _cmd(args: Any) -> int:
 
     torch.set_num_threads(args.threads)
     methods = parse_methods(args.methods)
+    if args.rescore:
+        _check_rescore(args)  # before the log is loaded
     path, fmt, name = resolve(args.data)
     data = load(path, fmt, False, name, None, None, None, None)
     t0 = time.perf_counter()
@@ -107,16 +109,21 @@ def _cmd(args: Any) -> int:
     return 0
 
 
-def _cmd_rescore(args: Any, data: Any, device: str) -> int:
-    from bench.store import LOG_NAME, write_table
-
-    from .quality import summary, summary_markdown, write_quality_table
-    from .quality_rescore import rescore_anchor
+def _check_rescore(args: Any) -> None:
+    from bench.store import LOG_NAME
 
     if args.task != "seqrec":
         raise SystemExit("--rescore applies to --task seqrec only")
     if not (Path(args.out) / LOG_NAME).exists():
         raise SystemExit(f"--rescore: no rows.jsonl in {args.out}")
+
+
+def _cmd_rescore(args: Any, data: Any, device: str) -> int:
+    from bench.store import write_table
+
+    from .quality import summary, summary_markdown, write_quality_table
+    from .quality_rescore import rescore_anchor
+
     counts = rescore_anchor(data, args.out, device)
     print(", ".join(f"{v} {k}" for k, v in counts.items()))
     df = write_quality_table(args.out)

@@ -17,7 +17,7 @@ import torch
 
 from bench.store import LOG_NAME, append_row, dedupe, read_rows
 
-from .quality import PRESETS, K, attention_factory, config_for, make_split
+from .quality import PRESETS, K, Split, attention_factory, config_for, make_split
 from .quality_anchor import anchor_metrics, pop_anchor_metrics
 from .sasrec import SASRec
 
@@ -32,6 +32,7 @@ def rescore_anchor(data: Any, out: str | Path, device: str = "cpu") -> dict[str,
     (rescored, no model file here, not applicable)."""
     out = Path(out)
     counts = {"rescored": 0, "model file absent": 0, "no anchor set": 0}
+    split_for: dict[int | None, Split] = {}  # one split per user cap, not one per row
     for row in dedupe(read_rows(out / LOG_NAME)):
         if not _missing(row) or row.get("dataset") != data.name:
             continue
@@ -40,7 +41,9 @@ def rescore_anchor(data: Any, out: str | Path, device: str = "cpu") -> dict[str,
             raise ValueError(
                 f"{out}: row {row['case_id']!r} has unknown preset {row.get('preset')!r}"
             )
-        split = make_split(data, preset.max_users)
+        if preset.max_users not in split_for:
+            split_for[preset.max_users] = make_split(data, preset.max_users)
+        split = split_for[preset.max_users]
         if split.anchor is None:
             counts["no anchor set"] += 1
             continue
