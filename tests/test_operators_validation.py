@@ -111,13 +111,13 @@ def test_forward_checks_q_values_once(name, monkeypatch):
     assert seen.count(q.data_ptr()) == 1
     assert seen.count(k.data_ptr()) == expected_k
     assert seen.count(v.data_ptr()) == expected_v
-    # q, k, v, output; the states' witnesses are read as one sum (``_state_witness``), not
+    # q, k, v, output; the states' witnesses are read together (``parts_finite``), not
     # through all_finite_fast (lrea: q, output; linrec: q, no output: ||K^T V|| bounds it;
     # svd_exact: q, output)
     assert len(seen) == {"svd_exact": 2, "lrea": 2, "linrec": 1}.get(name, 4), seen
     # the second call finds its structure checked (``structure_key``): the inputs the state
     # does not prove are checked before prepare; q, the state's witness and the output are
-    # summed into one total read once (``_forward_seen``), not through all_finite_fast
+    # read together (``parts_finite``) (``_forward_seen``), not through all_finite_fast
     seen.clear()
     op.forward(q, k, v)
     assert seen.count(q.data_ptr()) == 0
@@ -176,6 +176,66 @@ def test_forward_with_a_cached_structure_still_checks_everything(name):
         with pytest.raises(ValueError, match=msg):
             op.forward(qq, kk, vv, m)
     assert torch.isfinite(op.forward(q, k, v)).all()
+
+
+@pytest.mark.parametrize("name", sorted(ALL))
+def test_prepare_with_a_cached_structure_still_checks_everything(name):
+    """``prepare`` remembers a structure that passed, as ``forward`` does: values are still
+    checked on every call (each input named, with and without a mask), and any other
+    structure is checked afresh."""
+    op = ai.get(name, **ALL[name])
+    _, k, v = _qkv(torch.float32)
+    mask = torch.ones(2, k.shape[2], dtype=torch.bool)
+    op.prepare(k, v)
+    op.prepare(k, v, mask)
+    for tensor in ("k", "v"):
+        for bad in (float("nan"), float("inf"), float("-inf")):
+            t = {"k": k, "v": v}[tensor].clone()
+            t[1, 1, -1, -1] = bad
+            args = {"k": k, "v": v, tensor: t}
+            kind = "NaN" if bad != bad else "inf"
+            for m in (None, mask):
+                with pytest.raises(ValueError, match=rf"{tensor} contains {kind} \(1 non-finite"):
+                    op.prepare(args["k"], args["v"], m)
+    wrong = [
+        ((k, v[:, :, :-1], None), "k and v must agree"),
+        ((k, v.double(), None), "k and v have different dtypes"),
+        ((k, v, mask.long()), "key_mask must be a bool tensor"),
+        ((k, v, mask[:, :-1]), "key_mask must have shape"),
+        ((k, v, [True] * k.shape[2]), "key_mask must be a torch.Tensor"),
+        ((k.tolist(), v, None), "k must be a torch.Tensor"),
+        ((k[0], v, None), "k must be 4-D"),
+    ]
+    for (kk, vv, m), msg in wrong:
+        with pytest.raises(ValueError, match=msg):
+            op.prepare(kk, vv, m)
+    state = op.prepare(k, v, mask)
+    assert state.key_mask is mask
+
+
+@pytest.mark.parametrize("name", sorted(ALL))
+def test_prepare_skips_the_structural_checks_of_a_seen_structure(name, monkeypatch):
+    op = ai.get(name, **ALL[name])
+    _, k, v = _qkv(torch.float32)
+    calls = []
+    real = base.check_kv
+    monkeypatch.setattr(base, "check_kv", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    op.prepare(k, v)
+    op.prepare(k.clone(), v.clone())
+    assert len(calls) == 1
+    op.prepare(k[:, :, :40], v[:, :, :40])  # another structure: checked afresh
+    assert len(calls) == 2
+
+
+def test_lrea_refit_for_another_length_is_caught_after_a_cached_prepare():
+    """prepare's cached structure includes the fitted projection's length (as forward's)."""
+    _, k, v = _qkv(torch.float32)
+    op = ai.get("lrea", rank=4)
+    op.fit(k)
+    op.prepare(k, v)
+    op.fit(k[:, :, :40])
+    with pytest.raises(ValueError, match="projection was fitted for N = 40, input has N = 48"):
+        op.prepare(k, v)
 
 
 @pytest.mark.parametrize("fitted", ["segment_means", "fitted", "fitted_with_a_dead_position"])
