@@ -161,6 +161,22 @@ def kv_matrix(k: torch.Tensor, v: torch.Tensor, key_mask) -> torch.Tensor:
     return torch.cat([zero_padded(k, key_mask), zero_padded(v, key_mask)], dim=-1)
 
 
+def gram_blocks_prove_kv(op: AttentionOperator, k, v) -> tuple[str, ...]:
+    """``("k", "v")`` where ``decompose_kv`` runs the default solver's no-autograd path
+    (``gram_svd_blocks``), else ``()``: that path forms the Gram of [K | V] (padded rows
+    multiplied by 0, which keeps a NaN or inf non-finite), whose diagonal sums the squares of
+    every value, and a non-finite diagonal gives NaN factors, so every factor (S, and what
+    svd_exact and svd_tokens make of S W^T) is non-finite. Other solvers and autograd's fp64
+    route would raise inside their decomposition first: there K and V get their own pass."""
+    if op.params["solver"] != "gram":
+        return ()
+    if not (isinstance(k, torch.Tensor) and isinstance(v, torch.Tensor)):
+        return ()
+    if k.device.type == "mps" or records_grad(k, v):
+        return ()
+    return ("k", "v")
+
+
 def decompose_kv(
     op: AttentionOperator, k: torch.Tensor, v: torch.Tensor, key_mask, signs: bool = True
 ) -> Factors:
@@ -280,18 +296,7 @@ class SvdExactAttention(AttentionOperator):
         check_choice(self.name, "scores", self.params["scores"], SCORES)
 
     def _inputs_proven_by_state(self, k=None, v=None) -> tuple[str, ...]:
-        """K and V are checked through S on the default solver's no-autograd path
-        (``gram_svd_blocks``): S comes from the Gram of [K | V] (padded rows multiplied by 0,
-        which keeps a NaN or inf non-finite), whose diagonal sums the squares of every value,
-        and a non-finite diagonal gives NaN factors. Other solvers and autograd's fp64 route
-        would raise inside their decomposition first: there K and V get their own pass."""
-        if self.params["solver"] != "gram":
-            return ()
-        if not (isinstance(k, torch.Tensor) and isinstance(v, torch.Tensor)):
-            return ()
-        if k.device.type == "mps" or records_grad(k, v):
-            return ()
-        return ("k", "v")
+        return gram_blocks_prove_kv(self, k, v)
 
     def _state_tensors(self, state: SvdExactState) -> tuple[torch.Tensor, ...]:
         return (state.s,)

@@ -24,7 +24,13 @@ import torch
 
 from .base import AttentionOperator, BaseState, Cost, element_size, inv_sqrt, zero_empty_users
 from .registry import register
-from .svd_exact import check_rank, decompose_kv, svd_prepare_cost, validate_factor_params
+from .svd_exact import (
+    check_rank,
+    decompose_kv,
+    gram_blocks_prove_kv,
+    svd_prepare_cost,
+    validate_factor_params,
+)
 
 SCALINGS = ("singular", "rms")
 
@@ -67,6 +73,16 @@ class SvdTokensAttention(AttentionOperator):
             raise ValueError(
                 f"{self.name}: unknown token_scaling {self.params['token_scaling']!r}; use one of {', '.join(SCALINGS)}"
             )
+
+    def _inputs_proven_by_state(self, k=None, v=None) -> tuple[str, ...]:
+        """K and V through the tokens Z = diag(S) W^T (times a finite scale) on the default
+        solver's no-autograd path: a NaN or inf in [K | V] makes every factor NaN there
+        (``gram_blocks_prove_kv``), so the tokens' sums are the check; the N x d inputs are
+        read again only when that fails (to name the bad one)."""
+        return gram_blocks_prove_kv(self, k, v)
+
+    def _state_tensors(self, state: SvdTokensState) -> tuple[torch.Tensor, ...]:
+        return (state.zk, state.zv)
 
     def _check_extra(self, shape, dtype, device):
         return check_rank(self.params["rank"], shape.n, shape.d, shape.value_dim, self.name)

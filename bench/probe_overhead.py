@@ -1,6 +1,6 @@
 """CPU probes of issue 11: validation cost and allocator churn (thread CPU time).
 
-``python -m bench.probe_overhead checked [--n 4096 16384] [--rounds 11] [--malloc tuned|default]``
+``python -m bench.probe_overhead checked [--n 4096 16384] [--rounds 11] [--bh 1] [--malloc tuned|default]``
     checked (``prepare`` / ``attend`` / ``forward``) against unchecked
     (``prepare_unchecked`` / ``attend_unchecked``) calls of every operator, in interleaved
     rounds (the order alternates), one thread; prints the median ratio checked / unchecked
@@ -12,7 +12,7 @@
     ``tune_glibc_malloc`` (the order alternates).
 
 Run from the repository root (the allocator probe starts ``python -m bench.probe_overhead
-alloc-child`` processes). Inputs are synthetic: B = H = 1, M = 1024, d = dv = 64, fp32, [K|V] of rank 16 (unit mean
+alloc-child`` processes). Inputs are synthetic: B = H = 1 (``--bh`` sets B), M = 1024, d = dv = 64, fp32, [K|V] of rank 16 (unit mean
 square), Gaussian queries; seed 0. Operators at their defaults (rank 16, m = 256); LREA's
 projection is fitted once first, as the harness does.
 """
@@ -36,11 +36,16 @@ METHODS = ("dense", "svd_exact", "svd_tokens", "linrec", "lrea", "performer")
 ALLOC_METHODS = ("performer", "performer-reference", "svd_exact", "dense")
 
 
-def make_inputs(n: int, m: int = 1024, d: int = 64, seed: int = 0) -> tuple[torch.Tensor, ...]:
+def make_inputs(
+    n: int, m: int = 1024, d: int = 64, seed: int = 0, bh: int = 1
+) -> tuple[torch.Tensor, ...]:
+    """[bh, 1, ., d] inputs: rank-16 [K|V] at unit mean square, Gaussian queries (bh = 1 is
+    the probe's default, the inputs it always used)."""
     g = torch.Generator().manual_seed(seed)
-    kv = torch.randn(1, 1, n, 16, generator=g) @ torch.randn(16, 2 * d, generator=g)
+    kv = torch.randn(bh, 1, n, 16, generator=g) @ torch.randn(16, 2 * d, generator=g)
     kv = kv / kv.pow(2).mean().sqrt()
-    return torch.randn(1, 1, m, d, generator=g), kv[..., :d].contiguous(), kv[..., d:].contiguous()
+    q = torch.randn(bh, 1, m, d, generator=g)
+    return q, kv[..., :d].contiguous(), kv[..., d:].contiguous()
 
 
 def make_op(name: str, k: torch.Tensor):
@@ -84,10 +89,10 @@ def phase_pairs(op, state, q, k, v) -> dict[str, tuple[Callable[[], object], Cal
     }
 
 
-def checked(ns: list[int], rounds: int, methods: list[str]) -> list[dict]:
+def checked(ns: list[int], rounds: int, methods: list[str], bh: int = 1) -> list[dict]:
     rows = []
     for n in ns:
-        q, k, v = make_inputs(n)
+        q, k, v = make_inputs(n, bh=bh)
         for name in methods:
             op = make_op(name, k)
             with torch.inference_mode():
@@ -106,6 +111,7 @@ def checked(ns: list[int], rounds: int, methods: list[str]) -> list[dict]:
                     med, lo, hi = median_ci(np.array(ratios))
                     row = {
                         "n": n,
+                        "bh": bh,
                         "method": name,
                         "phase": phase,
                         "ratio": med,
@@ -118,7 +124,7 @@ def checked(ns: list[int], rounds: int, methods: list[str]) -> list[dict]:
                     }
                     rows.append(row)
                     print(
-                        f"N={n:<6d} {name:10s} {phase:8s} checked/unchecked {med:.3f} [{lo:.3f}, {hi:.3f}]  "
+                        f"N={n:<6d} {'' if bh == 1 else f'B={bh} '}{name:10s} {phase:8s} checked/unchecked {med:.3f} [{lo:.3f}, {hi:.3f}]  "
                         f"({row['checked_ms']:.2f} ms vs {row['unchecked_ms']:.2f} ms, {inner} calls x {rounds} rounds)",
                         flush=True,
                     )
@@ -214,6 +220,12 @@ def main(argv: list[str] | None = None) -> None:
     c.add_argument("--rounds", type=int, default=11)
     c.add_argument("--methods", nargs="+", default=list(METHODS))
     c.add_argument(
+        "--bh",
+        type=int,
+        default=1,
+        help="users per call (B; H = 1): the checks' fixed cost is per call, the work per user",
+    )
+    c.add_argument(
         "--malloc",
         choices=("tuned", "default"),
         default="tuned",
@@ -233,7 +245,7 @@ def main(argv: list[str] | None = None) -> None:
         from .peers import malloc_state
 
         print(f"# malloc tuning {malloc_state(args.malloc)}", flush=True)
-        checked(args.n, args.rounds, args.methods)
+        checked(args.n, args.rounds, args.methods, args.bh)
     elif args.cmd == "allocator":
         allocator(args.rounds, args.n, args.calls)
     else:

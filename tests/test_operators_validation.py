@@ -105,16 +105,16 @@ def test_forward_checks_q_values_once(name, monkeypatch):
     monkeypatch.setattr(validate, "all_finite_fast", counting)
     q, k, v = _qkv(torch.float32)
     op = ai.get(name, **ALL[name])
-    expected_k = 0 if name in ("lrea", "svd_exact", "linrec") else 1
-    expected_v = 0 if name in ("lrea", "linrec", "svd_exact") else 1
+    expected_k = 0 if name in ("lrea", "svd_exact", "svd_tokens", "linrec") else 1
+    expected_v = 0 if name in ("lrea", "linrec", "svd_exact", "svd_tokens") else 1
     op.forward(q, k, v)
     assert seen.count(q.data_ptr()) == 1
     assert seen.count(k.data_ptr()) == expected_k
     assert seen.count(v.data_ptr()) == expected_v
     # q, k, v, output; the states' witnesses are read together (``parts_finite``), not
     # through all_finite_fast (lrea: q, output; linrec: q, no output: ||K^T V|| bounds it;
-    # svd_exact: q, output)
-    assert len(seen) == {"svd_exact": 2, "lrea": 2, "linrec": 1}.get(name, 4), seen
+    # svd_exact, svd_tokens: q, output)
+    assert len(seen) == {"svd_exact": 2, "svd_tokens": 2, "lrea": 2, "linrec": 1}.get(name, 4), seen
     # the second call finds its structure checked (``structure_key``): the inputs the state
     # does not prove are checked before prepare; q, the state's witness and the output are
     # read together (``parts_finite``) (``_forward_seen``), not through all_finite_fast
@@ -421,10 +421,14 @@ def test_linrec_v_proof_passes_finite_values_whose_state_overflows():
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
 @pytest.mark.parametrize("pos", [0, 23, 47])
 @pytest.mark.parametrize("padded", [False, True])
-def test_svd_exact_proof_through_s_catches_every_bad_value(dtype, tensor, bad, pos, padded):
-    """svd_exact (default gram solver) checks K and V through S: a bad value anywhere, also in
-    a padded row, raises the message of the direct check, through prepare and forward; k is
-    named first when both are bad, as the direct checks do."""
+@pytest.mark.parametrize("method", ["svd_exact", "svd_tokens"])
+def test_svd_proof_through_the_factors_catches_every_bad_value(
+    method, dtype, tensor, bad, pos, padded
+):
+    """svd_exact and svd_tokens (default gram solver) check K and V through their factors (S;
+    the tokens diag(S) W^T): a bad value anywhere, also in a padded row, raises the message of
+    the direct check, through prepare and forward; k is named first when both are bad, as the
+    direct checks do."""
     q, k, v = _qkv(dtype)
     k, v = k.clone(), v.clone()
     {"k": k, "v": v}[tensor][0, 1, pos, 5] = bad
@@ -433,7 +437,7 @@ def test_svd_exact_proof_through_s_catches_every_bad_value(dtype, tensor, bad, p
         mask = torch.ones(2, k.shape[2], dtype=torch.bool)
         mask[0, pos] = False
     kind = "NaN" if bad != bad else "inf"
-    op = ai.get("svd_exact", rank=4)
+    op = ai.get(method, rank=4)
     assert op._inputs_proven_by_state(k, v) == ("k", "v")
     msg = rf"{tensor} contains {kind} \(1 non-finite values"
     with pytest.raises(ValueError, match=msg):
@@ -446,13 +450,14 @@ def test_svd_exact_proof_through_s_catches_every_bad_value(dtype, tensor, bad, p
             op.prepare(k, v, mask)
 
 
-def test_svd_exact_proof_only_where_the_gram_blocks_run():
+@pytest.mark.parametrize("method", ["svd_exact", "svd_tokens"])
+def test_svd_proof_only_where_the_gram_blocks_run(method):
     """Other solvers and autograd's fp64 route decompose (and would raise) before any check of
     the state: they check K and V directly."""
     q, k, v = _qkv(torch.float32)
-    assert ai.get("svd_exact", rank=4, solver="svd")._inputs_proven_by_state(k, v) == ()
+    assert ai.get(method, rank=4, solver="svd")._inputs_proven_by_state(k, v) == ()
     kg = k.clone().requires_grad_(True)
-    op = ai.get("svd_exact", rank=4)
+    op = ai.get(method, rank=4)
     assert op._inputs_proven_by_state(kg, v) == ()
     with torch.no_grad():
         assert op._inputs_proven_by_state(kg, v) == ("k", "v")
@@ -460,16 +465,17 @@ def test_svd_exact_proof_only_where_the_gram_blocks_run():
     bad[0, 0, 3, 3] = float("inf")
     for solver in ("svd", "gram_fp64", "lowrank"):
         with pytest.raises(ValueError, match="v contains inf"):
-            ai.get("svd_exact", rank=4, solver=solver).forward(q, k, bad)
+            ai.get(method, rank=4, solver=solver).forward(q, k, bad)
     with pytest.raises(ValueError, match="v contains inf"):
         op.forward(q, kg, bad)
 
 
-def test_svd_exact_finite_inputs_whose_gram_overflows_are_not_called_non_finite():
+@pytest.mark.parametrize("method", ["svd_exact", "svd_tokens"])
+def test_svd_finite_inputs_whose_gram_overflows_are_not_called_non_finite(method):
     """Values of 1e20: finite, but their squares overflow fp32's Gram. The proof fails, the
     direct checks pass, and the output check names the overflow."""
     q, k, v = _qkv(torch.float32)
-    op = ai.get("svd_exact", rank=4)
+    op = ai.get(method, rank=4)
     with pytest.raises(ValueError) as info:
         op.forward(q, k * 1e20, v)
     assert "contains" not in str(info.value) and "not finite" in str(info.value)
