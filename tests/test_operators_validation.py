@@ -493,3 +493,16 @@ def test_lrea_refit_for_another_length_is_caught_after_a_cached_call():
         op.forward(q, k, v)
     op.fit(k)
     assert torch.isfinite(op.forward(q, k, v)).all()
+
+
+def test_parts_finite_reads_every_part():
+    """``parts_finite``: all finite -> True; one NaN or inf anywhere -> False (CPU reads each
+    part, so finite parts whose total would overflow still pass); nothing to read -> True."""
+    big = torch.tensor(torch.finfo(torch.float32).max)
+    assert base.parts_finite([big, big, torch.tensor(1.0)])
+    for bad in (float("nan"), float("inf"), float("-inf")):
+        for i in range(3):
+            parts = [torch.tensor(1.0), torch.tensor(2.0), torch.tensor(3.0)]
+            parts[i] = torch.tensor(bad)
+            assert not base.parts_finite(parts)
+    assert base.parts_finite([])
