@@ -600,7 +600,10 @@ class AttentionOperator:
         if causal:  # what prepare could not know: e.g. svd_exact's causal needs the full rank
             self._raise_if_unsupported(shape, q.dtype, q.device)
         check_memory(lambda: f"{self.label}.attend", self.memory_model(shape, q.dtype), q.device)
-        return check_output(lambda: self.label, self._attend(state, q, causal), q)
+        out = self._attend(state, q, causal)
+        if self._output_proven_finite(state, q, causal):  # q was checked above
+            return out
+        return check_output(lambda: self.label, out, q)
 
     def forward(
         self,

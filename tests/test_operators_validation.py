@@ -506,3 +506,35 @@ def test_parts_finite_reads_every_part():
             parts[i] = torch.tensor(bad)
             assert not base.parts_finite(parts)
     assert base.parts_finite([])
+
+
+def test_linrec_attend_skips_the_output_read_when_its_state_bounds_it(monkeypatch):
+    """attend, as forward: a state from the checked prepare carries ||K^T V||_F, which bounds
+    every output value (rows of q^ have norm <= 1); below half the dtype's range the output is
+    not read. A state from prepare_unchecked has no bound: its output is checked."""
+    import attention_impls.validate as validate
+
+    seen: list[int] = []
+    real = validate.all_finite_fast
+
+    def counting(t):
+        seen.append(t.data_ptr())
+        return real(t)
+
+    monkeypatch.setattr(base, "all_finite_fast", counting)
+    monkeypatch.setattr(validate, "all_finite_fast", counting)
+    q, k, v = _qkv(torch.float32)
+    op = ai.get("linrec")
+    out = op.attend(op.prepare(k, v), q)
+    assert seen == [q.data_ptr()]
+    seen.clear()
+    out2 = op.attend(op.prepare_unchecked(k, v), q)
+    assert seen == [q.data_ptr(), out2.data_ptr()]
+    assert torch.equal(out, out2)
+    # fp16 with ||K^T V||_F above half the range: no bound, the output is read
+    big = op.prepare(k.half(), (v * 4000).half())
+    assert bool(torch.isfinite(big.kv).all()) and big.kv_norm.item() > 65504 / 2
+    qh = q.half()
+    seen.clear()
+    out3 = op.attend(big, qh)
+    assert seen == [qh.data_ptr(), out3.data_ptr()]
