@@ -588,18 +588,37 @@ class AttentionOperator:
         return self._prepare_witnessed(k, v, key_mask)
 
     def attend(self, state: BaseState, q: torch.Tensor, causal: bool = False) -> torch.Tensor:
-        if not isinstance(state, BaseState):
-            raise ValueError(
-                f"state must come from {self.name}.prepare(), got {type(state).__name__}"
-            )
-        check_query(q, state, causal)
-        check_state(self, state, q)
-        if causal and not self.supports_causal:
-            raise ValueError(f"{self.name} does not support causal self-attention")
-        shape = Shape(q.shape[0], q.shape[1], state.n, q.shape[2], state.d, state.dv, causal)
-        if causal:  # what prepare could not know: e.g. svd_exact's causal needs the full rank
-            self._raise_if_unsupported(shape, q.dtype, q.device)
-        check_memory(lambda: f"{self.label}.attend", self.memory_model(shape, q.dtype), q.device)
+        """The state's origin, q's structure and values, q against the state, the unsupported
+        cases and the memory model, then the output. As in ``forward``, a call whose structure
+        (``attend_key``: q's, the state's fields these checks read, the parameters) passed
+        before runs only q's value check and the free-memory test before the work."""
+        key = attend_key(state, q, causal, self.params, self._unsupported_key())
+        cache = self.__dict__.setdefault("_attend_structure_cache", {})
+        try:
+            estimate = cache.get(key)
+        except TypeError:  # an unhashable parameter value: no caching
+            key = estimate = None
+        if estimate is None:
+            if not isinstance(state, BaseState):
+                raise ValueError(
+                    f"state must come from {self.name}.prepare(), got {type(state).__name__}"
+                )
+            check_query(q, state, causal)
+            check_state(self, state, q)
+            if causal and not self.supports_causal:
+                raise ValueError(f"{self.name} does not support causal self-attention")
+            shape = Shape(q.shape[0], q.shape[1], state.n, q.shape[2], state.d, state.dv, causal)
+            if causal:  # what prepare could not know: e.g. svd_exact's causal needs full rank
+                self._raise_if_unsupported(shape, q.dtype, q.device)
+            estimate = self.memory_model(shape, q.dtype)
+            if key is not None:
+                if len(cache) >= STRUCTURE_CACHE_SIZE:
+                    cache.clear()
+                cache[key] = estimate
+        else:
+            check_finite("q", q)
+        if estimate >= validation.MEMORY_CHECK_FLOOR:  # below it check_memory returns at once
+            check_memory(lambda: f"{self.label}.attend", estimate, q.device)
         out = self._attend(state, q, causal)
         if self._output_proven_finite(state, q, causal):  # q was checked above
             return out
@@ -799,6 +818,27 @@ def _check_after_q(q: torch.Tensor, named: list[tuple[str, torch.Tensor]]) -> No
 
 
 STRUCTURE_CACHE_SIZE = 64  # distinct input structures remembered per operator
+
+
+def attend_key(
+    state: Any, q: Any, causal: bool, params: dict[str, Any], extra: Any
+) -> tuple | None:
+    """What ``attend``'s checks before the work read, besides q's values: q's type, shape,
+    dtype and device, causal, the operator's parameters and ``extra``, and the state's type
+    and the fields ``check_query``/``check_state``/``Shape`` read (method, parameters, n, d,
+    dv, dtype, device, batch, heads). None for a q that is not a tensor or a state that is not
+    a ``BaseState`` (never cached)."""
+    if not (
+        isinstance(q, torch.Tensor)
+        and isinstance(state, BaseState)
+        and isinstance(state.params, dict)
+    ):
+        return None
+    return (
+        type(q), q.shape, q.dtype, q.device, bool(causal), tuple(params.values()), extra,
+        type(state), state.method, tuple(state.params.items()), state.n, state.d, state.dv,
+        state.dtype, state.device, state.batch, state.heads,
+    )  # fmt: skip
 
 
 def structure_key(

@@ -538,3 +538,46 @@ def test_linrec_attend_skips_the_output_read_when_its_state_bounds_it(monkeypatc
     seen.clear()
     out3 = op.attend(big, qh)
     assert seen == [qh.data_ptr(), out3.data_ptr()]
+
+
+@pytest.mark.parametrize("name", sorted(ALL))
+def test_attend_with_a_cached_structure_still_checks_everything(name, monkeypatch):
+    """attend remembers a structure that passed (q's, the state's fields its checks read, the
+    parameters): q's values are still checked on every call, every other state or query
+    structure is checked afresh, and the structural checks run once per structure."""
+    op = ai.get(name, **ALL[name])
+    q, k, v = _qkv(torch.float32)
+    state = op.prepare(k, v)
+    calls = []
+    real = base.check_state
+    monkeypatch.setattr(base, "check_state", lambda *a: calls.append(1) or real(*a))
+    op.attend(state, q)
+    op.attend(state, q.clone())
+    assert len(calls) == 1
+    for bad in (float("nan"), float("inf"), float("-inf")):
+        t = q.clone()
+        t[1, 1, -1, -1] = bad
+        kind = "NaN" if bad != bad else "inf"
+        with pytest.raises(ValueError, match=rf"q contains {kind} \(1 non-finite"):
+            op.attend(state, t)
+    other = "dense" if name != "dense" else "linrec"
+    wrong = [
+        ((state, q.double()), "q has dtype"),
+        ((state, q[:1]), r"\[batch, heads\]"),
+        ((state, q[..., :-1]), "q has head dim"),
+        ((ai.get(other).prepare(k, v), q), "this state was prepared by"),
+        ((op.prepare(k[:1], v[:1]), q), r"\[batch, heads\]"),
+        (("not a state", q), "state must come from"),
+        ((state, q.tolist()), "q must be a torch.Tensor"),
+    ]
+    for (st, qq), msg in wrong:
+        with pytest.raises(ValueError, match=msg):
+            op.attend(st, qq)
+    if not op.supports_causal:
+        with pytest.raises(ValueError, match="causal"):
+            op.attend(state, q, causal=True)
+    # a state whose fields were changed after prepare is checked afresh
+    state.params = {**state.params, "seed": 123}
+    with pytest.raises(ValueError, match="other parameters"):
+        op.attend(state, q)
+    assert torch.isfinite(op.attend(op.prepare(k, v), q)).all()
