@@ -514,6 +514,26 @@ class AttentionOperator:
         K in cache). Default: ``_prepare``."""
         return self._prepare(k, v, key_mask)
 
+    def _recall(self, entry: str, key: tuple | None) -> tuple[tuple | None, float | None]:
+        """(key, the memory estimate remembered for ``key`` by the ``entry`` point's checks,
+        or None when that structure has not passed); key None when it does not hash (an
+        unhashable parameter value: no caching)."""
+        cache = self.__dict__.setdefault("_structure_caches", {}).setdefault(entry, {})
+        try:
+            return key, cache.get(key)
+        except TypeError:
+            return None, None
+
+    def _remember(self, entry: str, key: tuple | None, estimate: float) -> float:
+        """Remember that ``key``'s structure passed ``entry``'s checks (up to
+        ``STRUCTURE_CACHE_SIZE`` per entry point, then start afresh); returns ``estimate``."""
+        if key is not None:
+            cache = self.__dict__["_structure_caches"][entry]
+            if len(cache) >= STRUCTURE_CACHE_SIZE:
+                cache.clear()
+            cache[key] = estimate
+        return estimate
+
     def prepare(
         self, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None = None
     ) -> BaseState:
@@ -534,23 +554,17 @@ class AttentionOperator:
         unsupported cases and the memory model; the values and the free memory are checked
         on every call, in the same order."""
         proven = self._inputs_proven_by_state(k, v)
-        key = structure_key(k, k, v, key_mask, False, self.params, self._unsupported_key())
-        cache = self.__dict__.setdefault("_prepare_structure_cache", {})
-        try:
-            estimate = cache.get(key)
-        except TypeError:  # an unhashable parameter value: no caching
-            key = estimate = None
+        key, estimate = self._recall(
+            "prepare",
+            structure_key(k, k, v, key_mask, False, self.params, self._unsupported_key()),
+        )
         if estimate is None:
             key_mask = check_kv(
                 k, v, key_mask, finite=tuple(x for x in ("k", "v") if x not in proven)
             )
             shape = Shape(k.shape[0], k.shape[1], k.shape[2], 1, k.shape[3], v.shape[3])
             self._raise_if_unsupported(shape, k.dtype, k.device)
-            estimate = self.memory_model(shape, k.dtype)
-            if key is not None:
-                if len(cache) >= STRUCTURE_CACHE_SIZE:
-                    cache.clear()
-                cache[key] = estimate
+            estimate = self._remember("prepare", key, self.memory_model(shape, k.dtype))
         else:
             for name, t in (("k", k), ("v", v)):
                 if name not in proven:
@@ -592,12 +606,9 @@ class AttentionOperator:
         cases and the memory model, then the output. As in ``forward``, a call whose structure
         (``attend_key``: q's, the state's fields these checks read, the parameters) passed
         before runs only q's value check and the free-memory test before the work."""
-        key = attend_key(state, q, causal, self.params, self._unsupported_key())
-        cache = self.__dict__.setdefault("_attend_structure_cache", {})
-        try:
-            estimate = cache.get(key)
-        except TypeError:  # an unhashable parameter value: no caching
-            key = estimate = None
+        key, estimate = self._recall(
+            "attend", attend_key(state, q, causal, self.params, self._unsupported_key())
+        )
         if estimate is None:
             if not isinstance(state, BaseState):
                 raise ValueError(
@@ -610,11 +621,7 @@ class AttentionOperator:
             shape = Shape(q.shape[0], q.shape[1], state.n, q.shape[2], state.d, state.dv, causal)
             if causal:  # what prepare could not know: e.g. svd_exact's causal needs full rank
                 self._raise_if_unsupported(shape, q.dtype, q.device)
-            estimate = self.memory_model(shape, q.dtype)
-            if key is not None:
-                if len(cache) >= STRUCTURE_CACHE_SIZE:
-                    cache.clear()
-                cache[key] = estimate
+            estimate = self._remember("attend", key, self.memory_model(shape, q.dtype))
         else:
             check_finite("q", q)
         if estimate >= validation.MEMORY_CHECK_FLOOR:  # below it check_memory returns at once
@@ -641,23 +648,15 @@ class AttentionOperator:
         cases and the memory model depend only on those properties, the parameters and
         ``_unsupported_key()``: a call whose properties passed before (``structure_key``)
         skips them and runs the rest (values, the free-memory test) in the same order."""
-        key = structure_key(q, k, v, key_mask, causal, self.params, self._unsupported_key())
-        cache = self.__dict__.get("_structure_cache")
-        if cache is None:
-            cache = self.__dict__["_structure_cache"] = {}
-        try:
-            hit = cache.get(key)
-        except TypeError:  # an unhashable parameter value: no caching
-            key = hit = None
-        if hit is not None:
-            return self._forward_seen(q, k, v, key_mask, causal, hit[1])
+        key, estimate = self._recall(
+            "forward",
+            structure_key(q, k, v, key_mask, causal, self.params, self._unsupported_key()),
+        )
+        if estimate is not None:
+            return self._forward_seen(q, k, v, key_mask, causal, estimate)
         shape = self._check_forward_structure(q, k, v, key_mask, causal)
         self._raise_if_unsupported(shape, k.dtype, k.device)
-        estimate = self.memory_model(shape, q.dtype)
-        if key is not None:
-            if len(cache) >= STRUCTURE_CACHE_SIZE:
-                cache.clear()
-            cache[key] = (shape, estimate)
+        estimate = self._remember("forward", key, self.memory_model(shape, q.dtype))
         proven = self._inputs_proven_by_state(k, v)
         if estimate >= validation.MEMORY_CHECK_FLOOR:  # below it check_memory returns at once
             check_memory(lambda: f"{self.label}.forward", estimate, q.device)
