@@ -24,6 +24,23 @@ ALL = {
 }
 
 
+@pytest.fixture
+def finite_reads(monkeypatch) -> list[int]:
+    """The data pointers of the tensors the fast finiteness check reads, in order."""
+    import attention_impls.validate as validate
+
+    seen: list[int] = []
+    real = validate.all_finite_fast
+
+    def counting(t):
+        seen.append(t.data_ptr())
+        return real(t)
+
+    monkeypatch.setattr(base, "all_finite_fast", counting)
+    monkeypatch.setattr(validate, "all_finite_fast", counting)
+    return seen
+
+
 def _qkv(dtype, n=48, m=6, d=8, seed=0):
     g = torch.Generator().manual_seed(seed)
     return tuple(torch.randn((2, 2, length, d), generator=g).to(dtype) for length in (m, n, n))
@@ -87,22 +104,12 @@ def test_fast_path_true_means_finite():
 
 
 @pytest.mark.parametrize("name", sorted(ALL))
-def test_forward_checks_q_values_once(name, monkeypatch):
+def test_forward_checks_q_values_once(name, finite_reads):
     """forward checks q's values once (attend checks only its structure afterwards), k and v
     once each (lrea: both through its small state instead; linrec: k through its sum taken
     after the ELU, v through K^T V and the witness that every key row weighs it; svd_exact:
     both through S), and the output once."""
-    seen: list[int] = []
-    real = base.all_finite_fast
-
-    def counting(t):
-        seen.append(t.data_ptr())
-        return real(t)
-
-    monkeypatch.setattr(base, "all_finite_fast", counting)
-    import attention_impls.validate as validate
-
-    monkeypatch.setattr(validate, "all_finite_fast", counting)
+    seen = finite_reads
     q, k, v = _qkv(torch.float32)
     op = ai.get(name, **ALL[name])
     expected_k = 0 if name in ("lrea", "svd_exact", "svd_tokens", "linrec") else 1
@@ -508,21 +515,11 @@ def test_parts_finite_reads_every_part():
     assert base.parts_finite([])
 
 
-def test_linrec_attend_skips_the_output_read_when_its_state_bounds_it(monkeypatch):
+def test_linrec_attend_skips_the_output_read_when_its_state_bounds_it(finite_reads):
     """attend, as forward: a state from the checked prepare carries ||K^T V||_F, which bounds
     every output value (rows of q^ have norm <= 1); below half the dtype's range the output is
     not read. A state from prepare_unchecked has no bound: its output is checked."""
-    import attention_impls.validate as validate
-
-    seen: list[int] = []
-    real = validate.all_finite_fast
-
-    def counting(t):
-        seen.append(t.data_ptr())
-        return real(t)
-
-    monkeypatch.setattr(base, "all_finite_fast", counting)
-    monkeypatch.setattr(validate, "all_finite_fast", counting)
+    seen = finite_reads
     q, k, v = _qkv(torch.float32)
     op = ai.get("linrec")
     out = op.attend(op.prepare(k, v), q)
