@@ -5,8 +5,8 @@ left-padded (right-aligned), so for time-ordered data the last column is the lat
 
 Split, time-ordered data: test item = the data's held-out item (gSASRec ML-1M:
 ``test/output.txt``, which follows the training line by two items there: the shared copy has
-no ``test/input.txt``, see ``quality_anchor.py``), else each user's last item; validation item = the last item of the
-remaining training sequence; training targets are positions t >= 1 of the rest, with history
+no ``test/input.txt``, see ``quality_anchor.py``), else each user's last item; validation
+item = the last item of the remaining training sequence; training targets are positions t >= 1 of the rest, with history
 = the items before t. Unordered data (KGAT sets such as amazon-book): there is no "before",
 so the test and validation items are drawn at random from each user's set (seed
 ``SPLIT_SEED``, the same for every method) and a training target's history is the rest of

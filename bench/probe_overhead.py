@@ -1,6 +1,7 @@
 """CPU probes of issue 11: validation cost and allocator churn (thread CPU time).
 
-``python -m bench.probe_overhead checked [--n 4096 16384] [--rounds 11] [--bh 1] [--malloc tuned|default]``
+``python -m bench.probe_overhead checked [--n 4096 16384] [--rounds 11] [--bh 1]
+[--malloc tuned|default]``
     checked (``prepare`` / ``attend`` / ``forward``) against unchecked
     (``prepare_unchecked`` / ``attend_unchecked``) calls of every operator, in interleaved
     rounds (the order alternates), one thread; prints the median ratio checked / unchecked
@@ -12,8 +13,8 @@
     ``tune_glibc_malloc`` (the order alternates).
 
 Run from the repository root (the allocator probe starts ``python -m bench.probe_overhead
-alloc-child`` processes). Inputs are synthetic: B = H = 1 (``--bh`` sets B), M = 1024, d = dv = 64, fp32, [K|V] of rank 16 (unit mean
-square), Gaussian queries; seed 0. Operators at their defaults (rank 16, m = 256); LREA's
+alloc-child`` processes). Inputs are synthetic: B = H = 1 (``--bh`` sets B), M = 1024,
+d = dv = 64, fp32, [K|V] of rank 16 (unit mean square), Gaussian queries; seed 0. Operators at their defaults (rank 16, m = 256); LREA's
 projection is fitted once first, as the harness does.
 """
 
@@ -124,7 +125,8 @@ def checked(ns: list[int], rounds: int, methods: list[str], bh: int = 1) -> list
                     }
                     rows.append(row)
                     print(
-                        f"N={n:<6d} {'' if bh == 1 else f'B={bh} '}{name:10s} {phase:8s} checked/unchecked {med:.3f} [{lo:.3f}, {hi:.3f}]  "
+                        f"N={n:<6d} {'' if bh == 1 else f'B={bh} '}{name:10s} {phase:8s} "
+                        f"checked/unchecked {med:.3f} [{lo:.3f}, {hi:.3f}]  "
                         f"({row['checked_ms']:.2f} ms vs {row['unchecked_ms']:.2f} ms, {inner} calls x {rounds} rounds)",
                         flush=True,
                     )
